@@ -1,0 +1,264 @@
+"""Thin command line: parse, call one importable function, print. Heavy imports stay inside commands."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+app = typer.Typer(
+    help="leadtemp: predict which sales leads will convert and sort them into hot / warm / cold, with reasons.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameters file.")]
+LeadsOpt = Annotated[Optional[Path], typer.Option("--leads", help="Leads table (CSV/Parquet); overrides data.leads.")]
+InterOpt = Annotated[Optional[Path], typer.Option("--interactions", help="Interactions table (CSV/Parquet); overrides data.interactions.")]
+AsOfOpt = Annotated[str, typer.Option("--as-of", help="Score as of this date: only data strictly before it is used.")]
+ModelOpt = Annotated[Optional[str], typer.Option(
+    "--model", help="MLflow model URI (models:/NAME@ALIAS, runs:/...) or exported folder. "
+    "Default: models:/<mlflow.registered_model>@champion.")]
+
+
+def _errors(fn: Callable) -> Callable:
+    """Known input problems become one clear line on stderr and exit code 2, never a traceback."""
+    @wraps(fn)
+    def wrapper(*args, **kwargs):
+        from leadtemp.config import ConfigError
+        from leadtemp.schema import SchemaError
+        from leadtemp.snapshots import NotEnoughHistory
+
+        known: tuple[type[Exception], ...] = (ConfigError, SchemaError, NotEnoughHistory)
+        try:
+            from leadtemp.train import TrainingDataError
+
+            known += (TrainingDataError,)
+            return fn(*args, **kwargs)
+        except known as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+    return wrapper
+
+
+def _params(path: Path, leads: Path | None = None, interactions: Path | None = None):
+    from leadtemp.config import load_params
+
+    params = load_params(path)
+    overrides = {k: str(v) for k, v in (("leads", leads), ("interactions", interactions)) if v is not None}
+    return params.replace(data=overrides) if overrides else params
+
+
+def _quiet_mlflow() -> None:
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+def _as_of(text: str):
+    import pandas as pd
+
+    from leadtemp.config import ConfigError
+
+    try:
+        return pd.Timestamp(text)
+    except ValueError:
+        raise ConfigError(f"--as-of {text!r} is not a date (use YYYY-MM-DD)") from None
+
+
+@app.command()
+@_errors
+def simulate(
+    out: Annotated[Path, typer.Option(help="Folder for leads.parquet, interactions.parquet, truth.parquet.")] = Path("data/sim"),
+    leads: Annotated[Optional[int], typer.Option("--leads", help="Number of leads (default: simulate.leads).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed (default: simulate.seed).")] = None,
+    start: Annotated[Optional[str], typer.Option(help="First day, YYYY-MM-DD (default: simulate.start).")] = None,
+    months: Annotated[Optional[int], typer.Option(help="Months of history (default: simulate.months).")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Generate a synthetic lead database with a known truth (see DOMAIN.md)."""
+    from leadtemp.simulate import simulate as run, write_simulation
+
+    p = _params(params)
+    s = p.simulate
+    data = run(leads or s.leads, seed if seed is not None else s.seed, start or s.start, months or s.months,
+               p.snapshots.horizon_days)
+    for path in write_simulation(data, out):
+        typer.echo(f"wrote {path}")
+    typer.echo(f"{len(data.leads)} leads, {len(data.interactions)} interactions, "
+               f"{data.leads['converted_at'].notna().mean():.1%} converted")
+
+
+def _train(p) -> tuple:
+    _quiet_mlflow()
+    from leadtemp.io import load_data
+    from leadtemp.train import log_run, train
+
+    leads, interactions = load_data(p)
+    result = train(leads, interactions, p, sources={"leads": p.data.leads, "interactions": p.data.interactions})
+    logged = log_run(result, p, export_dir=p.mlflow.export_dir)
+    return result, logged
+
+
+def _print_training(result, logged) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    m = result.metrics
+    console = Console()
+    console.print(f"test slice {result.splits.describe()['test']}: {int(m['rows'])} snapshots, "
+                  f"{m['positive_rate']:.1%} converted within the horizon")
+    console.print(f"ROC-AUC {m['roc_auc']:.3f} (thermometer baseline {m['thermometer_roc_auc']:.3f}), "
+                  f"PR-AUC {m['pr_auc']:.3f}, lift@10% {m['lift_at_10']:.2f}, "
+                  f"ECE {m['raw_ece']:.4f} raw -> {m['ece']:.4f} calibrated")
+    table = Table("bucket", "leads", "converted", "rate", "95% interval")
+    for row in result.buckets.itertuples():
+        table.add_row(row.bucket, str(row.leads), str(row.converted), f"{row.rate:.1%}",
+                      f"{row.rate_low:.1%}-{row.rate_high:.1%}")
+    console.print(table)
+    alias = " (alias champion)" if logged.champion else ""
+    console.print(f"MLflow run {logged.run_id}; registered version {logged.version}{alias}; exported to {logged.export_path}")
+
+
+@app.command()
+@_errors
+def train(params: ParamsOpt = Path("params.yaml"), leads: LeadsOpt = None, interactions: InterOpt = None) -> None:
+    """Build point-in-time snapshots, fit and calibrate the model, log and register it in MLflow."""
+    p = _params(params, leads, interactions)
+    _print_training(*_train(p))
+
+
+def _load_model(model: str | None, p):
+    _quiet_mlflow()
+    from leadtemp.model import load_scorer
+
+    from mlflow.exceptions import MlflowException
+
+    from leadtemp.config import ConfigError
+
+    uri = model or f"models:/{p.mlflow.registered_model}@champion"
+    try:
+        return load_scorer(uri)
+    except (MlflowException, OSError) as exc:
+        raise ConfigError(f"cannot load model {uri!r}: {exc}") from exc
+
+
+@app.command()
+@_errors
+def score(
+    as_of: AsOfOpt,
+    out: Annotated[Path, typer.Option("--out", help="Output file, CSV or Parquet by extension.")],
+    model: ModelOpt = None,
+    params: ParamsOpt = Path("params.yaml"),
+    leads: LeadsOpt = None,
+    interactions: InterOpt = None,
+) -> None:
+    """Score every lead eligible at --as-of; write lead_id, as_of, probability, score, bucket, rank, reasons."""
+    from leadtemp.io import load_data, write_table
+
+    p = _params(params, leads, interactions)
+    when = _as_of(as_of)
+    if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
+        from leadtemp.config import ConfigError
+
+        raise ConfigError(f"--out {out}: use a .csv or .parquet file name")
+    lead_table, events = load_data(p)
+    scorer, version = _load_model(model, p)
+    scored = scorer.score(lead_table, events, when)
+    write_table(scored, out)
+    counts = scored["bucket"].value_counts()
+    typer.echo(f"scored {len(scored)} of {len(lead_table)} leads as of {when.date()} with model version {version} "
+               f"({len(lead_table) - len(scored)} not yet created or already converted): "
+               + ", ".join(f"{counts.get(b, 0)} {b}" for b in ("hot", "warm", "cold")) + f" -> {out}")
+
+
+@app.command()
+@_errors
+def explain(
+    lead_id: Annotated[str, typer.Argument(help="The lead to explain.")],
+    as_of: AsOfOpt,
+    model: ModelOpt = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a SHAP waterfall of the factors to this PNG.")] = None,
+    top: Annotated[int, typer.Option(help="Factors to show on each side.")] = 5,
+    params: ParamsOpt = Path("params.yaml"),
+    leads: LeadsOpt = None,
+    interactions: InterOpt = None,
+) -> None:
+    """Why is this lead hot (or not)? Score, bucket and the strongest factors in words."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from leadtemp.explain import factor_table, group_contributions, plot_waterfall
+    from leadtemp.io import load_data
+    from leadtemp.schema import SchemaError
+
+    p = _params(params, leads, interactions)
+    when = _as_of(as_of)
+    lead_table, events = load_data(p)
+    one = lead_table.loc[lead_table["lead_id"] == lead_id]
+    if one.empty:
+        raise SchemaError(f"{p.data.leads}: column 'lead_id': no lead {lead_id!r}")
+    scorer, version = _load_model(model, p)
+    features = scorer.features(one, events.loc[events["lead_id"] == lead_id], when)
+    if features.empty:
+        raise SchemaError(f"lead {lead_id!r} is not scorable as of {when.date()}: created on or after it, or converted before it")
+    scored = scorer.score_features(features, reasons=False).iloc[0]
+    contrib = scorer.contributions(features)
+    grouped = group_contributions(contrib, scorer.spec).iloc[0]
+    table = factor_table(features.iloc[0], grouped, scorer.spec, scorer.labels)
+    console = Console()
+    console.print(f"lead {lead_id} as of {when.date()} (model version {version}): [bold]{scored['bucket']}[/bold], "
+                  f"score {scored['score']}, {scored['probability']:.1%} chance to convert within {scorer.horizon_days} days")
+    for title, part in (("raises the chance", table[table["effect"] > 0]), ("lowers the chance", table[table["effect"] < 0])):
+        out = Table("factor", "effect (log-odds)", title=title, title_justify="left")
+        for row in part.head(top).itertuples():
+            out.add_row(row.factor, f"{row.effect:+.3f}")
+        console.print(out)
+    if plot is not None:
+        plot_waterfall(table, float(contrib[0, -1]), str(plot))
+        console.print(f"wrote {plot}")
+
+
+@app.command()
+@_errors
+def demo(
+    data: Annotated[Path, typer.Option(help="Folder of the simulated data (created if missing).")] = Path("data/sim"),
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Simulate (if no data yet), train, score as of the last date and show the top 10 with reasons."""
+    import pandas as pd
+    from rich.console import Console
+    from rich.table import Table
+
+    from leadtemp.io import load_data, write_table
+
+    p = _params(params, data / "leads.parquet", data / "interactions.parquet")
+    console = Console()
+    if not (data / "leads.parquet").exists():
+        console.print(f"simulating {p.simulate.leads} leads into {data} ...")
+        simulate(out=data, leads=None, seed=None, start=None, months=None, params=params)
+    console.print("training ...")
+    result, logged = _train(p)
+    _print_training(result, logged)
+    lead_table, events = load_data(p)
+    as_of = max(lead_table["created_at"].max(), events["timestamp"].max()).normalize() + pd.Timedelta(days=1)
+    scorer, version = _load_model(logged.model_uri, p)
+    scored = scorer.score(lead_table, events, as_of)
+    out = write_table(scored, data / "scores.csv")
+    top = Table("rank", "lead", "bucket", "score", "reasons", title=f"Top 10 leads as of {as_of.date()}", show_lines=True)
+    for row in scored.head(10).itertuples():
+        top.add_row(str(row.rank), row.lead_id, row.bucket, str(row.score), "\n".join([row.reason_1, row.reason_2, row.reason_3]))
+    console.print(top)
+    console.print(f"all {len(scored)} scores: {out}")
+    console.print("open the MLflow UI with: mlflow ui --backend-store-uri sqlite:///mlflow.db  (then http://127.0.0.1:5000)")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,170 @@
+"""Contributions → grouped, worded reasons a sales rep understands.
+
+Contributions are exact path-dependent TreeSHAP values in log-odds, from LightGBM's own
+``pred_contrib`` (the algorithm ``shap.TreeExplainer`` runs for LightGBM). Derived features are
+summed back into groups a rep knows ("phone calls from them", "company size"), and each group is
+worded from the lead's own values with the direction of its effect: (+) raises, (−) lowers the
+chance to convert.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from leadtemp.features import FeatureSpec
+
+# (what they did, what it is called) for inbound actions, hottest first (DOMAIN.md section 1).
+INBOUND_WORDS = {
+    "pos_question": ("asked a buying question in person", "buying questions"),
+    "phone_call": ("phoned us", "calls from them"),
+    "sms": ("texted us", "texts from them"),
+    "email": ("emailed us", "emails from them"),
+    "private_message": ("sent us a private message", "private messages from them"),
+    "friend_request": ("sent a friend request", "friend requests"),
+    "newsletter_reply": ("replied to a newsletter", "newsletter replies"),
+    "post_comment": ("commented on our posts", "comments from them"),
+    "post_share": ("shared our posts", "shares of our posts"),
+    "page_like": ("liked our page", "page likes"),
+    "post_like": ("liked our posts", "post likes"),
+    "web_visit": ("visited our website", "website visits"),
+}
+OUTBOUND_WORDS = {
+    "phone_call": ("we called them", "calls from us"),
+    "email": ("we emailed them", "emails from us"),
+    "sms": ("we texted them", "texts from us"),
+}
+PLUS, MINUS = "(+)", "(\u2212)"
+
+
+def _days(d: float) -> str:
+    d = int(round(d))
+    return "less than a day" if d < 1 else f"{d} day" + ("s" if d != 1 else "")
+
+
+def _times(n: float) -> str:
+    n = int(round(n))
+    return f"{n} time" + ("s" if n != 1 else "")
+
+
+@dataclass(frozen=True)
+class Group:
+    key: str
+    features: tuple[str, ...]
+
+
+def feature_groups(spec: FeatureSpec) -> list[Group]:
+    """Model features grouped by what a rep knows; every feature is in exactly one group."""
+    def window_group(prefix: str) -> Group:
+        return Group(prefix, tuple(f"{prefix}_{w}d" for w in spec.windows_days)
+                     + (f"{prefix}_days_since_last", f"{prefix}_decayed"))
+
+    groups = [window_group(c.name) for c in spec.channels]
+    groups += [window_group("inbound"), window_group("outbound")]
+    groups += [Group("activation", ("days_since_first_inbound", "just_turned_active")),
+               Group("trend", ("inbound_trend",)), Group("lead_age", ("lead_age_days",))]
+    groups += [Group(col, (col,)) for col in [*spec.categorical, *spec.numeric]]
+    return groups
+
+
+def _activity(row: pd.Series, prefix: str, windows: tuple[int, ...], done: str, noun: str) -> str:
+    for w in windows:
+        if row[f"{prefix}_{w}d"] > 0:
+            return f"{done} {_times(row[f'{prefix}_{w}d'])} in the last {w} days"
+    last = row[f"{prefix}_days_since_last"]
+    return f"no {noun} for {_days(last)}" if pd.notna(last) else f"no {noun} yet"
+
+
+def describe_group(key: str, row: pd.Series, spec: FeatureSpec, labels: dict[str, str]) -> str:
+    """The group's value in words, from the lead's own feature values."""
+    windows = spec.windows_days
+    channels = {c.name: c for c in spec.channels}
+    if key in channels:
+        c = channels[key]
+        words = (INBOUND_WORDS if c.direction == "inbound" else OUTBOUND_WORDS).get(c.type)
+        if words is None:  # a type from the user's own vocabulary
+            phrase = f"'{c.type}' " + ("from them" if c.direction == "inbound" else "from us")
+            words = (phrase, phrase)
+        return _activity(row, key, windows, *words)
+    if key == "inbound":
+        return _activity(row, key, windows, "contacted us", "contact from them")
+    if key == "outbound":
+        return _activity(row, key, windows, "we contacted them", "contact from us")
+    if key == "activation":
+        first = row["days_since_first_inbound"]
+        if pd.isna(first):
+            return "still passive: has never reached out to us"
+        if row["just_turned_active"]:
+            return f"just turned active: first reached out {_days(first)} ago"
+        return f"first reached out to us {_days(first)} ago"
+    if key == "trend":
+        ratio = float(np.exp(row["inbound_trend"]))
+        if ratio >= 1.5:
+            return f"contact from them is picking up: {ratio:.1f}x their usual rate this week"
+        if ratio <= 0.67:
+            return "contact from them is slowing down this week"
+        return "contact from them is steady this week"
+    if key == "lead_age":
+        return f"lead is {_days(row['lead_age_days'])} old"
+    label = labels.get(key, key.replace("_", " "))
+    value = row[key]
+    if pd.isna(value):
+        return f"{label}: unknown"
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"{label}: {value}"
+
+
+def group_contributions(contrib: np.ndarray, spec: FeatureSpec) -> pd.DataFrame:
+    """Sum per-feature contributions (n, features [+ bias]) into one column per group."""
+    index = {f: i for i, f in enumerate(spec.columns)}
+    return pd.DataFrame({g.key: contrib[:, [index[f] for f in g.features]].sum(axis=1) for g in feature_groups(spec)})
+
+
+def top_reasons(
+    features: pd.DataFrame,
+    grouped: pd.DataFrame,
+    spec: FeatureSpec,
+    labels: dict[str, str],
+    k: int = 3,
+) -> list[list[str]]:
+    """For each row, the ``k`` groups with the largest absolute contribution, worded, with sign."""
+    values = grouped.to_numpy()
+    order = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :k]
+    keys = np.array(grouped.columns)
+    reasons = []
+    for i, row_order in enumerate(order):
+        row = features.iloc[i]
+        reasons.append([
+            f"{describe_group(keys[j], row, spec, labels)} {PLUS if values[i, j] > 0 else MINUS}"
+            for j in row_order
+        ])
+    return reasons
+
+
+def factor_table(features_row: pd.Series, grouped_row: pd.Series, spec: FeatureSpec,
+                 labels: dict[str, str]) -> pd.DataFrame:
+    """All groups of one lead, worded, with their contribution in log-odds, largest effect first."""
+    table = pd.DataFrame({
+        "factor": [describe_group(k, features_row, spec, labels) for k in grouped_row.index],
+        "effect": grouped_row.to_numpy(),
+    }, index=grouped_row.index)
+    return table.reindex(table["effect"].abs().sort_values(ascending=False, kind="stable").index)
+
+
+def plot_waterfall(table: pd.DataFrame, base_value: float, path: str, max_display: int = 10) -> None:
+    """SHAP waterfall of one lead's grouped factors (log-odds), saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import shap
+
+    explanation = shap.Explanation(
+        values=table["effect"].to_numpy(), base_values=base_value, feature_names=list(table["factor"]),
+    )
+    shap.plots.waterfall(explanation, max_display=max_display, show=False)
+    plt.gcf().savefig(path, dpi=100, bbox_inches="tight")
+    plt.close("all")

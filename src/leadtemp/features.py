@@ -1,0 +1,220 @@
+"""Point-in-time features: DataFrames in, DataFrames out, inputs never modified.
+
+Every feature of a lead at ``as_of`` is computed from interactions strictly before ``as_of``.
+A *channel* is an interaction (type, direction) pair, e.g. ``phone_call`` / ``inbound``; the
+channels the model knows are fixed at training time and stored in the :class:`FeatureSpec`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from leadtemp.config import Features
+from leadtemp.schema import CREATED_AT, DIRECTION, LEAD_ID, TIMESTAMP, TYPE
+
+DAY = np.timedelta64(1, "D")
+DIRECTION_SHORT = {"inbound": "in", "outbound": "out"}
+TREND_RECENT_DAYS, TREND_PRIOR_DAYS = 7, 30
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^0-9a-zA-Z]+", "_", text).strip("_").lower() or "x"
+
+
+@dataclass(frozen=True)
+class Channel:
+    type: str
+    direction: str
+
+    @property
+    def name(self) -> str:
+        return f"{_slug(self.type)}_{DIRECTION_SHORT[self.direction]}"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What the model was trained on: channels, windows, attribute columns and their categories."""
+
+    channels: tuple[Channel, ...]
+    windows_days: tuple[int, ...]
+    half_life_days: float
+    just_active_days: int
+    categorical: dict[str, tuple[str, ...]]
+    numeric: tuple[str, ...]
+    thermometer: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def behaviour_columns(self) -> list[str]:
+        cols = []
+        for prefix in [c.name for c in self.channels] + ["inbound", "outbound"]:
+            cols += [f"{prefix}_{w}d" for w in self.windows_days]
+            cols += [f"{prefix}_days_since_last", f"{prefix}_decayed"]
+        return cols + ["days_since_first_inbound", "just_turned_active", "inbound_trend", "lead_age_days"]
+
+    @property
+    def columns(self) -> list[str]:
+        """Model feature columns, in the booster's order."""
+        return self.behaviour_columns + list(self.categorical) + list(self.numeric)
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["channels"] = [asdict(c) for c in self.channels]
+        return out
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> FeatureSpec:
+        return cls(
+            channels=tuple(Channel(**c) for c in raw["channels"]),
+            windows_days=tuple(raw["windows_days"]),
+            half_life_days=float(raw["half_life_days"]),
+            just_active_days=int(raw["just_active_days"]),
+            categorical={k: tuple(v) for k, v in raw["categorical"].items()},
+            numeric=tuple(raw["numeric"]),
+            thermometer=dict(raw.get("thermometer", {})),
+        )
+
+
+def fit_feature_spec(
+    leads: pd.DataFrame,
+    interactions: pd.DataFrame,
+    settings: Features,
+    categorical: tuple[str, ...],
+    numeric: tuple[str, ...],
+    before: pd.Timestamp,
+) -> FeatureSpec:
+    """Learn channels and categories from rows strictly before ``before`` (the training data)."""
+    past = interactions.loc[interactions[TIMESTAMP] < before]
+    counts = past.groupby([TYPE, DIRECTION]).size().sort_values(ascending=False, kind="stable")
+    channels = tuple(Channel(t, d) for t, d in counts.index[: settings.max_channels])
+    old_leads = leads.loc[leads[CREATED_AT] < before]
+    categories = {
+        col: tuple(sorted(old_leads[col].dropna().astype(str).unique())) for col in categorical
+    }
+    return FeatureSpec(
+        channels=channels,
+        windows_days=tuple(sorted(settings.windows_days)),
+        half_life_days=settings.half_life_days,
+        just_active_days=settings.just_active_days,
+        categorical=categories,
+        numeric=tuple(numeric),
+        thermometer=dict(settings.thermometer),
+    )
+
+
+def _attributes(leads: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    out = {}
+    for col, cats in spec.categorical.items():
+        values = leads[col].astype("string").astype(object).where(leads[col].notna())
+        out[col] = pd.Categorical(values, categories=list(cats))
+    for col in spec.numeric:
+        out[col] = pd.to_numeric(leads[col], errors="coerce").astype(float).to_numpy()
+    return pd.DataFrame(out, index=leads.index)
+
+
+def prepare_events(interactions: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    """Interactions sorted by time with integer channel codes; unknown channels keep only direction."""
+    codes = {(c.type, c.direction): i for i, c in enumerate(spec.channels)}
+    keys = list(zip(interactions[TYPE], interactions[DIRECTION]))
+    weights = spec.thermometer
+    events = pd.DataFrame({
+        LEAD_ID: interactions[LEAD_ID].to_numpy(),
+        TIMESTAMP: interactions[TIMESTAMP].to_numpy(),
+        "channel": np.array([codes.get(k, -1) for k in keys], dtype=np.int32),
+        "inbound": (interactions[DIRECTION] == "inbound").to_numpy(),
+        "heat": np.array([weights.get(t, 0.0) if d == "inbound" else 0.0 for t, d in keys], dtype=float),
+    })
+    return events.sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
+
+
+def _group_count(index: np.ndarray, size: int, weights: np.ndarray | None = None) -> np.ndarray:
+    return np.bincount(index, weights=weights, minlength=size)[:size].astype(float)
+
+
+def features_as_of(
+    leads: pd.DataFrame,
+    events: pd.DataFrame,
+    as_of: pd.Timestamp,
+    spec: FeatureSpec,
+) -> pd.DataFrame:
+    """Features of ``leads`` at ``as_of`` from ``events`` (see :func:`prepare_events`) before it.
+
+    Returns one row per lead, aligned with ``leads``: lead_id, as_of, the model's feature columns and
+    the rule-based ``thermometer_score`` baseline (not a model feature).
+    """
+    as_of = pd.Timestamp(as_of)
+    n, k = len(leads), len(spec.channels)
+    end = np.searchsorted(events[TIMESTAMP].to_numpy(), as_of.to_datetime64(), side="left")
+    past = events.iloc[:end]
+    pos = pd.Index(leads[LEAD_ID]).get_indexer(past[LEAD_ID])
+    keep = pos >= 0
+    pos = pos[keep]
+    age = (as_of.to_datetime64() - past[TIMESTAMP].to_numpy()[keep]) / DAY
+    channel = past["channel"].to_numpy()[keep]
+    inbound = past["inbound"].to_numpy()[keep]
+    decay = np.exp(-np.log(2) * age / spec.half_life_days)
+
+    # Channel and direction groups share one code space: lead * (k + 2) + group.
+    width = k + 2
+    direction_group = np.where(inbound, k, k + 1)
+    known = channel >= 0
+    idx_all = np.concatenate([pos[known] * width + channel[known], pos * width + direction_group])
+    age_all = np.concatenate([age[known], age])
+    decay_all = np.concatenate([decay[known], decay])
+    size = n * width
+
+    cols: dict[str, np.ndarray] = {}
+    blocks = {}
+    for w in spec.windows_days:
+        in_window = age_all < w
+        blocks[f"{w}d"] = _group_count(idx_all[in_window], size).reshape(n, width)
+    last = np.full(size, np.inf)
+    np.minimum.at(last, idx_all, age_all)
+    blocks["days_since_last"] = np.where(np.isinf(last), np.nan, last).reshape(n, width)
+    blocks["decayed"] = _group_count(idx_all, size, decay_all).reshape(n, width)
+    prefixes = [c.name for c in spec.channels] + ["inbound", "outbound"]
+    for j, prefix in enumerate(prefixes):
+        for w in spec.windows_days:
+            cols[f"{prefix}_{w}d"] = blocks[f"{w}d"][:, j]
+        cols[f"{prefix}_days_since_last"] = blocks["days_since_last"][:, j]
+        cols[f"{prefix}_decayed"] = blocks["decayed"][:, j]
+
+    first = np.full(n, -np.inf)
+    np.maximum.at(first, pos[inbound], age[inbound])
+    first = np.where(np.isinf(first), np.nan, first)
+    cols["days_since_first_inbound"] = first
+    cols["just_turned_active"] = (first < spec.just_active_days).astype(float)
+    recent = _group_count(pos[inbound & (age < TREND_RECENT_DAYS)], n)
+    prior = _group_count(pos[inbound & (age >= TREND_RECENT_DAYS) & (age < TREND_RECENT_DAYS + TREND_PRIOR_DAYS)], n)
+    cols["inbound_trend"] = np.log((recent + 0.5) / TREND_RECENT_DAYS) - np.log((prior + 0.5) / TREND_PRIOR_DAYS)
+    cols["lead_age_days"] = ((as_of.to_datetime64() - leads[CREATED_AT].to_numpy()) / DAY).astype(float)
+
+    behaviour = pd.DataFrame(cols, index=leads.index)
+    out = pd.concat([
+        pd.DataFrame({LEAD_ID: leads[LEAD_ID].to_numpy(), "as_of": as_of}, index=leads.index),
+        behaviour,
+        _attributes(leads, spec),
+    ], axis=1)
+    heat = past["heat"].to_numpy()[keep]
+    out["thermometer_score"] = _group_count(pos, n, heat * decay)
+    return out.reset_index(drop=True)
+
+
+def build_training_frame(
+    snapshots: pd.DataFrame,
+    leads: pd.DataFrame,
+    interactions: pd.DataFrame,
+    spec: FeatureSpec,
+) -> pd.DataFrame:
+    """Features for every snapshot (lead_id, cutoff, label), each as of its own cutoff."""
+    events = prepare_events(interactions, spec)
+    by_id = leads.set_index(LEAD_ID, drop=False)
+    parts = []
+    for cutoff, snap in snapshots.groupby("cutoff", sort=True):
+        frame = features_as_of(by_id.loc[snap[LEAD_ID]].reset_index(drop=True), events, cutoff, spec)
+        frame["label"] = snap["label"].to_numpy()
+        parts.append(frame)
+    return pd.concat(parts, ignore_index=True).rename(columns={"as_of": "cutoff"})

@@ -1,0 +1,86 @@
+"""Reading and writing tables. Nothing else in leadtemp touches files."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+from leadtemp.config import Params
+from leadtemp.schema import SchemaError, empty_interactions, validate_interactions, validate_leads
+
+TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def _format(path: Path) -> str:
+    try:
+        return TABLE_SUFFIXES[path.suffix.lower()]
+    except KeyError:
+        raise SchemaError(f"{path}: unsupported file type; use one of {sorted(TABLE_SUFFIXES)}") from None
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    path = Path(path)
+    kind = _format(path)
+    if not path.is_file():
+        raise SchemaError(f"{path}: file not found")
+    try:
+        if kind == "csv":
+            return pd.read_csv(path, low_memory=False)
+        return pd.read_parquet(path)
+    except (ValueError, OSError) as exc:
+        raise SchemaError(f"{path}: cannot be read as {kind}: {exc}") from exc
+
+
+def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write CSV or Parquet atomically: to a temporary file beside the target, then rename."""
+    path = Path(path)
+    kind = _format(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        if kind == "csv":
+            frame.to_csv(tmp, index=False)
+        else:
+            frame.to_parquet(tmp, index=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def replace_dir(source: str | Path, target: str | Path) -> None:
+    """Copy a folder to ``target`` so that readers never see it half-written."""
+    target = Path(target)
+    staging = target.with_name(f".{target.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(staging, target)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def load_leads(params: Params, path: str | Path | None = None) -> pd.DataFrame:
+    path = Path(path or params.data.leads)
+    return validate_leads(read_table(path), str(path), params.data.categorical, params.data.numeric)
+
+
+def load_interactions(params: Params, leads: pd.DataFrame, path: str | Path | None = None) -> pd.DataFrame:
+    """The interaction log, or an empty one when params declares none."""
+    path = path or params.data.interactions
+    if path is None:
+        return empty_interactions()
+    return validate_interactions(read_table(path), str(path), leads["lead_id"])
+
+
+def load_data(params: Params, leads_path=None, interactions_path=None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    leads = load_leads(params, leads_path)
+    return leads, load_interactions(params, leads, interactions_path)

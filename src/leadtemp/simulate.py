@@ -1,0 +1,266 @@
+"""The synthetic world of DOMAIN.md: leads whose hidden temperature moves over time.
+
+The generative story (hidden from the model, documented for the tests):
+
+* Leads arrive uniformly over the period. Each has attributes a CRM holds: ``source`` (referral and
+  former clients convert best, bought lists worst), ``sector``, ``company_size``, ``country``,
+  ``potential`` (low / standard / high, from the answer to a marker question), the four
+  qualification flags ``need / want / funds / authority`` and ``past_purchases``. Name, email and
+  phone are fake personal data that the model must never use.
+* The attributes set a propensity ``z``. Every lead carries a hidden daily Markov state:
+  cold → warm → hot (and cooling back hot → warm → cold), plus two absorbing ends, *lost* ("yes, yes,
+  yes… no") and *converted*. Warming and converting are faster for high ``z``.
+* Each day a lead acts (inbound) at a rate set by its state, choosing the action from the
+  thermometer (DOMAIN.md section 1): hot leads phone, text and ask buying questions; cold leads
+  at most like a post. Warming up is itself an action: a lead whose state rises reaches out that
+  evening (the move from passive to active), while cooling down and giving up are silent. We contact leads (outbound) more when they are warm or hot.
+* The market warms slowly: conversion hazards grow by ``MARKET_TREND`` per year, so the base rate
+  drifts and a model trained on older data is under-confident until it is recalibrated.
+* ``truth.parquet`` holds, for every lead eligible at the first day of each month, its hidden
+  state and the exact probability of converting within the horizon, computed by propagating the
+  same transition matrices the simulation uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+COLD, WARM, HOT, LOST, CONVERTED = range(5)
+STATE_NAMES = np.array(["cold", "warm", "hot", "lost", "converted"])
+N_STATES = 5
+MARKET_TREND = 0.25  # log-growth of conversion hazards per year
+
+INBOUND_TYPES = np.array([
+    "pos_question", "phone_call", "sms", "email", "private_message", "friend_request",
+    "newsletter_reply", "post_comment", "post_share", "page_like", "post_like", "web_visit",
+])
+# Daily inbound action rate and the mix of actions per state (rows: cold, warm, hot, lost).
+INBOUND_RATE = np.array([0.05, 0.35, 1.2, 0.0])
+INBOUND_MIX = np.array([
+    [0.000, 0.005, 0.005, 0.02, 0.02, 0.03, 0.05, 0.05, 0.05, 0.15, 0.30, 0.32],
+    [0.010, 0.060, 0.050, 0.10, 0.08, 0.05, 0.08, 0.08, 0.06, 0.06, 0.10, 0.25],
+    [0.080, 0.220, 0.140, 0.14, 0.08, 0.03, 0.03, 0.03, 0.02, 0.02, 0.03, 0.18],
+    [0.000, 0.000, 0.000, 0.01, 0.01, 0.03, 0.05, 0.05, 0.05, 0.15, 0.33, 0.32],
+])
+OUTBOUND_TYPES = np.array(["phone_call", "email", "sms"])
+OUTBOUND_RATE = np.array([0.02, 0.08, 0.15, 0.003])
+OUTBOUND_MIX = np.array([0.5, 0.35, 0.15])
+
+SOURCES = {"referral": 0.12, "website": 0.30, "cold_call": 0.15, "event": 0.08,
+           "bought_list": 0.10, "social": 0.15, "former_client": 0.10}
+SOURCE_EFFECT = {"referral": 0.8, "website": 0.0, "cold_call": -0.2, "event": 0.3,
+                 "bought_list": -0.6, "social": -0.1, "former_client": 0.5}
+SECTORS = ["manufacturing", "retail", "services", "healthcare", "construction", "it"]
+SIZES = {"1-9": 0.4, "10-49": 0.3, "50-249": 0.2, "250+": 0.1}
+SIZE_EFFECT = {"1-9": -0.15, "10-49": 0.0, "50-249": 0.1, "250+": 0.2}
+COUNTRIES = {"LV": 0.25, "RO": 0.25, "PL": 0.3, "IL": 0.15, "other": 0.05}
+POTENTIAL_EFFECT = {"low": -0.8, "standard": 0.0, "high": 0.5}
+FLAG_EFFECT = {"need": 0.4, "want": 0.3, "funds": 0.3, "authority": 0.3}
+
+
+@dataclass(frozen=True)
+class SimulatedData:
+    leads: pd.DataFrame
+    interactions: pd.DataFrame
+    truth: pd.DataFrame
+
+
+def transition_matrix(z: np.ndarray, market: float | np.ndarray) -> np.ndarray:
+    """Daily transition probabilities, shape (len(z), 5, 5); rows are the current state."""
+    z = np.asarray(z, dtype=float)
+    market = np.broadcast_to(np.asarray(market, dtype=float), z.shape)
+    ez, ez2 = np.exp(z), np.exp(0.5 * z)
+    p = np.zeros((z.size, N_STATES, N_STATES))
+    p[:, COLD, WARM] = np.minimum(0.004 * ez, 0.2)
+    p[:, COLD, LOST] = 0.0003
+    p[:, COLD, CONVERTED] = 0.00005 * market
+    p[:, WARM, HOT] = np.minimum(0.01 * ez2, 0.3)
+    p[:, WARM, COLD] = 0.008
+    p[:, WARM, LOST] = 0.002
+    p[:, WARM, CONVERTED] = 0.0015 * ez2 * market
+    p[:, HOT, WARM] = 0.015
+    p[:, HOT, LOST] = 0.004
+    p[:, HOT, CONVERTED] = np.minimum(0.02 * ez2 * market, 0.3)
+    p[:, LOST, LOST] = 1.0
+    p[:, CONVERTED, CONVERTED] = 1.0
+    for s in (COLD, WARM, HOT):
+        p[:, s, s] = 1.0 - p[:, s].sum(axis=1)
+    return p
+
+
+def market_factor(days_from_start: np.ndarray | float) -> np.ndarray:
+    return np.exp(MARKET_TREND * np.asarray(days_from_start, dtype=float) / 365.25)
+
+
+def _choice(rng: np.random.Generator, options: dict[str, float], n: int) -> np.ndarray:
+    names = np.array(list(options))
+    probs = np.array(list(options.values()))
+    return names[rng.choice(len(names), size=n, p=probs / probs.sum())]
+
+
+def _attributes(rng: np.random.Generator, n: int) -> tuple[pd.DataFrame, np.ndarray]:
+    source = _choice(rng, SOURCES, n)
+    size = _choice(rng, SIZES, n)
+    size_rank = pd.Series(size).map({k: i for i, k in enumerate(SIZES)}).to_numpy()
+    # Marker question: "how many engineers maintain your buildings?" -> potential.
+    engineers = rng.poisson(np.array([0.8, 3.0, 8.0, 20.0])[size_rank])
+    potential = np.where(engineers < 2, "low", np.where(engineers >= 10, "high", "standard"))
+    good_source = np.isin(source, ["referral", "former_client", "event"])
+    flags = {
+        name: np.where(rng.random(n) < base + 0.15 * good_source, "yes", "no")
+        for name, base in {"need": 0.5, "want": 0.4, "funds": 0.5, "authority": 0.4}.items()
+    }
+    past = rng.poisson(np.where(source == "former_client", 2.0, 0.1))
+    z = (
+        -0.6
+        + pd.Series(source).map(SOURCE_EFFECT).to_numpy()
+        + pd.Series(size).map(SIZE_EFFECT).to_numpy()
+        + pd.Series(potential).map(POTENTIAL_EFFECT).to_numpy()
+        + sum(effect * (flags[name] == "yes") for name, effect in FLAG_EFFECT.items())
+        + 0.25 * np.minimum(past, 3)
+    )
+    attrs = pd.DataFrame({
+        "source": source,
+        "sector": np.array(SECTORS)[rng.integers(len(SECTORS), size=n)],
+        "company_size": size,
+        "country": _choice(rng, COUNTRIES, n),
+        "potential": potential,
+        **flags,
+        "past_purchases": past,
+    })
+    return attrs, z
+
+
+def _personal(ids: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
+    first = np.array(["Anna", "Janis", "Maria", "Piotr", "Noa", "Ion", "Liga", "Avi", "Ewa", "Dan"])
+    last = np.array(["Berzina", "Popescu", "Kowalska", "Cohen", "Ozols", "Ionescu", "Nowak", "Levi"])
+    f, l_ = first[rng.integers(len(first), size=len(ids))], last[rng.integers(len(last), size=len(ids))]
+    return pd.DataFrame({
+        "name": np.char.add(np.char.add(f, " "), l_),
+        "email": np.char.add(np.char.lower(ids.astype(str)), "@example.com"),
+        "phone": [f"+000 {n:08d}" for n in rng.integers(0, 10**8, size=len(ids))],
+    })
+
+
+def _oracle(z: np.ndarray, state: np.ndarray, day: int, horizon_days: int) -> np.ndarray:
+    """P(converted within horizon_days | state at the start of ``day``), exactly."""
+    keys, inverse = np.unique(np.column_stack([z, state]), axis=0, return_inverse=True)
+    dist = np.zeros((len(keys), N_STATES))
+    dist[np.arange(len(keys)), keys[:, 1].astype(int)] = 1.0
+    for step in range(horizon_days):
+        p = transition_matrix(keys[:, 0], market_factor(day + step))
+        dist = np.einsum("ki,kij->kj", dist, p)
+    return dist[inverse.ravel(), CONVERTED]
+
+
+def simulate(
+    n_leads: int,
+    seed: int,
+    start: str | pd.Timestamp = "2023-01-01",
+    months: int = 30,
+    horizon_days: int = 90,
+) -> SimulatedData:
+    """Simulate ``months`` of leads, their interactions and conversions; deterministic per seed."""
+    rng = np.random.default_rng(seed)
+    start = pd.Timestamp(start).normalize()
+    end = start + pd.DateOffset(months=months)
+    n_days = (end - start).days
+    ids = np.array([f"L{i:07d}" for i in range(1, n_leads + 1)])
+    attrs, z = _attributes(rng, n_leads)
+    created_day = np.sort(rng.integers(0, n_days - 1, size=n_leads))
+    created_sec = rng.random(n_leads) * 86400
+    initial_warm = rng.random(n_leads) < 1 / (1 + np.exp(-(z - 1.0)))
+    state = np.where(initial_warm, WARM, COLD)
+    converted_day = np.full(n_leads, -1)
+
+    cutoff_days = {
+        (d - start).days
+        for d in pd.date_range(start, end, freq="MS")
+        if 0 < (d - start).days < n_days
+    }
+    truth_parts, events = [], []
+    first_live = np.searchsorted(created_day, np.arange(n_days), side="left")  # leads created before day d
+    for day in range(n_days):
+        live = np.arange(first_live[day])
+        live = live[state[live] != CONVERTED]
+        if day in cutoff_days:
+            eligible = live
+            truth_parts.append(pd.DataFrame({
+                "lead_id": ids[eligible],
+                "cutoff": start + pd.Timedelta(days=day),
+                "state": STATE_NAMES[state[eligible]],
+                "p_convert": _oracle(z[eligible], state[eligible], day, horizon_days),
+            }))
+        s = state[live]
+        for rates, direction in ((INBOUND_RATE, "inbound"), (OUTBOUND_RATE, "outbound")):
+            count = rng.poisson(rates[s])
+            who = np.repeat(live, count)
+            if who.size == 0:
+                continue
+            if direction == "inbound":
+                cum = np.cumsum(INBOUND_MIX[state[who]], axis=1)
+                kind = INBOUND_TYPES[(rng.random(who.size)[:, None] > cum).sum(axis=1).clip(max=len(INBOUND_TYPES) - 1)]
+            else:
+                kind = OUTBOUND_TYPES[rng.choice(len(OUTBOUND_TYPES), size=who.size, p=OUTBOUND_MIX)]
+            events.append((who, np.full(who.size, day), rng.random(who.size) * 86400, kind, direction))
+        # The state moves at the end of the day; a conversion happens during that day.
+        p = transition_matrix(z[live], market_factor(day))[np.arange(live.size), s]
+        nxt = (rng.random(live.size)[:, None] > np.cumsum(p, axis=1)).sum(axis=1).clip(max=N_STATES - 1)
+        # Warming up is acting (DOMAIN.md section 1): the lead reaches out as its state rises.
+        warmed = live[(nxt > s) & (nxt <= HOT)]
+        if warmed.size:
+            cum = np.cumsum(INBOUND_MIX[nxt[(nxt > s) & (nxt <= HOT)]], axis=1)
+            kind = INBOUND_TYPES[(rng.random(warmed.size)[:, None] > cum).sum(axis=1).clip(max=len(INBOUND_TYPES) - 1)]
+            events.append((warmed, np.full(warmed.size, day), 86400 * (1 - 0.25 * rng.random(warmed.size)), kind, "inbound"))
+        newly = live[(nxt == CONVERTED) & (s != CONVERTED)]
+        converted_day[newly] = day
+        state[live] = nxt
+
+    who = np.concatenate([e[0] for e in events])
+    day = np.concatenate([e[1] for e in events])
+    sec = np.concatenate([e[2] for e in events])
+    kind = np.concatenate([e[3] for e in events])
+    direction = np.concatenate([np.full(e[0].size, e[4]) for e in events])
+    # Leads act only after they exist, and converted leads stop being leads.
+    ts_days = day + sec / 86400
+    created = created_day + created_sec / 86400
+    conv = np.where(converted_day >= 0, converted_day + rng.random(n_leads), np.inf)
+    conv = np.maximum(conv, created + 1e-3)
+    keep = (ts_days > created[who]) & (ts_days < conv[who])
+    value = np.where(kind == "phone_call", np.round(rng.gamma(2.0, 3.0, size=kind.size), 1),
+                     np.where(kind == "web_visit", rng.integers(1, 12, size=kind.size), np.nan))
+    seconds = lambda d: start + pd.to_timedelta(np.round(d * 86400), unit="s")  # noqa: E731
+    interactions = pd.DataFrame({
+        "lead_id": ids[who[keep]],
+        "timestamp": seconds(ts_days[keep]),
+        "type": kind[keep],
+        "direction": direction[keep],
+        "value": value[keep],
+    }).sort_values(["timestamp", "lead_id"], kind="stable").reset_index(drop=True)
+
+    leads = pd.concat([
+        pd.DataFrame({
+            "lead_id": ids,
+            "created_at": seconds(created),
+            "converted_at": seconds(np.where(np.isfinite(conv), conv, np.nan)),
+        }),
+        _personal(ids, rng),
+        attrs,
+    ], axis=1)
+    truth = pd.concat(truth_parts, ignore_index=True)
+    return SimulatedData(leads=leads, interactions=interactions, truth=truth)
+
+
+def write_simulation(data: SimulatedData, out: str | Path) -> list[Path]:
+    from leadtemp.io import write_table
+
+    out = Path(out)
+    return [
+        write_table(data.leads, out / "leads.parquet"),
+        write_table(data.interactions, out / "interactions.parquet"),
+        write_table(data.truth, out / "truth.parquet"),
+    ]

@@ -1,0 +1,105 @@
+"""Point-in-time snapshots: cutoffs, eligibility, horizon labels and time-ordered splits.
+
+A snapshot of a lead at cutoff ``t`` is what we knew strictly before ``t``. A lead is eligible when
+it was created before ``t`` and had not converted before ``t``. Its label is 1 when it converts at or
+after ``t`` and no later than ``t + horizon`` (a conversion stamped exactly at ``t`` was not yet
+known at ``t``, so it is an outcome, not history). Snapshots whose horizon ends after the observed
+data are censored: dropped, never counted as negatives.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from leadtemp.schema import CONVERTED_AT, CREATED_AT, LEAD_ID, TIMESTAMP
+
+
+def observed_until(leads: pd.DataFrame, interactions: pd.DataFrame, explicit: str | None = None) -> pd.Timestamp:
+    """End of the observed data: explicit, or the latest timestamp anywhere in the input."""
+    if explicit is not None:
+        return pd.Timestamp(explicit)
+    stamps = [leads[CREATED_AT].max(), leads[CONVERTED_AT].max()]
+    if len(interactions):
+        stamps.append(interactions[TIMESTAMP].max())
+    return max(s for s in stamps if pd.notna(s))
+
+
+def cutoff_dates(leads: pd.DataFrame, until: pd.Timestamp, frequency: str) -> pd.DatetimeIndex:
+    """Periodic cutoffs after the first lead was created, up to ``until``."""
+    first = leads[CREATED_AT].min()
+    return pd.date_range(first, until, freq=frequency, inclusive="right").normalize().unique()
+
+
+def eligible_leads(leads: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """Leads created before ``as_of`` and not converted before it."""
+    converted = leads[CONVERTED_AT]
+    mask = (leads[CREATED_AT] < as_of) & (converted.isna() | (converted >= as_of))
+    return leads.loc[mask]
+
+
+def build_snapshots(
+    leads: pd.DataFrame,
+    cutoffs: pd.DatetimeIndex,
+    horizon_days: int,
+    until: pd.Timestamp,
+) -> pd.DataFrame:
+    """One row per (eligible lead, cutoff) whose horizon is observed: lead_id, cutoff, label."""
+    horizon = pd.Timedelta(days=horizon_days)
+    parts = []
+    for cutoff in cutoffs:
+        if cutoff + horizon > until:
+            continue  # censored: the outcome window is not fully observed
+        lead = eligible_leads(leads, cutoff)
+        converted = lead[CONVERTED_AT]
+        label = (converted.notna() & (converted <= cutoff + horizon)).astype(np.int8)
+        parts.append(pd.DataFrame({LEAD_ID: lead[LEAD_ID].to_numpy(), "cutoff": cutoff, "label": label.to_numpy()}))
+    if not parts:
+        return pd.DataFrame({LEAD_ID: pd.Series(dtype=str), "cutoff": pd.Series(dtype="datetime64[ns]"),
+                             "label": pd.Series(dtype=np.int8)})
+    return pd.concat(parts, ignore_index=True)
+
+
+@dataclass(frozen=True)
+class SplitCutoffs:
+    train: pd.DatetimeIndex
+    validation: pd.DatetimeIndex
+    calibration: pd.DatetimeIndex
+    test: pd.DatetimeIndex
+
+    def describe(self) -> dict[str, str]:
+        return {name: f"{idx.min():%Y-%m-%d}..{idx.max():%Y-%m-%d} ({len(idx)})"
+                for name, idx in vars(self).items()}
+
+
+class NotEnoughHistory(ValueError):
+    """Too few labelled cutoffs for the time-ordered splits."""
+
+
+def split_cutoffs(cutoffs: pd.DatetimeIndex, horizon_days: int, test: int, calibration: int,
+                  validation: int) -> SplitCutoffs:
+    """Split labelled cutoffs by time: train < validation < calibration < test.
+
+    Everything the test slice is scored with (booster, calibrator, bucket cut-offs) must have had
+    its labels fully observed before the first test cutoff; likewise the booster's labels before
+    the calibration slice. Each boundary therefore leaves a gap of one horizon (an embargo).
+    Random splits would let later behaviour leak into training.
+    """
+    cutoffs = pd.DatetimeIndex(sorted(cutoffs))
+    horizon = pd.Timedelta(days=horizon_days)
+    test_idx = cutoffs[-test:]
+    before_test = cutoffs[cutoffs + horizon <= test_idx.min()]
+    cal_idx = before_test[-calibration:]
+    before_cal = cutoffs[cutoffs + horizon <= cal_idx.min()] if len(cal_idx) else cal_idx
+    val_idx = before_cal[-validation:]
+    train_idx = before_cal[:-validation]
+    if len(test_idx) < test or len(cal_idx) < calibration or len(val_idx) < validation or len(train_idx) < 1:
+        raise NotEnoughHistory(
+            f"{len(cutoffs)} labelled cutoffs ({cutoffs.min():%Y-%m-%d}..{cutoffs.max():%Y-%m-%d}) are too few for "
+            f"{test} test + {calibration} calibration + {validation} validation cutoffs, at least one training "
+            f"cutoff and two embargo gaps of {horizon_days} days; give more history or fewer cutoffs per slice"
+            if len(cutoffs) else "no labelled cutoffs: the data is shorter than one horizon"
+        )
+    return SplitCutoffs(train=train_idx, validation=val_idx, calibration=cal_idx, test=test_idx)

@@ -108,8 +108,9 @@ def fit_feature_spec(
 def _attributes(leads: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     out = {}
     for col, cats in spec.categorical.items():
-        values = leads[col].astype("string").astype(object).where(leads[col].notna())
-        out[col] = pd.Categorical(values, categories=list(cats))
+        values = leads[col].astype("string")
+        # A category never seen in training is unknown to the model: missing, not an error.
+        out[col] = pd.Categorical(values.where(values.isin(cats)), categories=list(cats))
     for col in spec.numeric:
         out[col] = pd.to_numeric(leads[col], errors="coerce").astype(float).to_numpy()
     return pd.DataFrame(out, index=leads.index)

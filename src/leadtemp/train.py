@@ -190,7 +190,7 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
     import mlflow
     from mlflow import MlflowClient
 
-    from leadtemp.model import LeadTempModel, code_path, input_columns, nest, pip_requirements, signature
+    from leadtemp.model import LeadTempModel, code_path, pip_requirements, signature
 
     mlflow.set_experiment(params.mlflow.experiment)
     name = params.mlflow.registered_model
@@ -237,7 +237,7 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
 
 def _input_example(result: TrainingResult) -> pd.DataFrame:
     """Three synthetic leads shaped like the real input: no real ids, no personal columns."""
-    from leadtemp.model import input_columns, nest
+    from leadtemp.model import nest
 
     spec = result.scorer.spec
     cutoff = result.test["cutoff"].max()
@@ -255,7 +255,7 @@ def _input_example(result: TrainingResult) -> pd.DataFrame:
         "type": [channel.type] * 2 if channel else [], "direction": [channel.direction] * 2 if channel else [],
     })
     events["timestamp"] = pd.to_datetime(events["timestamp"])
-    return nest(leads, events, input_columns(result.scorer))
+    return nest(leads, events, result.scorer)
 
 
 def _export(scorer: LeadScorer, version: str, run_id: str, export_dir: Path, tmp: Path) -> Path:

@@ -1,0 +1,145 @@
+"""End to end through the CLI: simulate → train → score → explain, model loaded via the registry alias."""
+
+import subprocess
+import sys
+
+import mlflow
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conftest import ROOT
+from leadtemp.cli import app
+from leadtemp.predict import OUTPUT_COLUMNS
+
+runner = CliRunner()
+PARAMS = str(ROOT / "params.yaml")
+
+
+def run(*args):
+    return runner.invoke(app, [*args, "--params", PARAMS], env={"COLUMNS": "250"})
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A tiny world trained once, in its own folder and MLflow store."""
+    home = tmp_path_factory.mktemp("e2e")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+    mp.chdir(home)
+    sim = run("simulate", "--out", "sim", "--leads", "1500", "--months", "24", "--seed", "5")
+    assert sim.exit_code == 0, sim.output
+    files = ["--leads", "sim/leads.parquet", "--interactions", "sim/interactions.parquet"]
+    trained = run("train", *files)
+    assert trained.exit_code == 0, trained.output
+    yield home, files, trained.output
+    mp.undo()
+
+
+@pytest.fixture()
+def in_home(trained, monkeypatch):
+    home, files, _ = trained
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+    monkeypatch.chdir(home)
+    return home, files
+
+
+def test_train_registers_champion_and_exports(trained):
+    home, _, output = trained
+    assert "registered version 1 (alias champion)" in output
+    assert (home / "models" / "v1" / "MLmodel").is_file() and (home / "models" / "latest" / "MLmodel").is_file()
+
+
+def test_run_logs_metrics_plots_fingerprint_without_personal_data(in_home):
+    home, _ = in_home
+    client = mlflow.MlflowClient()
+    run = client.search_runs([client.get_experiment_by_name("leadtemp").experiment_id])[0]
+    for metric in ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier", "test_ece", "test_lift_at_10",
+                   "test_thermometer_roc_auc", "test_hot_rate", "test_hot_rate_low", "test_cold_leads"):
+        assert metric in run.data.metrics
+    assert "fingerprint.sha256_leads" in run.data.params
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert plots == {"plots/reliability.png", "plots/gains.png", "plots/shap_summary.png"}
+    # No personal data anywhere in what the run stored.
+    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(home / "dl"))
+    leads = pd.read_parquet(home / "sim" / "leads.parquet")
+    stored = " ".join(p.read_text(errors="ignore") for p in __import__("pathlib").Path(local).rglob("*")
+                      if p.is_file() and p.suffix in {".json", ".txt", ".yaml", ""})
+    stored += " ".join(map(str, run.data.params.values()))
+    for column in ("email", "phone", "name"):
+        assert not any(value in stored for value in leads[column].head(200)), column
+
+
+def test_score_with_the_registry_alias_then_explain(in_home):
+    home, files = in_home
+    result = run("score", "--as-of", "2024-11-15", "--out", "scores.csv", *files)
+    assert result.exit_code == 0, result.output
+    scores = pd.read_csv(home / "scores.csv")
+    assert list(scores.columns) == OUTPUT_COLUMNS
+    assert (scores["model_version"] == 1).all()
+    assert scores["rank"].tolist() == list(range(1, len(scores) + 1))
+    assert scores["probability"].is_monotonic_decreasing
+    assert set(scores["bucket"]) <= {"hot", "warm", "cold"} and scores["score"].between(1, 99).all()
+    assert scores["reason_1"].str.endswith(("(+)", "(\u2212)")).all()
+
+    top = scores.loc[0, "lead_id"]
+    shown = run("explain", top, "--as-of", "2024-11-15", "--plot", "why.png", *files)
+    assert shown.exit_code == 0, shown.output
+    assert f"lead {top}" in shown.output and "raises the chance" in shown.output
+    assert (home / "why.png").stat().st_size > 0
+
+
+def test_pyfunc_from_registry_matches_the_cli_scores(in_home):
+    from leadtemp.model import load_scorer, nest
+
+    home, _ = in_home
+    leads = pd.read_parquet(home / "sim" / "leads.parquet")
+    events = pd.read_parquet(home / "sim" / "interactions.parquet")
+    scorer, _ = load_scorer("models:/leadtemp@champion")
+    model = mlflow.pyfunc.load_model("models:/leadtemp@champion")
+    some = leads.head(300)
+    out = model.predict(nest(some, events[events["lead_id"].isin(some["lead_id"])], scorer),
+                        params={"as_of": "2024-11-15"})
+    direct = scorer.score(some, events, pd.Timestamp("2024-11-15"))
+    pd.testing.assert_series_equal(out["probability"], direct["probability"])
+    assert out["lead_id"].tolist() == direct["lead_id"].tolist()
+
+
+def test_exported_folder_scores_offline(in_home):
+    home, files = in_home
+    result = run("score", "--as-of", "2024-11-15", "--out", "offline.parquet", "--model", "models/latest", *files)
+    assert result.exit_code == 0, result.output
+    offline = pd.read_parquet(home / "offline.parquet")
+    registry = pd.read_csv(home / "scores.csv")
+    assert offline["lead_id"].tolist() == registry["lead_id"].tolist()
+    assert (offline["model_version"] == "1").all()
+    pd.testing.assert_series_equal(offline["probability"], registry["probability"], check_exact=False, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda l, i: (pd.concat([l, l.head(2)]), i), "duplicate lead_id"),
+        (lambda l, i: (l.assign(created_at=l["created_at"].astype(str).where(l.index != 5, "not a date")), i), "not parsable"),
+        (lambda l, i: (l, i.assign(lead_id=i["lead_id"].where(i.index != 3, "ghost"))), "not in the leads table"),
+        (lambda l, i: (l.drop(columns=["created_at"]), i), "missing columns ['created_at']"),
+        (lambda l, i: (l.assign(converted_at=l["converted_at"].where(l.index != 7, pd.Timestamp("2000-01-01"))), i), "convert before"),
+    ],
+)
+def test_bad_input_exits_nonzero_and_writes_nothing(in_home, tmp_path, mutate, message):
+    home, _ = in_home
+    leads, events = mutate(pd.read_parquet(home / "sim" / "leads.parquet"), pd.read_parquet(home / "sim" / "interactions.parquet"))
+    leads.to_csv(tmp_path / "bad_leads.csv", index=False)
+    events.to_csv(tmp_path / "bad_events.csv", index=False)
+    bad = ["--leads", str(tmp_path / "bad_leads.csv"), "--interactions", str(tmp_path / "bad_events.csv")]
+    for command in (["score", "--as-of", "2024-11-15", "--out", str(tmp_path / "out.csv")], ["train"]):
+        result = run(*command, *bad)
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "bad_" in result.output
+        assert not (tmp_path / "out.csv").exists()
+
+
+def test_help_is_fast_because_heavy_libraries_are_not_imported():
+    code = "import sys, leadtemp.cli; print(sorted(m for m in ('mlflow', 'lightgbm', 'shap', 'sklearn') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,85 @@
+"""Model behaviour: determinism, exact explanations, calibration, buckets, quality vs the oracle."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from leadtemp.explain import PLUS, MINUS, describe_group, group_contributions
+from leadtemp.train import train
+
+
+def test_same_data_params_and_seed_give_identical_predictions(small_sim, small_result, params):
+    again = train(small_sim.leads, small_sim.interactions, params)
+    pd.testing.assert_frame_equal(small_result.test, again.test)
+    assert small_result.scorer.booster.model_to_string() == again.scorer.booster.model_to_string()
+
+
+def test_contributions_add_up_to_the_raw_margin(small_result):
+    scorer, test = small_result.scorer, small_result.test
+    contrib = scorer.contributions(test)
+    np.testing.assert_allclose(contrib.sum(axis=1), scorer.margin(test), atol=1e-6)
+
+
+def test_contributions_are_exactly_shap_treeexplainer(small_result):
+    import shap
+
+    scorer, rows = small_result.scorer, small_result.test.head(300)
+    ours = scorer.contributions(rows)
+    theirs = shap.TreeExplainer(scorer.booster).shap_values(rows[scorer.spec.columns])
+    np.testing.assert_allclose(ours[:, :-1], np.asarray(theirs), atol=1e-9)
+
+
+def test_reasons_name_the_groups_with_the_largest_contributions(small_sim, small_result):
+    scorer = small_result.scorer
+    as_of = small_result.splits.test.max()
+    features = scorer.features(small_sim.leads, small_sim.interactions, as_of)
+    scored = scorer.score_features(features).set_index("lead_id")
+    grouped = group_contributions(scorer.contributions(features), scorer.spec)
+    for i in range(len(features)):
+        row = grouped.iloc[i]
+        top = row.abs().sort_values(ascending=False, kind="stable").index[:3]
+        expected = [f"{describe_group(k, features.iloc[i], scorer.spec, scorer.labels)} "
+                    f"{PLUS if row[k] > 0 else MINUS}" for k in top]
+        got = scored.loc[features.loc[i, "lead_id"], ["reason_1", "reason_2", "reason_3"]].tolist()
+        assert got == expected
+
+
+def test_a_lead_scores_the_same_alone_or_in_a_batch(small_sim, small_result):
+    scorer = small_result.scorer
+    as_of = small_result.splits.test.max()
+    batch = scorer.score(small_sim.leads, small_sim.interactions, as_of).set_index("lead_id")
+    for lead_id in batch.index[[0, len(batch) // 2, -1]]:
+        alone = scorer.score(small_sim.leads[small_sim.leads["lead_id"] == lead_id], small_sim.interactions, as_of).iloc[0]
+        assert alone["probability"] == batch.loc[lead_id, "probability"]
+        assert alone["bucket"] == batch.loc[lead_id, "bucket"]
+        assert alone["reason_1"] == batch.loc[lead_id, "reason_1"]
+
+
+def test_recent_inbound_calls_raise_the_chance(small_sim, small_result):
+    """A known change moves the prediction the expected way: leads that just phoned us twice."""
+    scorer = small_result.scorer
+    as_of = small_result.splits.test.max()
+    before = scorer.score(small_sim.leads, small_sim.interactions, as_of, reasons=False).set_index("lead_id")
+    quiet = before.index[before["bucket"] == "cold"]
+    calls = pd.DataFrame({"lead_id": np.repeat(quiet, 2), "timestamp": as_of - pd.Timedelta(hours=20),
+                          "type": "phone_call", "direction": "inbound", "value": np.nan})
+    after = scorer.score(small_sim.leads, pd.concat([small_sim.interactions, calls]), as_of, reasons=False).set_index("lead_id")
+    change = after.loc[quiet, "probability"] - before.loc[quiet, "probability"]
+    assert change.median() > 0 and (change > 0).mean() > 0.9
+
+
+def test_calibration_lowers_ece_and_buckets_are_ordered(quality_result):
+    m = quality_result.metrics
+    assert m["ece"] < m["raw_ece"]
+    rates = quality_result.buckets.set_index("bucket")["rate"]
+    assert rates["hot"] > rates["warm"] > rates["cold"]
+
+
+def test_model_is_close_to_the_oracle_and_beats_the_thermometer(quality_sim, quality_result):
+    test = quality_result.test.merge(quality_sim.truth, on=["lead_id", "cutoff"], how="left", validate="one_to_one")
+    assert test["p_convert"].notna().all(), "every test snapshot has its oracle probability"
+    oracle = roc_auc_score(test["label"], test["p_convert"])
+    model = roc_auc_score(test["label"], test["probability"])
+    assert model >= oracle - 0.02, f"model AUC {model:.4f} vs oracle {oracle:.4f}"
+    assert model > quality_result.metrics["thermometer_roc_auc"] + 0.05

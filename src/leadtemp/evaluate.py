@@ -78,6 +78,16 @@ def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     }
 
 
+def _finish(fig, ax, path: str | Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_reliability(y: np.ndarray, curves: dict[str, np.ndarray], path: str | Path, n_bins: int = 10) -> Path:
     """Reliability diagram: mean predicted vs observed rate per equal-frequency bin."""
     import matplotlib
@@ -96,11 +106,7 @@ def plot_reliability(y: np.ndarray, curves: dict[str, np.ndarray], path: str | P
         ax.plot(xs, ys, marker="o", label=f"{name} (ECE {expected_calibration_error(y, p, n_bins):.3f})")
     ax.plot([0, top], [0, top], linestyle="--", color="grey", label="perfect")
     ax.set(xlabel="predicted probability", ylabel="observed conversion rate", title="Reliability (test slice)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _finish(fig, ax, path)
 
 
 def plot_gains(y: np.ndarray, curves: dict[str, np.ndarray], path: str | Path) -> Path:
@@ -118,8 +124,4 @@ def plot_gains(y: np.ndarray, curves: dict[str, np.ndarray], path: str | Path) -
         ax.plot(x, captured, label=name)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="random")
     ax.set(xlabel="share of leads contacted", ylabel="share of conversions captured", title="Cumulative gains (test slice)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _finish(fig, ax, path)

@@ -217,10 +217,10 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
             for png in ("reliability.png", "gains.png", "shap_summary.png"):
                 mlflow.log_artifact(str(tmp / png), "plots")
             scorer_dir = result.scorer.save(tmp / "scorer")
-            example = _input_example(result)
+            example = (_input_example(result), {"as_of": str(result.test["cutoff"].max().date())})
             info = mlflow.pyfunc.log_model(
                 name="model", python_model=LeadTempModel(), artifacts={"scorer": str(scorer_dir)},
-                signature=signature(result.scorer), input_example=(example, {"as_of": str(result.test["cutoff"].max().date())}),
+                signature=signature(result.scorer), input_example=example,
                 pip_requirements=pip_requirements(), code_paths=[code_path()], registered_model_name=name,
             )
             version = str(info.registered_model_version)
@@ -231,7 +231,7 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
             mlflow.set_tag("registered_version", version)
             export = None
             if export_dir is not None:
-                export = _export(result.scorer, version, run.info.run_id, Path(export_dir), tmp)
+                export = _export(result.scorer, version, run.info.run_id, Path(export_dir), tmp, example)
     return LoggedModel(run.info.run_id, info.model_uri, version, champion, export)
 
 
@@ -258,7 +258,7 @@ def _input_example(result: TrainingResult) -> pd.DataFrame:
     return nest(leads, events, result.scorer)
 
 
-def _export(scorer: LeadScorer, version: str, run_id: str, export_dir: Path, tmp: Path) -> Path:
+def _export(scorer: LeadScorer, version: str, run_id: str, export_dir: Path, tmp: Path, example) -> Path:
     """Save the model as an MLflow folder models/vN and refresh models/latest (atomically)."""
     import mlflow
 
@@ -270,8 +270,8 @@ def _export(scorer: LeadScorer, version: str, run_id: str, export_dir: Path, tmp
     staging = tmp / f"v{version}"
     mlflow.pyfunc.save_model(
         str(staging), python_model=LeadTempModel(), artifacts={"scorer": str(scorer_dir)},
-        signature=signature(scorer), pip_requirements=pip_requirements(), code_paths=[code_path()],
-        metadata={"model_version": version, "run_id": run_id},
+        signature=signature(scorer), input_example=example, pip_requirements=pip_requirements(),
+        code_paths=[code_path()], metadata={"model_version": version, "run_id": run_id},
     )
     export_dir.mkdir(parents=True, exist_ok=True)
     replace_dir(staging, export_dir / f"v{version}")

@@ -143,3 +143,11 @@ def test_help_is_fast_because_heavy_libraries_are_not_imported():
     code = "import sys, leadtemp.cli; print(sorted(m for m in ('mlflow', 'lightgbm', 'shap', 'sklearn') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_too_little_history_is_refused_clearly(tmp_path):
+    assert run("simulate", "--out", str(tmp_path / "short"), "--leads", "300", "--months", "8").exit_code == 0
+    result = run("train", "--leads", str(tmp_path / "short" / "leads.parquet"),
+                 "--interactions", str(tmp_path / "short" / "interactions.parquet"))
+    assert result.exit_code == 2
+    assert "too few" in result.output and "give more history" in result.output

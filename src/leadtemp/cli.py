@@ -31,15 +31,11 @@ def _errors(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         from leadtemp.config import ConfigError
         from leadtemp.schema import SchemaError
-        from leadtemp.snapshots import NotEnoughHistory
+        from leadtemp.snapshots import NotEnoughHistory, TrainingDataError
 
-        known: tuple[type[Exception], ...] = (ConfigError, SchemaError, NotEnoughHistory)
         try:
-            from leadtemp.train import TrainingDataError
-
-            known += (TrainingDataError,)
             return fn(*args, **kwargs)
-        except known as exc:
+        except (ConfigError, SchemaError, NotEnoughHistory, TrainingDataError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
     return wrapper

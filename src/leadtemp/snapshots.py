@@ -78,6 +78,10 @@ class NotEnoughHistory(ValueError):
     """Too few labelled cutoffs for the time-ordered splits."""
 
 
+class TrainingDataError(ValueError):
+    """The data cannot support an honest training run (e.g. a slice without conversions)."""
+
+
 def split_cutoffs(cutoffs: pd.DatetimeIndex, horizon_days: int, test: int, calibration: int,
                   validation: int) -> SplitCutoffs:
     """Split labelled cutoffs by time: train < validation < calibration < test.

@@ -15,13 +15,16 @@ from leadtemp.config import Params
 from leadtemp.evaluate import bucket_table, classification_metrics, plot_gains, plot_reliability
 from leadtemp.features import FeatureSpec, build_training_frame, fit_feature_spec
 from leadtemp.predict import LeadScorer, fit_buckets, fit_calibrator
-from leadtemp.snapshots import SplitCutoffs, build_snapshots, cutoff_dates, observed_until, split_cutoffs
+from leadtemp.snapshots import (
+    SplitCutoffs,
+    TrainingDataError,
+    build_snapshots,
+    cutoff_dates,
+    observed_until,
+    split_cutoffs,
+)
 
 SLICES = ("train", "validation", "calibration", "test")
-
-
-class TrainingDataError(ValueError):
-    """The data cannot support an honest training run (e.g. a slice without conversions)."""
 
 
 @dataclass

@@ -88,12 +88,10 @@ def simulate(
                f"{data.leads['converted_at'].notna().mean():.1%} converted")
 
 
-def _train(p) -> tuple:
+def _train(p, leads, interactions) -> tuple:
     _quiet_mlflow()
-    from leadtemp.io import load_data
     from leadtemp.train import log_run, train
 
-    leads, interactions = load_data(p)
     result = train(leads, interactions, p, sources={"leads": p.data.leads, "interactions": p.data.interactions})
     logged = log_run(result, p, export_dir=p.mlflow.export_dir)
     return result, logged
@@ -123,8 +121,10 @@ def _print_training(result, logged) -> None:
 @_errors
 def train(params: ParamsOpt = Path("params.yaml"), leads: LeadsOpt = None, interactions: InterOpt = None) -> None:
     """Build point-in-time snapshots, fit and calibrate the model, log and register it in MLflow."""
+    from leadtemp.io import load_data
+
     p = _params(params, leads, interactions)
-    _print_training(*_train(p))
+    _print_training(*_train(p, *load_data(p)))
 
 
 def _load_model(model: str | None, p):
@@ -237,9 +237,9 @@ def demo(
         console.print(f"simulating {p.simulate.leads} leads into {data} ...")
         simulate(out=data, leads=None, seed=None, start=None, months=None, params=params)
     console.print("training ...")
-    result, logged = _train(p)
-    _print_training(result, logged)
     lead_table, events = load_data(p)
+    result, logged = _train(p, lead_table, events)
+    _print_training(result, logged)
     as_of = max(lead_table["created_at"].max(), events["timestamp"].max()).normalize() + pd.Timedelta(days=1)
     scorer, version = _load_model(logged.model_uri, p)
     scored = scorer.score(lead_table, events, as_of)

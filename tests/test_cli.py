@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -63,7 +64,7 @@ def test_run_logs_metrics_plots_fingerprint_without_personal_data(in_home):
     # No personal data anywhere in what the run stored.
     local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(home / "dl"))
     leads = pd.read_parquet(home / "sim" / "leads.parquet")
-    stored = " ".join(p.read_text(errors="ignore") for p in __import__("pathlib").Path(local).rglob("*")
+    stored = " ".join(p.read_text(errors="ignore") for p in Path(local).rglob("*")
                       if p.is_file() and p.suffix in {".json", ".txt", ".yaml", ""})
     stored += " ".join(map(str, run.data.params.values()))
     for column in ("email", "phone", "name"):

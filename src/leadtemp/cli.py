@@ -230,6 +230,7 @@ def demo(
     from rich.table import Table
 
     from leadtemp.io import load_data, write_table
+    from leadtemp.snapshots import observed_until
 
     p = _params(params, data / "leads.parquet", data / "interactions.parquet")
     console = Console()
@@ -240,7 +241,7 @@ def demo(
     lead_table, events = load_data(p)
     result, logged = _train(p, lead_table, events)
     _print_training(result, logged)
-    as_of = max(lead_table["created_at"].max(), events["timestamp"].max()).normalize() + pd.Timedelta(days=1)
+    as_of = observed_until(lead_table, events).normalize() + pd.Timedelta(days=1)
     scorer, version = _load_model(logged.model_uri, p)
     scored = scorer.score(lead_table, events, as_of)
     out = write_table(scored, data / "scores.csv")

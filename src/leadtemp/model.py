@@ -90,6 +90,15 @@ def code_path() -> str:
     return str(Path(__file__).parent)
 
 
+def pyfunc_arguments(scorer: LeadScorer, scorer_dir: str | Path, example) -> dict:
+    """What every log_model / save_model of a scorer passes: one place for model, schema and env."""
+    return {
+        "python_model": LeadTempModel(), "artifacts": {SCORER_ARTIFACT: str(scorer_dir)},
+        "signature": signature(scorer), "input_example": example,
+        "pip_requirements": pip_requirements(), "code_paths": [code_path()],
+    }
+
+
 def load_scorer(model: str) -> tuple[LeadScorer, str]:
     """A scorer from a model URI (``models:/name@alias``, ``runs:/…``) or an exported folder.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import subprocess
 import tempfile
@@ -193,7 +194,7 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
     import mlflow
     from mlflow import MlflowClient
 
-    from leadtemp.model import LeadTempModel, code_path, pip_requirements, signature
+    from leadtemp.model import pyfunc_arguments
 
     mlflow.set_experiment(params.mlflow.experiment)
     name = params.mlflow.registered_model
@@ -221,11 +222,8 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
                 mlflow.log_artifact(str(tmp / png), "plots")
             scorer_dir = result.scorer.save(tmp / "scorer")
             example = (_input_example(result), {"as_of": str(result.test["cutoff"].max().date())})
-            info = mlflow.pyfunc.log_model(
-                name="model", python_model=LeadTempModel(), artifacts={"scorer": str(scorer_dir)},
-                signature=signature(result.scorer), input_example=example,
-                pip_requirements=pip_requirements(), code_paths=[code_path()], registered_model_name=name,
-            )
+            info = mlflow.pyfunc.log_model(name="model", registered_model_name=name,
+                                           **pyfunc_arguments(result.scorer, scorer_dir, example))
             version = str(info.registered_model_version)
             client = MlflowClient()
             champion = "champion" not in client.get_registered_model(name).aliases
@@ -266,16 +264,13 @@ def _export(scorer: LeadScorer, version: str, run_id: str, export_dir: Path, tmp
     import mlflow
 
     from leadtemp.io import replace_dir
-    from leadtemp.model import LeadTempModel, code_path, pip_requirements, signature
+    from leadtemp.model import pyfunc_arguments
 
-    scorer.meta = {**scorer.meta, "model_version": version, "run_id": run_id}
-    scorer_dir = scorer.save(tmp / "scorer_export")
+    # The export knows its registry version; the caller's scorer is left as it was.
+    exported = dataclasses.replace(scorer, meta={**scorer.meta, "model_version": version, "run_id": run_id})
     staging = tmp / f"v{version}"
-    mlflow.pyfunc.save_model(
-        str(staging), python_model=LeadTempModel(), artifacts={"scorer": str(scorer_dir)},
-        signature=signature(scorer), input_example=example, pip_requirements=pip_requirements(),
-        code_paths=[code_path()], metadata={"model_version": version, "run_id": run_id},
-    )
+    mlflow.pyfunc.save_model(str(staging), metadata={"model_version": version, "run_id": run_id},
+                             **pyfunc_arguments(exported, exported.save(tmp / "scorer_export"), example))
     export_dir.mkdir(parents=True, exist_ok=True)
     replace_dir(staging, export_dir / f"v{version}")
     replace_dir(staging, export_dir / "latest")

@@ -120,7 +120,7 @@ def test_exported_folder_scores_offline(in_home):
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda l, i: (pd.concat([l, l.head(2)]), i), "duplicate lead_id"),
+        (lambda l, i: (pd.concat([l, l.head(2)]), i), "duplicate lead id"),
         (lambda l, i: (l.assign(created_at=l["created_at"].astype(str).where(l.index != 5, "not a date")), i), "not parsable"),
         (lambda l, i: (l, i.assign(lead_id=i["lead_id"].where(i.index != 3, "ghost"))), "not in the leads table"),
         (lambda l, i: (l.drop(columns=["created_at"]), i), "missing columns ['created_at']"),

@@ -45,7 +45,7 @@ def test_valid_input_is_normalised_without_touching_the_input():
         (leads().drop(columns=["created_at"]), r"leads.csv: missing columns \['created_at'\]"),
         (leads(created_at=["2024-01-01", "yesterday-ish", "2024-01-03"]),
          r"leads.csv: column 'created_at': 1 row\(s\) are not parsable timestamps; e.g. row 2"),
-        (leads(lead_id=["a", "b", "a"]), r"column 'lead_id': 2 row\(s\) have a duplicate lead_id; e.g. row 1"),
+        (leads(lead_id=["a", "b", "a"]), r"column 'lead_id': 2 row\(s\) have a duplicate lead id; e.g. row 1"),
         (leads(converted_at=[None, "2023-12-01", None]),
          r"column 'converted_at': 1 row\(s\) convert before they were created; e.g. row 2"),
         (leads(created_at=["2024-01-01", None, "2024-01-03"]), r"column 'created_at': 1 row\(s\) are empty"),

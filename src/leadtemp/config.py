@@ -17,13 +17,53 @@ class ConfigError(ValueError):
 
 
 @dataclass(frozen=True)
+class LeadColumns:
+    """Your column names for leadtemp's roles in the leads table."""
+
+    lead_id: str | None = "lead_id"            # None: the data row number (1, 2, ...) is the id
+    created_at: str | None = "created_at"      # None: no time at all (splits become stratified random)
+    converted_at: str | None = "converted_at"  # conversion time, empty while not converted
+    label: str | None = None                   # a final 0/1 outcome instead of a conversion time
+
+
+@dataclass(frozen=True)
+class InteractionColumns:
+    lead_id: str = "lead_id"
+    timestamp: str = "timestamp"
+    type: str = "type"
+    direction: str = "direction"
+    value: str = "value"
+
+
+@dataclass(frozen=True)
+class RowOrderTime:
+    """Give each row a month from a month-name column of a table sorted by time (no year column)."""
+
+    month_column: str
+    start: str  # year and month of the first row, "YYYY-MM"; the year advances when the month drops
+
+
+@dataclass(frozen=True)
 class Data:
     leads: str = "data/sim/leads.parquet"
     interactions: str | None = "data/sim/interactions.parquet"
+    columns: LeadColumns = field(default_factory=LeadColumns)
+    interaction_columns: InteractionColumns = field(default_factory=InteractionColumns)
+    missing_values: tuple[str, ...] = ()
+    created_from_row_order: RowOrderTime | None = None
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
     excluded: tuple[str, ...] = ()
     labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def mode(self) -> str:
+        """``events``: conversion times (+ interactions), snapshots at cutoffs. ``outcomes``: one final label per lead."""
+        return "outcomes" if self.columns.label else "events"
+
+    @property
+    def timed(self) -> bool:
+        return self.columns.created_at is not None or self.created_from_row_order is not None
 
 
 @dataclass(frozen=True)
@@ -38,6 +78,10 @@ class Splits:
     test_cutoffs: int = 3
     calibration_cutoffs: int = 3
     validation_cutoffs: int = 2
+    # Tables with a label column instead of conversion times: shares of the labelled rows.
+    test_fraction: float = 0.2
+    calibration_fraction: float = 0.1
+    validation_fraction: float = 0.1
 
 
 @dataclass(frozen=True)
@@ -84,6 +128,14 @@ class Tracking:
 
 
 @dataclass(frozen=True)
+class Checks:
+    min_leads: int = 500
+    min_conversions: int = 50
+    leakage_auc: float = 0.9
+    allow_leaky: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class Simulate:
     leads: int = 20000
     seed: int = 7
@@ -100,6 +152,7 @@ class Params:
     model: Model = field(default_factory=Model)
     calibration: Calibration = field(default_factory=Calibration)
     buckets: Buckets = field(default_factory=Buckets)
+    checks: Checks = field(default_factory=Checks)
     mlflow: Tracking = field(default_factory=Tracking)
     simulate: Simulate = field(default_factory=Simulate)
 
@@ -114,9 +167,16 @@ class Params:
     def flat(self) -> dict[str, Any]:
         """Flattened ``section.key`` dict for MLflow params (lists and dicts as text)."""
         out: dict[str, Any] = {}
-        for section in dataclasses.fields(self):
-            for key, value in dataclasses.asdict(getattr(self, section.name)).items():
-                out[f"{section.name}.{key}"] = value if isinstance(value, (int, float, str)) or value is None else str(value)
+
+        def walk(prefix: str, obj: Any) -> None:
+            for f in dataclasses.fields(obj):
+                value = getattr(obj, f.name)
+                if dataclasses.is_dataclass(value):
+                    walk(f"{prefix}{f.name}.", value)
+                else:
+                    out[f"{prefix}{f.name}"] = value if isinstance(value, (int, float, str)) or value is None else str(value)
+
+        walk("", self)
         return out
 
     def validate(self) -> Params:
@@ -139,10 +199,35 @@ class Params:
         s = self.splits
         if min(s.test_cutoffs, s.calibration_cutoffs, s.validation_cutoffs) < 1:
             problems.append("splits: every slice needs at least 1 cutoff")
+        fractions = (s.test_fraction, s.calibration_fraction, s.validation_fraction)
+        if min(fractions) <= 0 or sum(fractions) >= 0.9:
+            problems.append("splits: the fractions must be > 0 and leave at least 10% of the rows for training")
         d = self.data
+        c = d.columns
         roles = [*d.categorical, *d.numeric, *d.excluded]
-        if dupes := sorted({c for c in roles if roles.count(c) > 1}):
+        if dupes := sorted({x for x in roles if roles.count(x) > 1}):
             problems.append(f"data: columns listed in more than one role: {dupes}")
+        special = {k: v for k, v in vars(c).items() if v is not None}
+        if clash := sorted(set(special.values()) & set(roles)):
+            problems.append(f"data: {clash} are data.columns roles and cannot also be attributes")
+        if d.created_from_row_order is not None:
+            if c.created_at is not None:
+                problems.append("data: created_from_row_order derives the creation time; set data.columns.created_at: null")
+            import pandas as pd
+
+            try:
+                pd.Period(d.created_from_row_order.start, freq="M")
+            except ValueError:
+                problems.append(f"data.created_from_row_order.start: {d.created_from_row_order.start!r} is not YYYY-MM")
+        if d.mode == "events" and not d.timed:
+            problems.append("data: without a label column leadtemp needs data.columns.created_at (and converted_at)")
+        if d.mode == "outcomes" and d.interactions is not None:
+            problems.append(
+                "data: interactions need conversion times (data.columns.converted_at), not a label: with a final label "
+                "only, no one knows which interactions came before the outcome; set data.interactions: null")
+        k = self.checks
+        if k.min_leads < 1 or k.min_conversions < 1 or not 0.5 < k.leakage_auc <= 1:
+            problems.append("checks: need min_leads >= 1, min_conversions >= 1 and 0.5 < leakage_auc <= 1")
         if problems:
             raise ConfigError("; ".join(problems))
         return self

@@ -61,10 +61,12 @@ def feature_groups(spec: FeatureSpec) -> list[Group]:
         return Group(prefix, tuple(f"{prefix}_{w}d" for w in spec.windows_days)
                      + (f"{prefix}_days_since_last", f"{prefix}_decayed"))
 
-    groups = [window_group(c.name) for c in spec.channels]
-    groups += [window_group("inbound"), window_group("outbound")]
-    groups += [Group("activation", ("days_since_first_inbound", "just_turned_active")),
-               Group("trend", ("inbound_trend",)), Group("lead_age", ("lead_age_days",))]
+    groups = []
+    if spec.behaviour_columns:
+        groups += [window_group(c.name) for c in spec.channels]
+        groups += [window_group("inbound"), window_group("outbound")]
+        groups += [Group("activation", ("days_since_first_inbound", "just_turned_active")),
+                   Group("trend", ("inbound_trend",)), Group("lead_age", ("lead_age_days",))]
     groups += [Group(col, (col,)) for col in [*spec.categorical, *spec.numeric]]
     return groups
 
@@ -112,8 +114,8 @@ def describe_group(key: str, row: pd.Series, spec: FeatureSpec, labels: dict[str
     value = row[key]
     if pd.isna(value):
         return f"{label}: unknown"
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
+    if isinstance(value, float):
+        value = int(value) if value.is_integer() else f"{value:.4g}"
     return f"{label}: {value}"
 
 
@@ -139,7 +141,7 @@ def top_reasons(
         row = features.iloc[i]
         reasons.append([
             f"{describe_group(keys[j], row, spec, labels)} {PLUS if values[i, j] > 0 else MINUS}"
-            for j in row_order
+            for j in row_order if values[i, j] != 0  # a factor the model never used is no reason
         ])
     return reasons
 

@@ -46,9 +46,13 @@ class FeatureSpec:
     categorical: dict[str, tuple[str, ...]]
     numeric: tuple[str, ...]
     thermometer: dict[str, float] = field(default_factory=dict)
+    mode: str = "events"   # events: snapshots with behaviour; outcomes: attributes of one-row-per-lead tables
+    timed: bool = True     # False: the training table had no time at all
 
     @property
     def behaviour_columns(self) -> list[str]:
+        if self.mode != "events":
+            return []
         cols = []
         for prefix in [c.name for c in self.channels] + ["inbound", "outbound"]:
             cols += [f"{prefix}_{w}d" for w in self.windows_days]
@@ -75,6 +79,8 @@ class FeatureSpec:
             categorical={k: tuple(v) for k, v in raw["categorical"].items()},
             numeric=tuple(raw["numeric"]),
             thermometer=dict(raw.get("thermometer", {})),
+            mode=raw.get("mode", "events"),
+            timed=bool(raw.get("timed", True)),
         )
 
 
@@ -84,13 +90,18 @@ def fit_feature_spec(
     settings: Features,
     categorical: tuple[str, ...],
     numeric: tuple[str, ...],
-    before: pd.Timestamp,
+    before: pd.Timestamp | None,
+    mode: str = "events",
+    timed: bool = True,
 ) -> FeatureSpec:
-    """Learn channels and categories from rows strictly before ``before`` (the training data)."""
-    past = interactions.loc[interactions[TIMESTAMP] < before]
+    """Learn channels and categories from rows strictly before ``before`` (the training data).
+
+    ``before=None``: the caller passes only training rows (tables with a final label).
+    """
+    past = interactions if before is None else interactions.loc[interactions[TIMESTAMP] < before]
     counts = past.groupby([TYPE, DIRECTION]).size().sort_values(ascending=False, kind="stable")
-    channels = tuple(Channel(t, d) for t, d in counts.index[: settings.max_channels])
-    old_leads = leads.loc[leads[CREATED_AT] < before]
+    channels = tuple(Channel(t, d) for t, d in counts.index[: settings.max_channels]) if mode == "events" else ()
+    old_leads = leads if before is None else leads.loc[leads[CREATED_AT] < before]
     categories = {
         col: tuple(sorted(old_leads[col].dropna().astype(str).unique())) for col in categorical
     }
@@ -102,6 +113,8 @@ def fit_feature_spec(
         categorical=categories,
         numeric=tuple(numeric),
         thermometer=dict(settings.thermometer),
+        mode=mode,
+        timed=timed,
     )
 
 
@@ -147,6 +160,8 @@ def features_as_of(
     the rule-based ``thermometer_score`` baseline (not a model feature).
     """
     as_of = pd.Timestamp(as_of)
+    if spec.mode != "events":
+        return attribute_features(leads, as_of, spec)
     n, k = len(leads), len(spec.channels)
     end = np.searchsorted(events[TIMESTAMP].to_numpy(), as_of.to_datetime64(), side="left")
     past = events.iloc[:end]
@@ -202,6 +217,13 @@ def features_as_of(
     heat = past["heat"].to_numpy()[keep]
     out["thermometer_score"] = _group_count(pos, n, heat * decay)
     return out.reset_index(drop=True)
+
+
+def attribute_features(leads: pd.DataFrame, as_of: pd.Timestamp | None, spec: FeatureSpec) -> pd.DataFrame:
+    """Features of a one-row-per-lead table: its attribute columns only, one row per lead."""
+    head = pd.DataFrame({LEAD_ID: leads[LEAD_ID].to_numpy(), "as_of": pd.Timestamp(as_of) if as_of is not None else pd.NaT},
+                        index=leads.index)
+    return pd.concat([head, _attributes(leads, spec)], axis=1).reset_index(drop=True)
 
 
 def build_training_frame(

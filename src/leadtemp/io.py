@@ -69,8 +69,11 @@ def replace_dir(source: str | Path, target: str | Path) -> None:
 
 
 def load_leads(params: Params, path: str | Path | None = None) -> pd.DataFrame:
-    path = Path(path or params.data.leads)
-    return validate_leads(read_table(path), str(path), params.data.categorical, params.data.numeric)
+    """The leads table under leadtemp's column names (see :func:`leadtemp.schema.validate_leads`)."""
+    d = params.data
+    path = Path(path or d.leads)
+    return validate_leads(read_table(path), str(path), d.categorical, d.numeric, columns=d.columns,
+                          missing_values=d.missing_values, row_order=d.created_from_row_order)
 
 
 def load_interactions(params: Params, leads: pd.DataFrame, path: str | Path | None = None) -> pd.DataFrame:
@@ -78,7 +81,7 @@ def load_interactions(params: Params, leads: pd.DataFrame, path: str | Path | No
     path = path or params.data.interactions
     if path is None:
         return empty_interactions()
-    return validate_interactions(read_table(path), str(path), leads["lead_id"])
+    return validate_interactions(read_table(path), str(path), leads["lead_id"], params.data.interaction_columns)
 
 
 def load_data(params: Params, leads_path=None, interactions_path=None) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from leadtemp.explain import group_contributions, top_reasons
-from leadtemp.features import FeatureSpec, features_as_of, prepare_events
+from leadtemp.features import FeatureSpec, attribute_features, features_as_of, prepare_events
 from leadtemp.schema import LEAD_ID
-from leadtemp.snapshots import eligible_leads
+from leadtemp.snapshots import eligible_leads, open_leads
 
 if TYPE_CHECKING:
     import lightgbm as lgb
@@ -112,9 +112,17 @@ class LeadScorer:
         return self.booster.predict(features[self.spec.columns], pred_contrib=True)
 
     def features(self, leads: pd.DataFrame, interactions: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
-        """Features of the leads eligible at ``as_of`` (created before it, not converted before it)."""
-        eligible = eligible_leads(leads, pd.Timestamp(as_of)).reset_index(drop=True)
-        return features_as_of(eligible, prepare_events(interactions, self.spec), as_of, self.spec)
+        """Features of the leads eligible at ``as_of``.
+
+        Eligible: created before ``as_of`` and not converted before it; for a model trained on a
+        table with final labels, every lead without an outcome yet (and, when the table has time,
+        created before ``as_of``).
+        """
+        as_of = pd.Timestamp(as_of)
+        if self.spec.mode == "events":
+            eligible = eligible_leads(leads, as_of).reset_index(drop=True)
+            return features_as_of(eligible, prepare_events(interactions, self.spec), as_of, self.spec)
+        return attribute_features(open_leads(leads, as_of), as_of, self.spec)
 
     def score_features(self, features: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:
         """Scores, buckets, ranks and reasons for a feature frame (one as_of)."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from leadtemp.schema import CONVERTED_AT, CREATED_AT, LEAD_ID, TIMESTAMP
+from leadtemp.schema import CONVERTED_AT, CREATED_AT, LABEL, LEAD_ID, TIMESTAMP
 
 
 def observed_until(leads: pd.DataFrame, interactions: pd.DataFrame, explicit: str | None = None) -> pd.Timestamp:
@@ -38,6 +38,16 @@ def eligible_leads(leads: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     converted = leads[CONVERTED_AT]
     mask = (leads[CREATED_AT] < as_of) & (converted.isna() | (converted >= as_of))
     return leads.loc[mask]
+
+
+def open_leads(leads: pd.DataFrame, as_of: pd.Timestamp | None) -> pd.DataFrame:
+    """Leads of a one-row-per-lead table still without an outcome (and created before ``as_of``)."""
+    mask = pd.Series(True, index=leads.index)
+    if LABEL in leads.columns:
+        mask &= leads[LABEL].isna()
+    if as_of is not None and leads[CREATED_AT].notna().any():
+        mask &= leads[CREATED_AT] < as_of
+    return leads.loc[mask].reset_index(drop=True)
 
 
 def build_snapshots(

@@ -14,8 +14,10 @@ import pandas as pd
 
 from leadtemp.config import Params
 from leadtemp.evaluate import bucket_table, classification_metrics, plot_gains, plot_reliability
-from leadtemp.features import FeatureSpec, build_training_frame, fit_feature_spec
+from leadtemp.checks import check_amount, check_leakage, leakage_report
+from leadtemp.features import FeatureSpec, attribute_features, build_training_frame, fit_feature_spec
 from leadtemp.predict import LeadScorer, fit_buckets, fit_calibrator
+from leadtemp.schema import CONVERTED_AT, CREATED_AT, LABEL, LEAD_ID, empty_interactions
 from leadtemp.snapshots import (
     SplitCutoffs,
     TrainingDataError,
@@ -28,14 +30,31 @@ from leadtemp.snapshots import (
 SLICES = ("train", "validation", "calibration", "test")
 
 
+@dataclass(frozen=True)
+class RowSplits:
+    """Slices of a one-row-per-lead table: by time when it has time, else stratified random."""
+
+    kind: str                   # "time-ordered" | "stratified random"
+    slices: dict[str, str]
+
+    def describe(self) -> dict[str, str]:
+        return dict(self.slices)
+
+
 @dataclass
 class TrainingResult:
     scorer: LeadScorer
-    splits: SplitCutoffs
+    splits: SplitCutoffs | RowSplits
     test: pd.DataFrame          # test slice: features, label, margin, raw and calibrated probability
     metrics: dict[str, float]
     buckets: pd.DataFrame       # per-bucket conversion on the test slice
     fingerprint: dict
+    leakage: pd.DataFrame       # single-column AUC of each attribute on the training slice
+    warnings: list[str]         # things the user must hear about (printed and logged)
+
+    @property
+    def out_of_time(self) -> bool:
+        return not (isinstance(self.splits, RowSplits) and self.splits.kind != "time-ordered")
 
 
 def lightgbm_params(params: Params) -> dict:
@@ -81,12 +100,13 @@ def sha256(path: str | Path) -> str:
 
 
 def fingerprint(leads: pd.DataFrame, interactions: pd.DataFrame, frame: pd.DataFrame,
-                until: pd.Timestamp, sources: dict[str, str]) -> dict:
+                until: pd.Timestamp | None, sources: dict[str, str]) -> dict:
     """What the run was trained on, without personal data: counts, time range, rates, hashes."""
+    converted = leads[LABEL].astype(float) if LABEL in leads.columns else leads["converted_at"].notna()
     out = {
         "leads": len(leads), "interactions": len(interactions),
         "created_from": str(leads["created_at"].min()), "observed_until": str(until),
-        "lead_conversion_rate": float(leads["converted_at"].notna().mean()),
+        "lead_conversion_rate": float(converted.mean()),
         "snapshots": len(frame), "snapshot_positive_rate": float(frame["label"].mean()),
         "lead_columns": sorted(map(str, leads.columns)),
     }
@@ -97,9 +117,70 @@ def fingerprint(leads: pd.DataFrame, interactions: pd.DataFrame, frame: pd.DataF
     return out
 
 
+def unused_columns(leads: pd.DataFrame, params: Params) -> list[str]:
+    """Input columns in no role at all: said out loud, so a forgotten attribute is noticed."""
+    d = params.data
+    known = {LEAD_ID, CREATED_AT, CONVERTED_AT, LABEL, *d.categorical, *d.numeric, *d.excluded,
+             *(c for c in vars(d.columns).values() if c)}
+    if d.created_from_row_order is not None:
+        known.add(d.created_from_row_order.month_column)
+    return [str(c) for c in leads.columns if c not in known]
+
+
+def _fit_scorer(parts: dict[str, pd.DataFrame], spec: FeatureSpec, params: Params, meta: dict) -> LeadScorer:
+    """Booster on train (early stopping on validation), calibrator and bucket cut-offs on calibration."""
+    booster = fit_booster(parts["train"], parts["validation"], spec, params)
+    cal = parts["calibration"]
+    cal_margin = booster.predict(cal[spec.columns], raw_score=True)
+    calibrator = fit_calibrator(cal_margin, cal["label"], params.calibration.method)
+    b = params.buckets
+    buckets = fit_buckets(calibrator(cal_margin), b.method, b.hot_share, b.warm_share,
+                          b.hot_probability, b.warm_probability)
+    return LeadScorer(
+        booster=booster, spec=spec, calibrator=calibrator, buckets=buckets,
+        horizon_days=params.snapshots.horizon_days, labels=dict(params.data.labels),
+        meta={**meta, "best_iteration": booster.current_iteration(), "versions": library_versions()},
+    )
+
+
+def _evaluate(scorer: LeadScorer, parts: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, float]]:
+    test = parts["test"]
+    margin = scorer.margin(test)
+    test = test.assign(margin=margin, raw_probability=1 / (1 + np.exp(-margin)),
+                       probability=scorer.calibrator(margin))
+    test["bucket"] = scorer.buckets.assign(test["probability"])
+    metrics = classification_metrics(test["label"], test["probability"])
+    raw = classification_metrics(test["label"], test["raw_probability"])
+    metrics.update({f"raw_{k}": raw[k] for k in ("roc_auc", "ece", "brier", "log_loss")})
+    if "thermometer_score" in test.columns:
+        metrics["thermometer_roc_auc"] = classification_metrics(test["label"], test["thermometer_score"])["roc_auc"]
+    metrics["best_iteration"] = float(scorer.booster.current_iteration())
+    valid = parts["validation"]
+    metrics["validation_roc_auc"] = classification_metrics(valid["label"], scorer.calibrator(scorer.margin(valid)))["roc_auc"]
+    return test, metrics
+
+
+def _leakage(train_part: pd.DataFrame, spec: FeatureSpec, params: Params) -> tuple[pd.DataFrame, list[str]]:
+    report = leakage_report(train_part, [*spec.categorical, *spec.numeric], seed=params.model.seed)
+    allowed = check_leakage(report, params.checks)
+    notes = [f"column '{c}' alone predicts the label with AUC {a:.3f} on the training slice; "
+             "used only because checks.allow_leaky lists it"
+             for c, a in report.loc[report["column"].isin(allowed)].itertuples(index=False)]
+    return report, notes
+
+
 def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,
-          sources: dict[str, str] | None = None) -> TrainingResult:
-    """Snapshots → features → booster → calibrator → bucket cut-offs → test metrics."""
+          sources: dict[str, str] | None = None, holdout: np.ndarray | None = None) -> TrainingResult:
+    """Checks → slices → features → booster → calibrator → bucket cut-offs → test metrics.
+
+    Tables with conversion times are cut into point-in-time snapshots; tables with a final label
+    (``data.columns.label``) are one row per lead. ``holdout`` (label tables only): a boolean mask
+    of the rows to use as the test slice, e.g. one fold of a cross-validation.
+    """
+    if params.data.mode == "outcomes":
+        return _train_outcomes(leads, params, sources or {}, holdout)
+    if holdout is not None:
+        raise ValueError("holdout applies to tables with a label column; snapshots are split by time")
     s = params.snapshots
     until = observed_until(leads, interactions, s.observed_until)
     labelled = [c for c in cutoff_dates(leads, until, s.frequency) if c + pd.Timedelta(days=s.horizon_days) <= until]
@@ -109,43 +190,123 @@ def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,
                             params.data.numeric, before=splits.validation.max())
     used = splits.train.append([splits.validation, splits.calibration, splits.test])
     snaps = build_snapshots(leads, used, s.horizon_days, until)
+    converters = snaps.loc[snaps["label"] == 1, LEAD_ID].nunique()
+    check_amount(snaps[LEAD_ID].nunique(), converters, snaps[LEAD_ID].nunique(), params.checks, "leads")
     frame = build_training_frame(snaps, leads, interactions, spec)
     frame["slice"] = np.select([frame["cutoff"].isin(getattr(splits, n)) for n in SLICES], SLICES, "")
     parts = {name: frame.loc[frame["slice"] == name].reset_index(drop=True) for name in SLICES}
     for name, part in parts.items():
         _check_slice(name, part)
+    leakage, notes = _leakage(parts["train"], spec, params)
+    if unused := unused_columns(leads, params):
+        notes.append(f"columns in no role (not categorical, numeric or excluded), not used: {unused}")
 
-    booster = fit_booster(parts["train"], parts["validation"], spec, params)
-    cal = parts["calibration"]
-    cal_margin = booster.predict(cal[spec.columns], raw_score=True)
-    calibrator = fit_calibrator(cal_margin, cal["label"], params.calibration.method)
-    b = params.buckets
-    buckets = fit_buckets(calibrator(cal_margin), b.method, b.hot_share, b.warm_share,
-                          b.hot_probability, b.warm_probability)
-    scorer = LeadScorer(
-        booster=booster, spec=spec, calibrator=calibrator, buckets=buckets, horizon_days=s.horizon_days,
-        labels=dict(params.data.labels),
-        meta={"trained_through": str(splits.calibration.max() + pd.Timedelta(days=s.horizon_days)),
-              "splits": splits.describe(), "best_iteration": booster.current_iteration(),
-              "versions": library_versions()},
-    )
-
-    test = parts["test"]
-    margin = scorer.margin(test)
-    test = test.assign(margin=margin, raw_probability=1 / (1 + np.exp(-margin)),
-                       probability=scorer.calibrator(margin))
-    test["bucket"] = scorer.buckets.assign(test["probability"])
-    metrics = classification_metrics(test["label"], test["probability"])
-    raw = classification_metrics(test["label"], test["raw_probability"])
-    metrics.update({f"raw_{k}": raw[k] for k in ("roc_auc", "ece", "brier", "log_loss")})
-    metrics["thermometer_roc_auc"] = classification_metrics(test["label"], test["thermometer_score"])["roc_auc"]
-    metrics["best_iteration"] = float(booster.current_iteration())
-    valid = parts["validation"]
-    metrics["validation_roc_auc"] = classification_metrics(valid["label"], calibrator(scorer.margin(valid)))["roc_auc"]
+    scorer = _fit_scorer(parts, spec, params, {
+        "trained_through": str(splits.calibration.max() + pd.Timedelta(days=s.horizon_days)),
+        "splits": splits.describe()})
+    test, metrics = _evaluate(scorer, parts)
     return TrainingResult(
         scorer=scorer, splits=splits, test=test, metrics=metrics,
         buckets=bucket_table(test["label"], test["bucket"]),
         fingerprint=fingerprint(leads, interactions, frame, until, sources or {}),
+        leakage=leakage, warnings=notes,
+    )
+
+
+NO_TIME_WARNING = (
+    "NO OUT-OF-TIME CHECK: the table has no time column, so the slices are stratified random samples. "
+    "The test metrics say how well the model fits leads like the ones it was trained on, not how it will do "
+    "on next quarter's leads. Add a creation time (data.columns.created_at) to measure that."
+)
+
+
+def row_slices(leads: pd.DataFrame, params: Params, holdout: np.ndarray | None = None) -> tuple[np.ndarray, RowSplits]:
+    """Slice name per row of a labelled one-row-per-lead table.
+
+    With time: rows in time order (ties keep the file's row order), the newest ``test_fraction`` is
+    the test slice, the calibration slice just before it, validation before that, training first;
+    every slice used to fit something precedes the rows it is applied to. Without time: a stratified
+    random split, seeded by ``model.seed``.
+    """
+    sp, n = params.splits, len(leads)
+    names = np.full(n, "", dtype=object)
+    test = np.zeros(n, dtype=bool)
+    if holdout is not None:
+        test = np.asarray(holdout, dtype=bool)
+        if test.shape != (n,) or not test.any() or test.all():
+            raise ValueError("holdout must be a boolean mask over the rows with some rows on each side")
+    scale = n * (1 - (test.mean() if holdout is not None else sp.test_fraction)) / (1 - sp.test_fraction)
+    n_cal = max(1, int(round(sp.calibration_fraction * scale)))
+    n_val = max(1, int(round(sp.validation_fraction * scale)))
+    if params.data.timed:
+        order = np.argsort(leads[CREATED_AT].to_numpy(), kind="stable")
+        if holdout is None:
+            test[order[n - int(round(sp.test_fraction * n)):]] = True
+        rest = order[~test[order]]
+        names[rest[: len(rest) - n_cal - n_val]] = "train"
+        names[rest[len(rest) - n_cal - n_val: len(rest) - n_cal]] = "validation"
+        names[rest[len(rest) - n_cal:]] = "calibration"
+        names[test] = "test"
+        times = leads[CREATED_AT]
+        slices = {k: f"{times[names == k].min():%Y-%m-%d}..{times[names == k].max():%Y-%m-%d} "
+                     f"({(names == k).sum()} rows)" for k in SLICES}
+        return names, RowSplits("time-ordered", slices)
+    from sklearn.model_selection import train_test_split
+
+    y = leads[LABEL].to_numpy(dtype=int)
+    seed = params.model.seed
+    idx = np.arange(n)
+    if holdout is None:
+        rest, test_idx = train_test_split(idx, test_size=sp.test_fraction, stratify=y, random_state=seed)
+        test[test_idx] = True
+    rest = idx[~test]
+    fit, cal = train_test_split(rest, test_size=n_cal, stratify=y[rest], random_state=seed)
+    train_idx, val = train_test_split(fit, test_size=n_val, stratify=y[fit], random_state=seed + 1)
+    names[train_idx], names[val], names[cal], names[test] = "train", "validation", "calibration", "test"
+    return names, RowSplits("stratified random", {k: f"stratified random ({(names == k).sum()} rows)" for k in SLICES})
+
+
+def _train_outcomes(leads: pd.DataFrame, params: Params, sources: dict[str, str],
+                    holdout: np.ndarray | None) -> TrainingResult:
+    """One row per lead with a final 0/1 label: attributes only, sliced by time or stratified at random."""
+    if LABEL not in leads.columns:
+        raise TrainingDataError("data.columns.label is set but the leads were read without it")
+    labelled = leads[LABEL].notna().to_numpy()
+    notes = []
+    if (~labelled).any():
+        notes.append(f"{int((~labelled).sum())} leads have no outcome yet (empty label): not used for training")
+    if holdout is not None:
+        holdout = np.asarray(holdout, dtype=bool)[labelled]
+    table = leads.loc[labelled].reset_index(drop=True)
+    y = table[LABEL].to_numpy(dtype=int)
+    check_amount(len(table), int(y.sum()), len(table), params.checks, "leads")
+    names, splits = row_slices(table, params, holdout)
+    if splits.kind != "time-ordered":
+        notes.insert(0, NO_TIME_WARNING)
+    d = params.data
+    spec = fit_feature_spec(table.loc[names == "train"], empty_interactions(), params.features, d.categorical,
+                            d.numeric, before=None, mode="outcomes", timed=d.timed)
+    frame = attribute_features(table, None, spec)
+    frame["label"] = y
+    frame[CREATED_AT] = table[CREATED_AT].to_numpy()
+    frame["slice"] = names
+    parts = {name: frame.loc[names == name].reset_index(drop=True) for name in SLICES}
+    for name, part in parts.items():
+        _check_slice(name, part)
+    leakage, more = _leakage(parts["train"], spec, params)
+    notes += more
+    if unused := unused_columns(leads, params):
+        notes.append(f"columns in no role (not categorical, numeric or excluded), not used: {unused}")
+    through = table.loc[names == "calibration", CREATED_AT].max()
+    scorer = _fit_scorer(parts, spec, params, {
+        "trained_through": str(through) if pd.notna(through) else "no time", "splits": splits.describe(),
+        "split": splits.kind})
+    test, metrics = _evaluate(scorer, parts)
+    return TrainingResult(
+        scorer=scorer, splits=splits, test=test, metrics=metrics,
+        buckets=bucket_table(test["label"], test["bucket"]),
+        fingerprint=fingerprint(leads, empty_interactions(), frame, table[CREATED_AT].max(), sources),
+        leakage=leakage, warnings=notes,
     )
 
 

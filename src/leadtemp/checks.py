@@ -1,0 +1,81 @@
+"""Checks before training: enough data, two classes, and no column that gives the answer away."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from leadtemp.config import Checks
+from leadtemp.snapshots import TrainingDataError
+
+LEAKAGE_FOLDS = 5
+LEAKAGE_BINS = 20
+SMOOTHING = 20.0  # prior weight (in rows) of the target encoding
+
+
+def check_amount(leads: int, conversions: int, total: int, checks: Checks, what: str) -> None:
+    """Refuse to train on too little: fewer leads or conversions than params.yaml's checks ask for."""
+    if total and conversions == total:
+        raise TrainingDataError(f"every one of the {total} labelled {what} converted: a model needs both outcomes")
+    if conversions == 0:
+        raise TrainingDataError(f"none of the {total} labelled {what} converted: a model needs both outcomes")
+    short = []
+    if leads < checks.min_leads:
+        short.append(f"{leads} leads (checks.min_leads: {checks.min_leads})")
+    if conversions < checks.min_conversions:
+        short.append(f"{conversions} conversions (checks.min_conversions: {checks.min_conversions})")
+    if short:
+        raise TrainingDataError(
+            "not enough labelled history to learn from: " + " and ".join(short)
+            + "; add more history, or lower the checks in params.yaml if you accept a noisier model"
+        )
+
+
+def _codes(values: pd.Series) -> np.ndarray:
+    """Integer levels of one column: categories as they are, numbers in quantile bins, missing its own level."""
+    if pd.api.types.is_numeric_dtype(values) and not isinstance(values.dtype, pd.CategoricalDtype):
+        numbers = pd.to_numeric(values, errors="coerce").astype(float)
+        binned = pd.qcut(numbers, LEAKAGE_BINS, labels=False, duplicates="drop") if numbers.notna().any() else numbers
+        return np.where(np.isnan(binned), -1, binned).astype(np.int64)
+    codes, _ = pd.factorize(values.astype("string"), use_na_sentinel=True)
+    return codes.astype(np.int64)
+
+
+def single_column_auc(values: pd.Series, y: np.ndarray, seed: int = 0) -> float:
+    """ROC-AUC of one column alone, target-encoded out of fold (so an id-like column does not look perfect)."""
+    from sklearn.metrics import roc_auc_score
+
+    y = np.asarray(y, dtype=float)
+    codes = _codes(values)
+    codes = codes - codes.min()
+    fold = np.random.default_rng(seed).integers(0, LEAKAGE_FOLDS, len(y))
+    encoded = np.empty(len(y))
+    for k in range(LEAKAGE_FOLDS):
+        fit, apply = fold != k, fold == k
+        prior = y[fit].mean()
+        sums = np.bincount(codes[fit], weights=y[fit], minlength=codes.max() + 1)
+        counts = np.bincount(codes[fit], minlength=codes.max() + 1)
+        encoded[apply] = ((sums + SMOOTHING * prior) / (counts + SMOOTHING))[codes[apply]]
+    return float(roc_auc_score(y, encoded))
+
+
+def leakage_report(frame: pd.DataFrame, columns: list[str], label: str = "label", seed: int = 0) -> pd.DataFrame:
+    """Single-column AUC of every attribute column on ``frame`` (the training slice), highest first."""
+    y = frame[label].to_numpy()
+    rows = [(c, single_column_auc(frame[c], y, seed)) for c in columns]
+    return pd.DataFrame(rows, columns=["column", "auc"]).sort_values("auc", ascending=False, ignore_index=True)
+
+
+def check_leakage(report: pd.DataFrame, checks: Checks) -> list[str]:
+    """Refuse columns that alone predict the label almost perfectly, unless allowed; return the allowed ones."""
+    leaky = report.loc[report["auc"] > checks.leakage_auc]
+    refused = leaky.loc[~leaky["column"].isin(checks.allow_leaky)]
+    if len(refused):
+        listed = ", ".join(f"'{r.column}' (AUC {r.auc:.3f})" for r in refused.itertuples())
+        raise TrainingDataError(
+            f"leakage: {listed} alone predict{'s' if len(refused) == 1 else ''} the label almost perfectly on the "
+            f"training slice (checks.leakage_auc: {checks.leakage_auc}). A column like that usually records the "
+            "outcome or something only known after it (a sales-team tag, a call result). Move it to "
+            "data.excluded, or list it in checks.allow_leaky if it is really known before the outcome"
+        )
+    return list(leaky["column"])

@@ -19,7 +19,9 @@ app = typer.Typer(
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameters file.")]
 LeadsOpt = Annotated[Optional[Path], typer.Option("--leads", help="Leads table (CSV/Parquet); overrides data.leads.")]
 InterOpt = Annotated[Optional[Path], typer.Option("--interactions", help="Interactions table (CSV/Parquet); overrides data.interactions.")]
-AsOfOpt = Annotated[str, typer.Option("--as-of", help="Score as of this date: only data strictly before it is used.")]
+AsOfOpt = Annotated[Optional[str], typer.Option(
+    "--as-of", help="Score as of this date: only data strictly before it is used. Required for tables with "
+    "conversion times; for a model trained on a label column it defaults to today.")]
 ModelOpt = Annotated[Optional[str], typer.Option(
     "--model", help="MLflow model URI (models:/NAME@ALIAS, runs:/...) or exported folder. "
     "Default: models:/<mlflow.registered_model>@champion.")]
@@ -54,11 +56,15 @@ def _quiet_mlflow() -> None:
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 
-def _as_of(text: str):
+def _as_of(text: str | None, mode: str = "events"):
     import pandas as pd
 
     from leadtemp.config import ConfigError
 
+    if text is None:
+        if mode == "events":
+            raise ConfigError("--as-of DATE is required: which day's view of the leads should be scored?")
+        return pd.Timestamp.today().normalize()
     try:
         return pd.Timestamp(text)
     except ValueError:
@@ -103,9 +109,15 @@ def _print_training(result, logged) -> None:
 
     m = result.metrics
     console = Console()
-    console.print(f"test slice {result.splits.describe()['test']}: {int(m['rows'])} snapshots, "
-                  f"{m['positive_rate']:.1%} converted within the horizon")
-    console.print(f"ROC-AUC {m['roc_auc']:.3f} (thermometer baseline {m['thermometer_roc_auc']:.3f}), "
+    for note in result.warnings:
+        console.print(f"[bold red]warning:[/bold red] {note}" if note.startswith("NO OUT-OF-TIME")
+                      else f"[yellow]note:[/yellow] {note}")
+    snapshots = "snapshots" if "cutoff" in result.test.columns else "leads"
+    outcome = "converted within the horizon" if snapshots == "snapshots" else "converted"
+    console.print(f"test slice {result.splits.describe()['test']}: {int(m['rows'])} {snapshots}, "
+                  f"{m['positive_rate']:.1%} {outcome}")
+    baseline = f" (thermometer baseline {m['thermometer_roc_auc']:.3f})" if "thermometer_roc_auc" in m else ""
+    console.print(f"ROC-AUC {m['roc_auc']:.3f}{baseline}, "
                   f"PR-AUC {m['pr_auc']:.3f}, lift@10% {m['lift_at_10']:.2f}, "
                   f"ECE {m['raw_ece']:.4f} raw -> {m['ece']:.4f} calibrated")
     table = Table("bucket", "leads", "converted", "rate", "95% interval")
@@ -145,18 +157,22 @@ def _load_model(model: str | None, p):
 @app.command()
 @_errors
 def score(
-    as_of: AsOfOpt,
     out: Annotated[Path, typer.Option("--out", help="Output file, CSV or Parquet by extension.")],
+    as_of: AsOfOpt = None,
     model: ModelOpt = None,
     params: ParamsOpt = Path("params.yaml"),
     leads: LeadsOpt = None,
     interactions: InterOpt = None,
 ) -> None:
-    """Score every lead eligible at --as-of; write lead_id, as_of, probability, score, bucket, rank, reasons."""
+    """Score every lead eligible at --as-of; write lead_id, as_of, probability, score, bucket, rank, reasons.
+
+    Eligible: created before --as-of and not converted before it; with a label column, every lead whose
+    label is still empty (or that has no label column at all).
+    """
     from leadtemp.io import load_data, write_table
 
     p = _params(params, leads, interactions)
-    when = _as_of(as_of)
+    when = _as_of(as_of, p.data.mode)
     if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
         from leadtemp.config import ConfigError
 
@@ -166,16 +182,17 @@ def score(
     scored = scorer.score(lead_table, events, when)
     write_table(scored, out)
     counts = scored["bucket"].value_counts()
+    skipped = "not yet created or already converted" if p.data.mode == "events" else "already have an outcome"
     typer.echo(f"scored {len(scored)} of {len(lead_table)} leads as of {when.date()} with model version {version} "
-               f"({len(lead_table) - len(scored)} not yet created or already converted): "
+               f"({len(lead_table) - len(scored)} {skipped}): "
                + ", ".join(f"{counts.get(b, 0)} {b}" for b in ("hot", "warm", "cold")) + f" -> {out}")
 
 
 @app.command()
 @_errors
 def explain(
-    lead_id: Annotated[str, typer.Argument(help="The lead to explain.")],
-    as_of: AsOfOpt,
+    lead_id: Annotated[str, typer.Argument(help="The lead to explain (its id, or its row number when data.columns.lead_id is null).")],
+    as_of: AsOfOpt = None,
     model: ModelOpt = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a SHAP waterfall of the factors to this PNG.")] = None,
     top: Annotated[int, typer.Option(help="Factors to show on each side.")] = 5,
@@ -192,13 +209,18 @@ def explain(
     from leadtemp.schema import SchemaError
 
     p = _params(params, leads, interactions)
-    when = _as_of(as_of)
+    when = _as_of(as_of, p.data.mode)
     lead_table, events = load_data(p)
     one = lead_table.loc[lead_table["lead_id"] == lead_id]
     if one.empty:
-        raise SchemaError(f"{p.data.leads}: column 'lead_id': no lead {lead_id!r}")
+        raise SchemaError(f"{p.data.leads}: column '{p.data.columns.lead_id or 'row number'}': no lead {lead_id!r}")
     scorer, version = _load_model(model, p)
-    features = scorer.features(one, events.loc[events["lead_id"] == lead_id], when)
+    if scorer.spec.mode == "events":
+        features = scorer.features(one, events.loc[events["lead_id"] == lead_id], when)
+    else:  # a one-row-per-lead model: any lead can be explained, with or without an outcome
+        from leadtemp.features import attribute_features
+
+        features = attribute_features(one.reset_index(drop=True), when, scorer.spec)
     if features.empty:
         raise SchemaError(f"lead {lead_id!r} is not scorable as of {when.date()}: created on or after it, or converted before it")
     scored = scorer.score_features(features, reasons=False).iloc[0]
@@ -207,7 +229,8 @@ def explain(
     table = factor_table(features.iloc[0], grouped, scorer.spec, scorer.labels)
     console = Console()
     console.print(f"lead {lead_id} as of {when.date()} (model version {version}): [bold]{scored['bucket']}[/bold], "
-                  f"score {scored['score']}, {scored['probability']:.1%} chance to convert within {scorer.horizon_days} days")
+                  f"score {scored['score']}, {scored['probability']:.1%} chance to convert"
+                  + (f" within {scorer.horizon_days} days" if scorer.spec.mode == "events" else ""))
     for title, part in (("raises the chance", table[table["effect"] > 0]), ("lowers the chance", table[table["effect"] < 0])):
         out = Table("factor", "effect (log-odds)", title=title, title_justify="left")
         for row in part.head(top).itertuples():

@@ -47,6 +47,7 @@ class RowOrderTime:
 class Data:
     leads: str = "data/sim/leads.parquet"
     interactions: str | None = "data/sim/interactions.parquet"
+    csv_separator: str = ","
     columns: LeadColumns = field(default_factory=LeadColumns)
     interaction_columns: InteractionColumns = field(default_factory=InteractionColumns)
     missing_values: tuple[str, ...] = ()
@@ -95,13 +96,14 @@ class Features:
 
 @dataclass(frozen=True)
 class Model:
-    num_leaves: int = 31
+    num_leaves: int = 15
     learning_rate: float = 0.05
     max_rounds: int = 2000
     early_stopping_rounds: int = 100
-    min_data_in_leaf: int = 50
+    early_stopping_metric: str = "auc"
+    min_data_in_leaf: int = 200
     feature_fraction: float = 0.8
-    lambda_l2: float = 1.0
+    lambda_l2: float = 10.0
     seed: int = 42
     num_threads: int = 2
 
@@ -187,6 +189,8 @@ class Params:
             problems.append("features.windows_days must be positive numbers of days")
         if self.features.half_life_days <= 0:
             problems.append("features.half_life_days must be > 0")
+        if self.model.early_stopping_metric not in {"auc", "binary_logloss", "average_precision"}:
+            problems.append("model.early_stopping_metric must be auc, binary_logloss or average_precision")
         if self.calibration.method not in {"isotonic", "sigmoid"}:
             problems.append(f"calibration.method must be isotonic or sigmoid, not {self.calibration.method!r}")
         b = self.buckets
@@ -263,6 +267,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if tp is bool and isinstance(value, bool):
         return value
     if tp is str and isinstance(value, (str, int, float)):
         return str(value)

@@ -22,14 +22,19 @@ def _format(path: Path) -> str:
         raise SchemaError(f"{path}: unsupported file type; use one of {sorted(TABLE_SUFFIXES)}") from None
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
+def read_table(path: str | Path, separator: str = ",") -> pd.DataFrame:
     path = Path(path)
     kind = _format(path)
     if not path.is_file():
         raise SchemaError(f"{path}: file not found")
     try:
         if kind == "csv":
-            return pd.read_csv(path, low_memory=False)
+            frame = pd.read_csv(path, sep=separator, low_memory=False)
+            if frame.shape[1] == 1 and separator not in str(frame.columns[0]) and any(
+                    other in str(frame.columns[0]) for other in ",;\t|" if other != separator):
+                raise SchemaError(f"{path}: one column {str(frame.columns[0])[:60]!r}: is the separator "
+                                  f"{separator!r} right? set data.csv_separator")
+            return frame
         return pd.read_parquet(path)
     except (ValueError, OSError) as exc:
         raise SchemaError(f"{path}: cannot be read as {kind}: {exc}") from exc
@@ -72,7 +77,7 @@ def load_leads(params: Params, path: str | Path | None = None) -> pd.DataFrame:
     """The leads table under leadtemp's column names (see :func:`leadtemp.schema.validate_leads`)."""
     d = params.data
     path = Path(path or d.leads)
-    return validate_leads(read_table(path), str(path), d.categorical, d.numeric, columns=d.columns,
+    return validate_leads(read_table(path, d.csv_separator), str(path), d.categorical, d.numeric, columns=d.columns,
                           missing_values=d.missing_values, row_order=d.created_from_row_order)
 
 
@@ -81,7 +86,7 @@ def load_interactions(params: Params, leads: pd.DataFrame, path: str | Path | No
     path = path or params.data.interactions
     if path is None:
         return empty_interactions()
-    return validate_interactions(read_table(path), str(path), leads["lead_id"], params.data.interaction_columns)
+    return validate_interactions(read_table(path, params.data.csv_separator), str(path), leads["lead_id"], params.data.interaction_columns)
 
 
 def load_data(params: Params, leads_path=None, interactions_path=None) -> tuple[pd.DataFrame, pd.DataFrame]:

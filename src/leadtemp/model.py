@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from leadtemp.predict import OUTPUT_COLUMNS, LeadScorer
-from leadtemp.schema import validate_interactions, validate_leads
+from leadtemp.config import LeadColumns
+from leadtemp.schema import CREATED_AT, validate_interactions, validate_leads
 
 SCORER_ARTIFACT = "scorer"
 NESTED = "interactions"
@@ -34,11 +35,19 @@ class LeadTempModel(mlflow.pyfunc.PythonModel):
         return self.scorer.score(leads, interactions, pd.Timestamp(as_of))
 
 
+def input_roles(scorer: LeadScorer) -> LeadColumns:
+    """The pyfunc input uses leadtemp's own column names; label tables have no conversion time."""
+    spec = scorer.spec
+    if spec.mode == "events":
+        return LeadColumns()
+    return LeadColumns(created_at=CREATED_AT if spec.timed else None, converted_at=None, label=None)
+
+
 def unnest(model_input: pd.DataFrame, scorer: LeadScorer) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Split the nested pyfunc input into validated leads and interactions tables."""
     spec = scorer.spec
     leads = validate_leads(model_input.drop(columns=[NESTED], errors="ignore"), "model input",
-                           spec.categorical, spec.numeric)
+                           spec.categorical, spec.numeric, columns=input_roles(scorer))
     nested = model_input[NESTED] if NESTED in model_input.columns else pd.Series([[]] * len(model_input))
     ids = np.repeat(leads["lead_id"].to_numpy(), [len(x) if x is not None else 0 for x in nested])
     rows = [event for events in nested if events is not None for event in events]
@@ -53,7 +62,8 @@ def nest(leads: pd.DataFrame, interactions: pd.DataFrame, scorer: LeadScorer) ->
     fields = ["timestamp", "type", "direction"] + (["value"] if "value" in records.columns else [])
     grouped = {lead: g[fields].to_dict("records") for lead, g in records.groupby("lead_id", sort=False)}
     out = leads[input_columns(scorer)].astype({c: float for c in scorer.spec.numeric})
-    out[NESTED] = [grouped.get(lead, []) for lead in leads["lead_id"]]
+    if scorer.spec.mode == "events":
+        out[NESTED] = [grouped.get(lead, []) for lead in leads["lead_id"]]
     return out
 
 
@@ -63,11 +73,16 @@ def signature(scorer: LeadScorer):
 
     event = Object([Property("timestamp", "string"), Property("type", "string"),
                     Property("direction", "string"), Property("value", "double", required=False)])
-    inputs = [ColSpec("string", "lead_id"), ColSpec("datetime", "created_at"),
-              ColSpec("datetime", "converted_at", required=False)]
+    events = scorer.spec.mode == "events"
+    inputs = [ColSpec("string", "lead_id")]
+    if scorer.spec.timed:
+        inputs += [ColSpec("datetime", "created_at", required=events)]
+    if events:
+        inputs += [ColSpec("datetime", "converted_at", required=False)]
     inputs += [ColSpec("string", c, required=False) for c in scorer.spec.categorical]
     inputs += [ColSpec("double", c, required=False) for c in scorer.spec.numeric]
-    inputs += [ColSpec(Array(event), NESTED, required=False)]
+    if events:
+        inputs += [ColSpec(Array(event), NESTED, required=False)]
     kinds = {"probability": "double", "score": "long", "rank": "long", "as_of": "datetime"}
     outputs = [ColSpec(kinds.get(c, "string"), c) for c in OUTPUT_COLUMNS]
     return ModelSignature(Schema(inputs), Schema(outputs), ParamSchema([ParamSpec("as_of", "string", "")]))
@@ -75,7 +90,10 @@ def signature(scorer: LeadScorer):
 
 def input_columns(scorer: LeadScorer) -> list[str]:
     """Columns of the pyfunc input: never the excluded (personal) columns."""
-    return ["lead_id", "created_at", "converted_at", *scorer.spec.categorical, *scorer.spec.numeric]
+    spec = scorer.spec
+    roles = ["lead_id", "created_at", "converted_at"] if spec.mode == "events" else (
+        ["lead_id", "created_at"] if spec.timed else ["lead_id"])
+    return [*roles, *spec.categorical, *spec.numeric]
 
 
 def pip_requirements() -> list[str]:

@@ -63,19 +63,25 @@ def lightgbm_params(params: Params) -> dict:
         "objective": "binary", "num_leaves": m.num_leaves, "learning_rate": m.learning_rate,
         "min_data_in_leaf": m.min_data_in_leaf, "feature_fraction": m.feature_fraction,
         "lambda_l2": m.lambda_l2, "seed": m.seed, "num_threads": m.num_threads,
-        "deterministic": True, "force_col_wise": True, "verbosity": -1,
+        "deterministic": True, "force_col_wise": True, "verbosity": -1, "metric": params.model.early_stopping_metric,
     }
+
+
+def _dataset(frame: pd.DataFrame, spec: FeatureSpec, reference=None):
+    import lightgbm as lgb
+
+    return lgb.Dataset(frame[spec.columns], frame["label"], categorical_feature=list(spec.categorical),
+                       reference=reference, free_raw_data=False)
 
 
 def fit_booster(train: pd.DataFrame, valid: pd.DataFrame, spec: FeatureSpec, params: Params):
     """LightGBM with native categoricals; early stopping on the later validation slice."""
     import lightgbm as lgb
 
-    cats = list(spec.categorical)
-    dtrain = lgb.Dataset(train[spec.columns], train["label"], categorical_feature=cats, free_raw_data=False)
-    dvalid = lgb.Dataset(valid[spec.columns], valid["label"], categorical_feature=cats, reference=dtrain)
+    dtrain = _dataset(train, spec)
     booster = lgb.train(
-        lightgbm_params(params), dtrain, num_boost_round=params.model.max_rounds, valid_sets=[dvalid],
+        lightgbm_params(params), dtrain, num_boost_round=params.model.max_rounds,
+        valid_sets=[_dataset(valid, spec, reference=dtrain)],
         callbacks=[lgb.early_stopping(params.model.early_stopping_rounds, verbose=False)],
     )
     # Keep exactly the best trees, so every later predict and pred_contrib agree.
@@ -130,7 +136,9 @@ def unused_columns(leads: pd.DataFrame, params: Params) -> list[str]:
 def _fit_scorer(parts: dict[str, pd.DataFrame], spec: FeatureSpec, params: Params, meta: dict) -> LeadScorer:
     """Booster on train (early stopping on validation), calibrator and bucket cut-offs on calibration."""
     booster = fit_booster(parts["train"], parts["validation"], spec, params)
-    cal = parts["calibration"]
+    valid, cal = parts["validation"], parts["calibration"]
+    meta = {**meta, "validation_roc_auc": classification_metrics(
+        valid["label"], booster.predict(valid[spec.columns], raw_score=True))["roc_auc"]}
     cal_margin = booster.predict(cal[spec.columns], raw_score=True)
     calibrator = fit_calibrator(cal_margin, cal["label"], params.calibration.method)
     b = params.buckets
@@ -155,8 +163,7 @@ def _evaluate(scorer: LeadScorer, parts: dict[str, pd.DataFrame]) -> tuple[pd.Da
     if "thermometer_score" in test.columns:
         metrics["thermometer_roc_auc"] = classification_metrics(test["label"], test["thermometer_score"])["roc_auc"]
     metrics["best_iteration"] = float(scorer.booster.current_iteration())
-    valid = parts["validation"]
-    metrics["validation_roc_auc"] = classification_metrics(valid["label"], scorer.calibrator(scorer.margin(valid)))["roc_auc"]
+    metrics["validation_roc_auc"] = scorer.meta["validation_roc_auc"]
     return test, metrics
 
 
@@ -362,10 +369,15 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
     with mlflow.start_run(run_name=f"train through {result.scorer.meta['trained_through'][:10]}") as run:
         mlflow.log_params(params.flat())
         mlflow.log_params({f"fingerprint.{k}": v for k, v in result.fingerprint.items() if k != "lead_columns"})
-        mlflow.set_tags({"git_commit": git_commit() or "unknown",
+        mlflow.set_tags({"git_commit": git_commit() or "unknown", "data_mode": params.data.mode,
+                         "split": getattr(result.splits, "kind", "time-ordered cutoffs"),
+                         "out_of_time_check": str(result.out_of_time).lower(),
                          **{f"version.{k}": v for k, v in library_versions().items()}})
         mlflow.log_dict(result.fingerprint, "data_fingerprint.json")
         mlflow.log_dict(result.splits.describe(), "splits.json")
+        mlflow.log_table(result.leakage, "leakage_check.json")
+        if result.warnings:
+            mlflow.log_text("\n".join(result.warnings) + "\n", "warnings.txt")
         mlflow.log_metrics({f"test_{k}" if not k.startswith(("validation", "best")) else k: v
                             for k, v in result.metrics.items()})
         for row in result.buckets.itertuples():
@@ -377,12 +389,15 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
             y = result.test["label"].to_numpy()
             curves = {"calibrated": result.test["probability"].to_numpy(), "raw booster": result.test["raw_probability"].to_numpy()}
             plot_reliability(y, curves, tmp / "reliability.png")
-            plot_gains(y, {"leadtemp": curves["calibrated"], "thermometer": result.test["thermometer_score"].to_numpy()}, tmp / "gains.png")
+            gains = {"leadtemp": curves["calibrated"]}
+            if "thermometer_score" in result.test.columns:
+                gains["thermometer"] = result.test["thermometer_score"].to_numpy()
+            plot_gains(y, gains, tmp / "gains.png")
             _shap_summary(result, tmp / "shap_summary.png")
             for png in ("reliability.png", "gains.png", "shap_summary.png"):
                 mlflow.log_artifact(str(tmp / png), "plots")
             scorer_dir = result.scorer.save(tmp / "scorer")
-            example = (_input_example(result), {"as_of": str(result.test["cutoff"].max().date())})
+            example = (_input_example(result), {"as_of": str(_example_as_of(result).date())})
             info = mlflow.pyfunc.log_model(name="model", registered_model_name=name,
                                            **pyfunc_arguments(result.scorer, scorer_dir, example))
             version = str(info.registered_model_version)
@@ -397,17 +412,23 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
     return LoggedModel(run.info.run_id, info.model_uri, version, champion, export)
 
 
+def _example_as_of(result: TrainingResult) -> pd.Timestamp:
+    """A scoring date for the logged example: after the newest test row, or a fixed date without time."""
+    when = result.test["cutoff"].max() if "cutoff" in result.test.columns else result.test[CREATED_AT].max()
+    return pd.Timestamp("2000-01-01") if pd.isna(when) else when.normalize() + pd.Timedelta(days=1)
+
+
 def _input_example(result: TrainingResult) -> pd.DataFrame:
     """Three synthetic leads shaped like the real input: no real ids, no personal columns."""
     from leadtemp.model import nest
 
     spec = result.scorer.spec
-    cutoff = result.test["cutoff"].max()
+    cutoff = _example_as_of(result)
     leads = pd.DataFrame({
         "lead_id": ["example-1", "example-2", "example-3"],
         "created_at": [cutoff - pd.Timedelta(days=d) for d in (40, 100, 10)],
         "converted_at": pd.Series([pd.NaT] * 3, dtype="datetime64[ns]"),
-        **{c: [cats[0] if cats else None] * 3 for c, cats in spec.categorical.items()},
+        **{c: [cats[0] if cats else None, cats[-1] if cats else None, None] for c, cats in spec.categorical.items()},
         **{c: [0.0] * 3 for c in spec.numeric},
     })
     channel = spec.channels[0] if spec.channels else None

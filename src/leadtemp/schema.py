@@ -176,8 +176,11 @@ def validate_leads(
                  else pd.Series(pd.NA, index=frame.index, dtype="Int8"))
         out.insert(3, LABEL, label.to_numpy())
     for column in numeric:
-        values = pd.to_numeric(frame[column], errors="coerce")
-        _fail(source, column, (frame[column].notna() & values.isna()).to_numpy(), "are not numbers", frame, id_col)
+        given = frame[column]
+        if not pd.api.types.is_numeric_dtype(given):
+            given = given.astype("string").str.strip().replace("", pd.NA)
+        values = pd.to_numeric(given, errors="coerce")
+        _fail(source, column, (given.notna() & values.isna()).to_numpy(), "are not numbers", frame, id_col)
         out[column] = values.astype(float).to_numpy()
     return out
 

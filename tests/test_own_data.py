@@ -195,6 +195,18 @@ def test_x_education_says_loudly_there_was_no_out_of_time_check(tmp_path):
     assert explained.exit_code == 0, explained.output
     assert "raises the chance" in explained.output
 
+    # The registered pyfunc scores the same open leads identically, from leadtemp's column names.
+    from leadtemp.io import load_leads
+    from leadtemp.model import load_scorer, nest
+
+    scorer, _ = load_scorer("models:/leadtemp-x-education@champion")
+    leads = load_leads(load_params(XEDU_PARAMS), tmp_path / "leads.csv")
+    model = mlflow.pyfunc.load_model("models:/leadtemp-x-education@champion")
+    from_pyfunc = model.predict(nest(leads.loc[leads["label"].isna()], None, scorer),
+                                params={"as_of": "2026-01-01"})
+    pd.testing.assert_series_equal(from_pyfunc.set_index("lead_id")["probability"].sort_index(),
+                                   out.set_index("lead_id")["probability"].sort_index(), check_dtype=False)
+
 
 def test_leaky_column_is_refused_until_excluded_or_allowed(tmp_path):
     base = load_params(XEDU_PARAMS)

@@ -132,7 +132,13 @@ def _print_training(result, logged) -> None:
 @app.command()
 @_errors
 def train(params: ParamsOpt = Path("params.yaml"), leads: LeadsOpt = None, interactions: InterOpt = None) -> None:
-    """Build point-in-time snapshots, fit and calibrate the model, log and register it in MLflow."""
+    """Check the data, fit and calibrate the model, log and register it in MLflow.
+
+    Tables with conversion times become point-in-time snapshots sliced by cutoff; a table with a
+    label column (data.columns.label) is one row per lead, sliced by time when it has time and
+    stratified at random (with a loud warning) when it has none. Too little data or a leaky column
+    stops here with exit 2.
+    """
     from leadtemp.io import load_data
 
     p = _params(params, leads, interactions)

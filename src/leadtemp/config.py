@@ -101,6 +101,7 @@ class Model:
     max_rounds: int = 2000
     early_stopping_rounds: int = 100
     early_stopping_metric: str = "auc"
+    refit_with_validation: bool = True
     min_data_in_leaf: int = 200
     feature_fraction: float = 0.8
     lambda_l2: float = 10.0
@@ -164,7 +165,7 @@ class Params:
             name: dataclasses.replace(getattr(self, name), **changes)
             for name, changes in sections.items()
         }
-        return dataclasses.replace(self, **updated)
+        return dataclasses.replace(self, **updated).validate()
 
     def flat(self) -> dict[str, Any]:
         """Flattened ``section.key`` dict for MLflow params (lists and dicts as text)."""

@@ -56,14 +56,18 @@ def unnest(model_input: pd.DataFrame, scorer: LeadScorer) -> tuple[pd.DataFrame,
     return leads, validate_interactions(events, "model input interactions", leads["lead_id"])
 
 
-def nest(leads: pd.DataFrame, interactions: pd.DataFrame, scorer: LeadScorer) -> pd.DataFrame:
-    """The pyfunc input for ``leads``: the signature's columns and types, interactions nested."""
+def nest(leads: pd.DataFrame, interactions: pd.DataFrame | None, scorer: LeadScorer) -> pd.DataFrame:
+    """The pyfunc input for ``leads``: the signature's columns and types, interactions nested.
+
+    A model trained on a label table takes no interactions (pass None).
+    """
+    out = leads[input_columns(scorer)].astype({c: float for c in scorer.spec.numeric})
+    if scorer.spec.mode != "events":
+        return out
     records = interactions.assign(timestamp=interactions["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S"))
     fields = ["timestamp", "type", "direction"] + (["value"] if "value" in records.columns else [])
     grouped = {lead: g[fields].to_dict("records") for lead, g in records.groupby("lead_id", sort=False)}
-    out = leads[input_columns(scorer)].astype({c: float for c in scorer.spec.numeric})
-    if scorer.spec.mode == "events":
-        out[NESTED] = [grouped.get(lead, []) for lead in leads["lead_id"]]
+    out[NESTED] = [grouped.get(lead, []) for lead in leads["lead_id"]]
     return out
 
 

@@ -141,11 +141,20 @@ def unused_columns(leads: pd.DataFrame, params: Params) -> list[str]:
 
 
 def _fit_scorer(parts: dict[str, pd.DataFrame], spec: FeatureSpec, params: Params, meta: dict) -> LeadScorer:
-    """Booster on train (early stopping on validation), calibrator and bucket cut-offs on calibration."""
+    """Booster, then calibrator and bucket cut-offs on the calibration slice it never saw.
+
+    Early stopping on the validation slice fixes the number of rounds R. With
+    ``model.refit_with_validation`` (default) the final booster is then refitted with R rounds on
+    train + validation, so the newer validation rows are in the model too; the calibration slice,
+    later still, stays unseen by it and calibrates exactly the booster that scores.
+    """
     booster = fit_booster(parts["train"], parts["validation"], spec, params)
     valid, cal = parts["validation"], parts["calibration"]
     meta = {**meta, "validation_roc_auc": classification_metrics(
         valid["label"], booster.predict(valid[spec.columns], raw_score=True))["roc_auc"]}
+    if params.model.refit_with_validation:
+        booster = fit_rounds(pd.concat([parts["train"], valid], ignore_index=True), spec, params,
+                             booster.current_iteration())
     return _assemble(booster, booster.predict(cal[spec.columns], raw_score=True), cal["label"], spec, params, meta)
 
 

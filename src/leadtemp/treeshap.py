@@ -1,0 +1,297 @@
+"""Exact path-dependent TreeSHAP for a LightGBM booster, with the per-leaf work done once per model.
+
+Path-dependent TreeSHAP (what LightGBM's ``pred_contrib`` and ``shap.TreeExplainer`` compute) sums,
+over the leaves of every tree, a Shapley value of a small game: the players are the distinct
+features on the leaf's path, and a lead enters only through which of them it *satisfies* (goes
+towards the leaf at every split of that feature on the path). With ``m`` players there are only
+``2**m`` possible satisfaction masks, so each leaf's contributions for every mask are computed once
+when the model is loaded (the "Fast TreeSHAP v2" idea of Yang, 2021). Scoring a lead then costs a
+table lookup per leaf instead of LightGBM's O(leaves x depth^2) recursion per tree.
+
+For one leaf with value ``v``, player cover fractions ``z`` (product of child/parent data counts
+along the path, as LightGBM uses) and satisfaction ``o`` (0/1)::
+
+    phi_u = v * (o_u - z_u) * prod_{w in B} z_w * sum_k k!(m-1-k)!/m! * e_{|A|-k}(z_A)
+
+where, among the players other than ``u``, ``A`` are the satisfied ones, ``B`` the others and
+``e_j`` is the elementary symmetric polynomial. This is the same quantity LightGBM computes, in a
+different order of floating-point additions: results agree to ~1e-15 (the tests check 1e-9 and
+identical top-3 reasons). Split decisions mirror LightGBM's ``Tree::NumericalDecision`` and
+``CategoricalDecision``; as a guard, the leaf each lead reaches by them is compared with LightGBM's
+own ``pred_leaf``; if any lead disagrees, the whole batch is computed by ``pred_contrib`` itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from math import factorial
+
+import numba
+import numpy as np
+
+MISSING = {"None": 0, "Zero": 1, "NaN": 2}
+MAX_PLAYERS = 16  # 2**16 masks per leaf; deeper paths fall back to LightGBM's own pred_contrib
+MAX_SPLITS = 62   # split directions of one tree are packed into an int64 (num_leaves <= 63)
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """Every tree of a booster as flat arrays for the numba kernels (padded to the widest tree)."""
+
+    # split nodes, (T, M)
+    feature: np.ndarray
+    threshold: np.ndarray
+    categorical: np.ndarray
+    default_left: np.ndarray
+    missing: np.ndarray
+    cat_start: np.ndarray
+    cat_len: np.ndarray
+    cat_words: np.ndarray       # (W,) uint32 bitsets of the categories that go left
+    n_nodes: np.ndarray         # (T,)
+    # leaves, flattened over trees: leaf i of tree t is leaf_start[t] + i
+    leaf_start: np.ndarray      # (T + 1,)
+    path_start: np.ndarray      # (L + 1,) into path_node / path_left / path_player
+    path_node: np.ndarray
+    path_left: np.ndarray       # the direction towards the leaf at that node
+    path_player: np.ndarray     # index of the node's feature among the leaf's players
+    player_start: np.ndarray    # (L + 1,) into player_feature
+    player_feature: np.ndarray
+    player_local: np.ndarray    # the player's feature as an index into its tree's used features
+    used_start: np.ndarray      # (T + 1,) into used_feature
+    used_feature: np.ndarray    # per tree, the feature columns its splits use
+    table_start: np.ndarray     # (L,) into table: 2**m rows of m contributions
+    table: np.ndarray
+    bias: np.ndarray            # (T,) expected value of each tree
+    fallback: bool              # a path too deep for tables: use pred_contrib
+
+
+@numba.njit(cache=True)
+def _leaf_table(z: np.ndarray, value: float) -> np.ndarray:
+    m = z.shape[0]
+    weight = np.empty(max(m, 1))
+    for k in range(m):  # k!(m-1-k)!/m!, by recurrence to stay exact-ish for larger m
+        w = 1.0 / m
+        for i in range(1, k + 1):
+            w *= i / (m - i)
+        weight[k] = w
+    table = np.zeros((1 << m, m))
+    e = np.zeros(m + 1)
+    for mask in range(1 << m):
+        for u in range(m):
+            e[:] = 0.0
+            e[0] = 1.0
+            n_a = 0
+            prod_b = 1.0
+            for w in range(m):
+                if w == u:
+                    continue
+                if (mask >> w) & 1:
+                    for j in range(n_a + 1, 0, -1):
+                        e[j] += z[w] * e[j - 1]
+                    n_a += 1
+                else:
+                    prod_b *= z[w]
+            total = 0.0
+            for k in range(n_a + 1):
+                total += weight[k] * e[n_a - k]
+            table[mask, u] = value * (((mask >> u) & 1) - z[u]) * prod_b * total
+    return table
+
+
+def compile_booster(booster) -> Compiled:
+    trees = booster.dump_model()["tree_info"]
+    width = max(1, max(t["num_leaves"] - 1 for t in trees))
+    shape = (len(trees), width)
+    feature = np.full(shape, -1, dtype=np.int32)
+    threshold = np.zeros(shape)
+    categorical = np.zeros(shape, dtype=np.bool_)
+    default_left = np.zeros(shape, dtype=np.bool_)
+    missing = np.zeros(shape, dtype=np.int8)
+    cat_start = np.zeros(shape, dtype=np.int32)
+    cat_len = np.zeros(shape, dtype=np.int32)
+    words: list[int] = []
+    leaf_start, path_start, player_start, table_start = [0], [0], [0], []
+    path_node, path_left, path_player, player_feature, tables, bias = [], [], [], [], [], []
+    player_local, used_start, used_feature = [], [0], []
+    table_size, fallback = 0, False
+    for t, tree in enumerate(trees):
+        root = tree["tree_structure"]
+        leaves = {}
+        stack = [(root, [])]
+        while stack:
+            node, path = stack.pop()
+            if "leaf_index" in node:
+                leaves[node["leaf_index"]] = (node, path)
+                continue
+            i = node["split_index"]
+            feature[t, i] = node["split_feature"]
+            default_left[t, i] = node["default_left"]
+            missing[t, i] = MISSING[node["missing_type"]]
+            if node["decision_type"] == "==":
+                cats = [int(c) for c in str(node["threshold"]).split("||")]
+                bits = np.zeros(max(cats) // 32 + 1, dtype=np.uint32)
+                for c in cats:
+                    bits[c // 32] |= np.uint32(1 << (c % 32))
+                categorical[t, i] = True
+                cat_start[t, i], cat_len[t, i] = len(words), len(bits)
+                words.extend(int(w) for w in bits)
+            else:
+                threshold[t, i] = float(node["threshold"])
+            count = node["internal_count"]
+            for side, goes_left in (("left_child", True), ("right_child", False)):
+                child = node[side]
+                child_count = child["internal_count"] if "split_index" in child else child["leaf_count"]
+                stack.append((child, path + [(i, goes_left, node["split_feature"], child_count / count)]))
+        used = sorted({p[2] for _, path in leaves.values() for p in path})
+        used_feature.extend(used)
+        used_start.append(len(used_feature))
+        expected = 0.0
+        for index in range(len(leaves)):
+            leaf, path = leaves[index]
+            players: list[int] = []
+            z: list[float] = []
+            for i, goes_left, feat, fraction in path:
+                if feat not in players:
+                    players.append(feat)
+                    z.append(1.0)
+                p = players.index(feat)
+                z[p] *= fraction
+                path_node.append(i)
+                path_left.append(goes_left)
+                path_player.append(p)
+            path_start.append(len(path_node))
+            player_feature.extend(players)
+            player_local.extend(used.index(f) for f in players)
+            player_start.append(len(player_feature))
+            table_start.append(table_size)
+            if len(players) > MAX_PLAYERS:
+                fallback = True
+                table = np.zeros((1, len(players)))
+            else:
+                table = _leaf_table(np.array(z, dtype=np.float64), float(leaf["leaf_value"]))
+            tables.append(table.ravel())
+            table_size += table.size
+            if "internal_count" in root:  # LightGBM's Tree::ExpectedValue
+                expected += leaf["leaf_count"] / root["internal_count"] * leaf["leaf_value"]
+        leaf_start.append(leaf_start[-1] + len(leaves))
+        bias.append(expected if len(leaves) > 1 else leaves[0][0]["leaf_value"])
+    as_int = lambda v: np.array(v, dtype=np.int64)  # noqa: E731
+    return Compiled(
+        feature=feature, threshold=threshold, categorical=categorical, default_left=default_left, missing=missing,
+        cat_start=cat_start, cat_len=cat_len, cat_words=np.array(words, dtype=np.uint32),
+        n_nodes=np.array([t["num_leaves"] - 1 for t in trees], dtype=np.int32),
+        leaf_start=as_int(leaf_start), path_start=as_int(path_start), path_node=as_int(path_node),
+        path_left=np.array(path_left, dtype=np.bool_), path_player=as_int(path_player),
+        player_start=as_int(player_start), player_feature=as_int(player_feature), player_local=as_int(player_local),
+        used_start=as_int(used_start), used_feature=as_int(used_feature), table_start=as_int(table_start),
+        table=np.concatenate(tables) if tables else np.zeros(0), bias=np.array(bias, dtype=np.float64),
+        fallback=fallback or width > MAX_SPLITS,
+    )
+
+
+@numba.njit(cache=True, nogil=True)
+def _goes_left(value, categorical, threshold, default_left, missing, cat_start, cat_len, cat_words):
+    if not categorical:
+        if np.isnan(value) and missing != 2:
+            value = 0.0
+        if (missing == 1 and abs(value) <= 1e-35) or (missing == 2 and np.isnan(value)):
+            return default_left
+        return value <= threshold
+    if np.isnan(value):
+        return False
+    code = int(value)
+    if code < 0 or code // 32 >= cat_len:
+        return False
+    return (cat_words[cat_start + code // 32] >> np.uint32(code % 32)) & np.uint32(1) == 1
+
+
+BLOCK = 8192  # leads per block: a block's output rows stay in cache while every tree is added
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _contributions(X, feature, threshold, categorical, default_left, missing, cat_start, cat_len, cat_words, n_nodes,
+                   leaf_start, path_start, path_node, path_left, path_player, player_start, player_local,
+                   used_start, used_feature, table_start, table, bias):
+    """Per block of leads and per tree: each lead's split pattern, then the tree's contributions once per
+    distinct pattern in the block (from the leaf tables), then added to every lead with that pattern."""
+    n, n_features = X.shape
+    n_trees = feature.shape[0]
+    out = np.zeros((n, n_features + 1))
+    leaves = np.zeros((n, n_trees), dtype=np.int32)
+    n_blocks = (n + BLOCK - 1) // BLOCK
+    for b in numba.prange(n_blocks):
+        lo = b * BLOCK
+        nb = min(n, lo + BLOCK) - lo
+        pattern = np.zeros(nb, dtype=np.int64)
+        slot = np.zeros(nb, dtype=np.int64)
+        distinct = np.zeros(nb, dtype=np.int64)
+        for t in range(n_trees):
+            for r in range(nb):
+                bits = 0
+                for j in range(n_nodes[t]):
+                    if _goes_left(X[lo + r, feature[t, j]], categorical[t, j], threshold[t, j], default_left[t, j],
+                                  missing[t, j], cat_start[t, j], cat_len[t, j], cat_words):
+                        bits |= 1 << j
+                pattern[r] = bits
+                out[lo + r, n_features] += bias[t]
+            if n_nodes[t] == 0:
+                continue
+            order = np.argsort(pattern)
+            n_distinct = 0
+            for i in range(nb):
+                if i == 0 or pattern[order[i]] != pattern[order[i - 1]]:
+                    distinct[n_distinct] = pattern[order[i]]
+                    n_distinct += 1
+                slot[order[i]] = n_distinct - 1
+            n_used = used_start[t + 1] - used_start[t]
+            store = np.zeros((n_distinct, n_used))
+            reached = np.zeros(n_distinct, dtype=np.int32)
+            for k in range(n_distinct):
+                bits = distinct[k]
+                for leaf in range(leaf_start[t], leaf_start[t + 1]):
+                    p0 = player_start[leaf]
+                    players = player_start[leaf + 1] - p0
+                    full = (1 << players) - 1
+                    mask = full
+                    for q in range(path_start[leaf], path_start[leaf + 1]):
+                        if ((bits >> path_node[q]) & 1) != path_left[q]:
+                            mask &= ~(1 << path_player[q])
+                    if mask == full:
+                        reached[k] = leaf - leaf_start[t]
+                    base = table_start[leaf] + mask * players
+                    for u in range(players):
+                        store[k, player_local[p0 + u]] += table[base + u]
+            u0 = used_start[t]
+            for r in range(nb):
+                k = slot[r]
+                leaves[lo + r, t] = reached[k]
+                for q in range(n_used):
+                    out[lo + r, used_feature[u0 + q]] += store[k, q]
+    return out, leaves
+
+
+class ExactContributions:
+    """Drop-in for ``booster.predict(X, pred_contrib=True)`` on a float matrix (categoricals as codes)."""
+
+    def __init__(self, booster):
+        self.booster = booster
+        self.compiled = compile_booster(booster)
+        self.last_fallbacks = 0
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        X = np.ascontiguousarray(X, dtype=np.float64)
+        c = self.compiled
+        if c.fallback or len(X) == 0:
+            self.last_fallbacks = len(X)
+            return self.booster.predict(X, pred_contrib=True).reshape(len(X), X.shape[1] + 1)
+        out, leaves = _contributions(
+            X, c.feature, c.threshold, c.categorical, c.default_left, c.missing, c.cat_start, c.cat_len, c.cat_words,
+            c.n_nodes, c.leaf_start, c.path_start, c.path_node, c.path_left, c.path_player, c.player_start,
+            c.player_local, c.used_start, c.used_feature, c.table_start, c.table, c.bias)
+        # A lead reaching another leaf than LightGBM's means a split rule we do not mirror. Off-path
+        # decisions use the same rules, so no lead of the batch is trusted then: all go to LightGBM.
+        if (leaves != self.booster.predict(X, pred_leaf=True).reshape(len(X), -1)).any():
+            self.last_fallbacks = len(X)
+            return self.booster.predict(X, pred_contrib=True)
+        self.last_fallbacks = 0
+        return out

@@ -205,6 +205,7 @@ def _goes_left(value, categorical, threshold, default_left, missing, cat_start, 
     return (cat_words[cat_start + code // 32] >> np.uint32(code % 32)) & np.uint32(1) == 1
 
 
+DENSE_SPLITS = 16  # trees with at most this many splits find distinct patterns by direct addressing
 BLOCK = 8192  # leads per block: a block's output rows stay in cache while every tree is added
 
 
@@ -225,6 +226,7 @@ def _contributions(X, feature, threshold, categorical, default_left, missing, ca
         pattern = np.zeros(nb, dtype=np.int64)
         slot = np.zeros(nb, dtype=np.int64)
         distinct = np.zeros(nb, dtype=np.int64)
+        seen = np.full(1 << DENSE_SPLITS, -1, dtype=np.int64)
         for t in range(n_trees):
             for r in range(nb):
                 bits = 0
@@ -236,13 +238,25 @@ def _contributions(X, feature, threshold, categorical, default_left, missing, ca
                 out[lo + r, n_features] += bias[t]
             if n_nodes[t] == 0:
                 continue
-            order = np.argsort(pattern)
             n_distinct = 0
-            for i in range(nb):
-                if i == 0 or pattern[order[i]] != pattern[order[i - 1]]:
-                    distinct[n_distinct] = pattern[order[i]]
-                    n_distinct += 1
-                slot[order[i]] = n_distinct - 1
+            if n_nodes[t] <= DENSE_SPLITS:  # direct addressing: one slot per possible pattern
+                for r in range(nb):
+                    k = seen[pattern[r]]
+                    if k < 0:
+                        k = n_distinct
+                        seen[pattern[r]] = k
+                        distinct[k] = pattern[r]
+                        n_distinct += 1
+                    slot[r] = k
+                for k in range(n_distinct):
+                    seen[distinct[k]] = -1
+            else:
+                order = np.argsort(pattern)
+                for i in range(nb):
+                    if i == 0 or pattern[order[i]] != pattern[order[i - 1]]:
+                        distinct[n_distinct] = pattern[order[i]]
+                        n_distinct += 1
+                    slot[order[i]] = n_distinct - 1
             n_used = used_start[t + 1] - used_start[t]
             store = np.zeros((n_distinct, n_used))
             reached = np.zeros(n_distinct, dtype=np.int32)

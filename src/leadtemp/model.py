@@ -104,7 +104,7 @@ def pip_requirements() -> list[str]:
     from importlib.metadata import version
 
     return [f"{name}=={version(name)}" for name in
-            ("mlflow", "lightgbm", "pandas", "numpy", "pyarrow", "pyyaml", "scikit-learn", "scipy")]
+            ("mlflow", "lightgbm", "pandas", "numpy", "pyarrow", "pyyaml", "scikit-learn", "scipy", "numba")]
 
 
 def code_path() -> str:

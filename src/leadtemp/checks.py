@@ -13,12 +13,12 @@ LEAKAGE_BINS = 20
 SMOOTHING = 20.0  # prior weight (in rows) of the target encoding
 
 
-def check_amount(leads: int, conversions: int, total: int, checks: Checks, what: str) -> None:
+def check_amount(leads: int, conversions: int, checks: Checks) -> None:
     """Refuse to train on too little: fewer leads or conversions than params.yaml's checks ask for."""
-    if total and conversions == total:
-        raise TrainingDataError(f"every one of the {total} labelled {what} converted: a model needs both outcomes")
+    if leads and conversions == leads:
+        raise TrainingDataError(f"every one of the {leads} labelled leads converted: a model needs both outcomes")
     if conversions == 0:
-        raise TrainingDataError(f"none of the {total} labelled {what} converted: a model needs both outcomes")
+        raise TrainingDataError(f"none of the {leads} labelled leads converted: a model needs both outcomes")
     short = []
     if leads < checks.min_leads:
         short.append(f"{leads} leads (checks.min_leads: {checks.min_leads})")

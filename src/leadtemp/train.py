@@ -16,7 +16,7 @@ from leadtemp.config import Params
 from leadtemp.evaluate import bucket_table, classification_metrics, plot_gains, plot_reliability
 from leadtemp.checks import check_amount, check_leakage, leakage_report
 from leadtemp.features import FeatureSpec, attribute_features, build_training_frame, fit_feature_spec
-from leadtemp.predict import LeadScorer, fit_buckets, fit_calibrator
+from leadtemp.predict import LeadScorer, feature_matrix, fit_buckets, fit_calibrator
 from leadtemp.schema import CONVERTED_AT, CREATED_AT, LABEL, LEAD_ID, empty_interactions
 from leadtemp.snapshots import (
     SplitCutoffs,
@@ -140,6 +140,11 @@ def unused_columns(leads: pd.DataFrame, params: Params) -> list[str]:
     return [str(c) for c in leads.columns if c not in known]
 
 
+def _roc_auc(booster, frame: pd.DataFrame, spec: FeatureSpec) -> float:
+    """ROC-AUC of the booster's raw margin on ``frame`` (the early-stopping booster's, on validation)."""
+    return classification_metrics(frame["label"], booster.predict(frame[spec.columns], raw_score=True))["roc_auc"]
+
+
 def _fit_scorer(parts: dict[str, pd.DataFrame], spec: FeatureSpec, params: Params, meta: dict) -> LeadScorer:
     """Booster, then calibrator and bucket cut-offs on the calibration slice it never saw.
 
@@ -150,8 +155,7 @@ def _fit_scorer(parts: dict[str, pd.DataFrame], spec: FeatureSpec, params: Param
     """
     booster = fit_booster(parts["train"], parts["validation"], spec, params)
     valid, cal = parts["validation"], parts["calibration"]
-    meta = {**meta, "validation_roc_auc": classification_metrics(
-        valid["label"], booster.predict(valid[spec.columns], raw_score=True))["roc_auc"]}
+    meta = {**meta, "validation_roc_auc": _roc_auc(booster, valid, spec)}
     if params.model.refit_with_validation:
         booster = fit_rounds(pd.concat([parts["train"], valid], ignore_index=True), spec, params,
                              booster.current_iteration())
@@ -190,8 +194,7 @@ def _fit_scorer_cross_fitted(parts: dict[str, pd.DataFrame], spec: FeatureSpec, 
     first = fit_booster(parts["train"], parts["validation"], spec, params)
     rounds = first.current_iteration()
     valid = parts["validation"]
-    meta = {**meta, "validation_roc_auc": classification_metrics(
-        valid["label"], first.predict(valid[spec.columns], raw_score=True))["roc_auc"], "calibration": "cross-fitted"}
+    meta = {**meta, "validation_roc_auc": _roc_auc(first, valid, spec), "calibration": "cross-fitted"}
     pool = pd.concat([parts["train"], valid, parts["calibration"]], ignore_index=True)
     oof = np.empty(len(pool))
     folds = StratifiedKFold(CROSS_FIT_FOLDS, shuffle=True, random_state=params.model.seed)
@@ -218,13 +221,24 @@ def _evaluate(scorer: LeadScorer, parts: dict[str, pd.DataFrame]) -> tuple[pd.Da
     return test, metrics
 
 
-def _leakage(train_part: pd.DataFrame, spec: FeatureSpec, params: Params) -> tuple[pd.DataFrame, list[str]]:
-    report = leakage_report(train_part, [*spec.categorical, *spec.numeric], seed=params.model.seed)
-    allowed = check_leakage(report, params.checks)
+def _slices(frame: pd.DataFrame, leads: pd.DataFrame, spec: FeatureSpec,
+            params: Params) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, list[str]]:
+    """The frame cut by its ``slice`` column, each slice checked, the training slice checked for leakage.
+
+    Returns the slices, the leakage report and the notes the user must hear (allowed leaky columns,
+    columns in no role).
+    """
+    parts = {name: frame.loc[frame["slice"] == name].reset_index(drop=True) for name in SLICES}
+    for name, part in parts.items():
+        _check_slice(name, part)
+    leakage = leakage_report(parts["train"], [*spec.categorical, *spec.numeric], seed=params.model.seed)
+    allowed = check_leakage(leakage, params.checks)
     notes = [f"column '{c}' alone predicts the label with AUC {a:.3f} on the training slice; "
              "used only because checks.allow_leaky lists it"
-             for c, a in report.loc[report["column"].isin(allowed)].itertuples(index=False)]
-    return report, notes
+             for c, a in leakage.loc[leakage["column"].isin(allowed)].itertuples(index=False)]
+    if unused := unused_columns(leads, params):
+        notes.append(f"columns in no role (not categorical, numeric or excluded), not used: {unused}")
+    return parts, leakage, notes
 
 
 def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,
@@ -249,15 +263,10 @@ def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,
     used = splits.train.append([splits.validation, splits.calibration, splits.test])
     snaps = build_snapshots(leads, used, s.horizon_days, until)
     converters = snaps.loc[snaps["label"] == 1, LEAD_ID].nunique()
-    check_amount(snaps[LEAD_ID].nunique(), converters, snaps[LEAD_ID].nunique(), params.checks, "leads")
+    check_amount(snaps[LEAD_ID].nunique(), converters, params.checks)
     frame = build_training_frame(snaps, leads, interactions, spec)
     frame["slice"] = np.select([frame["cutoff"].isin(getattr(splits, n)) for n in SLICES], SLICES, "")
-    parts = {name: frame.loc[frame["slice"] == name].reset_index(drop=True) for name in SLICES}
-    for name, part in parts.items():
-        _check_slice(name, part)
-    leakage, notes = _leakage(parts["train"], spec, params)
-    if unused := unused_columns(leads, params):
-        notes.append(f"columns in no role (not categorical, numeric or excluded), not used: {unused}")
+    parts, leakage, notes = _slices(frame, leads, spec, params)
 
     scorer = _fit_scorer(parts, spec, params, {
         "trained_through": str(splits.calibration.max() + pd.Timedelta(days=s.horizon_days)),
@@ -337,7 +346,7 @@ def _train_outcomes(leads: pd.DataFrame, params: Params, sources: dict[str, str]
         holdout = np.asarray(holdout, dtype=bool)[labelled]
     table = leads.loc[labelled].reset_index(drop=True)
     y = table[LABEL].to_numpy(dtype=int)
-    check_amount(len(table), int(y.sum()), len(table), params.checks, "leads")
+    check_amount(len(table), int(y.sum()), params.checks)
     names, splits = row_slices(table, params, holdout)
     if splits.kind != "time-ordered":
         notes.insert(0, NO_TIME_WARNING)
@@ -348,13 +357,8 @@ def _train_outcomes(leads: pd.DataFrame, params: Params, sources: dict[str, str]
     frame["label"] = y
     frame[CREATED_AT] = table[CREATED_AT].to_numpy()
     frame["slice"] = names
-    parts = {name: frame.loc[names == name].reset_index(drop=True) for name in SLICES}
-    for name, part in parts.items():
-        _check_slice(name, part)
-    leakage, more = _leakage(parts["train"], spec, params)
+    parts, leakage, more = _slices(frame, leads, spec, params)
     notes += more
-    if unused := unused_columns(leads, params):
-        notes.append(f"columns in no role (not categorical, numeric or excluded), not used: {unused}")
     through = table.loc[names == "calibration", CREATED_AT].max()
     fit = _fit_scorer if splits.kind == "time-ordered" else _fit_scorer_cross_fitted
     scorer = fit(parts, spec, params, {
@@ -403,8 +407,8 @@ def _shap_summary(result: TrainingResult, path: Path, sample: int = 2000) -> Non
     spec = result.scorer.spec
     rows = result.test.sample(min(sample, len(result.test)), random_state=0)
     contrib = result.scorer.contributions(rows)[:, :-1]
-    shown = rows[spec.columns].apply(lambda c: c.cat.codes.replace(-1, np.nan) if isinstance(c.dtype, pd.CategoricalDtype) else c)
-    shap.summary_plot(contrib, shown.astype(float), max_display=20, show=False)
+    shown = pd.DataFrame(feature_matrix(rows, spec), columns=spec.columns)
+    shap.summary_plot(contrib, shown, max_display=20, show=False)
     plt.gcf().savefig(path, dpi=100, bbox_inches="tight")
     plt.close("all")
 

@@ -117,27 +117,71 @@ def test_exported_folder_scores_offline(in_home):
     pd.testing.assert_series_equal(offline["probability"], registry["probability"], check_exact=False, rtol=1e-12)
 
 
-@pytest.mark.parametrize(
-    ("mutate", "message"),
-    [
-        (lambda l, i: (pd.concat([l, l.head(2)]), i), "duplicate lead id"),
-        (lambda l, i: (l.assign(created_at=l["created_at"].astype(str).where(l.index != 5, "not a date")), i), "not parsable"),
-        (lambda l, i: (l, i.assign(lead_id=i["lead_id"].where(i.index != 3, "ghost"))), "not in the leads table"),
-        (lambda l, i: (l.drop(columns=["created_at"]), i), "missing columns ['created_at']"),
-        (lambda l, i: (l.assign(converted_at=l["converted_at"].where(l.index != 7, pd.Timestamp("2000-01-01"))), i), "convert before"),
-    ],
-)
-def test_bad_input_exits_nonzero_and_writes_nothing(in_home, tmp_path, mutate, message):
-    home, _ = in_home
+BAD_INPUTS = [  # (change, what train says, what score's rejects say; None: the table itself is unusable)
+    (lambda l, i: (pd.concat([l, l.head(2)]), i), "duplicate lead id", "duplicate lead id (2 rows)"),
+    (lambda l, i: (l.assign(created_at=l["created_at"].astype(str).where(l.index != 5, "not a date")), i),
+     "not parsable", "column 'created_at': is not a parsable timestamp"),
+    (lambda l, i: (l, i.assign(lead_id=i["lead_id"].where(i.index != 3, "ghost"))), "not in the leads table",
+     "its lead is not in the leads table"),
+    (lambda l, i: (l.drop(columns=["created_at"]), i), "missing columns ['created_at']", None),
+    (lambda l, i: (l.assign(converted_at=l["converted_at"].where(l.index != 7, pd.Timestamp("2000-01-01"))), i),
+     "convert before", "column 'converted_at': is before the creation time"),
+    (lambda l, i: (l, i.assign(direction=i["direction"].where(i.index != 11, "sideways"))), "direction other than",
+     "interaction row 12: column 'direction': is not one of ['inbound', 'outbound']"),
+]
+
+
+def _write_bad(home, tmp_path, mutate):
     leads, events = mutate(pd.read_parquet(home / "sim" / "leads.parquet"), pd.read_parquet(home / "sim" / "interactions.parquet"))
     leads.to_csv(tmp_path / "bad_leads.csv", index=False)
     events.to_csv(tmp_path / "bad_events.csv", index=False)
-    bad = ["--leads", str(tmp_path / "bad_leads.csv"), "--interactions", str(tmp_path / "bad_events.csv")]
-    for command in (["score", "--as-of", "2024-11-15", "--out", str(tmp_path / "out.csv")], ["train"]):
-        result = run(*command, *bad)
-        assert result.exit_code == 2, result.output
-        assert message in result.output and "bad_" in result.output
-        assert not (tmp_path / "out.csv").exists()
+    return leads, events, ["--leads", str(tmp_path / "bad_leads.csv"), "--interactions", str(tmp_path / "bad_events.csv")]
+
+
+@pytest.mark.parametrize(("mutate", "message", "_"), BAD_INPUTS)
+def test_training_on_bad_input_exits_2_and_names_file_column_and_rows(in_home, tmp_path, mutate, message, _):
+    home, _files = in_home
+    *_data, bad = _write_bad(home, tmp_path, mutate)
+    result = run("train", *bad)
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "bad_" in result.output
+    assert "row" in result.output or "missing columns" in message
+
+
+@pytest.mark.parametrize(("mutate", "message", "reason"), BAD_INPUTS)
+def test_scoring_rejects_exactly_the_bad_leads_with_their_reason_and_scores_the_rest(in_home, tmp_path, mutate,
+                                                                                      message, reason):
+    home, _files = in_home
+    leads, events, bad = _write_bad(home, tmp_path, mutate)
+    out = tmp_path / "out.csv"
+    result = run("score", "--as-of", "2024-11-15", "--out", str(out), *bad)
+    if reason is None:  # a missing column: nothing can be scored, nothing is written
+        assert result.exit_code == 2 and message in result.output and "bad_leads.csv" in result.output
+        assert not out.exists() and not list(tmp_path.glob("*.rejects.csv"))
+        return
+    assert result.exit_code == 0, result.output
+    assert "rejected" in result.output
+    scored = pd.read_csv(out, dtype={"lead_id": str})
+    rejects = pd.read_csv(tmp_path / "out.rejects.csv", dtype={"lead_id": str})
+    assert reason in set(rejects["reason"]), rejects
+    lead_rejects = rejects[rejects["source"] == "leads"]
+    assert not set(lead_rejects["lead_id"]) & set(scored["lead_id"])
+    assert scored["lead_id"].is_unique and sorted(scored["rank"]) == list(range(1, len(scored) + 1))
+    # Every lead of the input is scored, rejected or not eligible; the clean ones score as without the bad rows.
+    clean = pd.read_parquet(home / "sim" / "leads.parquet")
+    eligible = clean[(pd.to_datetime(clean["created_at"]) < "2024-11-15")
+                     & ~(pd.to_datetime(clean["converted_at"]) < "2024-11-15")]["lead_id"]
+    assert set(scored["lead_id"]) == set(eligible) - set(lead_rejects["lead_id"])
+    assert run("score", "--as-of", "2024-11-15", "--out", str(tmp_path / "clean.csv"), *_files).exit_code == 0
+    strict = pd.read_csv(tmp_path / "clean.csv", dtype={"lead_id": str}).set_index("lead_id")
+    original = pd.read_parquet(home / "sim" / "interactions.parquet")
+    same = (original == events) | (original.isna() & events.isna()) if events.shape == original.shape else None
+    touched = set(original["lead_id"][~same.all(axis=1)]) if same is not None else set()
+    mine = scored.set_index("lead_id").drop(index=list(touched & set(scored["lead_id"])))
+    assert len(mine) > 500
+    pd.testing.assert_series_equal(mine["probability"], strict.loc[mine.index, "probability"], check_exact=False,
+                                   rtol=1e-12)
+    assert run("score", "--as-of", "2024-11-15", "--out", str(out), "--fail-on-rejects", *bad).exit_code == 3
 
 
 def test_help_is_fast_because_heavy_libraries_are_not_imported():

@@ -13,7 +13,7 @@ import typer
 
 app = typer.Typer(
     help="leadtemp: predict which sales leads will convert and sort them into hot / warm / cold, with reasons.",
-    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode="markdown",
 )
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Parameters file.")]
@@ -163,35 +163,85 @@ def _load_model(model: str | None, p):
 @app.command()
 @_errors
 def score(
-    out: Annotated[Path, typer.Option("--out", help="Output file, CSV or Parquet by extension.")],
     as_of: AsOfOpt = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="Output file, CSV or Parquet by extension; rows best first. Or use --db with --write-table.")] = None,
+    db: Annotated[Optional[str], typer.Option(
+        "--db", help="SQLAlchemy database URL, e.g. sqlite:///crm.db or postgresql+psycopg://user@host/crm "
+        "(the password from PGPASSWORD or ~/.pgpass). Used by --leads-table, --interactions-table, --write-table.")] = None,
+    leads_table: Annotated[Optional[str], typer.Option("--leads-table", help="Read the leads from this table of --db.")] = None,
+    interactions_table: Annotated[Optional[str], typer.Option(
+        "--interactions-table", help="Read the interactions from this table of --db.")] = None,
+    write_table: Annotated[Optional[str], typer.Option(
+        "--write-table", help="Write the scores to this table of --db (created if missing). Rows of the same "
+        "as-of date and model version are replaced, so a rerun leaves one row per lead.")] = None,
+    rejects: Annotated[Optional[str], typer.Option(
+        "--rejects", help="Where leads that cannot be scored go, with the reason: a file next to --out "
+        "(default OUT.rejects.csv) or a table of --db (default WRITE_TABLE_rejects).")] = None,
+    chunk_size: Annotated[int, typer.Option(
+        "--chunk-size", min=100, help="Leads per partition: memory grows with it, not with the database.")] = 50_000,
+    work_dir: Annotated[Optional[Path], typer.Option(
+        "--work-dir", help="Folder for the partitions of an unfinished run (default: one per run in the system "
+        "temp folder). Run the same command again after a crash or kill to resume.")] = None,
+    engine: Annotated[str, typer.Option(
+        "--engine", help="local: this machine, streaming. spark: the same scoring on a Spark cluster "
+        "(pip install 'leadtemp[spark]'); paths may then be cluster paths and tables catalog tables.")] = "local",
+    no_reasons: Annotated[bool, typer.Option("--no-reasons", help="Skip the reasons (faster).")] = False,
+    fail_on_rejects: Annotated[bool, typer.Option(
+        "--fail-on-rejects", help="Exit with code 3 when any lead was rejected (the outputs are written first).")] = False,
     model: ModelOpt = None,
     params: ParamsOpt = Path("params.yaml"),
-    leads: LeadsOpt = None,
-    interactions: InterOpt = None,
+    leads: Annotated[Optional[Path], typer.Option(
+        "--leads", help="Leads: CSV/Parquet file or folder of part files; overrides data.leads.")] = None,
+    interactions: Annotated[Optional[Path], typer.Option(
+        "--interactions", help="Interactions: CSV/Parquet file or folder of part files; overrides data.interactions.")] = None,
 ) -> None:
-    """Score every lead eligible at --as-of; write lead_id, as_of, probability, score, bucket, rank, reasons.
+    """Score every lead eligible at --as-of: lead_id, as_of, model_version, probability, score, bucket, rank, reasons.
 
     Eligible: created before --as-of and not converted before it; with a label column, every lead whose
-    label is still empty (or that has no label column at all).
+    label is still empty. The leads are read in chunks with their interactions, so memory stays flat
+    however large the database. A lead with bad values (or a bad interaction, or a duplicate id) is not
+    scored but written to the rejects output with its reason. Killed or crashed? Run the same command
+    again: it resumes, and the output gets exactly one row per lead.
     """
-    from leadtemp.io import load_data, write_table
+    from leadtemp.batch import Source, Target, score_database
+    from leadtemp.config import ConfigError
 
     p = _params(params, leads, interactions)
     when = _as_of(as_of, p.data.mode)
-    if out.suffix.lower() not in (".csv", ".parquet", ".pq"):
-        from leadtemp.config import ConfigError
-
+    if (out is None) == (write_table is None):
+        raise ConfigError("give one output: --out FILE, or --db URL --write-table TABLE")
+    if out is not None and out.suffix.lower() not in (".csv", ".parquet", ".pq"):
         raise ConfigError(f"--out {out}: use a .csv or .parquet file name")
-    lead_table, events = load_data(p)
+    if (leads_table or interactions_table or write_table) and not db:
+        raise ConfigError("--leads-table, --interactions-table and --write-table need --db URL")
+    if engine not in ("local", "spark"):
+        raise ConfigError(f"--engine {engine!r}: use local or spark")
+    lead_source = Source.database(db, leads_table) if leads_table else Source.file(p.data.leads, p.data.csv_separator)
+    if interactions_table:
+        event_source = Source.database(db, interactions_table)
+    else:
+        event_source = Source.file(p.data.interactions, p.data.csv_separator) if p.data.interactions else None
+    target = Target(path=out, rejects=rejects) if out is not None else Target(url=db, table=write_table, rejects=rejects)
     scorer, version = _load_model(model, p)
-    scored = scorer.score(lead_table, events, when)
-    write_table(scored, out)
-    counts = scored["bucket"].value_counts()
-    skipped = "not yet created or already converted" if p.data.mode == "events" else "already have an outcome"
-    typer.echo(f"scored {len(scored)} of {len(lead_table)} leads as of {when.date()} with model version {version} "
-               f"({len(lead_table) - len(scored)} {skipped}): "
-               + ", ".join(f"{counts.get(b, 0)} {b}" for b in ("hot", "warm", "cold")) + f" -> {out}")
+    if engine == "spark":
+        from leadtemp.spark import score_spark
+
+        result = score_spark(scorer, p, when, lead_source, event_source, target, reasons=not no_reasons,
+                             echo=lambda m: typer.echo(m, err=True))
+    else:
+        result = score_database(scorer, p, when, lead_source, event_source, target, chunk_size=chunk_size,
+                                work_dir=work_dir, reasons=not no_reasons, echo=lambda m: typer.echo(m, err=True))
+    skipped = "not yet created or already converted" if scorer.spec.mode == "events" else "already have an outcome"
+    resumed = f"; resumed {result.resumed_partitions} of {result.partitions} partitions" if result.resumed_partitions else ""
+    typer.echo(f"scored {result.scored:,} of {result.leads_read:,} leads as of {when.date()} with model version {version} "
+               f"({result.not_eligible:,} {skipped}, {result.rejected_leads:,} rejected) in {result.seconds:.1f} s{resumed}: "
+               + ", ".join(f"{result.buckets[b]:,} {b}" for b in ("hot", "warm", "cold")) + f" -> {result.target}")
+    if result.rejected_leads or result.rejected_interactions:
+        typer.secho(f"warning: {result.rejected_leads:,} leads and {result.rejected_interactions:,} interactions of "
+                    f"unknown leads were rejected, with reasons -> {result.rejects}", err=True, fg="yellow")
+        if fail_on_rejects:
+            raise typer.Exit(3)
 
 
 @app.command()

@@ -131,15 +131,19 @@ def _attributes(leads: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
 
 def prepare_events(interactions: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     """Interactions sorted by time with integer channel codes; unknown channels keep only direction."""
+    kind, kinds = pd.factorize(interactions[TYPE], sort=False)
+    inbound = (interactions[DIRECTION] == "inbound").to_numpy(dtype=bool)
+    # A small lookup per distinct (type, direction): channel code and thermometer heat.
     codes = {(c.type, c.direction): i for i, c in enumerate(spec.channels)}
-    keys = list(zip(interactions[TYPE], interactions[DIRECTION]))
-    weights = spec.thermometer
+    lookup = np.array([[codes.get((t, "outbound"), -1), codes.get((t, "inbound"), -1)] for t in kinds],
+                      dtype=np.int32).reshape(-1, 2)
+    heat = np.array([spec.thermometer.get(t, 0.0) for t in kinds], dtype=float)
     events = pd.DataFrame({
         LEAD_ID: interactions[LEAD_ID].to_numpy(),
         TIMESTAMP: interactions[TIMESTAMP].to_numpy(),
-        "channel": np.array([codes.get(k, -1) for k in keys], dtype=np.int32),
-        "inbound": (interactions[DIRECTION] == "inbound").to_numpy(),
-        "heat": np.array([weights.get(t, 0.0) if d == "inbound" else 0.0 for t, d in keys], dtype=float),
+        "channel": lookup[kind, inbound.astype(np.intp)] if len(kind) else np.zeros(0, dtype=np.int32),
+        "inbound": inbound,
+        "heat": np.where(inbound, heat[kind], 0.0) if len(kind) else np.zeros(0),
     })
     return events.sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
 

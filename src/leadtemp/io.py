@@ -29,15 +29,19 @@ def read_table(path: str | Path, separator: str = ",") -> pd.DataFrame:
         raise SchemaError(f"{path}: file not found")
     try:
         if kind == "csv":
-            frame = pd.read_csv(path, sep=separator, low_memory=False)
-            if frame.shape[1] == 1 and separator not in str(frame.columns[0]) and any(
-                    other in str(frame.columns[0]) for other in ",;\t|" if other != separator):
-                raise SchemaError(f"{path}: one column {str(frame.columns[0])[:60]!r}: is the separator "
-                                  f"{separator!r} right? set data.csv_separator")
-            return frame
+            return check_separator(pd.read_csv(path, sep=separator, low_memory=False), path, separator)
         return pd.read_parquet(path)
     except (ValueError, OSError) as exc:
         raise SchemaError(f"{path}: cannot be read as {kind}: {exc}") from exc
+
+
+def check_separator(frame: pd.DataFrame, path: Path, separator: str) -> pd.DataFrame:
+    """A CSV read as one column whose name holds another separator was read with the wrong one."""
+    if frame.shape[1] == 1 and separator not in str(frame.columns[0]) and any(
+            other in str(frame.columns[0]) for other in ",;\t|" if other != separator):
+        raise SchemaError(f"{path}: one column {str(frame.columns[0])[:60]!r}: is the separator "
+                          f"{separator!r} right? set data.csv_separator")
+    return frame
 
 
 def write_table(frame: pd.DataFrame, path: str | Path) -> Path:

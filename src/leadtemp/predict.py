@@ -108,6 +108,17 @@ def score_from_probability(p: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(100 * np.asarray(p)), 1, 99).astype(int)
 
 
+def rank_order(scored: pd.DataFrame) -> np.ndarray:
+    """Rank 1..n: probability first, the booster's margin breaks calibration ties, then the lead id.
+
+    Batch scoring ranks in SQL with the same order (lead ids compared byte-wise, as Python does).
+    """
+    order = np.lexsort((scored[LEAD_ID].to_numpy(), -scored["margin"].to_numpy(), -scored["probability"].to_numpy()))
+    rank = np.empty(len(scored), dtype=np.int64)
+    rank[order] = np.arange(1, len(scored) + 1)
+    return rank
+
+
 @dataclass
 class LeadScorer:
     booster: lgb.Booster
@@ -123,12 +134,13 @@ class LeadScorer:
     def margin(self, features: pd.DataFrame) -> np.ndarray:
         return self.booster.predict(features[self.spec.columns], raw_score=True)
 
-    def contributions(self, features: pd.DataFrame) -> np.ndarray:
+    def contributions(self, features: pd.DataFrame, margin: np.ndarray | None = None) -> np.ndarray:
         """Exact TreeSHAP contributions (n, n_features + 1); the last column is the base value.
 
         Small batches go to LightGBM's ``pred_contrib``; from ``FAST_REASONS_MIN_ROWS`` leads on, the
         table-driven exact TreeSHAP of :mod:`leadtemp.treeshap` (same values to ~1e-15, several
-        times faster; compiled once per scorer).
+        times faster; compiled once per scorer). ``margin``: the booster's raw prediction of these
+        rows when the caller has it (the fast path checks that every row's values add up to it).
         """
         if len(features) < FAST_REASONS_MIN_ROWS:
             return self.booster.predict(features[self.spec.columns], pred_contrib=True)
@@ -136,7 +148,7 @@ class LeadScorer:
             from leadtemp.treeshap import ExactContributions
 
             self._fast = ExactContributions(self.booster)
-        return self._fast(feature_matrix(features, self.spec))
+        return self._fast(feature_matrix(features, self.spec), margin)
 
     def features(self, leads: pd.DataFrame, interactions: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
         """Features of the leads eligible at ``as_of``.
@@ -151,8 +163,12 @@ class LeadScorer:
             return features_as_of(eligible, prepare_events(interactions, self.spec), as_of, self.spec)
         return attribute_features(open_leads(leads, as_of), as_of, self.spec)
 
-    def score_features(self, features: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:
-        """Scores, buckets, ranks and reasons for a feature frame (one as_of)."""
+    def score_rows(self, features: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:
+        """Unranked scores of a feature frame: the output columns without ``rank``, plus ``margin``.
+
+        Every value of a row depends on that lead alone, so batches can be scored apart and ranked
+        together afterwards (:func:`rank_order`).
+        """
         margin = self.margin(features)
         p = self.calibrator(margin)
         out = pd.DataFrame({
@@ -162,13 +178,8 @@ class LeadScorer:
             "score": score_from_probability(p),
             "bucket": self.buckets.assign(p),
         })
-        # Rank by probability; the booster's margin breaks calibration ties, then the id.
-        order = np.lexsort((out[LEAD_ID].to_numpy(), -margin, -p))
-        rank = np.empty(len(out), dtype=int)
-        rank[order] = np.arange(1, len(out) + 1)
-        out["rank"] = rank
         if reasons and len(out):
-            contrib = self.contributions(features)
+            contrib = self.contributions(features, margin)
             words = top_reasons(features, group_contributions(contrib, self.spec), self.spec, self.labels)
             for i in range(3):
                 out[f"reason_{i + 1}"] = [r[i] if i < len(r) else "" for r in words]
@@ -176,6 +187,13 @@ class LeadScorer:
             for i in range(3):
                 out[f"reason_{i + 1}"] = ""
         out["model_version"] = str(self.meta.get("model_version", ""))
+        out["margin"] = margin
+        return out
+
+    def score_features(self, features: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:
+        """Scores, buckets, ranks and reasons for a feature frame (one as_of)."""
+        out = self.score_rows(features, reasons)
+        out["rank"] = rank_order(out)
         return out.sort_values("rank", kind="stable").reset_index(drop=True)[OUTPUT_COLUMNS]
 
     def score(self, leads: pd.DataFrame, interactions: pd.DataFrame, as_of: pd.Timestamp,

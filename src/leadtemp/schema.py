@@ -28,10 +28,32 @@ class SchemaError(ValueError):
     """Input data breaks the contract; the message names file, column, count and example rows."""
 
 
+class RowProblems:
+    """Row-level problems collected instead of raised (batch scoring): each row keeps its first one.
+
+    Validation with a collector goes on past bad values (they become missing) so the caller can
+    reject exactly the rows at fault and score the rest.
+    """
+
+    def __init__(self, n: int):
+        self.reason = np.full(n, None, dtype=object)
+
+    def add(self, column: str, mask: np.ndarray, what: str) -> None:
+        new = mask & pd.isna(self.reason)
+        self.reason[new] = f"column '{column}': {what}"
+
+    @property
+    def bad(self) -> np.ndarray:
+        return ~pd.isna(self.reason)
+
+
 def _fail(source: str, column: str, mask: np.ndarray | pd.Series, what: str, frame: pd.DataFrame,
-          id_column: str | None = LEAD_ID) -> None:
+          id_column: str | None = LEAD_ID, problems: RowProblems | None = None) -> None:
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
+        return
+    if problems is not None:
+        problems.add(column, mask, what)
         return
     positions = np.flatnonzero(mask)
     examples = []
@@ -51,7 +73,7 @@ def _require_columns(frame: pd.DataFrame, required: Iterable[str], source: str) 
 
 
 def parse_timestamps(frame: pd.DataFrame, column: str, source: str, required: bool,
-                     id_column: str | None = LEAD_ID) -> pd.Series:
+                     id_column: str | None = LEAD_ID, problems: RowProblems | None = None) -> pd.Series:
     """Timestamps as naive datetime64[ns]; tz-aware input is converted to UTC first."""
     raw = frame[column]
     if pd.api.types.is_datetime64_any_dtype(raw):
@@ -60,11 +82,11 @@ def parse_timestamps(frame: pd.DataFrame, column: str, source: str, required: bo
         text = raw.astype("string").str.strip()
         text = text.mask(text == "")
         parsed = pd.to_datetime(text, errors="coerce", format="mixed", utc=True)
-        _fail(source, column, text.notna() & parsed.isna(), "are not parsable timestamps", frame, id_column)
+        _fail(source, column, text.notna() & parsed.isna(), "are not parsable timestamps", frame, id_column, problems)
     if getattr(parsed.dt, "tz", None) is not None:
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
     if required:
-        _fail(source, column, parsed.isna(), "are empty", frame, id_column)
+        _fail(source, column, parsed.isna(), "are empty", frame, id_column, problems)
     return parsed.astype("datetime64[ns]")
 
 
@@ -104,12 +126,14 @@ POSITIVE = frozenset({"1", "1.0", "true", "yes", "y"})
 NEGATIVE = frozenset({"0", "0.0", "false", "no", "n"})
 
 
-def parse_label(frame: pd.DataFrame, column: str, source: str, id_column: str | None) -> pd.Series:
+def parse_label(frame: pd.DataFrame, column: str, source: str, id_column: str | None,
+                problems: RowProblems | None = None) -> pd.Series:
     """A final outcome as nullable 0/1; empty means the lead has no outcome yet (open)."""
     text = frame[column].astype("string").str.strip().str.lower()
     text = text.mask(text == "")
     _fail(source, column, (text.notna() & ~text.isin(POSITIVE | NEGATIVE)).to_numpy(),
-          "are not an outcome (use 1/0, yes/no, true/false or y/n; empty = no outcome yet)", frame, id_column)
+          "are not an outcome (use 1/0, yes/no, true/false or y/n; empty = no outcome yet)", frame, id_column,
+          problems)
     label = pd.Series(np.where(text.isin(POSITIVE).to_numpy(dtype=bool), 1, 0), index=frame.index).astype("Int8")
     return label.mask(text.isna().to_numpy())
 
@@ -134,12 +158,17 @@ def validate_leads(
     columns: LeadColumns | None = None,
     missing_values: Iterable[str] = (),
     row_order: RowOrderTime | None = None,
+    problems: RowProblems | None = None,
 ) -> pd.DataFrame:
     """Check the leads table and return a normalised copy under leadtemp's column names.
 
     Output columns: ``lead_id`` (text), ``created_at`` and ``converted_at`` (datetime, NaT when the
     table has none), ``label`` (nullable 0/1, only when ``columns.label`` is set; missing from the
     input = every lead still open), the attribute columns, and every other input column untouched.
+
+    With ``problems`` (a :class:`RowProblems` of the table's length), bad values are recorded per row
+    instead of raised, and duplicate ids are left to the caller (batch scoring sees a lead's every
+    row only after partitioning). Missing columns always raise.
     """
     columns = columns or LeadColumns()
     categorical, numeric = list(categorical), list(numeric)
@@ -152,27 +181,31 @@ def validate_leads(
         ids = pd.Series(np.arange(1, n + 1).astype(str), index=frame.index)
     else:
         ids = frame[id_col].astype("string").str.strip()
-        _fail(source, id_col, ids.isna() | (ids == ""), "have an empty lead id", frame, id_col)
-        _fail(source, id_col, ids.duplicated(keep=False).to_numpy(), "have a duplicate lead id", frame, id_col)
+        _fail(source, id_col, (ids.isna() | (ids == "")).to_numpy(dtype=bool, na_value=True), "have an empty lead id",
+              frame, id_col, problems)
+        if problems is None:
+            _fail(source, id_col, ids.duplicated(keep=False).to_numpy(), "have a duplicate lead id", frame, id_col)
     roles = {c for c in (id_col, columns.created_at, columns.converted_at, columns.label) if c}
     out = frame.drop(columns=[c for c in frame.columns if c in roles or c in (LEAD_ID, CREATED_AT, CONVERTED_AT, LABEL)])
-    out.insert(0, LEAD_ID, ids.astype(str).to_numpy())
+    out.insert(0, LEAD_ID, ids.fillna("").astype(str).to_numpy())
     if row_order is not None:
-        created = months_from_row_order(frame, row_order, source, id_col)
+        created = months_from_row_order(frame, row_order, source, id_col)  # whole-table rule: always raises
     elif columns.created_at is not None:
-        created = parse_timestamps(frame, columns.created_at, source, required=True, id_column=id_col)
+        created = parse_timestamps(frame, columns.created_at, source, required=True, id_column=id_col,
+                                   problems=problems)
     else:
         created = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns]")
     out.insert(1, CREATED_AT, created.to_numpy())
     converted = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns]")
     if columns.converted_at is not None and columns.converted_at in frame.columns:
-        converted = parse_timestamps(frame, columns.converted_at, source, required=False, id_column=id_col)
+        converted = parse_timestamps(frame, columns.converted_at, source, required=False, id_column=id_col,
+                                     problems=problems)
         shown = frame.assign(**{columns.converted_at: converted})
         _fail(source, columns.converted_at, (converted < created).to_numpy(), "convert before they were created",
-              shown, id_col)
+              shown, id_col, problems)
     out.insert(2, CONVERTED_AT, converted.to_numpy())
     if columns.label is not None:
-        label = (parse_label(frame, columns.label, source, id_col) if columns.label in frame.columns
+        label = (parse_label(frame, columns.label, source, id_col, problems) if columns.label in frame.columns
                  else pd.Series(pd.NA, index=frame.index, dtype="Int8"))
         out.insert(3, LABEL, label.to_numpy())
     for column in numeric:
@@ -180,33 +213,42 @@ def validate_leads(
         if not pd.api.types.is_numeric_dtype(given):
             given = given.astype("string").str.strip().replace("", pd.NA)
         values = pd.to_numeric(given, errors="coerce")
-        _fail(source, column, (given.notna() & values.isna()).to_numpy(), "are not numbers", frame, id_col)
+        _fail(source, column, (given.notna() & values.isna()).to_numpy(), "are not numbers", frame, id_col, problems)
         out[column] = values.astype(float).to_numpy()
     return out
 
 
-def validate_interactions(interactions: pd.DataFrame, source: str, lead_ids: pd.Series,
-                          columns: InteractionColumns | None = None) -> pd.DataFrame:
-    """Check the interaction log against the leads and return a normalised copy (leadtemp's names)."""
+def validate_interactions(interactions: pd.DataFrame, source: str, lead_ids: pd.Series | None,
+                          columns: InteractionColumns | None = None,
+                          problems: RowProblems | None = None) -> pd.DataFrame:
+    """Check the interaction log against the leads and return a normalised copy (leadtemp's names).
+
+    ``lead_ids=None`` skips the check that every event's lead exists (batch scoring does it per
+    partition); with ``problems``, bad values are recorded per row instead of raised.
+    """
     c = columns or InteractionColumns()
     _require_columns(interactions, [c.lead_id, c.timestamp, c.type, c.direction], source)
     frame = interactions.reset_index(drop=True)
     ids = frame[c.lead_id].astype("string").str.strip()
-    _fail(source, c.lead_id, ids.isna() | (ids == ""), "have an empty lead id", frame, c.lead_id)
-    _fail(source, c.lead_id, ~ids.isin(pd.Index(lead_ids)).to_numpy(), "refer to leads not in the leads table",
-          frame, c.lead_id)
-    out = pd.DataFrame({LEAD_ID: ids.astype(str).to_numpy()})
-    out[TIMESTAMP] = parse_timestamps(frame, c.timestamp, source, required=True, id_column=c.lead_id).to_numpy()
+    _fail(source, c.lead_id, (ids.isna() | (ids == "")).to_numpy(dtype=bool, na_value=True), "have an empty lead id",
+          frame, c.lead_id, problems)
+    if lead_ids is not None:
+        _fail(source, c.lead_id, ~ids.isin(pd.Index(lead_ids)).to_numpy(), "refer to leads not in the leads table",
+              frame, c.lead_id)
+    out = pd.DataFrame({LEAD_ID: ids.fillna("").astype(str).to_numpy()})
+    out[TIMESTAMP] = parse_timestamps(frame, c.timestamp, source, required=True, id_column=c.lead_id,
+                                      problems=problems).to_numpy()
     kinds = frame[c.type].astype("string").str.strip()
-    _fail(source, c.type, kinds.isna() | (kinds == ""), "have an empty type", frame, c.lead_id)
-    out[TYPE] = kinds.astype(str).to_numpy()
+    _fail(source, c.type, (kinds.isna() | (kinds == "")).to_numpy(dtype=bool, na_value=True), "have an empty type",
+          frame, c.lead_id, problems)
+    out[TYPE] = kinds.fillna("").astype(str).to_numpy()
     direction = frame[c.direction].astype("string").str.strip().str.lower()
     _fail(source, c.direction, ~direction.isin(DIRECTIONS).fillna(False).to_numpy(),
-          f"have a direction other than {list(DIRECTIONS)}", frame, c.lead_id)
-    out[DIRECTION] = direction.astype(str).to_numpy()
+          f"have a direction other than {list(DIRECTIONS)}", frame, c.lead_id, problems)
+    out[DIRECTION] = direction.fillna("").astype(str).to_numpy()
     if c.value in frame.columns:
         values = pd.to_numeric(frame[c.value], errors="coerce")
-        _fail(source, c.value, frame[c.value].notna() & values.isna(), "are not numbers", frame, c.lead_id)
+        _fail(source, c.value, frame[c.value].notna() & values.isna(), "are not numbers", frame, c.lead_id, problems)
         out[VALUE] = values.astype(float).to_numpy()
     return out
 

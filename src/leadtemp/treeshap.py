@@ -17,8 +17,10 @@ where, among the players other than ``u``, ``A`` are the satisfied ones, ``B`` t
 ``e_j`` is the elementary symmetric polynomial. This is the same quantity LightGBM computes, in a
 different order of floating-point additions: results agree to ~1e-15 (the tests check 1e-9 and
 identical top-3 reasons). Split decisions mirror LightGBM's ``Tree::NumericalDecision`` and
-``CategoricalDecision``; as a guard, the leaf each lead reaches by them is compared with LightGBM's
-own ``pred_leaf``; if any lead disagrees, the whole batch is computed by ``pred_contrib`` itself.
+``CategoricalDecision``. As a guard, every lead's contributions must add up to LightGBM's own raw
+prediction (SHAP's local accuracy): a lead sent to another leaf than LightGBM's misses by that
+leaf's difference in value. If any lead misses by more than ``GUARD_TOLERANCE``, the whole batch is
+computed by ``pred_contrib`` itself.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ import numpy as np
 MISSING = {"None": 0, "Zero": 1, "NaN": 2}
 MAX_PLAYERS = 16  # 2**16 masks per leaf; deeper paths fall back to LightGBM's own pred_contrib
 MAX_SPLITS = 62   # split directions of one tree are packed into an int64 (num_leaves <= 63)
+GUARD_TOLERANCE = 1e-9  # |sum of contributions - raw prediction| above this sends the batch to pred_contrib
 
 
 @dataclass(frozen=True)
@@ -218,7 +221,6 @@ def _contributions(X, feature, threshold, categorical, default_left, missing, ca
     n, n_features = X.shape
     n_trees = feature.shape[0]
     out = np.zeros((n, n_features + 1))
-    leaves = np.zeros((n, n_trees), dtype=np.int32)
     n_blocks = (n + BLOCK - 1) // BLOCK
     for b in numba.prange(n_blocks):
         lo = b * BLOCK
@@ -259,7 +261,6 @@ def _contributions(X, feature, threshold, categorical, default_left, missing, ca
                     slot[order[i]] = n_distinct - 1
             n_used = used_start[t + 1] - used_start[t]
             store = np.zeros((n_distinct, n_used))
-            reached = np.zeros(n_distinct, dtype=np.int32)
             for k in range(n_distinct):
                 bits = distinct[k]
                 for leaf in range(leaf_start[t], leaf_start[t + 1]):
@@ -270,18 +271,15 @@ def _contributions(X, feature, threshold, categorical, default_left, missing, ca
                     for q in range(path_start[leaf], path_start[leaf + 1]):
                         if ((bits >> path_node[q]) & 1) != path_left[q]:
                             mask &= ~(1 << path_player[q])
-                    if mask == full:
-                        reached[k] = leaf - leaf_start[t]
                     base = table_start[leaf] + mask * players
                     for u in range(players):
                         store[k, player_local[p0 + u]] += table[base + u]
             u0 = used_start[t]
             for r in range(nb):
                 k = slot[r]
-                leaves[lo + r, t] = reached[k]
                 for q in range(n_used):
                     out[lo + r, used_feature[u0 + q]] += store[k, q]
-    return out, leaves
+    return out
 
 
 class ExactContributions:
@@ -292,19 +290,23 @@ class ExactContributions:
         self.compiled = compile_booster(booster)
         self.last_fallbacks = 0
 
-    def __call__(self, X: np.ndarray) -> np.ndarray:
+    def __call__(self, X: np.ndarray, margin: np.ndarray | None = None) -> np.ndarray:
+        """Contributions of the rows of ``X``; ``margin``: their raw prediction, if the caller has it."""
         X = np.ascontiguousarray(X, dtype=np.float64)
         c = self.compiled
         if c.fallback or len(X) == 0:
             self.last_fallbacks = len(X)
             return self.booster.predict(X, pred_contrib=True).reshape(len(X), X.shape[1] + 1)
-        out, leaves = _contributions(
+        out = _contributions(
             X, c.feature, c.threshold, c.categorical, c.default_left, c.missing, c.cat_start, c.cat_len, c.cat_words,
             c.n_nodes, c.leaf_start, c.path_start, c.path_node, c.path_left, c.path_player, c.player_start,
             c.player_local, c.used_start, c.used_feature, c.table_start, c.table, c.bias)
-        # A lead reaching another leaf than LightGBM's means a split rule we do not mirror. Off-path
-        # decisions use the same rules, so no lead of the batch is trusted then: all go to LightGBM.
-        if (leaves != self.booster.predict(X, pred_leaf=True).reshape(len(X), -1)).any():
+        # A lead whose values do not add up to LightGBM's prediction reached another leaf somewhere: a
+        # split rule we do not mirror. Off-path decisions use the same rules, so no lead of the batch
+        # is trusted then: all go to LightGBM.
+        if margin is None:
+            margin = self.booster.predict(X, raw_score=True)
+        if not np.all(np.abs(out.sum(axis=1) - np.asarray(margin, dtype=float)) <= GUARD_TOLERANCE):
             self.last_fallbacks = len(X)
             return self.booster.predict(X, pred_contrib=True)
         self.last_fallbacks = 0

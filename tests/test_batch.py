@@ -1,0 +1,226 @@
+"""Batch scoring of a whole database: the same scores as in memory, from files, SQLite and a real PostgreSQL,
+idempotent reruns, rejects, and resume after kill -9 with no lead lost or duplicated."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from conftest import ROOT
+from leadtemp.batch import Source, Target, score_database
+from services import postgres_server
+
+AS_OF = pd.Timestamp("2024-10-01")
+
+
+@pytest.fixture(scope="module")
+def world(small_sim, small_result):
+    """The small simulated CRM plus clones of 40 leads whose ids differ only in case ('a-…' and 'B-…').
+
+    A clone has the same attributes and events as its original, so the same score: the ranks of the
+    tied leads are decided by the lead id alone, byte-wise (an English collation would say a < B).
+    """
+    leads, events = small_sim.leads, small_sim.interactions
+    some = leads[leads["created_at"] < AS_OF].head(40)
+    clones, clone_events = [leads], [events]
+    for prefix in ("a-", "B-", "É-"):
+        clones.append(some.assign(lead_id=prefix + some["lead_id"]))
+        mine = events[events["lead_id"].isin(some["lead_id"])]
+        clone_events.append(mine.assign(lead_id=prefix + mine["lead_id"]))
+    scorer = dataclasses.replace(small_result.scorer, meta={**small_result.scorer.meta, "model_version": "3"})
+    return pd.concat(clones, ignore_index=True), pd.concat(clone_events, ignore_index=True), scorer
+
+
+@pytest.fixture(scope="module")
+def expected(world):
+    leads, events, scorer = world
+    return scorer.score(leads, events, AS_OF)
+
+
+def _same_scores(got: pd.DataFrame, want: pd.DataFrame) -> None:
+    got = got.sort_values("rank").reset_index(drop=True)
+    assert got["lead_id"].tolist() == want["lead_id"].tolist()
+    assert got["rank"].tolist() == list(range(1, len(want) + 1))
+    np.testing.assert_array_equal(got["probability"].to_numpy(dtype=float), want["probability"].to_numpy())
+    for column in ("score", "bucket", "reason_1", "reason_2", "reason_3"):
+        assert got[column].astype(str).tolist() == want[column].astype(str).tolist(), column
+    assert (got["model_version"].astype(str) == "3").all()
+    assert (pd.to_datetime(got["as_of"]) == AS_OF).all()
+
+
+def _write_parts(frame: pd.DataFrame, folder: Path, parts: int, kind: str) -> Path:
+    folder.mkdir(parents=True)
+    for i, chunk in enumerate(np.array_split(np.arange(len(frame)), parts)):
+        piece = frame.iloc[chunk]
+        piece.to_csv(folder / f"part-{i}.csv", index=False) if kind == "csv" else piece.to_parquet(folder / f"part-{i}.parquet")
+    (folder / "_SUCCESS").write_text("")  # written by Spark and Hadoop: ignored
+    return folder
+
+
+@pytest.mark.parametrize(("kind", "parts", "chunk"), [("parquet", 1, 100_000), ("csv", 3, 300), ("parquet", 4, 150)])
+def test_streamed_file_scoring_equals_in_memory_scoring(world, expected, params, tmp_path, kind, parts, chunk):
+    leads, events, scorer = world
+    lead_src = _write_parts(leads, tmp_path / "leads", parts, kind)
+    event_src = _write_parts(events, tmp_path / "events", parts + 1, kind)
+    out = tmp_path / "out" / f"scores.{kind}"
+    result = score_database(scorer, params, AS_OF, Source.file(lead_src), Source.file(event_src), Target(path=out),
+                            chunk_size=chunk, work_dir=tmp_path / "work", echo=lambda m: None)
+    got = pd.read_csv(out, dtype={"lead_id": str}, keep_default_na=False) if kind == "csv" else pd.read_parquet(out)
+    _same_scores(got, expected)
+    assert result.partitions == -(-len(leads) // chunk) if kind == "parquet" else result.partitions >= 1
+    assert result.scored == len(expected) and result.scored + result.not_eligible == len(leads)
+    assert result.rejected_leads == 0 and not (tmp_path / "work").exists()
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted([out.name, f"scores.rejects.{kind}"])
+
+
+def _load(url: str, leads: pd.DataFrame, events: pd.DataFrame, lead_table: str, event_table: str) -> None:
+    engine = sa.create_engine(url)
+    leads.to_sql(lead_table, engine, index=False, if_exists="replace")
+    events.to_sql(event_table, engine, index=False, if_exists="replace", chunksize=20_000)
+    engine.dispose()
+
+
+# Names a user may really have, and one that would do harm if it were pasted into SQL.
+LEADS_TABLE, EVENTS_TABLE, SCORES_TABLE = "CRM Leads", 'events"; DROP TABLE "CRM Leads"; --', "Lead Scores"
+
+
+def _database_round_trip(url: str, world, expected, params, tmp_path) -> None:
+    leads, events, scorer = world
+    _load(url, leads, events, LEADS_TABLE, EVENTS_TABLE)
+    args = (scorer, params, AS_OF, Source.database(url, LEADS_TABLE), Source.database(url, EVENTS_TABLE),
+            Target(url=url, table=SCORES_TABLE))
+    first = score_database(*args, chunk_size=400, work_dir=tmp_path / "w1", echo=lambda m: None)
+    again = score_database(*args, chunk_size=700, work_dir=tmp_path / "w2", echo=lambda m: None)
+    other = dataclasses.replace(scorer, meta={**scorer.meta, "model_version": "4"})
+    score_database(other, params, AS_OF, *args[3:], chunk_size=700, work_dir=tmp_path / "w3", echo=lambda m: None)
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        table = sa.Table(SCORES_TABLE, sa.MetaData(), autoload_with=conn)
+        rows = pd.read_sql(sa.select(table), conn)
+        assert sa.inspect(conn).has_table(LEADS_TABLE), "the leads table survived its odd name"
+        staging = [t for t in sa.inspect(conn).get_table_names() if t.startswith("leadtemp_stage")]
+    engine.dispose()
+    assert first.scored == again.scored == len(expected)
+    assert rows.groupby("model_version").size().to_dict() == {"3": len(expected), "4": len(expected)}
+    assert not rows.duplicated(["lead_id", "as_of", "model_version"]).any()
+    _same_scores(rows[rows["model_version"] == "3"], expected)
+    assert staging == [], "staging tables are dropped when a run finishes"
+
+
+def test_sqlite_database_in_and_out_is_idempotent_and_exact(world, expected, params, tmp_path):
+    _database_round_trip(f"sqlite:///{tmp_path / 'crm.db'}", world, expected, params, tmp_path)
+
+
+def test_postgresql_in_and_out_is_idempotent_and_ranks_bytewise_under_an_english_collation(world, expected, params,
+                                                                                             tmp_path):
+    with postgres_server() as url:
+        _database_round_trip(url, world, expected, params, tmp_path)
+
+
+def test_bad_rows_in_a_database_become_rejects_with_their_reason(world, expected, params, tmp_path):
+    leads, events, scorer = world
+    bad_time, bad_event, odd_number = leads.index[leads["lead_id"].isin(expected["lead_id"])][[0, 1, 2]]
+    leads = leads.astype({"created_at": str, "converted_at": str})
+    leads.loc[bad_time, "created_at"] = "yesterday-ish"
+    leads.loc[odd_number, "past_purchases"] = -1  # odd but a number: scored
+    events = events.copy()
+    events.loc[events["lead_id"] == leads.loc[bad_event, "lead_id"], "direction"] = "sideways"
+    url = f"sqlite:///{tmp_path / 'crm.db'}"
+    _load(url, leads, events, "leads", "events")
+    result = score_database(scorer, params, AS_OF, Source.database(url, "leads"), Source.database(url, "events"),
+                            Target(url=url, table="scores"), chunk_size=500, work_dir=tmp_path / "w",
+                            echo=lambda m: None)
+    engine = sa.create_engine(url)
+    rejects = pd.read_sql("SELECT * FROM scores_rejects", engine).set_index("lead_id")
+    scored = set(pd.read_sql("SELECT lead_id FROM scores", engine)["lead_id"])
+    engine.dispose()
+    time_id, event_id = leads.loc[bad_time, "lead_id"], leads.loc[bad_event, "lead_id"]
+    assert result.rejected_leads == 2 and set(rejects.index) == {time_id, event_id}
+    assert rejects.loc[time_id, "reason"] == "column 'created_at': is not a parsable timestamp"
+    assert rejects.loc[time_id, "row"] == bad_time + 1 and rejects.loc[time_id, "source"] == "leads"
+    assert "column 'direction': is not one of" in rejects.loc[event_id, "reason"]
+    assert leads.loc[odd_number, "lead_id"] in scored and not set(rejects.index) & scored
+    assert len(scored) == len(expected) - 2
+
+
+def test_progress_is_plain_log_lines_with_rate_and_eta_when_not_a_terminal(world, params, tmp_path):
+    leads, events, scorer = world
+    lines: list[str] = []
+    leads.to_parquet(tmp_path / "leads.parquet")
+    events.to_parquet(tmp_path / "events.parquet")
+    score_database(scorer, params, AS_OF, Source.file(tmp_path / "leads.parquet"), Source.file(tmp_path / "events.parquet"),
+                   Target(path=tmp_path / "s.csv"), chunk_size=500, work_dir=tmp_path / "w", reasons=False,
+                   echo=lines.append, interactive=False)
+    progress = [line for line in lines if line.startswith("scoring:")]
+    assert progress and "leads/s" in progress[-1] and "ETA" in progress[-1] and f"{len(leads):,}/{len(leads):,}" in progress[-1]
+
+
+# -- kill -9 ---------------------------------------------------------------------------------------
+
+def _done_partitions(db: Path) -> int:
+    try:
+        with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.2) as conn:
+            names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE name LIKE 'leadtemp_stage_done_%'")]
+            return conn.execute(f'SELECT count(*) FROM "{names[0]}"').fetchone()[0] if names else 0
+    except sqlite3.Error:
+        return 0
+
+
+def _export(scorer, folder: Path) -> Path:
+    """The scorer as an MLflow model folder, as `leadtemp train` exports it to models/."""
+    import mlflow
+
+    from leadtemp.model import pyfunc_arguments
+
+    mlflow.pyfunc.save_model(str(folder / "model"), **pyfunc_arguments(scorer, scorer.save(folder / "scorer"), None))
+    return folder / "model"
+
+
+@pytest.mark.parametrize("target", ["table", "file"])
+def test_kill_9_mid_run_then_rerun_resumes_with_every_lead_exactly_once(world, expected, tmp_path, target):
+    """SIGKILL the CLI after some partitions are committed; the same command again finishes the job."""
+    leads, events, scorer = world
+    db = tmp_path / "crm.db"
+    _load(f"sqlite:///{db}", leads, events, "leads", "events")
+    out = ["--write-table", "scores"] if target == "table" else ["--out", str(tmp_path / "scores.parquet")]
+    command = [sys.executable, "-m", "leadtemp.cli", "score", "--as-of", str(AS_OF.date()),
+               "--model", str(_export(scorer, tmp_path)), "--db", f"sqlite:///{db}", "--leads-table", "leads",
+               "--interactions-table", "events", "--chunk-size", "100", "--work-dir", str(tmp_path / "work"),
+               "--params", str(ROOT / "params.yaml"), *out]
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
+    staging_db = db if target == "table" else tmp_path / "work" / "staging.sqlite"
+    victim = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
+    deadline = time.monotonic() + 300
+    while _done_partitions(staging_db) < 3:
+        assert victim.poll() is None, victim.stdout.read().decode()
+        assert time.monotonic() < deadline, "no partition was scored in 300 s"
+        time.sleep(0.02)
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    done_at_kill = _done_partitions(staging_db)
+    n = -(-len(leads) // 100)
+    assert 3 <= done_at_kill < n, "killed in the middle of scoring"
+    assert not (tmp_path / "scores.parquet").exists(), "no half-written output file"
+    rerun = subprocess.run(command, env=env, capture_output=True, text=True, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert f"resuming: {done_at_kill} of {n} partitions already scored" in rerun.stderr
+    if target == "table":
+        engine = sa.create_engine(f"sqlite:///{db}")
+        got = pd.read_sql("SELECT * FROM scores", engine)
+        engine.dispose()
+    else:
+        got = pd.read_parquet(tmp_path / "scores.parquet")
+    assert got["lead_id"].is_unique and len(got) == len(expected)
+    _same_scores(got, expected)
+    assert not (tmp_path / "work").exists()

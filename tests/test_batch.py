@@ -224,3 +224,51 @@ def test_kill_9_mid_run_then_rerun_resumes_with_every_lead_exactly_once(world, e
     assert got["lead_id"].is_unique and len(got) == len(expected)
     _same_scores(got, expected)
     assert not (tmp_path / "work").exists()
+
+
+# -- Spark (local mode) ---------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def spark(tmp_path_factory):
+    import shutil
+
+    if shutil.which("java") is None:
+        if os.environ.get("CI"):
+            pytest.fail("java not found: CI must run the Spark tests (.ci/run installs a JRE)")
+        pytest.skip("java not found (Spark needs it)")
+    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    from pyspark.sql import SparkSession
+
+    warehouse = tmp_path_factory.mktemp("warehouse")
+    session = (SparkSession.builder.master("local[2]").appName("leadtemp tests")
+               .config("spark.ui.enabled", "false").config("spark.sql.warehouse.dir", str(warehouse))
+               .config("spark.driver.extraJavaOptions", f"-Dderby.system.home={warehouse}").getOrCreate())
+    session.sparkContext.setLogLevel("ERROR")
+    yield session
+    session.stop()
+
+
+def test_spark_engine_gives_the_local_engines_rows_from_files_and_into_catalog_tables(world, expected, params,
+                                                                                     tmp_path, spark):
+    from leadtemp.spark import score_spark
+
+    leads, events, scorer = world
+    leads_dir = _write_parts(leads, tmp_path / "leads", 3, "parquet")
+    events_dir = _write_parts(events, tmp_path / "events", 2, "parquet")
+    leads_dir.joinpath("_SUCCESS").unlink()
+    out = tmp_path / "spark_scores.parquet"
+    result = score_spark(scorer, params, AS_OF, Source.file(leads_dir), Source.file(events_dir),
+                         Target(path=out, location=str(out)), partitions=4, spark=spark, echo=lambda m: None)
+    assert result.scored == len(expected) and result.scored + result.not_eligible == len(leads)
+    _same_scores(pd.read_parquet(out), expected)
+
+    # Catalog tables in and out; a rerun replaces this run's partition: one row per lead.
+    spark.read.parquet(str(leads_dir)).write.saveAsTable("crm_leads")
+    spark.read.parquet(str(events_dir)).write.saveAsTable("crm_events")
+    for _ in range(2):
+        score_spark(scorer, params, AS_OF, Source(table="crm_leads"), Source(table="crm_events"),
+                    Target(table="lead_scores"), partitions=3, spark=spark, echo=lambda m: None)
+    table = spark.table("lead_scores").toPandas()
+    assert len(table) == len(expected) and table["lead_id"].is_unique
+    _same_scores(table, expected)

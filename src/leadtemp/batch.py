@@ -75,10 +75,11 @@ class Source:
     url: str | None = None
     table: str | None = None
     separator: str = ","
+    location: str | None = None  # the path as given (a cluster URI such as s3a://… survives only as text)
 
     @classmethod
     def file(cls, path: str | Path, separator: str = ",") -> Source:
-        return cls(path=Path(path), separator=separator)
+        return cls(path=Path(path), separator=separator, location=str(path))
 
     @classmethod
     def database(cls, url: str, table: str) -> Source:
@@ -86,7 +87,9 @@ class Source:
 
     def __str__(self) -> str:
         if self.path is not None:
-            return str(self.path)
+            return self.location or str(self.path)
+        if self.url is None:
+            return f"catalog table {self.table!r}"
         return f"{sa.engine.make_url(self.url).render_as_string(hide_password=True)} table {self.table!r}"
 
     def files(self) -> list[Path]:
@@ -106,7 +109,7 @@ class Source:
         return [self.path]
 
     def fingerprint(self) -> dict:
-        if self.path is not None:
+        if self.path is not None and self.url is None:
             return {"files": [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in self.files()]}
         return {"source": str(self)}
 
@@ -119,6 +122,8 @@ class Source:
     def count(self) -> int:
         """Rows in the source (an upper bound for CSV: lines after the header)."""
         if self.path is None:
+            if self.url is None:
+                raise ConfigError(f"{self}: a Spark catalog table; score it with --engine spark, or give --db URL")
             engine = sa.create_engine(self.url)
             try:
                 with engine.connect() as conn:
@@ -137,6 +142,8 @@ class Source:
     def batches(self, size: int | None) -> Iterator[pd.DataFrame]:
         """The rows in batches of ``size`` (None: all at once), in source order."""
         if self.path is None:
+            if self.url is None:
+                raise ConfigError(f"{self}: a Spark catalog table; score it with --engine spark, or give --db URL")
             yield from self._database_batches(size)
             return
         for part in self.files():
@@ -494,18 +501,22 @@ class Target:
     url: str | None = None
     table: str | None = None
     rejects: str | Path | None = None
+    location: str | None = None  # the path as given (a cluster URI such as s3a://… survives only as text)
 
     @property
-    def rejects_name(self) -> str | Path:
+    def rejects_name(self) -> str:
         if self.rejects is not None:
-            return self.rejects
+            return str(self.rejects)
         if self.path is not None:
-            return self.path.with_name(f"{self.path.stem}.rejects{self.path.suffix}")
+            stem, _, suffix = (self.location or str(self.path)).rpartition(".")
+            return f"{stem}.rejects.{suffix}"
         return f"{self.table}_rejects"
 
     def __str__(self) -> str:
         if self.path is not None:
-            return str(self.path)
+            return self.location or str(self.path)
+        if self.url is None:
+            return f"catalog table {self.table!r}"
         return f"{sa.engine.make_url(self.url).render_as_string(hide_password=True)} table {self.table!r}"
 
 

@@ -164,8 +164,9 @@ def _load_model(model: str | None, p):
 @_errors
 def score(
     as_of: AsOfOpt = None,
-    out: Annotated[Optional[Path], typer.Option(
-        "--out", help="Output file, CSV or Parquet by extension; rows best first. Or use --db with --write-table.")] = None,
+    out: Annotated[Optional[str], typer.Option(
+        "--out", help="Output file, CSV or Parquet by extension; rows best first (with --engine spark: a folder of "
+        "part files). Or use --db with --write-table.")] = None,
     db: Annotated[Optional[str], typer.Option(
         "--db", help="SQLAlchemy database URL, e.g. sqlite:///crm.db or postgresql+psycopg://user@host/crm "
         "(the password from PGPASSWORD or ~/.pgpass). Used by --leads-table, --interactions-table, --write-table.")] = None,
@@ -191,9 +192,9 @@ def score(
         "--fail-on-rejects", help="Exit with code 3 when any lead was rejected (the outputs are written first).")] = False,
     model: ModelOpt = None,
     params: ParamsOpt = Path("params.yaml"),
-    leads: Annotated[Optional[Path], typer.Option(
+    leads: Annotated[Optional[str], typer.Option(
         "--leads", help="Leads: CSV/Parquet file or folder of part files; overrides data.leads.")] = None,
-    interactions: Annotated[Optional[Path], typer.Option(
+    interactions: Annotated[Optional[str], typer.Option(
         "--interactions", help="Interactions: CSV/Parquet file or folder of part files; overrides data.interactions.")] = None,
 ) -> None:
     """Score every lead eligible at --as-of: lead_id, as_of, model_version, probability, score, bucket, rank, reasons.
@@ -211,18 +212,20 @@ def score(
     when = _as_of(as_of, p.data.mode)
     if (out is None) == (write_table is None):
         raise ConfigError("give one output: --out FILE, or --db URL --write-table TABLE")
-    if out is not None and out.suffix.lower() not in (".csv", ".parquet", ".pq"):
-        raise ConfigError(f"--out {out}: use a .csv or .parquet file name")
-    if (leads_table or interactions_table or write_table) and not db:
-        raise ConfigError("--leads-table, --interactions-table and --write-table need --db URL")
+    if (leads_table or interactions_table or write_table) and not db and engine != "spark":
+        raise ConfigError("--leads-table, --interactions-table and --write-table need --db URL "
+                          "(with --engine spark and no --db they are Spark catalog tables)")
     if engine not in ("local", "spark"):
         raise ConfigError(f"--engine {engine!r}: use local or spark")
+    if out is not None and Path(out).suffix.lower() not in (".csv", ".parquet", ".pq"):
+        raise ConfigError(f"--out {out}: use a .csv or .parquet file name")
     lead_source = Source.database(db, leads_table) if leads_table else Source.file(p.data.leads, p.data.csv_separator)
     if interactions_table:
         event_source = Source.database(db, interactions_table)
     else:
         event_source = Source.file(p.data.interactions, p.data.csv_separator) if p.data.interactions else None
-    target = Target(path=out, rejects=rejects) if out is not None else Target(url=db, table=write_table, rejects=rejects)
+    target = (Target(path=Path(out), rejects=rejects, location=out) if out is not None
+              else Target(url=db, table=write_table, rejects=rejects))
     scorer, version = _load_model(model, p)
     if engine == "spark":
         from leadtemp.spark import score_spark

@@ -1,0 +1,179 @@
+"""``leadtemp score --engine spark``: the batch scoring of :mod:`leadtemp.batch` on a Spark cluster.
+
+Leads and interactions are co-partitioned by a hash of the lead id (``cogroup``), and each
+partition is scored by :func:`leadtemp.batch.score_partition`, the very function the local engine
+runs, inside ``applyInPandas``. Ranks are then assigned over the whole run by a distributed sort
+(probability, margin, lead id byte-wise: the order of :func:`leadtemp.predict.rank_order`), so the
+output equals the local engine's row for row.
+
+Inputs: CSV/Parquet files or folders (any path Spark reads: local, ``hdfs://``, ``s3a://``,
+``abfss://``, ``dbfs:/``) or tables of the Spark catalog (Hive metastore, Unity Catalog). Outputs: a
+Parquet or CSV folder written by Spark's job committer (it appears when the job succeeds), or a
+catalog table partitioned by ``as_of`` and ``model_version`` where only this run's partition is
+overwritten, so a rerun leaves one row per lead. A failed task is retried by Spark; a failed job
+can be rerun as it is.
+
+Every worker needs leadtemp and its dependencies installed, and ``PYSPARK_PYTHON`` pointing at
+that Python (see README, "Scoring on Spark").
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Callable
+
+import pandas as pd
+
+from leadtemp.batch import (DEFAULT_CHUNK, EVENT_SCHEMA, REJECT_COLUMNS, ROW, BatchResult, Source, Target,
+                            canonical_events, canonical_leads, score_partition)
+from leadtemp.config import ConfigError, Params
+from leadtemp.predict import OUTPUT_COLUMNS, LeadScorer
+
+PART, ROW_INDEX = "_leadtemp_part", "_leadtemp_row"
+RESULT_SCHEMA = ("kind string, lead_id string, probability double, score long, bucket string, margin double, "
+                 "reason_1 string, reason_2 string, reason_3 string, source string, row long, reason string, "
+                 "not_eligible long")
+
+
+def session(app_name: str = "leadtemp score"):
+    """The active Spark session, or a new one (``local[*]`` unless spark-submit or SPARK_MASTER says otherwise)."""
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app_name)
+    if "SPARK_MASTER" in os.environ:
+        builder = builder.master(os.environ["SPARK_MASTER"])
+    spark = builder.getOrCreate()
+    spark.conf.set("spark.sql.session.timeZone", "UTC")  # naive timestamps pass through unchanged
+    return spark
+
+
+def _read(spark, source: Source, separator: str):
+    """A source as a Spark DataFrame with a row number column (from 1, in source order)."""
+    if source.url is not None:
+        raise ConfigError("--engine spark reads files or Spark catalog tables, not --db URLs: leave out --db "
+                          "(tables are then catalog tables), or score the database with --engine local")
+    if source.table is not None:
+        frame = spark.table(source.table)
+    else:
+        path = source.location or str(source.path)
+        is_csv = path.lower().endswith(".csv") or (source.path.is_dir() and any(
+            p.suffix.lower() == ".csv" for p in source.path.iterdir()))
+        frame = (spark.read.csv(path, header=True, sep=separator, inferSchema=True) if is_csv
+                 else spark.read.parquet(path))
+    columns = frame.columns
+    numbered = frame.rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1] + 1))
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    return numbered.toDF(StructType([*frame.schema.fields, StructField(ROW_INDEX, LongType(), False)])), columns
+
+
+def _scorer_for_workers(scorer: LeadScorer) -> LeadScorer:
+    return dataclasses.replace(scorer)  # a fresh copy: no compiled fast-reasons tables travel to the workers
+
+
+def score_spark(
+    scorer: LeadScorer,
+    params: Params,
+    as_of: pd.Timestamp,
+    leads: Source,
+    interactions: Source | None,
+    target: Target,
+    reasons: bool = True,
+    echo: Callable[[str], None] = print,
+    partitions: int | None = None,
+    spark=None,
+) -> BatchResult:
+    """Score every lead as of ``as_of`` on Spark; same rows as :func:`leadtemp.batch.score_database`."""
+    from pyspark.sql import functions as F
+
+    started = time.monotonic()
+    as_of = pd.Timestamp(as_of)
+    d = params.data
+    if d.columns.lead_id is None or d.created_from_row_order is not None:
+        raise ConfigError("--engine spark needs a lead id column (data.columns.lead_id) and no "
+                          "data.created_from_row_order: both depend on one machine reading the table in order")
+    if scorer.spec.mode == "events" and interactions is None:
+        raise ConfigError("this model reads interactions: give an interactions path or table")
+    spark = spark or session()
+    version = str(scorer.meta.get("model_version", ""))
+    lead_frame, lead_columns = _read(spark, leads, d.csv_separator)
+    n_leads = lead_frame.count()
+    n = partitions or max(1, -(-n_leads // DEFAULT_CHUNK))
+    spark.conf.set("spark.sql.shuffle.partitions", str(n))  # one task per lead partition
+    part = lambda column: F.pmod(F.xxhash64(F.trim(F.col(column).cast("string"))), F.lit(n))  # noqa: E731
+    lead_frame = lead_frame.withColumn(PART, part(d.columns.lead_id))
+    if scorer.spec.mode == "events":
+        event_frame, event_columns = _read(spark, interactions, d.csv_separator)
+        event_frame = event_frame.withColumn(PART, part(d.interaction_columns.lead_id))
+    else:
+        event_frame, event_columns = lead_frame.limit(0).select(PART), []
+    worker_scorer, lead_source, event_source = _scorer_for_workers(scorer), str(leads), str(interactions)
+
+    def score_group(raw_leads: pd.DataFrame, raw_events: pd.DataFrame) -> pd.DataFrame:
+        rows = raw_leads.sort_values(ROW_INDEX)
+        canon = canonical_leads(rows[lead_columns].reset_index(drop=True), lead_source, params, worker_scorer, 1)
+        canon[ROW] = rows[ROW_INDEX].to_numpy()
+        if event_columns:
+            ev = raw_events.sort_values(ROW_INDEX)
+            events = canonical_events(ev[event_columns].reset_index(drop=True), event_source, params, 1, as_of)
+            events[ROW] = ev[ROW_INDEX].to_numpy()[events.index.to_numpy()]
+        else:
+            events = EVENT_SCHEMA.empty_table().to_pandas()
+        scored, rejects, not_eligible = score_partition(canon, events, worker_scorer, as_of, reasons)
+        out = [scored.drop(columns=["as_of", "model_version"]).assign(kind="scored"),
+               rejects.assign(kind="rejected"), pd.DataFrame({"kind": ["count"], "not_eligible": [not_eligible]})]
+        columns = [c.split()[0] for c in RESULT_SCHEMA.split(", ")]
+        result = pd.concat(out, ignore_index=True).reindex(columns=columns)
+        # PySpark's Arrow path takes plain object columns for text, not pandas 3's Arrow-backed str.
+        return result.astype({c: object for c in columns if pd.api.types.is_string_dtype(result[c])})
+
+    results = (lead_frame.groupBy(PART).cogroup(event_frame.groupBy(PART))
+               .applyInPandas(score_group, RESULT_SCHEMA)).cache()
+    scored = results.where(F.col("kind") == "scored")
+    ordered = scored.orderBy(F.col("probability").desc(), F.col("margin").desc(), F.col("lead_id").asc())
+    base = ordered.select("lead_id", "probability", "score", "bucket", "reason_1", "reason_2", "reason_3")
+    from pyspark.sql.types import LongType, StructField, StructType
+
+    ranked = base.rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1] + 1)).toDF(
+        StructType([*base.schema.fields, StructField("rank", LongType(), False)]))
+    stamp = F.lit(as_of.to_pydatetime()).cast("timestamp")
+    ranked = ranked.withColumn("as_of", stamp).withColumn("model_version", F.lit(version)).select(*OUTPUT_COLUMNS)
+    rejected = (results.where(F.col("kind") == "rejected").withColumn("as_of", stamp)
+                .withColumn("model_version", F.lit(version)).select(*REJECT_COLUMNS))
+    if target.url is not None:
+        raise ConfigError("--engine spark writes files or Spark catalog tables, not --db URLs")
+    file_output = target.path is not None
+    _write(spark, ranked.orderBy("rank"), str(target) if file_output else None, None if file_output else target.table)
+    rejects_name = target.rejects_name
+    _write(spark, rejected, rejects_name if file_output else None, None if file_output else rejects_name)
+    counts = dict(results.groupBy("kind").count().collect())
+    buckets = dict(scored.groupBy("bucket").count().collect())
+    sources = dict(rejected.groupBy("source").count().collect())
+    not_eligible = results.where(F.col("kind") == "count").agg(F.sum("not_eligible")).first()[0] or 0
+    results.unpersist()
+    echo(f"spark: {n_leads:,} leads in {n} partitions")
+    return BatchResult(
+        scored=int(counts.get("scored", 0)), rejected_leads=int(sources.get("leads", 0)),
+        rejected_interactions=int(sources.get("interactions", 0)), not_eligible=int(not_eligible), leads_read=n_leads,
+        partitions=n, resumed_partitions=0, buckets={b: int(buckets.get(b, 0)) for b in ("hot", "warm", "cold")},
+        seconds=time.monotonic() - started, target=str(target), rejects=str(rejects_name))
+
+
+def _write(spark, frame, path, table) -> None:
+    """A folder of part files (CSV or Parquet by the name's extension), or a catalog table partition."""
+    if path is not None:
+        writer = frame.write.mode("overwrite")
+        if str(path).lower().endswith(".csv"):
+            writer.option("header", True).csv(str(path))
+        else:
+            writer.parquet(str(path))
+        return
+    spark.conf.set("spark.sql.sources.partitionOverwriteMode", "dynamic")
+    if spark.catalog.tableExists(table):
+        frame.select(*spark.table(table).columns).write.insertInto(table, overwrite=True)
+    else:
+        frame.write.partitionBy("as_of", "model_version").saveAsTable(table)

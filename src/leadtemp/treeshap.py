@@ -225,19 +225,41 @@ def _contributions(X, feature, threshold, categorical, default_left, missing, ca
     for b in numba.prange(n_blocks):
         lo = b * BLOCK
         nb = min(n, lo + BLOCK) - lo
+        # The block by feature, so each split reads one contiguous column.
+        Xt = np.empty((n_features, nb))
+        for r in range(nb):
+            for f in range(n_features):
+                Xt[f, r] = X[lo + r, f]
         pattern = np.zeros(nb, dtype=np.int64)
         slot = np.zeros(nb, dtype=np.int64)
         distinct = np.zeros(nb, dtype=np.int64)
         seen = np.full(1 << DENSE_SPLITS, -1, dtype=np.int64)
         for t in range(n_trees):
             for r in range(nb):
-                bits = 0
-                for j in range(n_nodes[t]):
-                    if _goes_left(X[lo + r, feature[t, j]], categorical[t, j], threshold[t, j], default_left[t, j],
-                                  missing[t, j], cat_start[t, j], cat_len[t, j], cat_words):
-                        bits |= 1 << j
-                pattern[r] = bits
+                pattern[r] = 0
                 out[lo + r, n_features] += bias[t]
+            for j in range(n_nodes[t]):
+                col = Xt[feature[t, j]]
+                bit = np.int64(1) << j
+                thr = threshold[t, j]
+                if not categorical[t, j] and missing[t, j] == 0:  # the common split: NaN counts as 0
+                    for r in range(nb):
+                        v = col[r]
+                        if np.isnan(v):
+                            v = 0.0
+                        if v <= thr:
+                            pattern[r] |= bit
+                elif not categorical[t, j] and missing[t, j] == 2:  # NaN goes the default way
+                    left_if_nan = default_left[t, j]
+                    for r in range(nb):
+                        v = col[r]
+                        if (left_if_nan if np.isnan(v) else v <= thr):
+                            pattern[r] |= bit
+                else:
+                    for r in range(nb):
+                        if _goes_left(col[r], categorical[t, j], thr, default_left[t, j], missing[t, j],
+                                      cat_start[t, j], cat_len[t, j], cat_words):
+                            pattern[r] |= bit
             if n_nodes[t] == 0:
                 continue
             n_distinct = 0

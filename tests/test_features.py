@@ -54,3 +54,20 @@ def test_unseen_category_becomes_missing_not_an_error(tiny):
     new = leads.assign(source=["web", "trade_show"])
     f = features_as_of(new, prepare_events(events, spec), AS_OF, spec)
     assert pd.isna(f.loc[1, "source"])
+
+
+def test_unsorted_scoring_path_equals_the_sorted_training_path_and_ignores_the_future(small_sim, small_result):
+    """Scoring prepares events without sorting them; the features must not change, and events at or after
+    the date (shuffled in anywhere) must change nothing."""
+    spec = small_result.scorer.spec
+    leads, events = small_sim.leads, small_sim.interactions
+    as_of = pd.Timestamp("2024-06-01")
+    eligible = leads[(leads["created_at"] < as_of)].reset_index(drop=True)
+    sorted_path = features_as_of(eligible, prepare_events(events, spec), as_of, spec)
+    shuffled = events.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    assert not shuffled["timestamp"].is_monotonic_increasing
+    unsorted_path = features_as_of(eligible, prepare_events(shuffled, spec, sort=False), as_of, spec)
+    pd.testing.assert_frame_equal(unsorted_path, sorted_path, check_exact=False, rtol=1e-12)
+    past = shuffled[shuffled["timestamp"] < as_of]
+    only_past = features_as_of(eligible, prepare_events(past, spec, sort=False), as_of, spec)
+    pd.testing.assert_frame_equal(only_past, sorted_path, check_exact=False, rtol=1e-12)

@@ -177,15 +177,22 @@ class Source:
                     sa.select(table))
                 columns = list(result.keys())
                 if size is None:
-                    yield pd.DataFrame(result.fetchall(), columns=columns)
+                    yield _frame(result.fetchall(), columns)
                     return
                 for rows in result.partitions():
-                    yield pd.DataFrame(rows, columns=columns)
+                    yield _frame(rows, columns)
         finally:
             engine.dispose()
 
 
 # -- partitioning -------------------------------------------------------------------------------
+
+def _frame(rows: list, columns: list[str]) -> pd.DataFrame:
+    """Database rows as a DataFrame, column by column (pandas inspects row objects one by one otherwise)."""
+    if not rows:
+        return pd.DataFrame({c: [] for c in columns})
+    return pd.DataFrame(dict(zip(columns, (list(values) for values in zip(*rows)))))
+
 
 def partition_of(lead_ids: pd.Series | np.ndarray, n: int) -> np.ndarray:
     """The partition of each lead id: a stable hash (the same in every process and run) modulo ``n``."""
@@ -477,7 +484,7 @@ def _select_batches(engine: sa.Engine, query: sa.Select) -> Iterator[pd.DataFram
         result = conn.execution_options(stream_results=True, yield_per=READ_BATCH).execute(query)
         columns = list(result.keys())
         for rows in result.partitions():
-            frame = pd.DataFrame(rows, columns=columns)
+            frame = _frame(rows, columns)
             if "as_of" in frame.columns:
                 frame["as_of"] = pd.to_datetime(frame["as_of"])
             yield frame

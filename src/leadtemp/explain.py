@@ -79,10 +79,11 @@ def _activity(row: pd.Series, prefix: str, windows: tuple[int, ...], done: str, 
     return f"no {noun} for {_days(last)}" if pd.notna(last) else f"no {noun} yet"
 
 
-def describe_group(key: str, row: pd.Series, spec: FeatureSpec, labels: dict[str, str]) -> str:
-    """The group's value in words, from the lead's own feature values."""
+def describe_group(key: str, row: pd.Series, spec: FeatureSpec, labels: dict[str, str],
+                   channels: dict | None = None) -> str:
+    """The group's value in words, from the lead's own feature values (``channels``: name → Channel, if known)."""
     windows = spec.windows_days
-    channels = {c.name: c for c in spec.channels}
+    channels = channels if channels is not None else {c.name: c for c in spec.channels}
     if key in channels:
         c = channels[key]
         words = (INBOUND_WORDS if c.direction == "inbound" else OUTBOUND_WORDS).get(c.type)
@@ -125,6 +126,18 @@ def group_contributions(contrib: np.ndarray, spec: FeatureSpec) -> pd.DataFrame:
     return pd.DataFrame({g.key: contrib[:, [index[f] for f in g.features]].sum(axis=1) for g in feature_groups(spec)})
 
 
+class _Row:
+    """One row of a feature frame, read column by column (a pandas row Series costs ~100x more to build)."""
+
+    __slots__ = ("columns", "i")
+
+    def __init__(self, columns: dict[str, np.ndarray], i: int):
+        self.columns, self.i = columns, i
+
+    def __getitem__(self, name: str):
+        return self.columns[name][self.i]
+
+
 def top_reasons(
     features: pd.DataFrame,
     grouped: pd.DataFrame,
@@ -136,11 +149,13 @@ def top_reasons(
     values = grouped.to_numpy()
     order = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :k]
     keys = np.array(grouped.columns)
+    columns = {c: features[c].to_numpy() for c in features.columns}  # rows read as plain values, not Series
+    channels = {c.name: c for c in spec.channels}
     reasons = []
     for i, row_order in enumerate(order):
-        row = features.iloc[i]
+        row = _Row(columns, i)
         reasons.append([
-            f"{describe_group(keys[j], row, spec, labels)} {PLUS if values[i, j] > 0 else MINUS}"
+            f"{describe_group(keys[j], row, spec, labels, channels)} {PLUS if values[i, j] > 0 else MINUS}"
             for j in row_order if values[i, j] != 0  # a factor the model never used is no reason
         ])
     return reasons

@@ -121,16 +121,20 @@ def fit_feature_spec(
 def _attributes(leads: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
     out = {}
     for col, cats in spec.categorical.items():
-        values = leads[col].astype("string")
-        # A category never seen in training is unknown to the model: missing, not an error.
-        out[col] = pd.Categorical(values.where(values.isin(cats)), categories=list(cats))
+        # A category never seen in training is unknown to the model: missing, not an error
+        # (pd.Categorical maps values outside the given categories to missing).
+        out[col] = pd.Categorical(leads[col].astype("string"), categories=list(cats))
     for col in spec.numeric:
         out[col] = pd.to_numeric(leads[col], errors="coerce").astype(float).to_numpy()
     return pd.DataFrame(out, index=leads.index)
 
 
-def prepare_events(interactions: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
-    """Interactions sorted by time with integer channel codes; unknown channels keep only direction."""
+def prepare_events(interactions: pd.DataFrame, spec: FeatureSpec, sort: bool = True) -> pd.DataFrame:
+    """Interactions with integer channel codes; unknown channels keep only direction.
+
+    ``sort``: in time order, so that :func:`features_as_of` cuts each date with a binary search
+    (training reads one prepared log at many cutoffs); scoring one date needs no order.
+    """
     kind, kinds = pd.factorize(interactions[TYPE], sort=False)
     inbound = (interactions[DIRECTION] == "inbound").to_numpy(dtype=bool)
     # A small lookup per distinct (type, direction): channel code and thermometer heat.
@@ -138,14 +142,25 @@ def prepare_events(interactions: pd.DataFrame, spec: FeatureSpec) -> pd.DataFram
     lookup = np.array([[codes.get((t, "outbound"), -1), codes.get((t, "inbound"), -1)] for t in kinds],
                       dtype=np.int32).reshape(-1, 2)
     heat = np.array([spec.thermometer.get(t, 0.0) for t in kinds], dtype=float)
-    events = pd.DataFrame({
-        LEAD_ID: interactions[LEAD_ID].to_numpy(),
-        TIMESTAMP: interactions[TIMESTAMP].to_numpy(),
-        "channel": lookup[kind, inbound.astype(np.intp)] if len(kind) else np.zeros(0, dtype=np.int32),
-        "inbound": inbound,
-        "heat": np.where(inbound, heat[kind], 0.0) if len(kind) else np.zeros(0),
+    stamps = interactions[TIMESTAMP].to_numpy()
+    # Arrays are sorted one by one: cheaper than sorting a frame.
+    order = np.argsort(stamps, kind="stable") if sort else np.arange(len(stamps))
+    return pd.DataFrame({
+        LEAD_ID: interactions[LEAD_ID].take(order).array,
+        TIMESTAMP: stamps[order],
+        "channel": lookup[kind[order], inbound[order].astype(np.intp)] if len(kind) else np.zeros(0, dtype=np.int32),
+        "inbound": inbound[order],
+        "heat": np.where(inbound, heat[kind], 0.0)[order] if len(kind) else np.zeros(0),
     })
-    return events.sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
+
+
+def _positions(lead_ids: pd.Series, event_ids: pd.Series) -> np.ndarray:
+    """For each event, the row of its lead in ``lead_ids`` (-1: not there), hashed in Arrow, not Python."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    found = pc.index_in(pa.array(event_ids.array, type=pa.string()), value_set=pa.array(lead_ids.array, type=pa.string()))
+    return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _group_count(index: np.ndarray, size: int, weights: np.ndarray | None = None) -> np.ndarray:
@@ -167,14 +182,18 @@ def features_as_of(
     if spec.mode != "events":
         return attribute_features(leads, as_of, spec)
     n, k = len(leads), len(spec.channels)
-    end = np.searchsorted(events[TIMESTAMP].to_numpy(), as_of.to_datetime64(), side="left")
-    past = events.iloc[:end]
-    pos = pd.Index(leads[LEAD_ID]).get_indexer(past[LEAD_ID])
+    stamps = events[TIMESTAMP].to_numpy()
+    if len(stamps) < 2 or (stamps[1:] >= stamps[:-1]).all():  # in time order: the past is a prefix
+        end = np.searchsorted(stamps, as_of.to_datetime64(), side="left")
+        past = slice(0, end)
+    else:
+        past = np.flatnonzero(stamps < as_of.to_datetime64())
+    pos = _positions(leads[LEAD_ID], events[LEAD_ID].iloc[past])
     keep = pos >= 0
     pos = pos[keep]
-    age = (as_of.to_datetime64() - past[TIMESTAMP].to_numpy()[keep]) / DAY
-    channel = past["channel"].to_numpy()[keep]
-    inbound = past["inbound"].to_numpy()[keep]
+    age = (as_of.to_datetime64() - stamps[past][keep]) / DAY
+    channel = events["channel"].to_numpy()[past][keep]
+    inbound = events["inbound"].to_numpy()[past][keep]
     decay = np.exp(-np.log(2) * age / spec.half_life_days)
 
     # Channel and direction groups share one code space: lead * (k + 2) + group.
@@ -186,39 +205,39 @@ def features_as_of(
     decay_all = np.concatenate([decay[known], decay])
     size = n * width
 
-    cols: dict[str, np.ndarray] = {}
-    blocks = {}
+    # Every behaviour column is a row of one (columns, leads) array: the frame wraps it without copying.
+    names = spec.behaviour_columns
+    values = np.empty((len(names), n))
+    row = {name: i for i, name in enumerate(names)}
+    prefixes = [c.name for c in spec.channels] + ["inbound", "outbound"]
+
+    def put(stat: str, block: np.ndarray) -> None:
+        values[[row[f"{prefix}_{stat}"] for prefix in prefixes]] = block.reshape(n, width).T
+
     for w in spec.windows_days:
-        in_window = age_all < w
-        blocks[f"{w}d"] = _group_count(idx_all[in_window], size).reshape(n, width)
+        put(f"{w}d", _group_count(idx_all[age_all < w], size))
     last = np.full(size, np.inf)
     np.minimum.at(last, idx_all, age_all)
-    blocks["days_since_last"] = np.where(np.isinf(last), np.nan, last).reshape(n, width)
-    blocks["decayed"] = _group_count(idx_all, size, decay_all).reshape(n, width)
-    prefixes = [c.name for c in spec.channels] + ["inbound", "outbound"]
-    for j, prefix in enumerate(prefixes):
-        for w in spec.windows_days:
-            cols[f"{prefix}_{w}d"] = blocks[f"{w}d"][:, j]
-        cols[f"{prefix}_days_since_last"] = blocks["days_since_last"][:, j]
-        cols[f"{prefix}_decayed"] = blocks["decayed"][:, j]
+    put("days_since_last", np.where(np.isinf(last), np.nan, last))
+    put("decayed", _group_count(idx_all, size, decay_all))
 
     first = np.full(n, -np.inf)
     np.maximum.at(first, pos[inbound], age[inbound])
     first = np.where(np.isinf(first), np.nan, first)
-    cols["days_since_first_inbound"] = first
-    cols["just_turned_active"] = (first < spec.just_active_days).astype(float)
+    values[row["days_since_first_inbound"]] = first
+    values[row["just_turned_active"]] = first < spec.just_active_days
     recent = _group_count(pos[inbound & (age < TREND_RECENT_DAYS)], n)
     prior = _group_count(pos[inbound & (age >= TREND_RECENT_DAYS) & (age < TREND_RECENT_DAYS + TREND_PRIOR_DAYS)], n)
-    cols["inbound_trend"] = np.log((recent + 0.5) / TREND_RECENT_DAYS) - np.log((prior + 0.5) / TREND_PRIOR_DAYS)
-    cols["lead_age_days"] = ((as_of.to_datetime64() - leads[CREATED_AT].to_numpy()) / DAY).astype(float)
+    values[row["inbound_trend"]] = np.log((recent + 0.5) / TREND_RECENT_DAYS) - np.log((prior + 0.5) / TREND_PRIOR_DAYS)
+    values[row["lead_age_days"]] = (as_of.to_datetime64() - leads[CREATED_AT].to_numpy()) / DAY
 
-    behaviour = pd.DataFrame(cols, index=leads.index)
+    behaviour = pd.DataFrame(values.T, columns=names, index=leads.index, copy=False)
     out = pd.concat([
-        pd.DataFrame({LEAD_ID: leads[LEAD_ID].to_numpy(), "as_of": as_of}, index=leads.index),
+        pd.DataFrame({LEAD_ID: leads[LEAD_ID].array, "as_of": as_of}, index=leads.index),
         behaviour,
         _attributes(leads, spec),
     ], axis=1)
-    heat = past["heat"].to_numpy()[keep]
+    heat = events["heat"].to_numpy()[past][keep]
     out["thermometer_score"] = _group_count(pos, n, heat * decay)
     return out.reset_index(drop=True)
 

@@ -160,7 +160,7 @@ class LeadScorer:
         as_of = pd.Timestamp(as_of)
         if self.spec.mode == "events":
             eligible = eligible_leads(leads, as_of).reset_index(drop=True)
-            return features_as_of(eligible, prepare_events(interactions, self.spec), as_of, self.spec)
+            return features_as_of(eligible, prepare_events(interactions, self.spec, sort=False), as_of, self.spec)
         return attribute_features(open_leads(leads, as_of), as_of, self.spec)
 
     def score_rows(self, features: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:

@@ -14,7 +14,7 @@ from the simulated CRM, ~8 events per lead, some after the scoring date) and mea
                   at most --reference-rows rows); top3_agreement = share of leads with the same top-3 groups
   db_end_to_end   leads/s of `score_database` from a SQLite database (leads and interactions tables)
                   into a SQLite table, with reasons, in a fresh process; peak_rss_mb is that process's
-                  peak resident memory (ru_maxrss), so it shows whether memory stays flat as N grows
+                  peak resident memory (VmHWM), so it shows whether memory stays flat as N grows
 
 Every stage uses every core (LightGBM's OpenMP threads, numba's threads). The stages run on the
 first --stage-leads leads of each N (their speed does not depend on N); db_end_to_end on all N.
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import sqlite3
 import subprocess
 import sys
@@ -203,8 +202,9 @@ def end_to_end_child(model_dir: str, db: str, work: str) -> None:
                             Source.database(url, "interactions"), Target(url=url, table="scores"),
                             work_dir=Path(work), echo=lambda m: print(m, file=sys.stderr), interactive=False)
     seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "leads": result.leads_read, "scored": result.scored,
-                      "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent, VmHWM starts afresh at exec.
+    hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+    print(json.dumps({"seconds": seconds, "leads": result.leads_read, "scored": result.scored, "peak_rss_mb": hwm / 1024}))
 
 
 def end_to_end(model_dir: Path, vocab: dict, n: int, folder: Path) -> dict:

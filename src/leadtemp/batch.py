@@ -560,6 +560,8 @@ class Progress:
             self.bar.start()
 
     def advance(self, n: int) -> None:
+        if n == 0:
+            return
         self.done += n
         elapsed = max(time.monotonic() - self.started, 1e-9)
         rate = self.done / elapsed

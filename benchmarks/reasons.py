@@ -31,7 +31,7 @@ def top3(contributions: np.ndarray, spec) -> np.ndarray:
     return np.argsort(-np.abs(grouped), axis=1, kind="stable")[:, :3]
 
 
-def best_time(fn, repeat: int):
+def best_time(fn, repeat: int = 2):
     times, out = [], None
     for _ in range(repeat):
         start = time.perf_counter()

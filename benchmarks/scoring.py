@@ -132,24 +132,9 @@ def reference_features(leads: pd.DataFrame, events: pd.DataFrame, spec) -> dict[
     return out
 
 
-def best(fn, repeat: int = 2):
-    times, out = [], None
-    for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - start)
-    return min(times), out
-
-
-def top3(contributions: np.ndarray, spec) -> np.ndarray:
-    from leadtemp.explain import group_contributions
-
-    grouped = group_contributions(contributions, spec).to_numpy()
-    return np.argsort(-np.abs(grouped), axis=1, kind="stable")[:, :3]
-
-
 def stages(scorer, vocab: dict, n: int, reference_rows: int) -> list[dict]:
     import shap
+    from reasons import best_time as best, top3  # benchmarks/reasons.py (not imported by the --child process)
 
     from leadtemp.features import features_as_of, prepare_events
     from leadtemp.predict import feature_matrix

@@ -65,6 +65,15 @@ def _singular(reason: str) -> str:
     return reason
 
 
+def _describe(path: Path | None, location: str | None, url: str | None, table: str | None) -> str:
+    """A source or target in messages: the path as given, or the database (password hidden) and table."""
+    if path is not None:
+        return location or str(path)
+    if url is None:
+        return f"catalog table {table!r}"
+    return f"{sa.engine.make_url(url).render_as_string(hide_password=True)} table {table!r}"
+
+
 # -- sources ------------------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -86,11 +95,7 @@ class Source:
         return cls(url=url, table=table)
 
     def __str__(self) -> str:
-        if self.path is not None:
-            return self.location or str(self.path)
-        if self.url is None:
-            return f"catalog table {self.table!r}"
-        return f"{sa.engine.make_url(self.url).render_as_string(hide_password=True)} table {self.table!r}"
+        return _describe(self.path, self.location, self.url, self.table)
 
     def files(self) -> list[Path]:
         if self.path.is_dir():
@@ -520,11 +525,7 @@ class Target:
         return f"{self.table}_rejects"
 
     def __str__(self) -> str:
-        if self.path is not None:
-            return self.location or str(self.path)
-        if self.url is None:
-            return f"catalog table {self.table!r}"
-        return f"{sa.engine.make_url(self.url).render_as_string(hide_password=True)} table {self.table!r}"
+        return _describe(self.path, self.location, self.url, self.table)
 
 
 @dataclass

@@ -209,22 +209,27 @@ def _goes_left(value, categorical, threshold, default_left, missing, cat_start, 
 
 
 DENSE_SPLITS = 16  # trees with at most this many splits find distinct patterns by direct addressing
-BLOCK = 8192  # leads per block: a block's output rows stay in cache while every tree is added
+MAX_BLOCK = 8192  # leads per block at most: a block's rows stay in cache while every tree is added
+
+
+def block_size(n: int) -> int:
+    """Leads per block: at most MAX_BLOCK, and at least four blocks per thread so small batches use every core."""
+    return int(max(256, min(MAX_BLOCK, -(-n // (4 * numba.get_num_threads())))))
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
 def _contributions(X, feature, threshold, categorical, default_left, missing, cat_start, cat_len, cat_words, n_nodes,
                    leaf_start, path_start, path_node, path_left, path_player, player_start, player_local,
-                   used_start, used_feature, table_start, table, bias):
+                   used_start, used_feature, table_start, table, bias, block):
     """Per block of leads and per tree: each lead's split pattern, then the tree's contributions once per
     distinct pattern in the block (from the leaf tables), then added to every lead with that pattern."""
     n, n_features = X.shape
     n_trees = feature.shape[0]
     out = np.zeros((n, n_features + 1))
-    n_blocks = (n + BLOCK - 1) // BLOCK
+    n_blocks = (n + block - 1) // block
     for b in numba.prange(n_blocks):
-        lo = b * BLOCK
-        nb = min(n, lo + BLOCK) - lo
+        lo = b * block
+        nb = min(n, lo + block) - lo
         # The block by feature, so each split reads one contiguous column.
         Xt = np.empty((n_features, nb))
         for r in range(nb):
@@ -322,7 +327,7 @@ class ExactContributions:
         out = _contributions(
             X, c.feature, c.threshold, c.categorical, c.default_left, c.missing, c.cat_start, c.cat_len, c.cat_words,
             c.n_nodes, c.leaf_start, c.path_start, c.path_node, c.path_left, c.path_player, c.player_start,
-            c.player_local, c.used_start, c.used_feature, c.table_start, c.table, c.bias)
+            c.player_local, c.used_start, c.used_feature, c.table_start, c.table, c.bias, block_size(len(X)))
         # A lead whose values do not add up to LightGBM's prediction reached another leaf somewhere: a
         # split rule we do not mirror. Off-path decisions use the same rules, so no lead of the batch
         # is trusted then: all go to LightGBM.

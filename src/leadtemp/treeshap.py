@@ -26,7 +26,6 @@ computed by ``pred_contrib`` itself.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from math import factorial
 
 import numba
 import numpy as np

@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from leadtemp.config import ConfigError, Params
+from leadtemp.io import write_batches
 from leadtemp.predict import OUTPUT_COLUMNS, LeadScorer
 from leadtemp.schema import (CONVERTED_AT, CREATED_AT, DIRECTION, LABEL, LEAD_ID, TIMESTAMP, TYPE, RowProblems,
                              SchemaError, validate_interactions, validate_leads)
@@ -410,10 +411,7 @@ class Staging:
         rows = scored.drop(columns=["as_of", "model_version"]).assign(
             as_of=self.as_of.to_pydatetime(), model_version=self.model_version, part=part)
         rej = rejects.assign(as_of=self.as_of.to_pydatetime(), model_version=self.model_version, part=part)
-        with self.engine.begin() as conn:
-            conn.execute(sa.delete(self.rows).where(self.rows.c.part == part))
-            conn.execute(sa.delete(self.rejects).where(self.rejects.c.part == part))
-            conn.execute(sa.delete(self.done).where(self.done.c.part == part))
+        with self.engine.begin() as conn:  # a partition without its done mark has no staged rows either
             for table, frame in ((self.rows, rows), (self.rejects, rej)):
                 if len(frame):
                     records = frame[[c.name for c in table.columns]].astype(object).where(frame.notna(), None)
@@ -450,40 +448,6 @@ def publish_to_database(staging: Staging, table_name: str, rejects_name: str) ->
         conn.execute(rejects.insert().from_select(REJECT_COLUMNS, staging.rejected()))
 
 
-def _write_file_atomically(path: Path, batches: Iterator[pd.DataFrame], columns: list[str]) -> int:
-    """Stream batches into ``path`` (CSV or Parquet) through a temporary file beside it, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run that was killed while writing
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    rows, writer = 0, None
-    try:
-        parquet = path.suffix.lower() != ".csv"
-        for i, frame in enumerate(batches):
-            frame = frame[columns]
-            rows += len(frame)
-            if parquet:
-                table = pa.Table.from_pandas(frame, preserve_index=False)
-                writer = writer or pq.ParquetWriter(tmp, table.schema)
-                writer.write_table(table.cast(writer.schema))
-            else:
-                frame.to_csv(tmp, mode="w" if i == 0 else "a", header=i == 0, index=False)
-        if parquet and writer is None:  # no rows at all: still a readable, empty file
-            pd.DataFrame(columns=columns).to_parquet(tmp, index=False)
-        elif not parquet and rows == 0:
-            pd.DataFrame(columns=columns).to_csv(tmp, index=False)
-        if writer is not None:
-            writer.close()
-        os.replace(tmp, path)
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return rows
-
-
 def _select_batches(engine: sa.Engine, query: sa.Select) -> Iterator[pd.DataFrame]:
     with engine.connect() as conn:
         result = conn.execution_options(stream_results=True, yield_per=READ_BATCH).execute(query)
@@ -499,8 +463,8 @@ def publish_to_files(staging: Staging, out: Path, rejects_out: Path) -> None:
     """Write the ranked rows (best first) and the rejects to files, each appearing at once."""
     query = staging.ranked()
     query = query.order_by(query.selected_columns["rank"])
-    _write_file_atomically(out, _select_batches(staging.engine, query), OUTPUT_COLUMNS)
-    _write_file_atomically(rejects_out, _select_batches(staging.engine, staging.rejected()), REJECT_COLUMNS)
+    write_batches(out, _select_batches(staging.engine, query), OUTPUT_COLUMNS)
+    write_batches(rejects_out, _select_batches(staging.engine, staging.rejected()), REJECT_COLUMNS)
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -579,6 +543,15 @@ class Progress:
             self.bar.stop()
 
 
+def interactions_read(scorer: LeadScorer, interactions: Source | None) -> Source | None:
+    """The interactions a model reads: required for event models, none for one-row-per-lead models."""
+    if scorer.spec.mode != "events":
+        return None
+    if interactions is None:
+        raise ConfigError("this model reads interactions: give an interactions file, folder or table")
+    return interactions
+
+
 def run_key(leads: Source, interactions: Source | None, target: Target, as_of: pd.Timestamp, model_version: str,
             chunk_size: int, reasons: bool) -> str:
     """What identifies a run for resuming: inputs (with file sizes and times), output, date, model."""
@@ -600,16 +573,12 @@ def score_database(
     reasons: bool = True,
     echo: Callable[[str], None] = print,
     interactive: bool | None = None,
-    after_partition: Callable[[int], None] | None = None,
 ) -> BatchResult:
     """Score every lead of ``leads`` as of ``as_of`` into ``target``; resumable (see the module doc)."""
     started = time.monotonic()
     as_of = pd.Timestamp(as_of)
     version = str(scorer.meta.get("model_version", ""))
-    if scorer.spec.mode == "events" and interactions is None:
-        raise ConfigError("this model reads interactions: give an interactions file or table")
-    if scorer.spec.mode != "events":
-        interactions = None
+    interactions = interactions_read(scorer, interactions)
     key = run_key(leads, interactions, target, as_of, version, chunk_size, reasons)
     work = Path(work_dir) if work_dir else Path(tempfile.gettempdir()) / f"leadtemp-score-{key}"
     work.mkdir(parents=True, exist_ok=True)
@@ -637,8 +606,6 @@ def score_database(
             staging.write(k, scored, rejects, not_eligible, manifest["id"])
             done[k] = (len(scored), len(rejects), not_eligible)
             progress.advance(len(part_leads))
-            if after_partition is not None:
-                after_partition(k)
         progress.close()
         if target.path is not None:
             publish_to_files(staging, target.path, Path(target.rejects_name))

@@ -5,9 +5,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from leadtemp.config import Params
 from leadtemp.schema import SchemaError, empty_interactions, validate_interactions, validate_leads
@@ -46,21 +49,44 @@ def check_separator(frame: pd.DataFrame, path: Path, separator: str) -> pd.DataF
 
 def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write CSV or Parquet atomically: to a temporary file beside the target, then rename."""
+    write_batches(path, iter([frame]), list(frame.columns))
+    return Path(path)
+
+
+def write_batches(path: str | Path, batches: Iterator[pd.DataFrame], columns: list[str]) -> int:
+    """Stream frames into one CSV or Parquet file (by extension) through a temporary file beside it,
+    renamed into place at the end, so readers see the whole file or none. Returns the rows written."""
     path = Path(path)
-    kind = _format(path)
+    parquet = _format(path) == "parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run that was killed while writing
+        stale.unlink(missing_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
+    rows, writer = 0, None
     try:
-        if kind == "csv":
-            frame.to_csv(tmp, index=False)
-        else:
-            frame.to_parquet(tmp, index=False)
+        for i, frame in enumerate(batches):
+            frame = frame[columns]
+            rows += len(frame)
+            if parquet:
+                table = pa.Table.from_pandas(frame, preserve_index=False)
+                writer = writer or pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table.cast(writer.schema))
+            else:
+                frame.to_csv(tmp, mode="w" if i == 0 else "a", header=i == 0, index=False)
+        if parquet and writer is None:  # no batch at all: still a readable, empty file
+            pd.DataFrame(columns=columns).to_parquet(tmp, index=False)
+        elif not parquet and rows == 0:
+            pd.DataFrame(columns=columns).to_csv(tmp, index=False)
+        if writer is not None:
+            writer.close()
         os.replace(tmp, path)
     except BaseException:
+        if writer is not None:
+            writer.close()
         Path(tmp).unlink(missing_ok=True)
         raise
-    return path
+    return rows
 
 
 def replace_dir(source: str | Path, target: str | Path) -> None:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 import pandas as pd
 
 from leadtemp.batch import (DEFAULT_CHUNK, EVENT_SCHEMA, REJECT_COLUMNS, ROW, BatchResult, Source, Target,
-                            canonical_events, canonical_leads, score_partition)
+                            canonical_events, canonical_leads, interactions_read, score_partition)
 from leadtemp.config import ConfigError, Params
 from leadtemp.predict import OUTPUT_COLUMNS, LeadScorer
 
@@ -96,8 +96,7 @@ def score_spark(
     if d.columns.lead_id is None or d.created_from_row_order is not None:
         raise ConfigError("--engine spark needs a lead id column (data.columns.lead_id) and no "
                           "data.created_from_row_order: both depend on one machine reading the table in order")
-    if scorer.spec.mode == "events" and interactions is None:
-        raise ConfigError("this model reads interactions: give an interactions path or table")
+    interactions = interactions_read(scorer, interactions)
     spark = spark or session()
     version = str(scorer.meta.get("model_version", ""))
     lead_frame, lead_columns = _read(spark, leads, d.csv_separator)
@@ -106,7 +105,7 @@ def score_spark(
     spark.conf.set("spark.sql.shuffle.partitions", str(n))  # one task per lead partition
     part = lambda column: F.pmod(F.xxhash64(F.trim(F.col(column).cast("string"))), F.lit(n))  # noqa: E731
     lead_frame = lead_frame.withColumn(PART, part(d.columns.lead_id))
-    if scorer.spec.mode == "events":
+    if interactions is not None:
         event_frame, event_columns = _read(spark, interactions, d.csv_separator)
         event_frame = event_frame.withColumn(PART, part(d.interaction_columns.lead_id))
     else:

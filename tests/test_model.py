@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from leadtemp.explain import PLUS, MINUS, describe_group, group_contributions
+from leadtemp.explain import PLUS, MINUS, _Row, describe_group, group_contributions, top_reasons
 from leadtemp.train import train
 
 
@@ -43,6 +43,31 @@ def test_reasons_name_the_groups_with_the_largest_contributions(small_sim, small
                     f"{PLUS if row[k] > 0 else MINUS}" for k in top]
         got = scored.loc[features.loc[i, "lead_id"], ["reason_1", "reason_2", "reason_3"]].tolist()
         assert got == expected
+
+
+def test_shared_wording_equals_wording_each_lead_on_its_own(small_sim, small_result):
+    """Reasons are worded once per distinct value and shared; the text must be what each lead alone gets.
+
+    Random contributions (a fifth of them zero) put every group, both signs and empty slots in the
+    top 3, over leads with missing values, fractional days and categories.
+    """
+    scorer = small_result.scorer
+    features = scorer.features(small_sim.leads, small_sim.interactions, small_result.splits.test.max())
+    keys = list(group_contributions(scorer.contributions(features.head(1)), scorer.spec).columns)
+    rng = np.random.default_rng(7)
+    values = rng.normal(size=(len(features), len(keys))) * (rng.random((len(features), len(keys))) > 0.2)
+    grouped = pd.DataFrame(values, columns=keys)
+    shared = top_reasons(features, grouped, scorer.spec, scorer.labels)
+    columns = {c: features[c].to_numpy() for c in features.columns}
+    assert len(features) > 1000 and features.isna().any().any()
+    seen = set()
+    for i in range(len(features)):
+        top = np.argsort(-np.abs(values[i]), kind="stable")[:3]
+        expected = [f"{describe_group(keys[j], _Row(columns, i), scorer.spec, scorer.labels)} "
+                    f"{PLUS if values[i, j] > 0 else MINUS}" if values[i, j] != 0 else "" for j in top]
+        assert [column[i] for column in shared] == expected, i
+        seen.update(keys[j] for j in top)
+    assert seen == set(keys)
 
 
 def test_a_lead_scores_the_same_alone_or_in_a_batch(small_sim, small_result):

@@ -138,27 +138,56 @@ class _Row:
         return self.columns[name][self.i]
 
 
+def _worded_from(key: str, spec: FeatureSpec, channels: dict) -> list[str]:
+    """The feature columns :func:`describe_group` reads to word group ``key``."""
+    if key in channels or key in ("inbound", "outbound"):
+        return [f"{key}_{w}d" for w in spec.windows_days] + [f"{key}_days_since_last"]
+    return {"activation": ["days_since_first_inbound", "just_turned_active"], "trend": ["inbound_trend"],
+            "lead_age": ["lead_age_days"]}.get(key, [key])
+
+
+def _in_whole_days(column: str) -> bool:
+    """Columns :func:`describe_group` words through ``_days``, i.e. rounded to whole days."""
+    return column.endswith("days_since_last") or column in ("days_since_first_inbound", "lead_age_days")
+
+
 def top_reasons(
     features: pd.DataFrame,
     grouped: pd.DataFrame,
     spec: FeatureSpec,
     labels: dict[str, str],
     k: int = 3,
-) -> list[list[str]]:
-    """For each row, the ``k`` groups with the largest absolute contribution, worded, with sign."""
+) -> list[np.ndarray]:
+    """The ``k`` groups with the largest absolute contribution per row, worded, with sign.
+
+    Returns ``k`` columns of text, one per rank; a slot is empty where the group's contribution is
+    zero (a factor the model never used is no reason). Each group is worded once per distinct value
+    of what its words depend on (counts, whole days, a category) and sign, and the text is shared
+    by every lead with those values: most leads of a large batch repeat a few hundred phrasings.
+    """
     values = grouped.to_numpy()
     order = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :k]
-    keys = np.array(grouped.columns)
-    columns = {c: features[c].to_numpy() for c in features.columns}  # rows read as plain values, not Series
+    chosen = np.take_along_axis(values, order, axis=1)
+    used = chosen != 0
+    keys = list(grouped.columns)
     channels = {c.name: c for c in spec.channels}
-    reasons = []
-    for i, row_order in enumerate(order):
-        row = _Row(columns, i)
-        reasons.append([
-            f"{describe_group(keys[j], row, spec, labels, channels)} {PLUS if values[i, j] > 0 else MINUS}"
-            for j in row_order if values[i, j] != 0  # a factor the model never used is no reason
-        ])
-    return reasons
+    out = np.full(order.shape, "", dtype=object)
+    for j in np.unique(order[used]):
+        rows, slots = np.nonzero((order == j) & used)
+        key = keys[j]
+        columns = {}
+        for c in _worded_from(key, spec, channels):
+            column = features[c].to_numpy()[rows]
+            columns[c] = np.rint(column) if _in_whole_days(c) else column
+        positive = chosen[rows, slots] > 0
+        codes = pd.DataFrame({**columns, "(+)": positive}).groupby(
+            list(columns) + ["(+)"], dropna=False, sort=False).ngroup().to_numpy()
+        _, first = np.unique(codes, return_index=True)
+        words = np.array([
+            f"{describe_group(key, _Row(columns, i), spec, labels, channels)} {PLUS if positive[i] else MINUS}"
+            for i in first], dtype=object)
+        out[rows, slots] = words[codes]
+    return [out[:, s] for s in range(k)]
 
 
 def factor_table(features_row: pd.Series, grouped_row: pd.Series, spec: FeatureSpec,

@@ -181,8 +181,8 @@ class LeadScorer:
         if reasons and len(out):
             contrib = self.contributions(features, margin)
             words = top_reasons(features, group_contributions(contrib, self.spec), self.spec, self.labels)
-            for i in range(3):
-                out[f"reason_{i + 1}"] = [r[i] if i < len(r) else "" for r in words]
+            for i, column in enumerate(words):
+                out[f"reason_{i + 1}"] = column
         else:
             for i in range(3):
                 out[f"reason_{i + 1}"] = ""

@@ -208,12 +208,19 @@ def _goes_left(value, categorical, threshold, default_left, missing, cat_start, 
 
 
 DENSE_SPLITS = 16  # trees with at most this many splits find distinct patterns by direct addressing
-MAX_BLOCK = 8192  # leads per block at most: a block's rows stay in cache while every tree is added
+BLOCK = 5000  # leads per block, about: many leads share a split pattern, and the block stays in cache
 
 
 def block_size(n: int) -> int:
-    """Leads per block: at most MAX_BLOCK, and at least four blocks per thread so small batches use every core."""
-    return int(max(256, min(MAX_BLOCK, -(-n // (4 * numba.get_num_threads())))))
+    """Leads per block: about BLOCK, and the same number of blocks for every thread.
+
+    Numba hands each thread an equal share of the blocks, so 3 blocks on 2 threads take as long
+    as 4; smaller blocks find fewer leads sharing a pattern (measured on the default model:
+    2,048 rows ~45k rows/s, 4,445 ~61k, 8,192 ~55k).
+    """
+    threads = numba.get_num_threads()
+    rounds = max(1, -(-n // (threads * BLOCK)))
+    return max(1, -(-n // (threads * rounds)))
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)

@@ -56,7 +56,7 @@ def _quiet_mlflow() -> None:
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
 
-def _as_of(text: str | None, mode: str = "events"):
+def _as_of(text: str | None, mode: str = "events", option: str = "--as-of"):
     import pandas as pd
 
     from leadtemp.config import ConfigError
@@ -68,7 +68,7 @@ def _as_of(text: str | None, mode: str = "events"):
     try:
         return pd.Timestamp(text)
     except ValueError:
-        raise ConfigError(f"--as-of {text!r} is not a date (use YYYY-MM-DD)") from None
+        raise ConfigError(f"{option} {text!r} is not a date (use YYYY-MM-DD)") from None
 
 
 @app.command()
@@ -79,24 +79,37 @@ def simulate(
     seed: Annotated[Optional[int], typer.Option(help="Random seed (default: simulate.seed).")] = None,
     start: Annotated[Optional[str], typer.Option(help="First day, YYYY-MM-DD (default: simulate.start).")] = None,
     months: Annotated[Optional[int], typer.Option(help="Months of history (default: simulate.months).")] = None,
+    shift_at: Annotated[Optional[str], typer.Option(
+        "--shift-at", help="From this day (YYYY-MM-DD) on, the world changes: a new lead source `partner` (a quarter of "
+        "new leads, converting like the best referrals) and the SMS channel goes dead (default: simulate.shift_at).")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Generate a synthetic lead database with a known truth (see DOMAIN.md)."""
+    import pandas as pd
+
+    from leadtemp.config import ConfigError
     from leadtemp.simulate import simulate as run, write_simulation
 
     p = _params(params)
     s = p.simulate
+    shift_at = shift_at or s.shift_at
+    first = pd.Timestamp(start or s.start)
+    if shift_at is not None and not first < _as_of(shift_at, option="--shift-at") < first + pd.DateOffset(months=months or s.months):
+        raise ConfigError(f"--shift-at {shift_at} must fall inside the simulated period")
     data = run(leads or s.leads, seed if seed is not None else s.seed, start or s.start, months or s.months,
-               p.snapshots.horizon_days)
+               p.snapshots.horizon_days, shift_at=shift_at)
     for path in write_simulation(data, out):
         typer.echo(f"wrote {path}")
+    if shift_at is not None:
+        typer.echo(f"from {shift_at} on: new lead source 'partner', no more inbound SMS")
     typer.echo(f"{len(data.leads)} leads, {len(data.interactions)} interactions, "
                f"{data.leads['converted_at'].notna().mean():.1%} converted")
 
 
 def _train(p, leads, interactions) -> tuple:
     _quiet_mlflow()
-    from leadtemp.train import log_run, train
+    from leadtemp.tracking import log_run
+    from leadtemp.train import train
 
     result = train(leads, interactions, p, sources={"leads": p.data.leads, "interactions": p.data.interactions})
     logged = log_run(result, p, export_dir=p.mlflow.export_dir)
@@ -318,7 +331,7 @@ def demo(
     console = Console()
     if not (data / "leads.parquet").exists():
         console.print(f"simulating {p.simulate.leads} leads into {data} ...")
-        simulate(out=data, leads=None, seed=None, start=None, months=None, params=params)
+        simulate(out=data, leads=None, seed=None, start=None, months=None, shift_at=None, params=params)
     console.print("training ...")
     lead_table, events = load_data(p)
     result, logged = _train(p, lead_table, events)
@@ -333,6 +346,131 @@ def demo(
     console.print(top)
     console.print(f"all {len(scored)} scores: {out}")
     console.print("open the MLflow UI with: mlflow ui --backend-store-uri sqlite:///mlflow.db  (then http://127.0.0.1:5000)")
+
+
+def _load(params: Path, leads: Path | None, interactions: Path | None):
+    from leadtemp.io import load_data
+
+    p = _params(params, leads, interactions)
+    return p, *load_data(p)
+
+
+@app.command()
+@_errors
+def backtest(
+    quarters: Annotated[int, typer.Option("--quarters", min=1, help="How many of the newest fully labelled quarters to test.")] = 4,
+    params: ParamsOpt = Path("params.yaml"),
+    leads: LeadsOpt = None,
+    interactions: InterOpt = None,
+) -> None:
+    """Rolling-origin backtest: for each of the last K quarters, train with only the data known at its start
+    (as `retrain` would have), then test on that quarter. Logs one MLflow parent run with a child run per quarter.
+    """
+    _quiet_mlflow()
+    from rich.console import Console
+    from rich.table import Table
+
+    from leadtemp.quarterly import backtest as run
+    from leadtemp.tracking import log_backtest
+
+    p, lead_table, events = _load(params, leads, interactions)
+    console = Console()
+    result = run(lead_table, events, p, quarters)
+    table = result.table()
+    out = Table("quarter", "trained through", "snapshots", "conv. rate", "ROC-AUC", "thermometer", "PR-AUC", "ECE",
+                "lift@10%", "hot", "warm", "cold", title="conversion rate by bucket on the right", title_justify="left")
+    for row in table.itertuples():
+        out.add_row(row.quarter, row.trained_through, f"{int(row.rows):,}", f"{row.positive_rate:.1%}",
+                    f"{row.roc_auc:.3f}", f"{getattr(row, 'thermometer_roc_auc', float('nan')):.3f}", f"{row.pr_auc:.3f}",
+                    f"{row.ece:.4f}", f"{row.lift_at_10:.2f}", f"{row.hot_rate:.1%}", f"{row.warm_rate:.1%}",
+                    f"{row.cold_rate:.1%}")
+    console.print(out)
+    console.print(f"mean ROC-AUC {table['roc_auc'].mean():.3f}; MLflow run {log_backtest(result, p)}")
+
+
+def _print_retrain(report, logged, dry_run: bool) -> str:
+    """The human summary of a retrain; returns the final line."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if report.challenger is not None:
+        meta = report.challenger.scorer.meta
+        console.print(f"challenger: data before {report.through:%Y-%m-%d}, fitted on labels up to {meta['trained_through'][:10]}"
+                      + (f", registered as version {logged.version}" if logged and logged.version else ", not registered (dry run)"))
+    if report.challenger_metrics:
+        m, c = report.challenger_metrics, report.champion_metrics
+        console.print(f"evaluation window (neither model was fitted on it): cutoffs "
+                      f"{', '.join(report.window.strftime('%Y-%m-%d'))}; {int(m['rows']):,} snapshots, "
+                      f"{m['positive_rate']:.1%} converted within the horizon")
+        champ = f"champion v{report.champion_version}" if c else "champion"
+        table = Table("", "challenger", champ, "thermometer")
+        rows = [("ROC-AUC", "roc_auc", "{:.3f}", "thermometer_roc_auc"), ("PR-AUC", "pr_auc", "{:.3f}", None),
+                ("ECE", "ece", "{:.4f}", None), ("lift@10%", "lift_at_10", "{:.2f}", "thermometer_lift_at_10"),
+                ("hot conversion", "hot_rate", "{:.1%}", None), ("warm conversion", "warm_rate", "{:.1%}", None),
+                ("cold conversion", "cold_rate", "{:.1%}", None)]
+        for label, key, fmt, thermo in rows:
+            table.add_row(label, fmt.format(m[key]), fmt.format(c[key]) if c else "-",
+                          fmt.format(m[thermo]) if thermo and thermo in m else "")
+        console.print(table)
+        console.print(f"challenger vs champion: {report.verdict()}")
+    if report.drift is not None:
+        d = report.drift
+        console.print(f"drift, champion's training window -> the quarter before {report.through:%Y-%m-%d}: conversion rate "
+                      f"{d.label_rate[0]:.1%} -> {d.label_rate[1]:.1%} (evaluation window); bucket shares "
+                      + ", ".join(f"{r.bucket} {r.training:.0%} -> {r.new:.0%}" for r in d.bucket_shares.itertuples()))
+        console.print("top drifting features (PSI): " + ", ".join(
+            f"{r.feature} {r.psi:.2f} ({r.level})" for r in d.top(5).itertuples()))
+        for warning in d.warnings:
+            console.print(f"[yellow]warning:[/yellow] {warning}")
+    for note in report.notes:
+        console.print(f"note: {note}")
+    for gate in report.gates:
+        mark = "[green]pass[/green]" if gate.passed else "[bold red]FAIL[/bold red]"
+        console.print(f"{mark} {gate.name}: {gate.detail}")
+    kept = f"kept v{report.champion_version}" if report.champion_version else "kept none (no champion yet)"
+    if dry_run:
+        return f"{kept} (dry run: the challenger would be {'promoted' if report.promote else 'refused'})"
+    return f"promoted v{logged.version}" if report.promote else kept
+
+
+@app.command()
+@_errors
+def retrain(
+    through: Annotated[str, typer.Option("--through", help="Use the data known before this date (YYYY-MM-DD), e.g. "
+                                         "the day after a quarter ends; labels need a full horizon before it.")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and log, but register nothing and move no alias.")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+    leads: LeadsOpt = None,
+    interactions: InterOpt = None,
+) -> None:
+    """Train a challenger and replace the champion only if it passes every gate in params.yaml (retrain:).
+
+    Both models are compared on the newest labelled data neither was fitted on. Prints the numbers,
+    the drift report and each gate, logs it all to MLflow, and ends with one line: `promoted vN` or
+    `kept vM`. Exit 0 either way; 2 on bad input. The replaced champion keeps the alias `previous`.
+    """
+    _quiet_mlflow()
+    from leadtemp.quarterly import retrain as run
+    from leadtemp.tracking import load_champion, log_retrain
+
+    p, lead_table, events = _load(params, leads, interactions)
+    champion = load_champion(p)
+    scorer, version = champion if champion else (None, None)
+    report = run(lead_table, events, p, _as_of(through, option="--through"), scorer, version)
+    logged = log_retrain(report, p, p.mlflow.export_dir, dry_run)
+    typer.echo(_print_retrain(report, logged, dry_run))
+
+
+@app.command()
+@_errors
+def rollback(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Move the alias `champion` back to the version with the alias `previous`."""
+    _quiet_mlflow()
+    from leadtemp.tracking import rollback as run
+
+    demoted, champion = run(_params(params))
+    typer.echo(f"champion is v{champion} again (v{demoted} demoted)")
 
 
 def main() -> None:  # pragma: no cover - console entry point

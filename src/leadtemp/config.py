@@ -144,6 +144,26 @@ class Simulate:
     seed: int = 7
     start: str = "2023-01-01"
     months: int = 30
+    shift_at: str | None = None
+
+
+@dataclass(frozen=True)
+class Retrain:
+    max_auc_drop: float = 0.01
+    max_champion_auc_drop: float = 0.1
+    min_auc: float = 0.6
+    beat_thermometer: bool = True
+    max_ece: float = 0.03
+    bucket_order: bool = True
+    min_conversions: int = 30
+    max_label_rate_ratio: float = 3.0
+    bootstrap: int = 200
+
+
+@dataclass(frozen=True)
+class Drift:
+    psi_warn: float = 0.1
+    psi_alert: float = 0.25
 
 
 @dataclass(frozen=True)
@@ -158,6 +178,8 @@ class Params:
     checks: Checks = field(default_factory=Checks)
     mlflow: Tracking = field(default_factory=Tracking)
     simulate: Simulate = field(default_factory=Simulate)
+    retrain: Retrain = field(default_factory=Retrain)
+    drift: Drift = field(default_factory=Drift)
 
     def replace(self, **sections: Any) -> Params:
         """A copy with some sections' fields replaced: ``replace(data={"leads": "x.csv"})``."""
@@ -233,6 +255,13 @@ class Params:
         k = self.checks
         if k.min_leads < 1 or k.min_conversions < 1 or not 0.5 < k.leakage_auc <= 1:
             problems.append("checks: need min_leads >= 1, min_conversions >= 1 and 0.5 < leakage_auc <= 1")
+        r = self.retrain
+        if not (0 <= r.max_auc_drop < 0.5 and 0 < r.max_champion_auc_drop < 0.5 and 0.5 <= r.min_auc < 1
+                and 0 < r.max_ece < 1 and r.min_conversions >= 1 and r.max_label_rate_ratio > 1 and r.bootstrap >= 0):
+            problems.append("retrain: need 0 <= max_auc_drop < 0.5, 0 < max_champion_auc_drop < 0.5, 0.5 <= min_auc < 1, "
+                            "0 < max_ece < 1, min_conversions >= 1, max_label_rate_ratio > 1 and bootstrap >= 0")
+        if not 0 < self.drift.psi_warn <= self.drift.psi_alert:
+            problems.append("drift: need 0 < psi_warn <= psi_alert")
         if problems:
             raise ConfigError("; ".join(problems))
         return self

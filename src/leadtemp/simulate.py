@@ -16,6 +16,12 @@ The generative story (hidden from the model, documented for the tests):
   evening (the move from passive to active), while cooling down and giving up are silent. We contact leads (outbound) more when they are warm or hot.
 * The market warms slowly: conversion hazards grow by ``MARKET_TREND`` per year, so the base rate
   drifts and a model trained on older data is under-confident until it is recalibrated.
+* ``shift_at`` (optional) is a documented change of the world from that day on, so the quarterly
+  retraining workflow can be tested where the right decision is known (SHIFT, below): a new lead
+  source, ``partner``, brings a quarter of the new leads and converts like the best referrals; and
+  the SMS gateway stops working, so leads' texts are no longer received (no inbound ``sms`` events).
+  A model trained before the change has never seen a partner lead and still waits for texts; one
+  trained after it has learnt both.
 * ``truth.parquet`` holds, for every lead eligible at the first day of each month, its hidden
   state and the exact probability of converting within the horizon, computed by propagating the
   same transition matrices the simulation uses.
@@ -58,6 +64,9 @@ SECTORS = ["manufacturing", "retail", "services", "healthcare", "construction", 
 SIZES = {"1-9": 0.4, "10-49": 0.3, "50-249": 0.2, "250+": 0.1}
 SIZE_EFFECT = {"1-9": -0.15, "10-49": 0.0, "50-249": 0.1, "250+": 0.2}
 COUNTRIES = {"LV": 0.25, "RO": 0.25, "PL": 0.3, "IL": 0.15, "other": 0.05}
+# The change `shift_at` brings (see the module docstring).
+SHIFT_SOURCE, SHIFT_SOURCE_SHARE, SHIFT_SOURCE_EFFECT = "partner", 0.25, 1.2
+SHIFT_SILENT_CHANNEL = ("sms", "inbound")
 POTENTIAL_EFFECT = {"low": -0.8, "standard": 0.0, "high": 0.5}
 FLAG_EFFECT = {"need": 0.4, "want": 0.3, "funds": 0.3, "authority": 0.3}
 
@@ -163,8 +172,15 @@ def simulate(
     start: str | pd.Timestamp = "2023-01-01",
     months: int = 30,
     horizon_days: int = 90,
+    shift_at: str | pd.Timestamp | None = None,
 ) -> SimulatedData:
-    """Simulate ``months`` of leads, their interactions and conversions; deterministic per seed."""
+    """Simulate ``months`` of leads, their interactions and conversions; deterministic per seed.
+
+    ``shift_at``: from this day on the world changes as the module docstring says. The change draws
+    from its own random stream, so before that day it is the same world as without it: the same
+    leads and attributes, the same behaviour (conversion times and call lengths, drawn at the end,
+    differ by chance).
+    """
     rng = np.random.default_rng(seed)
     start = pd.Timestamp(start).normalize()
     end = start + pd.DateOffset(months=months)
@@ -173,6 +189,12 @@ def simulate(
     attrs, z = _attributes(rng, n_leads)
     created_day = np.sort(rng.integers(0, n_days - 1, size=n_leads))
     created_sec = rng.random(n_leads) * 86400
+    shift_day = None if shift_at is None else (pd.Timestamp(shift_at).normalize() - start).days
+    if shift_day is not None:
+        # Its own random stream, so the world before the shift stays the one without it.
+        partner = (created_day >= shift_day) & (np.random.default_rng([seed, 1]).random(n_leads) < SHIFT_SOURCE_SHARE)
+        z = z + np.where(partner, SHIFT_SOURCE_EFFECT - attrs["source"].map(SOURCE_EFFECT).to_numpy(), 0.0)
+        attrs["source"] = np.where(partner, SHIFT_SOURCE, attrs["source"].to_numpy())
     initial_warm = rng.random(n_leads) < 1 / (1 + np.exp(-(z - 1.0)))
     state = np.where(initial_warm, WARM, COLD)
     converted_day = np.full(n_leads, -1)
@@ -231,6 +253,8 @@ def simulate(
     conv = np.where(converted_day >= 0, converted_day + rng.random(n_leads), np.inf)
     conv = np.maximum(conv, created + 1e-3)
     keep = (ts_days > created[who]) & (ts_days < conv[who])
+    if shift_day is not None:  # the SMS gateway is down: their texts never reach us
+        keep &= ~((kind == SHIFT_SILENT_CHANNEL[0]) & (direction == SHIFT_SILENT_CHANNEL[1]) & (ts_days >= shift_day))
     value = np.where(kind == "phone_call", np.round(rng.gamma(2.0, 3.0, size=kind.size), 1),
                      np.where(kind == "web_visit", rng.integers(1, 12, size=kind.size), np.nan))
     seconds = lambda d: start + pd.to_timedelta(np.round(d * 86400), unit="s")  # noqa: E731

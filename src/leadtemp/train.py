@@ -1,11 +1,8 @@
-"""Fit, calibrate and derive buckets; the only module that opens MLflow runs."""
+"""Fit, calibrate and derive buckets: data in, a scorer and its test metrics out (MLflow: tracking.py)."""
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
-import subprocess
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +10,8 @@ import numpy as np
 import pandas as pd
 
 from leadtemp.config import Params
-from leadtemp.evaluate import bucket_table, classification_metrics, plot_gains, plot_reliability
+from leadtemp.drift import profile
+from leadtemp.evaluate import bucket_table, classification_metrics
 from leadtemp.checks import check_amount, check_leakage, leakage_report
 from leadtemp.features import FeatureSpec, attribute_features, build_training_frame, fit_feature_spec
 from leadtemp.predict import LeadScorer, feature_matrix, fit_buckets, fit_calibrator
@@ -55,6 +53,11 @@ class TrainingResult:
     @property
     def out_of_time(self) -> bool:
         return not (isinstance(self.splits, RowSplits) and self.splits.kind != "time-ordered")
+
+    @property
+    def prediction_sha256(self) -> str:
+        """Hash of the raw predictions on the test slice: equal data and params give an equal hash."""
+        return hashlib.sha256(np.ascontiguousarray(self.test["margin"].to_numpy(dtype=np.float64)).tobytes()).hexdigest()
 
 
 def lightgbm_params(params: Params) -> dict:
@@ -156,22 +159,30 @@ def _fit_scorer(parts: dict[str, pd.DataFrame], spec: FeatureSpec, params: Param
     booster = fit_booster(parts["train"], parts["validation"], spec, params)
     valid, cal = parts["validation"], parts["calibration"]
     meta = {**meta, "validation_roc_auc": _roc_auc(booster, valid, spec)}
+    fitted = parts["train"]
     if params.model.refit_with_validation:
-        booster = fit_rounds(pd.concat([parts["train"], valid], ignore_index=True), spec, params,
-                             booster.current_iteration())
-    return _assemble(booster, booster.predict(cal[spec.columns], raw_score=True), cal["label"], spec, params, meta)
+        fitted = pd.concat([parts["train"], valid], ignore_index=True)
+        booster = fit_rounds(fitted, spec, params, booster.current_iteration())
+    return _assemble(booster, booster.predict(cal[spec.columns], raw_score=True), cal["label"], spec, params, meta,
+                     fitted)
 
 
 def _assemble(booster, cal_margin: np.ndarray, cal_label: pd.Series, spec: FeatureSpec, params: Params,
-              meta: dict) -> LeadScorer:
+              meta: dict, fitted: pd.DataFrame) -> LeadScorer:
+    """The scorer around a fitted booster; ``fitted``: the rows the booster learned from (profiled for drift)."""
     calibrator = fit_calibrator(cal_margin, cal_label, params.calibration.method)
     b = params.buckets
     buckets = fit_buckets(calibrator(cal_margin), b.method, b.hot_share, b.warm_share,
                           b.hot_probability, b.warm_probability)
+    assigned = buckets.assign(calibrator(cal_margin))
+    shares = {name: float(np.mean(assigned == name)) for name in ("hot", "warm", "cold")}
+    training_profile = profile(feature_matrix(fitted, spec), spec.columns, set(spec.categorical),
+                               fitted["label"].to_numpy(), shares)
     return LeadScorer(
         booster=booster, spec=spec, calibrator=calibrator, buckets=buckets,
         horizon_days=params.snapshots.horizon_days, labels=dict(params.data.labels),
-        meta={**meta, "best_iteration": booster.current_iteration(), "versions": library_versions()},
+        meta={**meta, "best_iteration": booster.current_iteration(), "versions": library_versions(),
+              "profile": training_profile},
     )
 
 
@@ -202,10 +213,11 @@ def _fit_scorer_cross_fitted(parts: dict[str, pd.DataFrame], spec: FeatureSpec, 
         oof[held_out] = fit_rounds(pool.iloc[fit_rows], spec, params, rounds).predict(
             pool.iloc[held_out][spec.columns], raw_score=True)
     booster = fit_rounds(pool, spec, params, rounds)
-    return _assemble(booster, oof, pool["label"], spec, params, meta)
+    return _assemble(booster, oof, pool["label"], spec, params, meta, pool)
 
 
 def _evaluate(scorer: LeadScorer, parts: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Test-slice metrics; the scorer keeps its test ROC-AUC, so a later retrain can tell if it collapsed."""
     test = parts["test"]
     margin = scorer.margin(test)
     test = test.assign(margin=margin, raw_probability=1 / (1 + np.exp(-margin)),
@@ -218,6 +230,7 @@ def _evaluate(scorer: LeadScorer, parts: dict[str, pd.DataFrame]) -> tuple[pd.Da
         metrics["thermometer_roc_auc"] = classification_metrics(test["label"], test["thermometer_score"])["roc_auc"]
     metrics["best_iteration"] = float(scorer.booster.current_iteration())
     metrics["validation_roc_auc"] = scorer.meta["validation_roc_auc"]
+    scorer.meta["test_roc_auc"] = metrics["roc_auc"]
     return test, metrics
 
 
@@ -270,7 +283,7 @@ def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,
 
     scorer = _fit_scorer(parts, spec, params, {
         "trained_through": str(splits.calibration.max() + pd.Timedelta(days=s.horizon_days)),
-        "splits": splits.describe()})
+        "observed_until": str(until), "splits": splits.describe()})
     test, metrics = _evaluate(scorer, parts)
     return TrainingResult(
         scorer=scorer, splits=splits, test=test, metrics=metrics,
@@ -377,139 +390,3 @@ def library_versions() -> dict[str, str]:
     from importlib.metadata import version
 
     return {n: version(n) for n in ("lightgbm", "pandas", "numpy", "scikit-learn", "mlflow", "shap")}
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=Path(__file__).parent)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None
-
-
-@dataclass(frozen=True)
-class LoggedModel:
-    run_id: str
-    model_uri: str
-    version: str
-    champion: bool
-    export_path: Path | None
-
-
-def _shap_summary(result: TrainingResult, path: Path, sample: int = 2000) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import shap
-
-    spec = result.scorer.spec
-    rows = result.test.sample(min(sample, len(result.test)), random_state=0)
-    contrib = result.scorer.contributions(rows)[:, :-1]
-    shown = pd.DataFrame(feature_matrix(rows, spec), columns=spec.columns)
-    shap.summary_plot(contrib, shown, max_display=20, show=False)
-    plt.gcf().savefig(path, dpi=100, bbox_inches="tight")
-    plt.close("all")
-
-
-def log_run(result: TrainingResult, params: Params, export_dir: str | Path | None = None) -> LoggedModel:
-    """One MLflow run: params, fingerprint, metrics, plots and the registered pyfunc model."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    from leadtemp.model import pyfunc_arguments
-
-    mlflow.set_experiment(params.mlflow.experiment)
-    name = params.mlflow.registered_model
-    with mlflow.start_run(run_name=f"train through {result.scorer.meta['trained_through'][:10]}") as run:
-        mlflow.log_params(params.flat())
-        mlflow.log_params({f"fingerprint.{k}": v for k, v in result.fingerprint.items() if k != "lead_columns"})
-        mlflow.set_tags({"git_commit": git_commit() or "unknown", "data_mode": params.data.mode,
-                         "split": getattr(result.splits, "kind", "time-ordered cutoffs"),
-                         "out_of_time_check": str(result.out_of_time).lower(),
-                         **{f"version.{k}": v for k, v in library_versions().items()}})
-        mlflow.log_dict(result.fingerprint, "data_fingerprint.json")
-        mlflow.log_dict(result.splits.describe(), "splits.json")
-        mlflow.log_table(result.leakage, "leakage_check.json")
-        if result.warnings:
-            mlflow.log_text("\n".join(result.warnings) + "\n", "warnings.txt")
-        mlflow.log_metrics({f"test_{k}" if not k.startswith(("validation", "best")) else k: v
-                            for k, v in result.metrics.items()})
-        for row in result.buckets.itertuples():
-            mlflow.log_metrics({f"test_{row.bucket}_{k}": getattr(row, k)
-                                for k in ("leads", "converted", "rate", "rate_low", "rate_high")})
-        mlflow.log_table(result.buckets, "bucket_table.json")
-        with tempfile.TemporaryDirectory() as tmp:
-            tmp = Path(tmp)
-            y = result.test["label"].to_numpy()
-            curves = {"calibrated": result.test["probability"].to_numpy(), "raw booster": result.test["raw_probability"].to_numpy()}
-            plot_reliability(y, curves, tmp / "reliability.png")
-            gains = {"leadtemp": curves["calibrated"]}
-            if "thermometer_score" in result.test.columns:
-                gains["thermometer"] = result.test["thermometer_score"].to_numpy()
-            plot_gains(y, gains, tmp / "gains.png")
-            _shap_summary(result, tmp / "shap_summary.png")
-            for png in ("reliability.png", "gains.png", "shap_summary.png"):
-                mlflow.log_artifact(str(tmp / png), "plots")
-            scorer_dir = result.scorer.save(tmp / "scorer")
-            example = (_input_example(result), {"as_of": str(_example_as_of(result).date())})
-            info = mlflow.pyfunc.log_model(name="model", registered_model_name=name,
-                                           **pyfunc_arguments(result.scorer, scorer_dir, example))
-            version = str(info.registered_model_version)
-            client = MlflowClient()
-            champion = "champion" not in client.get_registered_model(name).aliases
-            if champion:
-                client.set_registered_model_alias(name, "champion", version)
-            mlflow.set_tag("registered_version", version)
-            export = None
-            if export_dir is not None:
-                export = _export(result.scorer, version, run.info.run_id, Path(export_dir), tmp, example)
-    return LoggedModel(run.info.run_id, info.model_uri, version, champion, export)
-
-
-def _example_as_of(result: TrainingResult) -> pd.Timestamp:
-    """A scoring date for the logged example: after the newest test row, or a fixed date without time."""
-    when = result.test["cutoff"].max() if "cutoff" in result.test.columns else result.test[CREATED_AT].max()
-    return pd.Timestamp("2000-01-01") if pd.isna(when) else when.normalize() + pd.Timedelta(days=1)
-
-
-def _input_example(result: TrainingResult) -> pd.DataFrame:
-    """Three synthetic leads shaped like the real input: no real ids, no personal columns."""
-    from leadtemp.model import nest
-
-    spec = result.scorer.spec
-    cutoff = _example_as_of(result)
-    leads = pd.DataFrame({
-        "lead_id": ["example-1", "example-2", "example-3"],
-        "created_at": [cutoff - pd.Timedelta(days=d) for d in (40, 100, 10)],
-        "converted_at": pd.Series([pd.NaT] * 3, dtype="datetime64[ns]"),
-        **{c: [cats[0] if cats else None, cats[-1] if cats else None, None] for c, cats in spec.categorical.items()},
-        **{c: [0.0] * 3 for c in spec.numeric},
-    })
-    channel = spec.channels[0] if spec.channels else None
-    events = pd.DataFrame({
-        "lead_id": ["example-1", "example-1"] if channel else [],
-        "timestamp": [cutoff - pd.Timedelta(days=d) for d in (3, 20)] if channel else [],
-        "type": [channel.type] * 2 if channel else [], "direction": [channel.direction] * 2 if channel else [],
-    })
-    events["timestamp"] = pd.to_datetime(events["timestamp"])
-    return nest(leads, events, result.scorer)
-
-
-def _export(scorer: LeadScorer, version: str, run_id: str, export_dir: Path, tmp: Path, example) -> Path:
-    """Save the model as an MLflow folder models/vN and refresh models/latest (atomically)."""
-    import mlflow
-
-    from leadtemp.io import replace_dir
-    from leadtemp.model import pyfunc_arguments
-
-    # The export knows its registry version; the caller's scorer is left as it was.
-    exported = dataclasses.replace(scorer, meta={**scorer.meta, "model_version": version, "run_id": run_id})
-    staging = tmp / f"v{version}"
-    mlflow.pyfunc.save_model(str(staging), metadata={"model_version": version, "run_id": run_id},
-                             **pyfunc_arguments(exported, exported.save(tmp / "scorer_export"), example))
-    export_dir.mkdir(parents=True, exist_ok=True)
-    replace_dir(staging, export_dir / f"v{version}")
-    replace_dir(staging, export_dir / "latest")
-    return export_dir / f"v{version}"

@@ -1,0 +1,318 @@
+"""Every quarter: a rolling-origin backtest, and a challenger that replaces the champion only when it is better.
+
+Point in time: a model "trained at t" sees the data as it was known just before ``t``
+(:func:`known_at`): leads created before ``t``, conversions before ``t``, interactions before ``t``.
+Labels need a full horizon after their cutoff, so such a model is fitted on cutoffs up to
+``t - horizon`` and nothing later.
+
+A challenger and the champion are compared on the *evaluation window*: the newest labelled cutoffs
+neither of them was fitted on (the challenger's own test slice, from the champion's
+``trained_through`` on), with the same leads and labels for both.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import roc_auc_score
+
+from leadtemp.config import ConfigError, Params
+from leadtemp.drift import DriftReport, drift_report
+from leadtemp.evaluate import BUCKETS, bucket_table, classification_metrics
+from leadtemp.features import build_training_frame
+from leadtemp.predict import LeadScorer, feature_matrix
+from leadtemp.schema import CONVERTED_AT, CREATED_AT, LEAD_ID, TIMESTAMP
+from leadtemp.snapshots import (
+    TrainingDataError,
+    build_snapshots,
+    cutoff_dates,
+    eligible_leads,
+    observed_until,
+)
+from leadtemp.train import TrainingResult, train
+
+QUARTER = pd.DateOffset(months=3)
+
+
+def known_at(leads: pd.DataFrame, interactions: pd.DataFrame, t: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The data as it was known just before ``t``: later leads and events gone, later conversions not yet happened."""
+    t = pd.Timestamp(t)
+    known = leads.loc[leads[CREATED_AT] < t].reset_index(drop=True)
+    known = known.assign(**{CONVERTED_AT: known[CONVERTED_AT].where(known[CONVERTED_AT] < t)})
+    return known, interactions.loc[interactions[TIMESTAMP] < t].reset_index(drop=True)
+
+
+def _require_events(params: Params, command: str) -> None:
+    if params.data.mode != "events":
+        raise ConfigError(f"{command} needs conversion times (data.columns.converted_at): with a final label only, "
+                          "no one knows what was known at a past date")
+
+
+def _quarter(t: pd.Timestamp) -> str:
+    return f"{t.year}Q{(t.month - 1) // 3 + 1}"
+
+
+def score_window(scorer: LeadScorer, leads: pd.DataFrame, interactions: pd.DataFrame, cutoffs: pd.DatetimeIndex,
+                 until: pd.Timestamp) -> pd.DataFrame:
+    """Every eligible lead at each cutoff, with its label, the scorer's margin, probability and bucket."""
+    snaps = build_snapshots(leads, cutoffs, scorer.horizon_days, until)
+    if snaps.empty:
+        raise TrainingDataError(f"no labelled snapshots at {list(cutoffs.strftime('%Y-%m-%d'))}")
+    frame = build_training_frame(snaps, leads, interactions, scorer.spec)
+    margin = scorer.margin(frame)
+    probability = scorer.calibrator(margin)
+    return frame.assign(margin=margin, probability=probability, bucket=scorer.buckets.assign(probability))
+
+
+def window_metrics(frame: pd.DataFrame) -> dict[str, float]:
+    """ROC-AUC, PR-AUC, ECE, lift@10% and more, the thermometer baseline, and each bucket's share and rate."""
+    y = frame["label"].to_numpy()
+    metrics = classification_metrics(y, frame["probability"])
+    if "thermometer_score" in frame.columns:
+        thermo = classification_metrics(y, frame["thermometer_score"])
+        metrics.update(thermometer_roc_auc=thermo["roc_auc"], thermometer_lift_at_10=thermo["lift_at_10"])
+    for row in bucket_table(y, frame["bucket"].to_numpy()).itertuples():
+        metrics[f"{row.bucket}_share"] = row.leads / len(frame)
+        metrics[f"{row.bucket}_rate"] = row.rate
+    return metrics
+
+
+# -- backtest -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Fold:
+    quarter: str
+    start: pd.Timestamp
+    result: TrainingResult   # the model trained with the data known at ``start``
+    metrics: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Backtest:
+    folds: list[Fold]
+
+    def table(self) -> pd.DataFrame:
+        rows = [{"quarter": f.quarter, "trained_through": f.result.scorer.meta["trained_through"][:10], **f.metrics}
+                for f in self.folds]
+        return pd.DataFrame(rows)
+
+
+def backtest_quarters(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, k: int) -> list[pd.Timestamp]:
+    """Starts of the last ``k`` calendar quarters whose every cutoff has a fully observed horizon."""
+    until = observed_until(leads, interactions, params.snapshots.observed_until)
+    horizon = pd.Timedelta(days=params.snapshots.horizon_days)
+    cutoffs = cutoff_dates(leads, until, params.snapshots.frequency)
+    starts = pd.DatetimeIndex(sorted({c.to_period("Q").start_time for c in cutoffs}))
+    complete = [s for s in starts if (inside := cutoffs[(cutoffs >= s) & (cutoffs < s + QUARTER)]).size
+                and inside.max() + horizon <= until and s + QUARTER <= until]
+    if len(complete) < k:
+        raise ConfigError(f"only {len(complete)} quarters have fully labelled cutoffs by {until:%Y-%m-%d} "
+                          f"(horizon {params.snapshots.horizon_days} days); ask for --quarters {len(complete)} or fewer")
+    return complete[-k:]
+
+
+def backtest(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, k: int) -> Backtest:
+    """Rolling origin: for each of the last ``k`` quarters, train with the data known at its start, test on it.
+
+    Each model is what ``retrain --through <quarter start>`` would have trained; its test is every
+    cutoff of the quarter, labelled from the full data.
+    """
+    _require_events(params, "backtest")
+    until = observed_until(leads, interactions, params.snapshots.observed_until)
+    cutoffs = cutoff_dates(leads, until, params.snapshots.frequency)
+    folds = []
+    for start in backtest_quarters(leads, interactions, params, k):
+        result = train(*known_at(leads, interactions, start), params.replace(snapshots={"observed_until": str(start)}))
+        window = cutoffs[(cutoffs >= start) & (cutoffs < start + QUARTER)]
+        frame = score_window(result.scorer, leads, interactions, window, until)
+        folds.append(Fold(_quarter(start), start, result, window_metrics(frame)))
+    return Backtest(folds)
+
+
+# -- champion / challenger --------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Gate:
+    name: str
+    passed: bool
+    detail: str
+
+
+@dataclass
+class Retrain:
+    through: pd.Timestamp
+    challenger: TrainingResult | None
+    champion_version: str | None
+    window: pd.DatetimeIndex = field(default_factory=lambda: pd.DatetimeIndex([]))
+    challenger_metrics: dict[str, float] = field(default_factory=dict)
+    champion_metrics: dict[str, float] = field(default_factory=dict)
+    auc_difference: tuple[float, float, float] | None = None   # challenger - champion, 95% interval
+    drift: DriftReport | None = None
+    gates: list[Gate] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def promote(self) -> bool:
+        return bool(self.gates) and all(g.passed for g in self.gates)
+
+    def verdict(self) -> str:
+        """Better, worse or no clear difference in ROC-AUC, judged by the 95% interval."""
+        if self.auc_difference is None:
+            return "no champion to compare with"
+        diff, low, high = self.auc_difference
+        if np.isnan(low):
+            return f"ROC-AUC {diff:+.3f} (no interval)"
+        word = "better" if low > 0 else "worse" if high < 0 else "no clear difference"
+        return f"{word}: ROC-AUC {diff:+.3f} (95% interval {low:+.3f}..{high:+.3f})"
+
+
+def auc_difference(y: np.ndarray, new: np.ndarray, old: np.ndarray, groups: np.ndarray, n: int,
+                   seed: int) -> tuple[float, float, float]:
+    """ROC-AUC(new) - ROC-AUC(old) with a paired bootstrap over leads (a lead's rows at several cutoffs move together)."""
+    diff = float(roc_auc_score(y, new) - roc_auc_score(y, old))
+    if n == 0:
+        return diff, float("nan"), float("nan")
+    codes, uniques = pd.factorize(groups)
+    rng = np.random.default_rng(seed)
+    diffs = []
+    for _ in range(n):
+        weight = np.bincount(rng.integers(len(uniques), size=len(uniques)), minlength=len(uniques))[codes]
+        drawn = y[weight > 0]
+        if drawn.min() != drawn.max():
+            diffs.append(roc_auc_score(y, new, sample_weight=weight) - roc_auc_score(y, old, sample_weight=weight))
+    if not diffs:
+        return diff, float("nan"), float("nan")
+    low, high = np.quantile(diffs, [0.025, 0.975])
+    return diff, float(low), float(high)
+
+
+def quarters_without_conversions(leads: pd.DataFrame, through: pd.Timestamp) -> list[str]:
+    """Full quarters before ``through``, from the first with a conversion on, in which nobody converted."""
+    converted = leads[CONVERTED_AT].dropna()
+    if converted.empty:
+        return []
+    counts = converted.dt.to_period("Q").value_counts()
+    last = (through - pd.Timedelta(days=1)).to_period("Q")
+    if last.end_time >= through:  # the quarter of the day before ``through`` is not over yet
+        last -= 1
+    quarters = pd.period_range(counts.index.min(), last, freq="Q") if last >= counts.index.min() else []
+    return [str(q) for q in quarters if counts.get(q, 0) == 0]
+
+
+def _new_quarter(scorer: LeadScorer, leads: pd.DataFrame, interactions: pd.DataFrame, through: pd.Timestamp,
+                 frequency: str) -> pd.DataFrame:
+    """Features (by ``scorer``'s spec) of the leads eligible at each cutoff of the quarter before ``through``."""
+    cutoffs = cutoff_dates(leads, through, frequency)
+    cutoffs = cutoffs[(cutoffs >= through - QUARTER) & (cutoffs < through)]
+    parts = [eligible_leads(leads, c)[[LEAD_ID]].assign(cutoff=c) for c in cutoffs]
+    snaps = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({LEAD_ID: [], "cutoff": []})
+    if snaps.empty:
+        return pd.DataFrame()
+    return build_training_frame(snaps.assign(label=np.nan), leads, interactions, scorer.spec)
+
+
+def retrain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, through: pd.Timestamp,
+            champion: LeadScorer | None = None, champion_version: str | None = None) -> Retrain:
+    """Train a challenger with the data known at ``through``, compare it with the champion, apply the gates.
+
+    Returns the whole story (metrics of both, AUC difference, drift, every gate with its numbers);
+    promoting is the caller's move. Bad data for the challenger (a slice without conversions) is a
+    failed gate, not an error: the champion stays.
+    """
+    _require_events(params, "retrain")
+    through = pd.Timestamp(through)
+    end = observed_until(leads, interactions, params.snapshots.observed_until)
+    if through > end.normalize() + pd.Timedelta(days=1):  # the day after the last day with data is fine
+        raise ConfigError(f"--through {through:%Y-%m-%d} is after the end of the data ({end:%Y-%m-%d}): "
+                          "leads not yet converted there would count as never converting")
+    leads, interactions = known_at(leads, interactions, through)
+    g = params.retrain
+    report = Retrain(through, None, champion_version)
+    if missing := quarters_without_conversions(leads, through):
+        report.gates.append(Gate("conversions every quarter", False,
+                                 f"no conversions recorded in {', '.join(missing)}: conversions missing from the data?"))
+        return report
+    report.gates.append(Gate("conversions every quarter", True, "every full quarter has conversions"))
+    try:
+        result = train(leads, interactions, params.replace(snapshots={"observed_until": str(through)}))
+    except TrainingDataError as exc:
+        report.gates.append(Gate("challenger trained", False, str(exc)))
+        return report
+    report.challenger = result
+    test = result.test
+    window = pd.DatetimeIndex(sorted(test["cutoff"].unique()))
+    if champion is not None:
+        fitted_until = pd.Timestamp(champion.meta["trained_through"])
+        window = window[window >= fitted_until]
+        if window.empty:
+            report.gates.append(Gate("window unseen by the champion", False,
+                                     f"the champion was fitted on labels up to {fitted_until:%Y-%m-%d}, after the "
+                                     f"challenger's test cutoffs: retrain --through a later date"))
+            return report
+    report.window = window
+    mine = test.loc[test["cutoff"].isin(window)].reset_index(drop=True)
+    report.challenger_metrics = m = window_metrics(mine)
+    conversions = int(mine["label"].sum())
+    report.gates.append(Gate("enough conversions", conversions >= g.min_conversions,
+                             f"{conversions} conversions in the window (need {g.min_conversions})"))
+    trained_rate = result.scorer.meta["profile"]["label_rate"]
+    ratio = m["positive_rate"] / trained_rate if trained_rate > 0 else np.inf
+    report.gates.append(Gate("conversion rate plausible", 1 / g.max_label_rate_ratio <= ratio <= g.max_label_rate_ratio,
+                             f"{m['positive_rate']:.2%} in the window vs {trained_rate:.2%} in training "
+                             f"(x{ratio:.2f}, allowed x{1 / g.max_label_rate_ratio:.2f}..x{g.max_label_rate_ratio:.2f})"))
+    report.gates.append(Gate("ROC-AUC floor", m["roc_auc"] >= g.min_auc,
+                             f"challenger ROC-AUC {m['roc_auc']:.3f} (need >= {g.min_auc:.3f})"))
+    if g.beat_thermometer and "thermometer_roc_auc" in m:
+        report.gates.append(Gate("beats the thermometer", m["roc_auc"] > m["thermometer_roc_auc"],
+                                 f"ROC-AUC {m['roc_auc']:.3f} vs thermometer baseline {m['thermometer_roc_auc']:.3f}"))
+    report.gates.append(Gate("calibrated", m["ece"] <= g.max_ece, f"ECE {m['ece']:.4f} (need <= {g.max_ece})"))
+    if g.bucket_order:
+        rates = [m[f"{b}_rate"] for b in BUCKETS]
+        report.gates.append(Gate("buckets ordered", rates[0] > rates[1] > rates[2],
+                                 "conversion hot {:.1%} > warm {:.1%} > cold {:.1%}".format(*rates)))
+    if champion is None:
+        report.notes.append("no champion yet: the challenger is judged by its own gates")
+        return report
+
+    theirs = score_window(champion, leads, interactions, window, through)
+    keys = [LEAD_ID, "cutoff"]
+    paired = mine[keys + ["label", "probability"]].merge(theirs[keys + ["probability"]], on=keys,
+                                                         suffixes=("", "_champion"), validate="one_to_one")
+    report.champion_metrics = c = window_metrics(theirs)
+    report.auc_difference = auc_difference(paired["label"].to_numpy(), paired["probability"].to_numpy(),
+                                           paired["probability_champion"].to_numpy(), paired[LEAD_ID].to_numpy(),
+                                           g.bootstrap, params.model.seed)
+    report.gates.append(Gate("not worse than the champion", m["roc_auc"] >= c["roc_auc"] - g.max_auc_drop,
+                             f"ROC-AUC {m['roc_auc']:.3f} vs champion {c['roc_auc']:.3f} "
+                             f"(may be at most {g.max_auc_drop:.3f} lower)"))
+    # Labels dealt to the wrong leads break the window too, so comparing on it proves nothing; what
+    # shows it is the champion, sound at its own test, suddenly ranking no better than chance.
+    if (own := champion.meta.get("test_roc_auc")) is not None:
+        held = c["roc_auc"] >= own - g.max_champion_auc_drop
+        report.gates.append(Gate("champion has not collapsed", held,
+                                 f"champion ROC-AUC {c['roc_auc']:.3f} on the window vs {own:.3f} on its own test "
+                                 f"(may drop at most {g.max_champion_auc_drop:.2f})" + ("" if held else
+                                 ": broken data (labels dealt to the wrong leads?) or a world turned over; "
+                                 "check the data before switching")))
+    else:
+        report.notes.append("the champion has no test ROC-AUC on record (trained by an older leadtemp): "
+                            "its collapse is not checked")
+    mine_profile, their_profile = result.scorer.meta["profile"], champion.meta.get("profile")
+    if their_profile is None:
+        report.notes.append("the champion has no training profile (trained by an older leadtemp): no drift report")
+        return report
+    constant = [name for name, f in mine_profile["features"].items()
+                if f["distinct"] <= 1 and their_profile["features"].get(name, {}).get("distinct", 0) > 1]
+    report.gates.append(Gate("no feature went constant", not constant,
+                             f"constant in the challenger's training data but not in the champion's: {constant}"
+                             if constant else "every feature that varied for the champion still varies"))
+    new = _new_quarter(champion, leads, interactions, through, params.snapshots.frequency)
+    if not new.empty:
+        margin = champion.margin(new)
+        assigned = champion.buckets.assign(champion.calibrator(margin))
+        report.drift = drift_report(their_profile, feature_matrix(new, champion.spec), champion.spec.columns,
+                                    m["positive_rate"], {b: float(np.mean(assigned == b)) for b in BUCKETS},
+                                    params.drift.psi_warn, params.drift.psi_alert)
+    return report

@@ -1,0 +1,294 @@
+"""MLflow: the only module that opens runs and touches the model registry.
+
+A training run logs params, the data fingerprint, metrics, plots and the registered pyfunc model;
+backtests log a parent run with one child run per quarter; a retrain logs its challenger with the
+comparison, the drift report and the decision, and moves the registry aliases ``champion`` and
+``previous``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from leadtemp.config import ConfigError, Params
+from leadtemp.evaluate import plot_gains, plot_reliability
+from leadtemp.predict import LeadScorer, feature_matrix
+from leadtemp.quarterly import Backtest, Retrain
+from leadtemp.schema import CREATED_AT
+from leadtemp.train import TrainingResult, library_versions
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    run_id: str
+    model_uri: str
+    version: str | None   # None: logged in the run only, not registered
+    champion: bool
+    export_path: Path | None
+
+
+def _shap_summary(result: TrainingResult, path: Path, sample: int = 2000) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import shap
+
+    spec = result.scorer.spec
+    rows = result.test.sample(min(sample, len(result.test)), random_state=0)
+    contrib = result.scorer.contributions(rows)[:, :-1]
+    shown = pd.DataFrame(feature_matrix(rows, spec), columns=spec.columns)
+    shap.summary_plot(contrib, shown, max_display=20, show=False)
+    plt.gcf().savefig(path, dpi=100, bbox_inches="tight")
+    plt.close("all")
+
+
+def log_run(result: TrainingResult, params: Params, export_dir: str | Path | None = None, *,
+            register: bool = True, claim_champion: bool = True, run_name: str | None = None,
+            extra: Callable[[], None] | None = None) -> LoggedModel:
+    """One MLflow run: params, fingerprint, metrics, plots and the pyfunc model.
+
+    ``register``: add the model to the registry as a new version (it never replaces one);
+    ``claim_champion``: give it the alias ``champion`` if no version has it yet; ``extra``: more to
+    log inside the same run (a retrain's comparison and decision).
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    from leadtemp.model import pyfunc_arguments
+
+    mlflow.set_experiment(params.mlflow.experiment)
+    name = params.mlflow.registered_model
+    run_name = run_name or f"train through {result.scorer.meta['trained_through'][:10]}"
+    with mlflow.start_run(run_name=run_name) as run:
+        mlflow.log_params(params.flat())
+        mlflow.log_params({f"fingerprint.{k}": v for k, v in result.fingerprint.items() if k != "lead_columns"})
+        mlflow.set_tags({"git_commit": git_commit() or "unknown", "data_mode": params.data.mode,
+                         "split": getattr(result.splits, "kind", "time-ordered cutoffs"),
+                         "out_of_time_check": str(result.out_of_time).lower(),
+                         "prediction_sha256": result.prediction_sha256,
+                         **{f"version.{k}": v for k, v in library_versions().items()}})
+        mlflow.log_dict(result.fingerprint, "data_fingerprint.json")
+        mlflow.log_dict(result.splits.describe(), "splits.json")
+        mlflow.log_table(result.leakage, "leakage_check.json")
+        if result.warnings:
+            mlflow.log_text("\n".join(result.warnings) + "\n", "warnings.txt")
+        mlflow.log_metrics({f"test_{k}" if not k.startswith(("validation", "best")) else k: v
+                            for k, v in result.metrics.items()})
+        for row in result.buckets.itertuples():
+            mlflow.log_metrics({f"test_{row.bucket}_{k}": getattr(row, k)
+                                for k in ("leads", "converted", "rate", "rate_low", "rate_high")})
+        mlflow.log_table(result.buckets, "bucket_table.json")
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            y = result.test["label"].to_numpy()
+            curves = {"calibrated": result.test["probability"].to_numpy(), "raw booster": result.test["raw_probability"].to_numpy()}
+            plot_reliability(y, curves, tmp / "reliability.png")
+            gains = {"leadtemp": curves["calibrated"]}
+            if "thermometer_score" in result.test.columns:
+                gains["thermometer"] = result.test["thermometer_score"].to_numpy()
+            plot_gains(y, gains, tmp / "gains.png")
+            _shap_summary(result, tmp / "shap_summary.png")
+            for png in ("reliability.png", "gains.png", "shap_summary.png"):
+                mlflow.log_artifact(str(tmp / png), "plots")
+            scorer_dir = result.scorer.save(tmp / "scorer")
+            example = (_input_example(result), {"as_of": str(_example_as_of(result).date())})
+            if extra is not None:
+                extra()
+            info = mlflow.pyfunc.log_model(name="model", registered_model_name=name if register else None,
+                                           **pyfunc_arguments(result.scorer, scorer_dir, example))
+            if not register:
+                return LoggedModel(run.info.run_id, info.model_uri, None, False, None)
+            version = str(info.registered_model_version)
+            client = MlflowClient()
+            champion = claim_champion and "champion" not in client.get_registered_model(name).aliases
+            if champion:
+                client.set_registered_model_alias(name, "champion", version)
+            mlflow.set_tag("registered_version", version)
+            export = None
+            if export_dir is not None:
+                export = _export(result.scorer, version, run.info.run_id, Path(export_dir), tmp, example)
+    return LoggedModel(run.info.run_id, info.model_uri, version, champion, export)
+
+
+def _example_as_of(result: TrainingResult) -> pd.Timestamp:
+    """A scoring date for the logged example: after the newest test row, or a fixed date without time."""
+    when = result.test["cutoff"].max() if "cutoff" in result.test.columns else result.test[CREATED_AT].max()
+    return pd.Timestamp("2000-01-01") if pd.isna(when) else when.normalize() + pd.Timedelta(days=1)
+
+
+def _input_example(result: TrainingResult) -> pd.DataFrame:
+    """Three synthetic leads shaped like the real input: no real ids, no personal columns."""
+    from leadtemp.model import nest
+
+    spec = result.scorer.spec
+    cutoff = _example_as_of(result)
+    leads = pd.DataFrame({
+        "lead_id": ["example-1", "example-2", "example-3"],
+        "created_at": [cutoff - pd.Timedelta(days=d) for d in (40, 100, 10)],
+        "converted_at": pd.Series([pd.NaT] * 3, dtype="datetime64[ns]"),
+        **{c: [cats[0] if cats else None, cats[-1] if cats else None, None] for c, cats in spec.categorical.items()},
+        **{c: [0.0] * 3 for c in spec.numeric},
+    })
+    channel = spec.channels[0] if spec.channels else None
+    events = pd.DataFrame({
+        "lead_id": ["example-1", "example-1"] if channel else [],
+        "timestamp": [cutoff - pd.Timedelta(days=d) for d in (3, 20)] if channel else [],
+        "type": [channel.type] * 2 if channel else [], "direction": [channel.direction] * 2 if channel else [],
+    })
+    events["timestamp"] = pd.to_datetime(events["timestamp"])
+    return nest(leads, events, result.scorer)
+
+
+def _export(scorer: LeadScorer, version: str, run_id: str, export_dir: Path, tmp: Path, example) -> Path:
+    """Save the model as an MLflow folder models/vN and refresh models/latest (atomically)."""
+    import mlflow
+
+    from leadtemp.io import replace_dir
+    from leadtemp.model import pyfunc_arguments
+
+    # The export knows its registry version; the caller's scorer is left as it was.
+    exported = dataclasses.replace(scorer, meta={**scorer.meta, "model_version": version, "run_id": run_id})
+    staging = tmp / f"v{version}"
+    mlflow.pyfunc.save_model(str(staging), metadata={"model_version": version, "run_id": run_id},
+                             **pyfunc_arguments(exported, exported.save(tmp / "scorer_export"), example))
+    export_dir.mkdir(parents=True, exist_ok=True)
+    if (export_dir / f"v{version}").exists():  # a version folder is never replaced
+        raise ConfigError(f"{export_dir / f'v{version}'} already exists, from another registry (was the MLflow store "
+                          f"replaced?); version {version} is registered in MLflow, but move that folder away to export it")
+    replace_dir(staging, export_dir / f"v{version}")
+    replace_dir(staging, export_dir / "latest")
+    return export_dir / f"v{version}"
+
+
+# -- quarterly workflow ---------------------------------------------------------------------------
+
+def load_champion(params: Params) -> tuple[LeadScorer, str] | None:
+    """The registry's champion (scorer, version), or None when the model or the alias does not exist yet."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from leadtemp.model import load_scorer
+
+    name = params.mlflow.registered_model
+    try:
+        MlflowClient().get_model_version_by_alias(name, "champion")
+    except MlflowException:
+        return None
+    return load_scorer(f"models:/{name}@champion")
+
+
+def log_backtest(backtest: Backtest, params: Params) -> str:
+    """One parent run with the table; a child run per quarter with its metrics. Returns the parent run id."""
+    import mlflow
+
+    mlflow.set_experiment(params.mlflow.experiment)
+    table = backtest.table()
+    with mlflow.start_run(run_name=f"backtest {len(backtest.folds)} quarters") as parent:
+        mlflow.log_params(params.flat())
+        mlflow.set_tags({"kind": "backtest", "git_commit": git_commit() or "unknown"})
+        mlflow.log_table(table, "backtest.json")
+        mlflow.log_text(table.to_csv(index=False), "backtest.csv")
+        for name in ("roc_auc", "pr_auc", "ece", "lift_at_10", "thermometer_roc_auc"):
+            if name in table.columns:
+                mlflow.log_metric(f"mean_{name}", float(table[name].mean()))
+        for fold in backtest.folds:
+            with mlflow.start_run(run_name=f"backtest {fold.quarter}", nested=True):
+                mlflow.set_tags({"kind": "backtest quarter", "quarter": fold.quarter,
+                                 "prediction_sha256": fold.result.prediction_sha256})
+                mlflow.log_params({"quarter": fold.quarter, "trained_with_data_before": str(fold.start.date()),
+                                   "trained_through": fold.result.scorer.meta["trained_through"][:10]})
+                mlflow.log_params({f"fingerprint.{k}": v for k, v in fold.result.fingerprint.items()
+                                   if k != "lead_columns"})
+                mlflow.log_metrics({k: float(v) for k, v in fold.metrics.items() if pd.notna(v)})
+    return parent.info.run_id
+
+
+def _log_retrain(report: Retrain, dry_run: bool) -> None:
+    """Inside the retrain's run: both models' window metrics, the AUC difference, the drift report, every gate."""
+    import mlflow
+
+    mlflow.set_tags({"kind": "retrain", "decision": "promote" if report.promote else "keep",
+                     "dry_run": str(dry_run).lower(), "champion_version": report.champion_version or "none"})
+    mlflow.log_params({"retrain.through": str(report.through.date()),
+                       "retrain.window": ", ".join(report.window.strftime("%Y-%m-%d"))})
+    for who, metrics in (("challenger", report.challenger_metrics), ("champion", report.champion_metrics)):
+        mlflow.log_metrics({f"window_{who}_{k}": float(v) for k, v in metrics.items() if pd.notna(v)})
+    if report.auc_difference is not None:
+        diff, low, high = report.auc_difference
+        mlflow.log_metrics({k: v for k, v in (("window_auc_difference", diff), ("window_auc_difference_low", low),
+                                              ("window_auc_difference_high", high)) if pd.notna(v)})
+    mlflow.log_dict({"promote": report.promote, "verdict": report.verdict(), "notes": report.notes,
+                     "gates": [dataclasses.asdict(g) for g in report.gates]}, "retrain_decision.json")
+    if report.drift is not None:
+        mlflow.log_dict(report.drift.to_dict(), "drift_report.json")
+        mlflow.log_metrics({f"psi.{row.feature}": row.psi for row in report.drift.features.itertuples()})
+        if report.drift.warnings:
+            mlflow.log_text("\n".join(report.drift.warnings) + "\n", "drift_warnings.txt")
+
+
+def log_retrain(report: Retrain, params: Params, export_dir: str | Path | None, dry_run: bool) -> LoggedModel | None:
+    """Log the retrain; register the challenger as a new version (not on a dry run); move the aliases if promoted.
+
+    Promotion: ``champion`` moves to the challenger, ``previous`` to the version it replaces, and the
+    new version's tag ``replaced`` remembers that one, so rollbacks can go back more than one step.
+    """
+    import mlflow
+    from mlflow import MlflowClient
+
+    run_name = f"retrain through {report.through:%Y-%m-%d}"
+    if report.challenger is None:  # nothing to log but the decision
+        mlflow.set_experiment(params.mlflow.experiment)
+        with mlflow.start_run(run_name=run_name):
+            mlflow.log_params(params.flat())
+            _log_retrain(report, dry_run)
+        return None
+    logged = log_run(report.challenger, params, None if dry_run else export_dir, register=not dry_run,
+                     claim_champion=False, run_name=run_name, extra=lambda: _log_retrain(report, dry_run))
+    if report.promote and not dry_run:
+        client, name = MlflowClient(), params.mlflow.registered_model
+        if report.champion_version is not None:
+            client.set_registered_model_alias(name, "previous", report.champion_version)
+            client.set_model_version_tag(name, logged.version, "replaced", report.champion_version)
+        client.set_registered_model_alias(name, "champion", logged.version)
+    return logged
+
+
+def rollback(params: Params) -> tuple[str, str]:
+    """Move ``champion`` back to ``previous``; ``previous`` then moves one step further back, if known.
+
+    Returns (the version demoted, the version now champion).
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client, name = MlflowClient(), params.mlflow.registered_model
+    try:
+        current = client.get_model_version_by_alias(name, "champion")
+        previous = client.get_model_version_by_alias(name, "previous")
+    except MlflowException as exc:
+        raise ConfigError(f"nothing to roll back to: model {name!r} needs the aliases champion and previous ({exc})") from None
+    client.set_registered_model_alias(name, "champion", previous.version)
+    client.set_model_version_tag(name, current.version, "rolled_back_from", "champion")
+    before = previous.tags.get("replaced")
+    if before:
+        client.set_registered_model_alias(name, "previous", before)
+    else:
+        client.delete_registered_model_alias(name, "previous")
+    return current.version, previous.version

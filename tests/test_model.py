@@ -2,7 +2,6 @@
 
 import numpy as np
 import pandas as pd
-import pytest
 from sklearn.metrics import roc_auc_score
 
 from leadtemp.explain import PLUS, MINUS, _Row, describe_group, group_contributions, top_reasons

@@ -220,8 +220,10 @@ def test_the_first_retrain_promotes_on_its_own_gates_and_a_dry_run_moves_nothing
 
 def test_same_data_and_params_give_the_same_model_and_every_run_is_kept(shifted, tmp_path):
     files = write(shifted.leads, shifted.interactions, tmp_path / "data")
-    for _ in range(2):
-        assert cli("retrain", "--through", THROUGH, *files).exit_code == 0
+    assert cli("retrain", "--through", THROUGH, *files).exit_code == 0
+    first = {f: f.read_bytes() for f in (tmp_path / "models" / "v1").rglob("*") if f.is_file()}
+    assert cli("retrain", "--through", THROUGH, *files).exit_code == 0
+    assert {f: f.read_bytes() for f in (tmp_path / "models" / "v1").rglob("*") if f.is_file()} == first
     client = MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("leadtemp").experiment_id], "tags.kind = 'retrain'")
     assert len(runs) == 2 and runs[0].info.run_id != runs[1].info.run_id

@@ -374,11 +374,12 @@ def backtest(
     from leadtemp.tracking import log_backtest
 
     p, lead_table, events = _load(params, leads, interactions)
-    console = Console()
+    console = Console(width=max(Console().width, 130))  # the table stays whole in logs and pipes (80 columns)
     result = run(lead_table, events, p, quarters)
     table = result.table()
-    out = Table("quarter", "trained through", "snapshots", "conv. rate", "ROC-AUC", "thermometer", "PR-AUC", "ECE",
-                "lift@10%", "hot", "warm", "cold", title="conversion rate by bucket on the right", title_justify="left")
+    out = Table("quarter", "fitted to", "snapshots", "converted", "ROC-AUC", "thermometer", "PR-AUC", "ECE",
+                "lift@10%", "hot", "warm", "cold", title="labels fitted up to 'fitted to'; conversion rate by bucket "
+                "on the right", title_justify="left")
     for row in table.itertuples():
         out.add_row(row.quarter, row.trained_through, f"{int(row.rows):,}", f"{row.positive_rate:.1%}",
                     f"{row.roc_auc:.3f}", f"{getattr(row, 'thermometer_roc_auc', float('nan')):.3f}", f"{row.pr_auc:.3f}",
@@ -393,7 +394,7 @@ def _print_retrain(report, logged, dry_run: bool) -> str:
     from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    console = Console(width=max(Console().width, 130))
     if report.challenger is not None:
         meta = report.challenger.scorer.meta
         console.print(f"challenger: data before {report.through:%Y-%m-%d}, fitted on labels up to {meta['trained_through'][:10]}"

@@ -25,6 +25,7 @@ from leadtemp.features import build_training_frame
 from leadtemp.predict import LeadScorer, feature_matrix
 from leadtemp.schema import CONVERTED_AT, CREATED_AT, LEAD_ID, TIMESTAMP
 from leadtemp.snapshots import (
+    NotEnoughHistory,
     TrainingDataError,
     build_snapshots,
     cutoff_dates,
@@ -69,6 +70,9 @@ def score_window(scorer: LeadScorer, leads: pd.DataFrame, interactions: pd.DataF
 def window_metrics(frame: pd.DataFrame) -> dict[str, float]:
     """ROC-AUC, PR-AUC, ECE, lift@10% and more, the thermometer baseline, and each bucket's share and rate."""
     y = frame["label"].to_numpy()
+    if y.min() == y.max():
+        raise TrainingDataError(f"{len(y):,} snapshots at {frame['cutoff'].min():%Y-%m-%d}..{frame['cutoff'].max():%Y-%m-%d} "
+                                f"all have label {int(y[0])}: no metric can be measured there")
     metrics = classification_metrics(y, frame["probability"])
     if "thermometer_score" in frame.columns:
         thermo = classification_metrics(y, frame["thermometer_score"])
@@ -124,7 +128,11 @@ def backtest(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, k:
     cutoffs = cutoff_dates(leads, until, params.snapshots.frequency)
     folds = []
     for start in backtest_quarters(leads, interactions, params, k):
-        result = train(*known_at(leads, interactions, start), params.replace(snapshots={"observed_until": str(start)}))
+        try:
+            result = train(*known_at(leads, interactions, start), params.replace(snapshots={"observed_until": str(start)}))
+        except (NotEnoughHistory, TrainingDataError) as exc:
+            raise type(exc)(f"backtest of {_quarter(start)} (data before {start:%Y-%m-%d}): {exc}; "
+                            "ask for fewer --quarters") from exc
         window = cutoffs[(cutoffs >= start) & (cutoffs < start + QUARTER)]
         frame = score_window(result.scorer, leads, interactions, window, until)
         folds.append(Fold(_quarter(start), start, result, window_metrics(frame)))
@@ -141,7 +149,7 @@ class Gate:
 
 
 @dataclass
-class Retrain:
+class RetrainReport:
     through: pd.Timestamp
     challenger: TrainingResult | None
     champion_version: str | None
@@ -214,7 +222,7 @@ def _new_quarter(scorer: LeadScorer, leads: pd.DataFrame, interactions: pd.DataF
 
 
 def retrain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, through: pd.Timestamp,
-            champion: LeadScorer | None = None, champion_version: str | None = None) -> Retrain:
+            champion: LeadScorer | None = None, champion_version: str | None = None) -> RetrainReport:
     """Train a challenger with the data known at ``through``, compare it with the champion, apply the gates.
 
     Returns the whole story (metrics of both, AUC difference, drift, every gate with its numbers);
@@ -229,7 +237,7 @@ def retrain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, thr
                           "leads not yet converted there would count as never converting")
     leads, interactions = known_at(leads, interactions, through)
     g = params.retrain
-    report = Retrain(through, None, champion_version)
+    report = RetrainReport(through, None, champion_version)
     if missing := quarters_without_conversions(leads, through):
         report.gates.append(Gate("conversions every quarter", False,
                                  f"no conversions recorded in {', '.join(missing)}: conversions missing from the data?"))
@@ -253,10 +261,14 @@ def retrain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, thr
             return report
     report.window = window
     mine = test.loc[test["cutoff"].isin(window)].reset_index(drop=True)
-    report.challenger_metrics = m = window_metrics(mine)
     conversions = int(mine["label"].sum())
-    report.gates.append(Gate("enough conversions", conversions >= g.min_conversions,
-                             f"{conversions} conversions in the window (need {g.min_conversions})"))
+    enough = g.min_conversions <= conversions < len(mine)
+    report.gates.append(Gate("enough conversions", enough,
+                             f"{conversions} conversions among {len(mine):,} snapshots in the window "
+                             f"(need {g.min_conversions})"))
+    if not enough:
+        return report
+    report.challenger_metrics = m = window_metrics(mine)
     trained_rate = result.scorer.meta["profile"]["label_rate"]
     ratio = m["positive_rate"] / trained_rate if trained_rate > 0 else np.inf
     report.gates.append(Gate("conversion rate plausible", 1 / g.max_label_rate_ratio <= ratio <= g.max_label_rate_ratio,

@@ -20,7 +20,7 @@ import pandas as pd
 from leadtemp.config import ConfigError, Params
 from leadtemp.evaluate import plot_gains, plot_reliability
 from leadtemp.predict import LeadScorer, feature_matrix
-from leadtemp.quarterly import Backtest, Retrain
+from leadtemp.quarterly import Backtest, RetrainReport
 from leadtemp.schema import CREATED_AT
 from leadtemp.train import TrainingResult, library_versions
 
@@ -220,7 +220,7 @@ def log_backtest(backtest: Backtest, params: Params) -> str:
     return parent.info.run_id
 
 
-def _log_retrain(report: Retrain, dry_run: bool) -> None:
+def _log_retrain(report: RetrainReport, dry_run: bool) -> None:
     """Inside the retrain's run: both models' window metrics, the AUC difference, the drift report, every gate."""
     import mlflow
 
@@ -243,7 +243,7 @@ def _log_retrain(report: Retrain, dry_run: bool) -> None:
             mlflow.log_text("\n".join(report.drift.warnings) + "\n", "drift_warnings.txt")
 
 
-def log_retrain(report: Retrain, params: Params, export_dir: str | Path | None, dry_run: bool) -> LoggedModel | None:
+def log_retrain(report: RetrainReport, params: Params, export_dir: str | Path | None, dry_run: bool) -> LoggedModel | None:
     """Log the retrain; register the challenger as a new version (not on a dry run); move the aliases if promoted.
 
     Promotion: ``champion`` moves to the challenger, ``previous`` to the version it replaces, and the

@@ -21,7 +21,7 @@ from conftest import ROOT
 from leadtemp.cli import app
 from leadtemp.config import load_params
 from leadtemp.drift import drift_report, profile, psi
-from leadtemp.quarterly import backtest, known_at, quarters_without_conversions
+from leadtemp.quarterly import backtest, known_at, quarters_without_conversions, retrain
 from leadtemp.simulate import SHIFT_SOURCE, simulate
 from leadtemp.tracking import log_run
 from leadtemp.train import train
@@ -102,6 +102,23 @@ def test_a_backtest_model_is_the_same_whatever_happens_after_its_quarter_starts(
     assert scrambled.folds[0].start == start
     assert scrambled.folds[0].result.prediction_sha256 == honest.folds[0].result.prediction_sha256
     assert scrambled.folds[0].metrics["roc_auc"] != honest.folds[0].metrics["roc_auc"]
+
+
+def test_a_challenger_is_the_same_whatever_happens_from_its_through_date_on(shifted, champion):
+    """Events and conversions from --through on (here: invented ones) change neither the challenger nor the decision."""
+    params = load_params(PARAMS)
+    through = pd.Timestamp("2025-04-01")
+    honest = retrain(shifted.leads, shifted.interactions, params, through, champion.scorer, "1")
+    leads = shifted.leads.copy()
+    late = leads["converted_at"].isna() & (leads["created_at"] < through)
+    leads.loc[late, "converted_at"] = through + pd.Timedelta(hours=1)  # everyone open converts right after
+    flood = shifted.interactions.sample(5000, random_state=0).assign(timestamp=through, type="pos_question",
+                                                                     direction="inbound")
+    future = retrain(leads, pd.concat([shifted.interactions, flood], ignore_index=True), params, through,
+                     champion.scorer, "1")
+    assert future.challenger.prediction_sha256 == honest.challenger.prediction_sha256
+    assert future.challenger_metrics == honest.challenger_metrics and future.champion_metrics == honest.champion_metrics
+    assert [g.passed for g in future.gates] == [g.passed for g in honest.gates]
 
 
 # -- backtest --------------------------------------------------------------------------------------

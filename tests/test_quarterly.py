@@ -297,3 +297,11 @@ def test_the_shift_brings_a_new_source_and_silences_sms_and_leaves_the_past_alon
     key = ["lead_id", "timestamp", "type", "direction"]
     before = [set(map(tuple, s.interactions.loc[s.interactions["timestamp"] < at, key].to_numpy())) for s in (plain, shifted)]
     assert len(before[0] ^ before[1]) < 0.005 * len(before[0])
+
+
+def test_dates_outside_the_data_or_not_dates_stop_with_exit_2(tmp_path):
+    outside = cli("simulate", "--out", str(tmp_path / "sim"), "--leads", "50", "--months", "6", "--shift-at", "2030-01-01")
+    assert outside.exit_code == 2 and "--shift-at 2030-01-01 must fall inside the simulated period" in outside.output
+    assert not (tmp_path / "sim").exists()
+    garbled = cli("retrain", "--through", "end of June")
+    assert garbled.exit_code == 2 and "--through 'end of June' is not a date" in garbled.output

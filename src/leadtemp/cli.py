@@ -455,10 +455,11 @@ def retrain(
     from leadtemp.quarterly import retrain as run
     from leadtemp.tracking import load_champion, log_retrain
 
+    when = _as_of(through, option="--through")
     p, lead_table, events = _load(params, leads, interactions)
     champion = load_champion(p)
     scorer, version = champion if champion else (None, None)
-    report = run(lead_table, events, p, _as_of(through, option="--through"), scorer, version)
+    report = run(lead_table, events, p, when, scorer, version)
     logged = log_retrain(report, p, p.mlflow.export_dir, dry_run)
     typer.echo(_print_retrain(report, logged, dry_run))
 

@@ -11,7 +11,7 @@ import pandas as pd
 
 from leadtemp.config import Params
 from leadtemp.drift import profile
-from leadtemp.evaluate import bucket_table, classification_metrics
+from leadtemp.evaluate import BUCKETS, bucket_table, classification_metrics
 from leadtemp.checks import check_amount, check_leakage, leakage_report
 from leadtemp.features import FeatureSpec, attribute_features, build_training_frame, fit_feature_spec
 from leadtemp.predict import LeadScorer, feature_matrix, fit_buckets, fit_calibrator
@@ -175,7 +175,7 @@ def _assemble(booster, cal_margin: np.ndarray, cal_label: pd.Series, spec: Featu
     buckets = fit_buckets(calibrator(cal_margin), b.method, b.hot_share, b.warm_share,
                           b.hot_probability, b.warm_probability)
     assigned = buckets.assign(calibrator(cal_margin))
-    shares = {name: float(np.mean(assigned == name)) for name in ("hot", "warm", "cold")}
+    shares = {name: float(np.mean(assigned == name)) for name in BUCKETS}
     training_profile = profile(feature_matrix(fitted, spec), spec.columns, set(spec.categorical),
                                fitted["label"].to_numpy(), shares)
     return LeadScorer(

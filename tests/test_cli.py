@@ -49,6 +49,7 @@ def test_train_registers_champion_and_exports(trained):
     home, _, output = trained
     assert "registered version 1 (alias champion)" in output
     assert (home / "models" / "v1" / "MLmodel").is_file() and (home / "models" / "latest" / "MLmodel").is_file()
+    assert (home / "models" / "champion" / "MLmodel").read_bytes() == (home / "models" / "v1" / "MLmodel").read_bytes()
 
 
 def test_run_logs_metrics_plots_fingerprint_without_personal_data(in_home):

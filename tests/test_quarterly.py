@@ -154,6 +154,8 @@ def test_a_challenger_that_learnt_the_change_is_promoted_and_the_old_champion_ke
     assert last_line(result.output) == "promoted v2"
     assert "better: ROC-AUC +" in result.output and "FAIL" not in result.output
     assert aliases() == {"champion": "2", "previous": "1"}
+    models = tmp_path / "models"
+    assert (models / "champion" / "MLmodel").read_bytes() == (models / "v2" / "MLmodel").read_bytes()
     run = client.search_runs([client.get_experiment_by_name("leadtemp").experiment_id],
                              "tags.kind = 'retrain'")[0]
     assert run.data.tags["decision"] == "promote"
@@ -168,6 +170,7 @@ def test_a_challenger_that_learnt_the_change_is_promoted_and_the_old_champion_ke
     rolled = cli("rollback")
     assert rolled.exit_code == 0 and "champion is v1 again" in rolled.output
     assert aliases() == {"champion": "1"}
+    assert (models / "champion" / "MLmodel").read_bytes() == (models / "v1" / "MLmodel").read_bytes()
     again = cli("rollback")
     assert again.exit_code == 2 and "nothing to roll back to" in again.output
 
@@ -185,6 +188,9 @@ def test_a_worse_challenger_is_refused(shifted, champion, tmp_path):
     assert "FAIL not worse than the champion" in result.output
     assert aliases() == {"champion": "1"}
     assert MlflowClient().get_model_version("leadtemp", "2").run_id  # the refused challenger is still on record
+    models = tmp_path / "models"  # offline scoring follows the champion, not the newest model
+    assert (models / "champion" / "MLmodel").read_bytes() == (models / "v1" / "MLmodel").read_bytes()
+    assert (models / "latest" / "MLmodel").read_bytes() == (models / "v2" / "MLmodel").read_bytes()
 
 
 def shuffled_labels(leads: pd.DataFrame) -> pd.DataFrame:

@@ -471,8 +471,10 @@ def rollback(params: ParamsOpt = Path("params.yaml")) -> None:
     _quiet_mlflow()
     from leadtemp.tracking import rollback as run
 
-    demoted, champion = run(_params(params))
+    demoted, champion, export = run(_params(params))
     typer.echo(f"champion is v{champion} again (v{demoted} demoted)")
+    typer.echo(f"{export} now holds v{champion}" if export else
+               f"models/champion not refreshed: no export of v{champion} on this machine")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -124,7 +124,23 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
             export = None
             if export_dir is not None:
                 export = _export(result.scorer, version, run.info.run_id, Path(export_dir), tmp, example)
+                if champion:
+                    export_champion(Path(export_dir), version)
     return LoggedModel(run.info.run_id, info.model_uri, version, champion, export)
+
+
+def export_champion(export_dir: Path, version: str) -> Path | None:
+    """Make ``models/champion`` a copy of ``models/vN``: offline scoring follows the alias, not the newest model.
+
+    Returns None when this machine has no ``models/vN`` (a version exported elsewhere).
+    """
+    from leadtemp.io import replace_dir
+
+    source = Path(export_dir) / f"v{version}"
+    if not source.is_dir():
+        return None
+    replace_dir(source, Path(export_dir) / "champion")
+    return Path(export_dir) / "champion"
 
 
 def _example_as_of(result: TrainingResult) -> pd.Timestamp:
@@ -267,13 +283,15 @@ def log_retrain(report: RetrainReport, params: Params, export_dir: str | Path | 
             client.set_registered_model_alias(name, "previous", report.champion_version)
             client.set_model_version_tag(name, logged.version, "replaced", report.champion_version)
         client.set_registered_model_alias(name, "champion", logged.version)
+        if export_dir is not None:
+            export_champion(Path(export_dir), logged.version)
     return logged
 
 
-def rollback(params: Params) -> tuple[str, str]:
+def rollback(params: Params) -> tuple[str, str, Path | None]:
     """Move ``champion`` back to ``previous``; ``previous`` then moves one step further back, if known.
 
-    Returns (the version demoted, the version now champion).
+    Returns the version demoted, the version now champion and ``models/champion`` if refreshed.
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -291,4 +309,4 @@ def rollback(params: Params) -> tuple[str, str]:
         client.set_registered_model_alias(name, "previous", before)
     else:
         client.delete_registered_model_alias(name, "previous")
-    return current.version, previous.version
+    return current.version, previous.version, export_champion(Path(params.mlflow.export_dir), previous.version)

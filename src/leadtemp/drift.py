@@ -26,26 +26,28 @@ def _numeric_bins(values: np.ndarray) -> list[float]:
     return np.unique(np.quantile(present, np.linspace(0, 1, N_BINS + 1)[1:-1])).tolist()
 
 
+def _value_bins(feature: dict) -> int:
+    """Bins for present values: between the edges, or one per category seen plus one for any other."""
+    return len(feature["edges"] if feature["kind"] == "numeric" else feature["codes"]) + 1
+
+
 def _bin(values: np.ndarray, feature: dict) -> np.ndarray:
     """Bin index per value: numeric by edges, categorical by code, then 'other' for unseen codes; NaN last."""
     missing = np.isnan(values)
     if feature["kind"] == "numeric":
         edges = np.asarray(feature["edges"], dtype=float)
         index = np.searchsorted(edges, np.where(missing, 0.0, values), side="left")
-        n_value_bins = len(edges) + 1
     else:
         codes = np.asarray(feature["codes"], dtype=float)
         position = np.searchsorted(codes, values)  # NaN sorts last: never found
         found = position < len(codes)
         found[found] = codes[position[found]] == values[found]
         index = np.where(found, position, len(codes))  # len(codes): a category the model never saw
-        n_value_bins = len(codes) + 1
-    return np.where(missing, n_value_bins, index)
+    return np.where(missing, _value_bins(feature), index)
 
 
 def _shares(values: np.ndarray, feature: dict) -> np.ndarray:
-    n_bins = (len(feature["edges"]) + 1 if feature["kind"] == "numeric" else len(feature["codes"]) + 1) + 1
-    counts = np.bincount(_bin(values, feature), minlength=n_bins)
+    counts = np.bincount(_bin(values, feature), minlength=_value_bins(feature) + 1)  # + 1: missing
     return counts / max(len(values), 1)
 
 

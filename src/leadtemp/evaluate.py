@@ -61,6 +61,12 @@ def bucket_table(y: np.ndarray, bucket: np.ndarray) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def bucket_shares(bucket: np.ndarray) -> dict[str, float]:
+    """Share of the leads in each bucket."""
+    bucket = np.asarray(bucket)
+    return {name: float(np.mean(bucket == name)) if len(bucket) else 0.0 for name in BUCKETS}
+
+
 def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     y, p = np.asarray(y, dtype=float), np.clip(np.asarray(p, dtype=float), 1e-12, 1 - 1e-12)
     if len(np.unique(y)) < 2:

@@ -20,7 +20,7 @@ from sklearn.metrics import roc_auc_score
 
 from leadtemp.config import ConfigError, Params
 from leadtemp.drift import DriftReport, drift_report
-from leadtemp.evaluate import BUCKETS, bucket_table, classification_metrics
+from leadtemp.evaluate import BUCKETS, bucket_shares, bucket_table, classification_metrics
 from leadtemp.features import build_training_frame
 from leadtemp.predict import LeadScorer, feature_matrix
 from leadtemp.schema import CONVERTED_AT, CREATED_AT, LEAD_ID, TIMESTAMP
@@ -103,11 +103,9 @@ class Backtest:
         return pd.DataFrame(rows)
 
 
-def backtest_quarters(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, k: int) -> list[pd.Timestamp]:
+def backtest_quarters(cutoffs: pd.DatetimeIndex, until: pd.Timestamp, params: Params, k: int) -> list[pd.Timestamp]:
     """Starts of the last ``k`` calendar quarters whose every cutoff has a fully observed horizon."""
-    until = observed_until(leads, interactions, params.snapshots.observed_until)
     horizon = pd.Timedelta(days=params.snapshots.horizon_days)
-    cutoffs = cutoff_dates(leads, until, params.snapshots.frequency)
     starts = pd.DatetimeIndex(sorted({c.to_period("Q").start_time for c in cutoffs}))
     complete = [s for s in starts if (inside := cutoffs[(cutoffs >= s) & (cutoffs < s + QUARTER)]).size
                 and inside.max() + horizon <= until and s + QUARTER <= until]
@@ -127,7 +125,7 @@ def backtest(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, k:
     until = observed_until(leads, interactions, params.snapshots.observed_until)
     cutoffs = cutoff_dates(leads, until, params.snapshots.frequency)
     folds = []
-    for start in backtest_quarters(leads, interactions, params, k):
+    for start in backtest_quarters(cutoffs, until, params, k):
         try:
             result = train(*known_at(leads, interactions, start), params.replace(snapshots={"observed_until": str(start)}))
         except (NotEnoughHistory, TrainingDataError) as exc:
@@ -325,6 +323,6 @@ def retrain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, thr
         margin = champion.margin(new)
         assigned = champion.buckets.assign(champion.calibrator(margin))
         report.drift = drift_report(their_profile, feature_matrix(new, champion.spec), champion.spec.columns,
-                                    m["positive_rate"], {b: float(np.mean(assigned == b)) for b in BUCKETS},
+                                    m["positive_rate"], bucket_shares(assigned),
                                     params.drift.psi_warn, params.drift.psi_alert)
     return report

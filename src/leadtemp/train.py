@@ -11,7 +11,7 @@ import pandas as pd
 
 from leadtemp.config import Params
 from leadtemp.drift import profile
-from leadtemp.evaluate import BUCKETS, bucket_table, classification_metrics
+from leadtemp.evaluate import bucket_shares, bucket_table, classification_metrics
 from leadtemp.checks import check_amount, check_leakage, leakage_report
 from leadtemp.features import FeatureSpec, attribute_features, build_training_frame, fit_feature_spec
 from leadtemp.predict import LeadScorer, feature_matrix, fit_buckets, fit_calibrator
@@ -171,13 +171,11 @@ def _assemble(booster, cal_margin: np.ndarray, cal_label: pd.Series, spec: Featu
               meta: dict, fitted: pd.DataFrame) -> LeadScorer:
     """The scorer around a fitted booster; ``fitted``: the rows the booster learned from (profiled for drift)."""
     calibrator = fit_calibrator(cal_margin, cal_label, params.calibration.method)
+    cal_probability = calibrator(cal_margin)
     b = params.buckets
-    buckets = fit_buckets(calibrator(cal_margin), b.method, b.hot_share, b.warm_share,
-                          b.hot_probability, b.warm_probability)
-    assigned = buckets.assign(calibrator(cal_margin))
-    shares = {name: float(np.mean(assigned == name)) for name in BUCKETS}
+    buckets = fit_buckets(cal_probability, b.method, b.hot_share, b.warm_share, b.hot_probability, b.warm_probability)
     training_profile = profile(feature_matrix(fitted, spec), spec.columns, set(spec.categorical),
-                               fitted["label"].to_numpy(), shares)
+                               fitted["label"].to_numpy(), bucket_shares(buckets.assign(cal_probability)))
     return LeadScorer(
         booster=booster, spec=spec, calibrator=calibrator, buckets=buckets,
         horizon_days=params.snapshots.horizon_days, labels=dict(params.data.labels),

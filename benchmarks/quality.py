@@ -30,11 +30,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from leadtemp.config import load_params
-from leadtemp.evaluate import classification_metrics
-from leadtemp.io import load_data
-from leadtemp.schema import LEAD_ID, empty_interactions
-from leadtemp.train import train
+from leadtemp.adapters.files import load_data
+from leadtemp.core.config import load_params
+from leadtemp.core.metrics import classification_metrics
+from leadtemp.core.schema import LEAD_ID, empty_interactions
+from leadtemp.workflows.train import train
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -232,9 +232,9 @@ def x_education(shared: Path, models: dict, notes: list[str], pooled: dict, with
 
 def simulated(n_leads: int, models: dict, notes: list[str], pooled: dict) -> list[dict]:
     """Event data: baselines learn from leadtemp's own point-in-time features of every pre-test snapshot."""
-    from leadtemp.features import build_training_frame
+    from leadtemp.core.features import build_training_frame
+    from leadtemp.core.snapshots import build_snapshots, observed_until
     from leadtemp.simulate import simulate
-    from leadtemp.snapshots import build_snapshots, observed_until
 
     params = load_params(ROOT / "params.yaml")
     sim = simulate(n_leads, seed=7)

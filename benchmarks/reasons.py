@@ -19,11 +19,11 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from leadtemp.config import load_params
-from leadtemp.explain import group_contributions
-from leadtemp.predict import feature_matrix
+from leadtemp.core.config import load_params
+from leadtemp.core.reasons import group_contributions
+from leadtemp.modelling.scorer import feature_matrix
 from leadtemp.simulate import simulate
-from leadtemp.train import train
+from leadtemp.workflows.train import train
 
 
 def top3(contributions: np.ndarray, spec) -> np.ndarray:

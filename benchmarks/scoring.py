@@ -12,7 +12,7 @@ from the simulated CRM, ~8 events per lead, some after the scoring date) and mea
   reasons         leads/s of LeadScorer.score_rows with reasons (exact TreeSHAP, grouping, words)
                   against shap.TreeExplainer(booster).shap_values on the same rows (the reference runs on
                   at most --reference-rows rows); top3_agreement = share of leads with the same top-3 groups
-  db_end_to_end   leads/s of `score_database` from a SQLite database (leads and interactions tables)
+  db_end_to_end   leads/s of `leadtemp.api.score_sources` from a SQLite database (leads and interactions tables)
                   into a SQLite table, with reasons, in a fresh process; peak_rss_mb is that process's
                   peak resident memory (VmHWM), so it shows whether memory stays flat as N grows
 
@@ -139,11 +139,12 @@ def reference_features(leads: pd.DataFrame, events: pd.DataFrame, spec) -> dict[
 
 def stages(scorer, vocab: dict, n: int, reference_rows: int) -> list[dict]:
     import shap
-    from reasons import best_time as best, top3  # benchmarks/reasons.py (not imported by the --child process)
 
-    from leadtemp.features import features_as_of, prepare_events
-    from leadtemp.predict import feature_matrix
-    from leadtemp.snapshots import eligible_leads
+    from leadtemp.core.features import features_as_of, prepare_events
+    from leadtemp.core.snapshots import eligible_leads
+    from leadtemp.modelling.scorer import feature_matrix
+    from reasons import best_time as best  # benchmarks/reasons.py (not imported by the --child process)
+    from reasons import top3
 
     leads, events = generate(vocab, 0, n, seed=0)
     spec = scorer.spec
@@ -180,15 +181,16 @@ def stages(scorer, vocab: dict, n: int, reference_rows: int) -> list[dict]:
 
 def end_to_end_child(model_dir: str, db: str, work: str) -> None:
     """Runs in a fresh process: score the SQLite CRM into a table; print seconds and peak RSS as JSON."""
-    from leadtemp.batch import Source, Target, score_database
-    from leadtemp.config import load_params
-    from leadtemp.predict import LeadScorer
+    from leadtemp.adapters.sources import Source, Target
+    from leadtemp.api import score_sources
+    from leadtemp.core.config import load_params
+    from leadtemp.modelling.scorer import LeadScorer
 
     scorer = LeadScorer.load(model_dir)
     scorer.meta["model_version"] = "bench"
     url = f"sqlite:///{db}"
     start = time.perf_counter()
-    result = score_database(scorer, load_params(HERE.parent / "params.yaml"), AS_OF, Source.database(url, "leads"),
+    result = score_sources(scorer, load_params(HERE.parent / "params.yaml"), AS_OF, Source.database(url, "leads"),
                             Source.database(url, "interactions"), Target(url=url, table="scores"),
                             work_dir=Path(work), echo=lambda m: print(m, file=sys.stderr), interactive=False)
     seconds = time.perf_counter() - start
@@ -250,9 +252,9 @@ def main() -> None:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    from leadtemp.config import load_params
+    from leadtemp.core.config import load_params
     from leadtemp.simulate import simulate
-    from leadtemp.train import train
+    from leadtemp.workflows.train import train
 
     sim = simulate(args.train_leads, seed=7)
     scorer = train(sim.leads, sim.interactions, load_params(HERE.parent / "params.yaml")).scorer

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from leadtemp.config import load_params
+from leadtemp.core.config import load_params
 from leadtemp.simulate import simulate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +35,7 @@ def small_sim():
 
 @pytest.fixture(scope="session")
 def small_result(small_sim, params):
-    from leadtemp.train import train
+    from leadtemp.workflows.train import train
 
     return train(small_sim.leads, small_sim.interactions, params)
 
@@ -48,6 +48,6 @@ def quality_sim():
 
 @pytest.fixture(scope="session")
 def quality_result(quality_sim, params):
-    from leadtemp.train import train
+    from leadtemp.workflows.train import train
 
     return train(quality_sim.leads, quality_sim.interactions, params)

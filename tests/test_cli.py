@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from conftest import ROOT
 from leadtemp.cli import app
-from leadtemp.predict import OUTPUT_COLUMNS
+from leadtemp.modelling.scorer import OUTPUT_COLUMNS
 
 runner = CliRunner()
 PARAMS = str(ROOT / "params.yaml")
@@ -92,7 +92,7 @@ def test_score_with_the_registry_alias_then_explain(in_home):
 
 
 def test_pyfunc_from_registry_matches_the_cli_scores(in_home):
-    from leadtemp.model import load_scorer, nest
+    from leadtemp.adapters.pyfunc import load_scorer, nest
 
     home, _ = in_home
     leads = pd.read_parquet(home / "sim" / "leads.parquet")
@@ -119,15 +119,15 @@ def test_exported_folder_scores_offline(in_home):
 
 
 BAD_INPUTS = [  # (change, what train says, what score's rejects say; None: the table itself is unusable)
-    (lambda l, i: (pd.concat([l, l.head(2)]), i), "duplicate lead id", "duplicate lead id (2 rows)"),
-    (lambda l, i: (l.assign(created_at=l["created_at"].astype(str).where(l.index != 5, "not a date")), i),
+    (lambda leads, i: (pd.concat([leads, leads.head(2)]), i), "duplicate lead id", "duplicate lead id (2 rows)"),
+    (lambda leads, i: (leads.assign(created_at=leads["created_at"].astype(str).where(leads.index != 5, "not a date")), i),
      "not parsable", "column 'created_at': is not a parsable timestamp"),
-    (lambda l, i: (l, i.assign(lead_id=i["lead_id"].where(i.index != 3, "ghost"))), "not in the leads table",
+    (lambda leads, i: (leads, i.assign(lead_id=i["lead_id"].where(i.index != 3, "ghost"))), "not in the leads table",
      "its lead is not in the leads table"),
-    (lambda l, i: (l.drop(columns=["created_at"]), i), "missing columns ['created_at']", None),
-    (lambda l, i: (l.assign(converted_at=l["converted_at"].where(l.index != 7, pd.Timestamp("2000-01-01"))), i),
+    (lambda leads, i: (leads.drop(columns=["created_at"]), i), "missing columns ['created_at']", None),
+    (lambda leads, i: (leads.assign(converted_at=leads["converted_at"].where(leads.index != 7, pd.Timestamp("2000-01-01"))), i),
      "convert before", "column 'converted_at': is before the creation time"),
-    (lambda l, i: (l, i.assign(direction=i["direction"].where(i.index != 11, "sideways"))), "direction other than",
+    (lambda leads, i: (leads, i.assign(direction=i["direction"].where(i.index != 11, "sideways"))), "direction other than",
      "interaction row 12: column 'direction': is not one of ['inbound', 'outbound']"),
 ]
 

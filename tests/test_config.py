@@ -1,6 +1,7 @@
 import pytest
 
-from leadtemp.config import ConfigError, load_params, params_from_dict
+from leadtemp.core.config import load_params, params_from_dict
+from leadtemp.core.errors import ConfigError
 
 
 def test_repo_params_load_and_flatten(params):

@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leadtemp.config import Features
-from leadtemp.features import features_as_of, fit_feature_spec, prepare_events
-from leadtemp.schema import validate_interactions, validate_leads
+from leadtemp.core.config import Features
+from leadtemp.core.features import features_as_of, fit_feature_spec, prepare_events
+from leadtemp.core.schema import validate_interactions, validate_leads
 
 AS_OF = pd.Timestamp("2024-03-01")
 

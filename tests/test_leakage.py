@@ -3,8 +3,8 @@
 import numpy as np
 import pandas as pd
 
-from leadtemp.features import build_training_frame
-from leadtemp.snapshots import eligible_leads
+from leadtemp.core.features import build_training_frame
+from leadtemp.core.snapshots import eligible_leads
 
 
 def _with_future(sim, cutoff, seed=0):

@@ -4,8 +4,8 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from leadtemp.explain import PLUS, MINUS, _Row, describe_group, group_contributions, top_reasons
-from leadtemp.train import train
+from leadtemp.core.reasons import MINUS, PLUS, _Row, describe_group, group_contributions, top_reasons
+from leadtemp.workflows.train import train
 
 
 def test_same_data_params_and_seed_give_identical_predictions(small_sim, small_result, params):

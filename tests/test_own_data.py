@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 from conftest import ROOT, SHARED
 from leadtemp.cli import app
-from leadtemp.config import ConfigError, Params, RowOrderTime, load_params, params_from_dict
-from leadtemp.schema import SchemaError, months_from_row_order, validate_leads
-from leadtemp.snapshots import TrainingDataError
-from leadtemp.train import row_slices, train
+from leadtemp.core.config import Params, RowOrderTime, load_params, params_from_dict
+from leadtemp.core.errors import ConfigError, SchemaError, TrainingDataError
+from leadtemp.core.schema import months_from_row_order, validate_leads
+from leadtemp.workflows.train import row_slices, train
 
 BANK = SHARED / "data" / "external" / "bank-marketing" / "bank-additional-full.csv"
 XEDU = SHARED / "data" / "external" / "x-education-leads" / "Leads.csv"
@@ -109,7 +109,7 @@ def test_events_with_renamed_columns_train_like_the_canonical_names(small_sim, s
         "columns": params.data.columns.__class__(lead_id="Lead Ref", created_at="Created", converted_at="Won at"),
         "interaction_columns": params.data.interaction_columns.__class__(lead_id="lead", timestamp="at", type="kind"),
     })
-    from leadtemp.schema import validate_interactions
+    from leadtemp.core.schema import validate_interactions
 
     got_leads = validate_leads(leads, "crm", mapped.data.categorical, mapped.data.numeric, columns=mapped.data.columns)
     got_events = validate_interactions(events, "log", got_leads["lead_id"], mapped.data.interaction_columns)
@@ -121,7 +121,7 @@ def test_events_with_renamed_columns_train_like_the_canonical_names(small_sim, s
 # -- slices of label tables -------------------------------------------------------------------------
 def test_timed_label_slices_follow_row_time_and_never_overlap():
     p = load_params(BANK_PARAMS).replace(data={"leads": str(BANK)})
-    from leadtemp.io import load_leads
+    from leadtemp.adapters.files import load_leads
 
     leads = load_leads(p)
     names, splits = row_slices(leads, p)
@@ -136,7 +136,7 @@ def test_timed_label_slices_follow_row_time_and_never_overlap():
 
 def test_untimed_label_slices_are_stratified_and_seeded():
     p = load_params(XEDU_PARAMS).replace(data={"leads": str(XEDU)})
-    from leadtemp.io import load_leads
+    from leadtemp.adapters.files import load_leads
 
     leads = load_leads(p)
     a, splits = row_slices(leads, p)
@@ -196,8 +196,8 @@ def test_x_education_says_loudly_there_was_no_out_of_time_check(tmp_path):
     assert "raises the chance" in explained.output
 
     # The registered pyfunc scores the same open leads identically, from leadtemp's column names.
-    from leadtemp.io import load_leads
-    from leadtemp.model import load_scorer, nest
+    from leadtemp.adapters.files import load_leads
+    from leadtemp.adapters.pyfunc import load_scorer, nest
 
     scorer, _ = load_scorer("models:/leadtemp-x-education@champion")
     leads = load_leads(load_params(XEDU_PARAMS), tmp_path / "leads.csv")
@@ -243,7 +243,7 @@ def test_leaky_attribute_is_refused_on_event_data_too(small_sim, params):
 
 # -- minimum data ---------------------------------------------------------------------------------
 def _bank(rows: int | None = None):
-    from leadtemp.io import load_leads
+    from leadtemp.adapters.files import load_leads
 
     p = load_params(BANK_PARAMS).replace(data={"leads": str(BANK)})
     leads = load_leads(p)

@@ -18,13 +18,13 @@ from mlflow import MlflowClient
 from typer.testing import CliRunner
 
 from conftest import ROOT
+from leadtemp.adapters.tracking import log_run
 from leadtemp.cli import app
-from leadtemp.config import load_params
-from leadtemp.drift import drift_report, profile, psi
-from leadtemp.quarterly import backtest, known_at, quarters_without_conversions, retrain
+from leadtemp.core.config import load_params
+from leadtemp.core.drift import drift_report, profile, psi
 from leadtemp.simulate import SHIFT_SOURCE, simulate
-from leadtemp.tracking import log_run
-from leadtemp.train import train
+from leadtemp.workflows.quarterly import backtest, known_at, quarters_without_conversions, retrain
+from leadtemp.workflows.train import train
 
 SHIFT = "2024-01-01"
 CHAMPION_AT = pd.Timestamp("2024-07-01")   # the champion: data known before the shift's effects are learnt

@@ -3,7 +3,8 @@
 import pandas as pd
 import pytest
 
-from leadtemp.schema import SchemaError, validate_interactions, validate_leads
+from leadtemp.core.errors import SchemaError
+from leadtemp.core.schema import validate_interactions, validate_leads
 
 
 def leads(**overrides):

@@ -1,7 +1,8 @@
 import pandas as pd
 import pytest
 
-from leadtemp.snapshots import NotEnoughHistory, build_snapshots, eligible_leads, split_cutoffs
+from leadtemp.core.errors import NotEnoughHistory
+from leadtemp.core.snapshots import build_snapshots, eligible_leads, split_cutoffs
 
 T = pd.Timestamp("2024-03-01")
 

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from leadtemp.explain import group_contributions
-from leadtemp.treeshap import ExactContributions
+from leadtemp.core.reasons import group_contributions
+from leadtemp.core.treeshap import ExactContributions
 
 
 def _matrix(features: pd.DataFrame, columns: list[str]) -> np.ndarray:
@@ -75,7 +75,7 @@ def test_a_batch_with_a_disagreeing_leaf_is_computed_by_lightgbm_itself(small_re
 
 
 def test_scorer_uses_the_fast_path_for_large_batches_with_the_same_reasons(quality_result):
-    from leadtemp.predict import FAST_REASONS_MIN_ROWS
+    from leadtemp.modelling.scorer import FAST_REASONS_MIN_ROWS
 
     scorer = quality_result.scorer
     rows = quality_result.test.head(FAST_REASONS_MIN_ROWS + 1000)

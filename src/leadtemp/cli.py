@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Callable
 from functools import wraps
@@ -31,44 +30,26 @@ def _errors(fn: Callable) -> Callable:
     """Known input problems become one clear line on stderr and exit code 2, never a traceback."""
     @wraps(fn)
     def wrapper(*args, **kwargs):
-        from leadtemp.config import ConfigError
-        from leadtemp.schema import SchemaError
-        from leadtemp.snapshots import NotEnoughHistory, TrainingDataError
+        from leadtemp.core.errors import LeadtempError
 
         try:
             return fn(*args, **kwargs)
-        except (ConfigError, SchemaError, NotEnoughHistory, TrainingDataError) as exc:
+        except LeadtempError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
     return wrapper
 
 
-def _params(path: Path, leads: Path | None = None, interactions: Path | None = None):
-    from leadtemp.config import load_params
+def _params(path: Path, leads: Path | str | None = None, interactions: Path | str | None = None):
+    from leadtemp.api import params_with
 
-    params = load_params(path)
-    overrides = {k: str(v) for k, v in (("leads", leads), ("interactions", interactions)) if v is not None}
-    return params.replace(data=overrides) if overrides else params
-
-
-def _quiet_mlflow() -> None:
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    return params_with(path, leads, interactions)
 
 
 def _as_of(text: str | None, mode: str = "events", option: str = "--as-of"):
-    import pandas as pd
+    from leadtemp.api import parse_as_of
 
-    from leadtemp.config import ConfigError
-
-    if text is None:
-        if mode == "events":
-            raise ConfigError("--as-of DATE is required: which day's view of the leads should be scored?")
-        return pd.Timestamp.today().normalize()
-    try:
-        return pd.Timestamp(text)
-    except ValueError:
-        raise ConfigError(f"{option} {text!r} is not a date (use YYYY-MM-DD)") from None
+    return parse_as_of(text, mode, option)
 
 
 @app.command()
@@ -84,36 +65,16 @@ def simulate(
         "new leads, converting like the best referrals) and the SMS channel goes dead (default: simulate.shift_at).")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """Generate a synthetic lead database with a known truth (see DOMAIN.md)."""
-    import pandas as pd
+    """Generate a synthetic lead database with a known truth (see docs/domain.md)."""
+    from leadtemp.api import simulate as run
 
-    from leadtemp.config import ConfigError
-    from leadtemp.simulate import simulate as run, write_simulation
-
-    p = _params(params)
-    s = p.simulate
-    shift_at = shift_at or s.shift_at
-    first = pd.Timestamp(start or s.start)
-    if shift_at is not None and not first < _as_of(shift_at, option="--shift-at") < first + pd.DateOffset(months=months or s.months):
-        raise ConfigError(f"--shift-at {shift_at} must fall inside the simulated period")
-    data = run(leads or s.leads, seed if seed is not None else s.seed, start or s.start, months or s.months,
-               p.snapshots.horizon_days, shift_at=shift_at)
-    for path in write_simulation(data, out):
+    data, written = run(_params(params), out, leads, seed, start, months, shift_at)
+    for path in written:
         typer.echo(f"wrote {path}")
-    if shift_at is not None:
-        typer.echo(f"from {shift_at} on: new lead source 'partner', no more inbound SMS")
+    if shift_at or _params(params).simulate.shift_at:
+        typer.echo(f"from {shift_at or _params(params).simulate.shift_at} on: new lead source 'partner', no more inbound SMS")
     typer.echo(f"{len(data.leads)} leads, {len(data.interactions)} interactions, "
                f"{data.leads['converted_at'].notna().mean():.1%} converted")
-
-
-def _train(p, leads, interactions) -> tuple:
-    _quiet_mlflow()
-    from leadtemp.tracking import log_run
-    from leadtemp.train import train
-
-    result = train(leads, interactions, p, sources={"leads": p.data.leads, "interactions": p.data.interactions})
-    logged = log_run(result, p, export_dir=p.mlflow.export_dir)
-    return result, logged
 
 
 def _print_training(result, logged) -> None:
@@ -152,25 +113,10 @@ def train(params: ParamsOpt = Path("params.yaml"), leads: LeadsOpt = None, inter
     stratified at random (with a loud warning) when it has none. Too little data or a leaky column
     stops here with exit 2.
     """
-    from leadtemp.io import load_data
+    from leadtemp.api import train as run
 
-    p = _params(params, leads, interactions)
-    _print_training(*_train(p, *load_data(p)))
-
-
-def _load_model(model: str | None, p):
-    _quiet_mlflow()
-    from leadtemp.model import load_scorer
-
-    from mlflow.exceptions import MlflowException
-
-    from leadtemp.config import ConfigError
-
-    uri = model or f"models:/{p.mlflow.registered_model}@champion"
-    try:
-        return load_scorer(uri)
-    except (MlflowException, OSError) as exc:
-        raise ConfigError(f"cannot load model {uri!r}: {exc}") from exc
+    trained = run(_params(params, leads, interactions))
+    _print_training(trained.result, trained.logged)
 
 
 @app.command()
@@ -218,37 +164,14 @@ def score(
     scored but written to the rejects output with its reason. Killed or crashed? Run the same command
     again: it resumes, and the output gets exactly one row per lead.
     """
-    from leadtemp.batch import Source, Target, score_database
-    from leadtemp.config import ConfigError
+    from leadtemp.api import score as run
 
     p = _params(params, leads, interactions)
     when = _as_of(as_of, p.data.mode)
-    if (out is None) == (write_table is None):
-        raise ConfigError("give one output: --out FILE, or --db URL --write-table TABLE")
-    if (leads_table or interactions_table or write_table) and not db and engine != "spark":
-        raise ConfigError("--leads-table, --interactions-table and --write-table need --db URL "
-                          "(with --engine spark and no --db they are Spark catalog tables)")
-    if engine not in ("local", "spark"):
-        raise ConfigError(f"--engine {engine!r}: use local or spark")
-    if out is not None and Path(out).suffix.lower() not in (".csv", ".parquet", ".pq"):
-        raise ConfigError(f"--out {out}: use a .csv or .parquet file name")
-    lead_source = Source.database(db, leads_table) if leads_table else Source.file(p.data.leads, p.data.csv_separator)
-    if interactions_table:
-        event_source = Source.database(db, interactions_table)
-    else:
-        event_source = Source.file(p.data.interactions, p.data.csv_separator) if p.data.interactions else None
-    target = (Target(path=Path(out), rejects=rejects, location=out) if out is not None
-              else Target(url=db, table=write_table, rejects=rejects))
-    scorer, version = _load_model(model, p)
-    if engine == "spark":
-        from leadtemp.spark import score_spark
-
-        result = score_spark(scorer, p, when, lead_source, event_source, target, reasons=not no_reasons,
-                             echo=lambda m: typer.echo(m, err=True))
-    else:
-        result = score_database(scorer, p, when, lead_source, event_source, target, chunk_size=chunk_size,
-                                work_dir=work_dir, reasons=not no_reasons, echo=lambda m: typer.echo(m, err=True))
-    skipped = "not yet created or already converted" if scorer.spec.mode == "events" else "already have an outcome"
+    result, version = run(p, when, out=out, db=db, leads_table=leads_table, interactions_table=interactions_table,
+                          write_table=write_table, rejects=rejects, chunk_size=chunk_size, work_dir=work_dir,
+                          engine=engine, reasons=not no_reasons, model=model, echo=lambda m: typer.echo(m, err=True))
+    skipped = "not yet created or already converted" if p.data.mode == "events" else "already have an outcome"
     resumed = f"; resumed {result.resumed_partitions} of {result.partitions} partitions" if result.resumed_partitions else ""
     typer.echo(f"scored {result.scored:,} of {result.leads_read:,} leads as of {when.date()} with model version {version} "
                f"({result.not_eligible:,} {skipped}, {result.rejected_leads:,} rejected) in {result.seconds:.1f} s{resumed}: "
@@ -276,40 +199,24 @@ def explain(
     from rich.console import Console
     from rich.table import Table
 
-    from leadtemp.explain import factor_table, group_contributions, plot_waterfall
-    from leadtemp.io import load_data
-    from leadtemp.schema import SchemaError
+    from leadtemp.api import explain as run
 
     p = _params(params, leads, interactions)
-    when = _as_of(as_of, p.data.mode)
-    lead_table, events = load_data(p)
-    one = lead_table.loc[lead_table["lead_id"] == lead_id]
-    if one.empty:
-        raise SchemaError(f"{p.data.leads}: column '{p.data.columns.lead_id or 'row number'}': no lead {lead_id!r}")
-    scorer, version = _load_model(model, p)
-    if scorer.spec.mode == "events":
-        features = scorer.features(one, events.loc[events["lead_id"] == lead_id], when)
-    else:  # a one-row-per-lead model: any lead can be explained, with or without an outcome
-        from leadtemp.features import attribute_features
-
-        features = attribute_features(one.reset_index(drop=True), when, scorer.spec)
-    if features.empty:
-        raise SchemaError(f"lead {lead_id!r} is not scorable as of {when.date()}: created on or after it, or converted before it")
-    scored = scorer.score_features(features, reasons=False).iloc[0]
-    contrib = scorer.contributions(features)
-    grouped = group_contributions(contrib, scorer.spec).iloc[0]
-    table = factor_table(features.iloc[0], grouped, scorer.spec, scorer.labels)
+    why = run(p, lead_id, _as_of(as_of, p.data.mode), model)
     console = Console()
-    console.print(f"lead {lead_id} as of {when.date()} (model version {version}): [bold]{scored['bucket']}[/bold], "
-                  f"score {scored['score']}, {scored['probability']:.1%} chance to convert"
-                  + (f" within {scorer.horizon_days} days" if scorer.spec.mode == "events" else ""))
+    console.print(f"lead {lead_id} as of {why.as_of.date()} (model version {why.model_version}): [bold]{why.bucket}[/bold], "
+                  f"score {why.score}, {why.probability:.1%} chance to convert"
+                  + (f" within {why.horizon_days} days" if why.horizon_days is not None else ""))
+    table = why.factors
     for title, part in (("raises the chance", table[table["effect"] > 0]), ("lowers the chance", table[table["effect"] < 0])):
         out = Table("factor", "effect (log-odds)", title=title, title_justify="left")
         for row in part.head(top).itertuples():
             out.add_row(row.factor, f"{row.effect:+.3f}")
         console.print(out)
     if plot is not None:
-        plot_waterfall(table, float(contrib[0, -1]), str(plot))
+        from leadtemp.adapters.plots import plot_waterfall
+
+        plot_waterfall(table, why.base_value, str(plot))
         console.print(f"wrote {plot}")
 
 
@@ -320,39 +227,25 @@ def demo(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Simulate (if no data yet), train, score as of the last date and show the top 10 with reasons."""
-    import pandas as pd
     from rich.console import Console
     from rich.table import Table
 
-    from leadtemp.io import load_data, write_table
-    from leadtemp.snapshots import observed_until
+    from leadtemp.api import demo as run
 
-    p = _params(params, data / "leads.parquet", data / "interactions.parquet")
     console = Console()
     if not (data / "leads.parquet").exists():
-        console.print(f"simulating {p.simulate.leads} leads into {data} ...")
+        console.print(f"simulating {_params(params).simulate.leads} leads into {data} ...")
         simulate(out=data, leads=None, seed=None, start=None, months=None, shift_at=None, params=params)
     console.print("training ...")
-    lead_table, events = load_data(p)
-    result, logged = _train(p, lead_table, events)
-    _print_training(result, logged)
-    as_of = observed_until(lead_table, events).normalize() + pd.Timedelta(days=1)
-    scorer, version = _load_model(logged.model_uri, p)
-    scored = scorer.score(lead_table, events, as_of)
-    out = write_table(scored, data / "scores.csv")
+    trained, scored, as_of, out = run(_params(params), data)
+    _print_training(trained.result, trained.logged)
     top = Table("rank", "lead", "bucket", "score", "reasons", title=f"Top 10 leads as of {as_of.date()}", show_lines=True)
     for row in scored.head(10).itertuples():
         top.add_row(str(row.rank), row.lead_id, row.bucket, str(row.score), "\n".join([row.reason_1, row.reason_2, row.reason_3]))
     console.print(top)
     console.print(f"all {len(scored)} scores: {out}")
-    console.print("open the MLflow UI with: mlflow ui --backend-store-uri sqlite:///mlflow.db  (then http://127.0.0.1:5000)")
-
-
-def _load(params: Path, leads: Path | None, interactions: Path | None):
-    from leadtemp.io import load_data
-
-    p = _params(params, leads, interactions)
-    return p, *load_data(p)
+    mlflow = Path(sys.executable).parent / "mlflow"  # works as printed, with or without the venv activated
+    console.print(f"open the MLflow UI with: {mlflow} ui --backend-store-uri sqlite:///mlflow.db  (then http://127.0.0.1:5000)")
 
 
 @app.command()
@@ -366,17 +259,14 @@ def backtest(
     """Rolling-origin backtest: for each of the last K quarters, train with only the data known at its start
     (as `retrain` would have), then test on that quarter. Logs one MLflow parent run with a child run per quarter.
     """
-    _quiet_mlflow()
     from rich.console import Console
     from rich.table import Table
 
-    from leadtemp.quarterly import backtest as run
-    from leadtemp.tracking import log_backtest
+    from leadtemp.api import backtest as run
 
-    p, lead_table, events = _load(params, leads, interactions)
     console = Console(width=max(Console().width, 130))  # the table stays whole in logs and pipes (80 columns)
-    result = run(lead_table, events, p, quarters)
-    table = result.table()
+    done = run(_params(params, leads, interactions), quarters)
+    table = done.backtest.table()
     out = Table("quarter", "fitted to", "snapshots", "converted", "ROC-AUC", "thermometer", "PR-AUC", "ECE",
                 "lift@10%", "hot", "warm", "cold", title="labels fitted up to 'fitted to'; conversion rate by bucket "
                 "on the right", title_justify="left")
@@ -386,7 +276,7 @@ def backtest(
                     f"{row.ece:.4f}", f"{row.lift_at_10:.2f}", f"{row.hot_rate:.1%}", f"{row.warm_rate:.1%}",
                     f"{row.cold_rate:.1%}")
     console.print(out)
-    console.print(f"mean ROC-AUC {table['roc_auc'].mean():.3f}; MLflow run {log_backtest(result, p)}")
+    console.print(f"mean ROC-AUC {table['roc_auc'].mean():.3f}; MLflow run {done.run_id}")
 
 
 def _print_retrain(report, logged, dry_run: bool) -> str:
@@ -451,34 +341,23 @@ def retrain(
     the drift report and each gate, logs it all to MLflow, and ends with one line: `promoted vN` or
     `kept vM`. Exit 0 either way; 2 on bad input. The replaced champion keeps the alias `previous`.
     """
-    _quiet_mlflow()
-    from leadtemp.quarterly import retrain as run
-    from leadtemp.tracking import load_champion, log_retrain
+    from leadtemp.api import retrain as run
 
     when = _as_of(through, option="--through")
-    p, lead_table, events = _load(params, leads, interactions)
-    champion = load_champion(p)
-    scorer, version = champion if champion else (None, None)
-    report = run(lead_table, events, p, when, scorer, version)
-    logged = log_retrain(report, p, p.mlflow.export_dir, dry_run)
-    typer.echo(_print_retrain(report, logged, dry_run))
+    done = run(_params(params, leads, interactions), when, dry_run)
+    typer.echo(_print_retrain(done.report, done.logged, dry_run))
 
 
 @app.command()
 @_errors
 def rollback(params: ParamsOpt = Path("params.yaml")) -> None:
     """Move the alias `champion` back to the version with the alias `previous`."""
-    _quiet_mlflow()
-    from leadtemp.tracking import rollback as run
+    from leadtemp.api import rollback as run
 
     demoted, champion, export = run(_params(params))
     typer.echo(f"champion is v{champion} again (v{demoted} demoted)")
     typer.echo(f"{export} now holds v{champion}" if export else
                f"models/champion not refreshed: no export of v{champion} on this machine")
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()
 
 
 if __name__ == "__main__":

@@ -16,16 +16,14 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from leadtemp.config import InteractionColumns, LeadColumns, RowOrderTime
+from leadtemp.core.config import InteractionColumns, LeadColumns, RowOrderTime
+from leadtemp.core.errors import SchemaError
 
 LEAD_ID, CREATED_AT, CONVERTED_AT, LABEL = "lead_id", "created_at", "converted_at", "label"
 TIMESTAMP, TYPE, DIRECTION, VALUE = "timestamp", "type", "direction", "value"
 DIRECTIONS = ("inbound", "outbound")
 MAX_EXAMPLES = 5
 
-
-class SchemaError(ValueError):
-    """Input data breaks the contract; the message names file, column, count and example rows."""
 
 
 class RowProblems:

@@ -12,27 +12,20 @@ neither of them was fitted on (the challenger's own test slice, from the champio
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from leadtemp.config import ConfigError, Params
-from leadtemp.drift import DriftReport, drift_report
-from leadtemp.evaluate import BUCKETS, bucket_shares, bucket_table, classification_metrics
-from leadtemp.features import build_training_frame
-from leadtemp.predict import LeadScorer, feature_matrix
-from leadtemp.schema import CONVERTED_AT, CREATED_AT, LEAD_ID, TIMESTAMP
-from leadtemp.snapshots import (
-    NotEnoughHistory,
-    TrainingDataError,
-    build_snapshots,
-    cutoff_dates,
-    eligible_leads,
-    observed_until,
-)
-from leadtemp.train import TrainingResult, train
+from leadtemp.core.config import Params, Retrain
+from leadtemp.core.drift import drift_report
+from leadtemp.core.errors import ConfigError, NotEnoughHistory, TrainingDataError
+from leadtemp.core.features import build_training_frame, feature_matrix
+from leadtemp.core.metrics import BUCKETS, bucket_shares, bucket_table, classification_metrics
+from leadtemp.core.schema import CONVERTED_AT, CREATED_AT, LEAD_ID, TIMESTAMP
+from leadtemp.core.snapshots import build_snapshots, cutoff_dates, eligible_leads, observed_until
+from leadtemp.modelling.results import Backtest, Fold, Gate, RetrainReport
+from leadtemp.modelling.scorer import LeadScorer
+from leadtemp.workflows.train import train
 
 QUARTER = pd.DateOffset(months=3)
 
@@ -85,24 +78,6 @@ def window_metrics(frame: pd.DataFrame) -> dict[str, float]:
 
 # -- backtest -------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Fold:
-    quarter: str
-    start: pd.Timestamp
-    result: TrainingResult   # the model trained with the data known at ``start``
-    metrics: dict[str, float]
-
-
-@dataclass(frozen=True)
-class Backtest:
-    folds: list[Fold]
-
-    def table(self) -> pd.DataFrame:
-        rows = [{"quarter": f.quarter, "trained_through": f.result.scorer.meta["trained_through"][:10], **f.metrics}
-                for f in self.folds]
-        return pd.DataFrame(rows)
-
-
 def backtest_quarters(cutoffs: pd.DatetimeIndex, until: pd.Timestamp, params: Params, k: int) -> list[pd.Timestamp]:
     """Starts of the last ``k`` calendar quarters whose every cutoff has a fully observed horizon."""
     horizon = pd.Timedelta(days=params.snapshots.horizon_days)
@@ -138,41 +113,6 @@ def backtest(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, k:
 
 
 # -- champion / challenger --------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Gate:
-    name: str
-    passed: bool
-    detail: str
-
-
-@dataclass
-class RetrainReport:
-    through: pd.Timestamp
-    challenger: TrainingResult | None
-    champion_version: str | None
-    window: pd.DatetimeIndex = field(default_factory=lambda: pd.DatetimeIndex([]))
-    challenger_metrics: dict[str, float] = field(default_factory=dict)
-    champion_metrics: dict[str, float] = field(default_factory=dict)
-    auc_difference: tuple[float, float, float] | None = None   # challenger - champion, 95% interval
-    drift: DriftReport | None = None
-    gates: list[Gate] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def promote(self) -> bool:
-        return bool(self.gates) and all(g.passed for g in self.gates)
-
-    def verdict(self) -> str:
-        """Better, worse or no clear difference in ROC-AUC, judged by the 95% interval."""
-        if self.auc_difference is None:
-            return "no champion to compare with"
-        diff, low, high = self.auc_difference
-        if np.isnan(low):
-            return f"ROC-AUC {diff:+.3f} (no interval)"
-        word = "better" if low > 0 else "worse" if high < 0 else "no clear difference"
-        return f"{word}: ROC-AUC {diff:+.3f} (95% interval {low:+.3f}..{high:+.3f})"
-
 
 def auc_difference(y: np.ndarray, new: np.ndarray, old: np.ndarray, groups: np.ndarray, n: int,
                    seed: int) -> tuple[float, float, float]:
@@ -217,6 +157,71 @@ def _new_quarter(scorer: LeadScorer, leads: pd.DataFrame, interactions: pd.DataF
     if snaps.empty:
         return pd.DataFrame()
     return build_training_frame(snaps.assign(label=np.nan), leads, interactions, scorer.spec)
+
+
+def challenger_gates(m: dict[str, float], trained_rate: float, g: Retrain) -> list[Gate]:
+    """The challenger's own gates on the window: plausible conversion rate, ranking, calibration, buckets."""
+    ratio = m["positive_rate"] / trained_rate if trained_rate > 0 else np.inf
+    gates = [
+        Gate("conversion rate plausible", 1 / g.max_label_rate_ratio <= ratio <= g.max_label_rate_ratio,
+             f"{m['positive_rate']:.2%} in the window vs {trained_rate:.2%} in training "
+             f"(x{ratio:.2f}, allowed x{1 / g.max_label_rate_ratio:.2f}..x{g.max_label_rate_ratio:.2f})"),
+        Gate("ROC-AUC floor", m["roc_auc"] >= g.min_auc, f"challenger ROC-AUC {m['roc_auc']:.3f} (need >= {g.min_auc:.3f})"),
+    ]
+    if g.beat_thermometer and "thermometer_roc_auc" in m:
+        gates.append(Gate("beats the thermometer", m["roc_auc"] > m["thermometer_roc_auc"],
+                          f"ROC-AUC {m['roc_auc']:.3f} vs thermometer baseline {m['thermometer_roc_auc']:.3f}"))
+    gates.append(Gate("calibrated", m["ece"] <= g.max_ece, f"ECE {m['ece']:.4f} (need <= {g.max_ece})"))
+    if g.bucket_order:
+        rates = [m[f"{b}_rate"] for b in BUCKETS]
+        gates.append(Gate("buckets ordered", rates[0] > rates[1] > rates[2],
+                          "conversion hot {:.1%} > warm {:.1%} > cold {:.1%}".format(*rates)))
+    return gates
+
+
+def _compare_with_champion(report: RetrainReport, champion: LeadScorer, mine: pd.DataFrame, leads: pd.DataFrame,
+                           interactions: pd.DataFrame, params: Params) -> None:
+    """Both models on the same window rows: the AUC difference, the champion's gates and the drift report."""
+    g, m, through, window = params.retrain, report.challenger_metrics, report.through, report.window
+    theirs = score_window(champion, leads, interactions, window, through)
+    keys = [LEAD_ID, "cutoff"]
+    paired = mine[keys + ["label", "probability"]].merge(theirs[keys + ["probability"]], on=keys,
+                                                         suffixes=("", "_champion"), validate="one_to_one")
+    report.champion_metrics = c = window_metrics(theirs)
+    report.auc_difference = auc_difference(paired["label"].to_numpy(), paired["probability"].to_numpy(),
+                                           paired["probability_champion"].to_numpy(), paired[LEAD_ID].to_numpy(),
+                                           g.bootstrap, params.model.seed)
+    report.gates.append(Gate("not worse than the champion", m["roc_auc"] >= c["roc_auc"] - g.max_auc_drop,
+                             f"ROC-AUC {m['roc_auc']:.3f} vs champion {c['roc_auc']:.3f} "
+                             f"(may be at most {g.max_auc_drop:.3f} lower)"))
+    # Labels dealt to the wrong leads break the window too, so comparing on it proves nothing; what
+    # shows it is the champion, sound at its own test, suddenly ranking no better than chance.
+    if (own := champion.meta.get("test_roc_auc")) is not None:
+        held = c["roc_auc"] >= own - g.max_champion_auc_drop
+        report.gates.append(Gate("champion has not collapsed", held,
+                                 f"champion ROC-AUC {c['roc_auc']:.3f} on the window vs {own:.3f} on its own test "
+                                 f"(may drop at most {g.max_champion_auc_drop:.2f})" + ("" if held else
+                                 ": broken data (labels dealt to the wrong leads?) or a world turned over; "
+                                 "check the data before switching")))
+    else:
+        report.notes.append("the champion has no test ROC-AUC on record (trained by an older leadtemp): "
+                            "its collapse is not checked")
+    mine_profile, their_profile = report.challenger.scorer.meta["profile"], champion.meta.get("profile")
+    if their_profile is None:
+        report.notes.append("the champion has no training profile (trained by an older leadtemp): no drift report")
+        return
+    constant = [name for name, f in mine_profile["features"].items()
+                if f["distinct"] <= 1 and their_profile["features"].get(name, {}).get("distinct", 0) > 1]
+    report.gates.append(Gate("no feature went constant", not constant,
+                             f"constant in the challenger's training data but not in the champion's: {constant}"
+                             if constant else "every feature that varied for the champion still varies"))
+    new = _new_quarter(champion, leads, interactions, through, params.snapshots.frequency)
+    if not new.empty:
+        margin = champion.margin(new)
+        assigned = champion.buckets.assign(champion.calibrator(margin))
+        report.drift = drift_report(their_profile, feature_matrix(new, champion.spec), champion.spec.columns,
+                                    m["positive_rate"], bucket_shares(assigned),
+                                    params.drift.psi_warn, params.drift.psi_alert)
 
 
 def retrain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, through: pd.Timestamp,
@@ -267,62 +272,10 @@ def retrain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, thr
     if not enough:
         return report
     report.challenger_metrics = m = window_metrics(mine)
-    trained_rate = result.scorer.meta["profile"]["label_rate"]
-    ratio = m["positive_rate"] / trained_rate if trained_rate > 0 else np.inf
-    report.gates.append(Gate("conversion rate plausible", 1 / g.max_label_rate_ratio <= ratio <= g.max_label_rate_ratio,
-                             f"{m['positive_rate']:.2%} in the window vs {trained_rate:.2%} in training "
-                             f"(x{ratio:.2f}, allowed x{1 / g.max_label_rate_ratio:.2f}..x{g.max_label_rate_ratio:.2f})"))
-    report.gates.append(Gate("ROC-AUC floor", m["roc_auc"] >= g.min_auc,
-                             f"challenger ROC-AUC {m['roc_auc']:.3f} (need >= {g.min_auc:.3f})"))
-    if g.beat_thermometer and "thermometer_roc_auc" in m:
-        report.gates.append(Gate("beats the thermometer", m["roc_auc"] > m["thermometer_roc_auc"],
-                                 f"ROC-AUC {m['roc_auc']:.3f} vs thermometer baseline {m['thermometer_roc_auc']:.3f}"))
-    report.gates.append(Gate("calibrated", m["ece"] <= g.max_ece, f"ECE {m['ece']:.4f} (need <= {g.max_ece})"))
-    if g.bucket_order:
-        rates = [m[f"{b}_rate"] for b in BUCKETS]
-        report.gates.append(Gate("buckets ordered", rates[0] > rates[1] > rates[2],
-                                 "conversion hot {:.1%} > warm {:.1%} > cold {:.1%}".format(*rates)))
+    report.gates += challenger_gates(m, result.scorer.meta["profile"]["label_rate"], g)
     if champion is None:
         report.notes.append("no champion yet: the challenger is judged by its own gates")
         return report
 
-    theirs = score_window(champion, leads, interactions, window, through)
-    keys = [LEAD_ID, "cutoff"]
-    paired = mine[keys + ["label", "probability"]].merge(theirs[keys + ["probability"]], on=keys,
-                                                         suffixes=("", "_champion"), validate="one_to_one")
-    report.champion_metrics = c = window_metrics(theirs)
-    report.auc_difference = auc_difference(paired["label"].to_numpy(), paired["probability"].to_numpy(),
-                                           paired["probability_champion"].to_numpy(), paired[LEAD_ID].to_numpy(),
-                                           g.bootstrap, params.model.seed)
-    report.gates.append(Gate("not worse than the champion", m["roc_auc"] >= c["roc_auc"] - g.max_auc_drop,
-                             f"ROC-AUC {m['roc_auc']:.3f} vs champion {c['roc_auc']:.3f} "
-                             f"(may be at most {g.max_auc_drop:.3f} lower)"))
-    # Labels dealt to the wrong leads break the window too, so comparing on it proves nothing; what
-    # shows it is the champion, sound at its own test, suddenly ranking no better than chance.
-    if (own := champion.meta.get("test_roc_auc")) is not None:
-        held = c["roc_auc"] >= own - g.max_champion_auc_drop
-        report.gates.append(Gate("champion has not collapsed", held,
-                                 f"champion ROC-AUC {c['roc_auc']:.3f} on the window vs {own:.3f} on its own test "
-                                 f"(may drop at most {g.max_champion_auc_drop:.2f})" + ("" if held else
-                                 ": broken data (labels dealt to the wrong leads?) or a world turned over; "
-                                 "check the data before switching")))
-    else:
-        report.notes.append("the champion has no test ROC-AUC on record (trained by an older leadtemp): "
-                            "its collapse is not checked")
-    mine_profile, their_profile = result.scorer.meta["profile"], champion.meta.get("profile")
-    if their_profile is None:
-        report.notes.append("the champion has no training profile (trained by an older leadtemp): no drift report")
-        return report
-    constant = [name for name, f in mine_profile["features"].items()
-                if f["distinct"] <= 1 and their_profile["features"].get(name, {}).get("distinct", 0) > 1]
-    report.gates.append(Gate("no feature went constant", not constant,
-                             f"constant in the challenger's training data but not in the champion's: {constant}"
-                             if constant else "every feature that varied for the champion still varies"))
-    new = _new_quarter(champion, leads, interactions, through, params.snapshots.frequency)
-    if not new.empty:
-        margin = champion.margin(new)
-        assigned = champion.buckets.assign(champion.calibrator(margin))
-        report.drift = drift_report(their_profile, feature_matrix(new, champion.spec), champion.spec.columns,
-                                    m["positive_rate"], bucket_shares(assigned),
-                                    params.drift.psi_warn, params.drift.psi_alert)
+    _compare_with_champion(report, champion, mine, leads, interactions, params)
     return report

@@ -1,4 +1,4 @@
-"""The synthetic world of DOMAIN.md: leads whose hidden temperature moves over time.
+"""The synthetic world of docs/domain.md: leads whose hidden temperature moves over time.
 
 The generative story (hidden from the model, documented for the tests):
 
@@ -11,9 +11,10 @@ The generative story (hidden from the model, documented for the tests):
   cold → warm → hot (and cooling back hot → warm → cold), plus two absorbing ends, *lost* ("yes, yes,
   yes… no") and *converted*. Warming and converting are faster for high ``z``.
 * Each day a lead acts (inbound) at a rate set by its state, choosing the action from the
-  thermometer (DOMAIN.md section 1): hot leads phone, text and ask buying questions; cold leads
+  thermometer (docs/domain.md section 1): hot leads phone, text and ask buying questions; cold leads
   at most like a post. Warming up is itself an action: a lead whose state rises reaches out that
-  evening (the move from passive to active), while cooling down and giving up are silent. We contact leads (outbound) more when they are warm or hot.
+  evening (the move from passive to active), while cooling down and giving up are silent. We contact
+  leads (outbound) more when they are warm or hot.
 * The market warms slowly: conversion hazards grow by ``MARKET_TREND`` per year, so the base rate
   drifts and a model trained on older data is under-confident until it is recalibrated.
 * ``shift_at`` (optional) is a documented change of the world from that day on, so the quarterly
@@ -30,7 +31,6 @@ The generative story (hidden from the model, documented for the tests):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -232,7 +232,7 @@ def simulate(
         # The state moves at the end of the day; a conversion happens during that day.
         p = transition_matrix(z[live], market_factor(day))[np.arange(live.size), s]
         nxt = (rng.random(live.size)[:, None] > np.cumsum(p, axis=1)).sum(axis=1).clip(max=N_STATES - 1)
-        # Warming up is acting (DOMAIN.md section 1): the lead reaches out as its state rises.
+        # Warming up is acting (docs/domain.md section 1): the lead reaches out as its state rises.
         warmed = live[(nxt > s) & (nxt <= HOT)]
         if warmed.size:
             cum = np.cumsum(INBOUND_MIX[nxt[(nxt > s) & (nxt <= HOT)]], axis=1)
@@ -277,14 +277,3 @@ def simulate(
     ], axis=1)
     truth = pd.concat(truth_parts, ignore_index=True)
     return SimulatedData(leads=leads, interactions=interactions, truth=truth)
-
-
-def write_simulation(data: SimulatedData, out: str | Path) -> list[Path]:
-    from leadtemp.io import write_table
-
-    out = Path(out)
-    return [
-        write_table(data.leads, out / "leads.parquet"),
-        write_table(data.interactions, out / "interactions.parquet"),
-        write_table(data.truth, out / "truth.parquet"),
-    ]

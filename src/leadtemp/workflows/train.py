@@ -1,101 +1,22 @@
-"""Fit, calibrate and derive buckets: data in, a scorer and its test metrics out (MLflow: tracking.py)."""
+"""Train: checks, slices, features, then a fitted scorer and its test metrics. No I/O: MLflow is adapters/tracking.py."""
 
 from __future__ import annotations
-
-import hashlib
-from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from leadtemp.config import Params
-from leadtemp.drift import profile
-from leadtemp.evaluate import bucket_shares, bucket_table, classification_metrics
-from leadtemp.checks import check_amount, check_leakage, leakage_report
-from leadtemp.features import FeatureSpec, attribute_features, build_training_frame, fit_feature_spec
-from leadtemp.predict import LeadScorer, feature_matrix, fit_buckets, fit_calibrator
-from leadtemp.schema import CONVERTED_AT, CREATED_AT, LABEL, LEAD_ID, empty_interactions
-from leadtemp.snapshots import (
-    SplitCutoffs,
-    TrainingDataError,
-    build_snapshots,
-    cutoff_dates,
-    observed_until,
-    split_cutoffs,
-)
+from leadtemp.core.checks import check_amount, check_leakage, leakage_report
+from leadtemp.core.config import Params
+from leadtemp.core.errors import TrainingDataError
+from leadtemp.core.features import FeatureSpec, attribute_features, build_training_frame, fit_feature_spec
+from leadtemp.core.metrics import bucket_table, classification_metrics
+from leadtemp.core.schema import CONVERTED_AT, CREATED_AT, LABEL, LEAD_ID, empty_interactions
+from leadtemp.core.snapshots import build_snapshots, cutoff_dates, observed_until, split_cutoffs
+from leadtemp.modelling.fit import fit_scorer, fit_scorer_cross_fitted
+from leadtemp.modelling.results import RowSplits, TrainingResult
+from leadtemp.modelling.scorer import LeadScorer
 
 SLICES = ("train", "validation", "calibration", "test")
-
-
-@dataclass(frozen=True)
-class RowSplits:
-    """Slices of a one-row-per-lead table: by time when it has time, else stratified random."""
-
-    kind: str                   # "time-ordered" | "stratified random"
-    slices: dict[str, str]
-
-    def describe(self) -> dict[str, str]:
-        return dict(self.slices)
-
-
-@dataclass
-class TrainingResult:
-    scorer: LeadScorer
-    splits: SplitCutoffs | RowSplits
-    test: pd.DataFrame          # test slice: features, label, margin, raw and calibrated probability
-    metrics: dict[str, float]
-    buckets: pd.DataFrame       # per-bucket conversion on the test slice
-    fingerprint: dict
-    leakage: pd.DataFrame       # single-column AUC of each attribute on the training slice
-    warnings: list[str]         # things the user must hear about (printed and logged)
-
-    @property
-    def out_of_time(self) -> bool:
-        return not (isinstance(self.splits, RowSplits) and self.splits.kind != "time-ordered")
-
-    @property
-    def prediction_sha256(self) -> str:
-        """Hash of the raw predictions on the test slice: equal data and params give an equal hash."""
-        return hashlib.sha256(np.ascontiguousarray(self.test["margin"].to_numpy(dtype=np.float64)).tobytes()).hexdigest()
-
-
-def lightgbm_params(params: Params) -> dict:
-    m = params.model
-    return {
-        "objective": "binary", "num_leaves": m.num_leaves, "learning_rate": m.learning_rate,
-        "min_data_in_leaf": m.min_data_in_leaf, "feature_fraction": m.feature_fraction,
-        "lambda_l2": m.lambda_l2, "seed": m.seed, "num_threads": m.num_threads,
-        "deterministic": True, "force_col_wise": True, "verbosity": -1, "metric": params.model.early_stopping_metric,
-    }
-
-
-def _dataset(frame: pd.DataFrame, spec: FeatureSpec, reference=None):
-    import lightgbm as lgb
-
-    return lgb.Dataset(frame[spec.columns], frame["label"], categorical_feature=list(spec.categorical),
-                       reference=reference, free_raw_data=False)
-
-
-def fit_booster(train: pd.DataFrame, valid: pd.DataFrame, spec: FeatureSpec, params: Params):
-    """LightGBM with native categoricals; early stopping on the later validation slice."""
-    import lightgbm as lgb
-
-    dtrain = _dataset(train, spec)
-    booster = lgb.train(
-        lightgbm_params(params), dtrain, num_boost_round=params.model.max_rounds,
-        valid_sets=[_dataset(valid, spec, reference=dtrain)],
-        callbacks=[lgb.early_stopping(params.model.early_stopping_rounds, verbose=False)],
-    )
-    # Keep exactly the best trees, so every later predict and pred_contrib agree.
-    return lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
-
-
-def fit_rounds(frame: pd.DataFrame, spec: FeatureSpec, params: Params, rounds: int):
-    """LightGBM with a number of rounds chosen earlier by early stopping."""
-    import lightgbm as lgb
-
-    return lgb.train(lightgbm_params(params), _dataset(frame, spec), num_boost_round=rounds)
 
 
 def _check_slice(name: str, frame: pd.DataFrame) -> None:
@@ -107,17 +28,12 @@ def _check_slice(name: str, frame: pd.DataFrame) -> None:
         )
 
 
-def sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def fingerprint(leads: pd.DataFrame, interactions: pd.DataFrame, frame: pd.DataFrame,
-                until: pd.Timestamp | None, sources: dict[str, str]) -> dict:
-    """What the run was trained on, without personal data: counts, time range, rates, hashes."""
+                until: pd.Timestamp | None, source_hashes: dict[str, str]) -> dict:
+    """What the run was trained on, without personal data: counts, time range, rates, input hashes.
+
+    ``source_hashes``: SHA-256 of each input file by role ("leads", "interactions"), from the caller.
+    """
     converted = leads[LABEL].astype(float) if LABEL in leads.columns else leads["converted_at"].notna()
     out = {
         "leads": len(leads), "interactions": len(interactions),
@@ -129,7 +45,7 @@ def fingerprint(leads: pd.DataFrame, interactions: pd.DataFrame, frame: pd.DataF
     for name, group in frame.groupby("slice", sort=False):
         out[f"{name}_snapshots"] = len(group)
         out[f"{name}_positive_rate"] = float(group["label"].mean())
-    out.update({f"sha256_{k}": sha256(v) for k, v in sources.items() if v and Path(v).is_file()})
+    out.update({f"sha256_{k}": v for k, v in source_hashes.items()})
     return out
 
 
@@ -141,77 +57,6 @@ def unused_columns(leads: pd.DataFrame, params: Params) -> list[str]:
     if d.created_from_row_order is not None:
         known.add(d.created_from_row_order.month_column)
     return [str(c) for c in leads.columns if c not in known]
-
-
-def _roc_auc(booster, frame: pd.DataFrame, spec: FeatureSpec) -> float:
-    """ROC-AUC of the booster's raw margin on ``frame`` (the early-stopping booster's, on validation)."""
-    return classification_metrics(frame["label"], booster.predict(frame[spec.columns], raw_score=True))["roc_auc"]
-
-
-def _fit_scorer(parts: dict[str, pd.DataFrame], spec: FeatureSpec, params: Params, meta: dict) -> LeadScorer:
-    """Booster, then calibrator and bucket cut-offs on the calibration slice it never saw.
-
-    Early stopping on the validation slice fixes the number of rounds R. With
-    ``model.refit_with_validation`` (default) the final booster is then refitted with R rounds on
-    train + validation, so the newer validation rows are in the model too; the calibration slice,
-    later still, stays unseen by it and calibrates exactly the booster that scores.
-    """
-    booster = fit_booster(parts["train"], parts["validation"], spec, params)
-    valid, cal = parts["validation"], parts["calibration"]
-    meta = {**meta, "validation_roc_auc": _roc_auc(booster, valid, spec)}
-    fitted = parts["train"]
-    if params.model.refit_with_validation:
-        fitted = pd.concat([parts["train"], valid], ignore_index=True)
-        booster = fit_rounds(fitted, spec, params, booster.current_iteration())
-    return _assemble(booster, booster.predict(cal[spec.columns], raw_score=True), cal["label"], spec, params, meta,
-                     fitted)
-
-
-def _assemble(booster, cal_margin: np.ndarray, cal_label: pd.Series, spec: FeatureSpec, params: Params,
-              meta: dict, fitted: pd.DataFrame) -> LeadScorer:
-    """The scorer around a fitted booster; ``fitted``: the rows the booster learned from (profiled for drift)."""
-    calibrator = fit_calibrator(cal_margin, cal_label, params.calibration.method)
-    cal_probability = calibrator(cal_margin)
-    b = params.buckets
-    buckets = fit_buckets(cal_probability, b.method, b.hot_share, b.warm_share, b.hot_probability, b.warm_probability)
-    training_profile = profile(feature_matrix(fitted, spec), spec.columns, set(spec.categorical),
-                               fitted["label"].to_numpy(), bucket_shares(buckets.assign(cal_probability)))
-    return LeadScorer(
-        booster=booster, spec=spec, calibrator=calibrator, buckets=buckets,
-        horizon_days=params.snapshots.horizon_days, labels=dict(params.data.labels),
-        meta={**meta, "best_iteration": booster.current_iteration(), "versions": library_versions(),
-              "profile": training_profile},
-    )
-
-
-CROSS_FIT_FOLDS = 5
-
-
-def _fit_scorer_cross_fitted(parts: dict[str, pd.DataFrame], spec: FeatureSpec, params: Params,
-                             meta: dict) -> LeadScorer:
-    """For tables without time, where slices are random samples of one population anyway.
-
-    Early stopping on the validation slice fixes the number of rounds R. The calibrator and bucket
-    cut-offs are then fitted on out-of-fold margins of all non-test rows (5 boosters of R rounds,
-    each scoring the fold it did not see), and the final booster has R rounds on all non-test rows:
-    the model and the calibrator each learn from every row instead of a 10% slice. This is
-    scikit-learn's ``CalibratedClassifierCV(ensemble=False)`` recipe. It would leak the future into
-    calibration on data with time, so timed tables never use it.
-    """
-    from sklearn.model_selection import StratifiedKFold
-
-    first = fit_booster(parts["train"], parts["validation"], spec, params)
-    rounds = first.current_iteration()
-    valid = parts["validation"]
-    meta = {**meta, "validation_roc_auc": _roc_auc(first, valid, spec), "calibration": "cross-fitted"}
-    pool = pd.concat([parts["train"], valid, parts["calibration"]], ignore_index=True)
-    oof = np.empty(len(pool))
-    folds = StratifiedKFold(CROSS_FIT_FOLDS, shuffle=True, random_state=params.model.seed)
-    for fit_rows, held_out in folds.split(pool, pool["label"]):
-        oof[held_out] = fit_rounds(pool.iloc[fit_rows], spec, params, rounds).predict(
-            pool.iloc[held_out][spec.columns], raw_score=True)
-    booster = fit_rounds(pool, spec, params, rounds)
-    return _assemble(booster, oof, pool["label"], spec, params, meta, pool)
 
 
 def _evaluate(scorer: LeadScorer, parts: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -253,7 +98,7 @@ def _slices(frame: pd.DataFrame, leads: pd.DataFrame, spec: FeatureSpec,
 
 
 def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,
-          sources: dict[str, str] | None = None, holdout: np.ndarray | None = None) -> TrainingResult:
+          source_hashes: dict[str, str] | None = None, holdout: np.ndarray | None = None) -> TrainingResult:
     """Checks → slices → features → booster → calibrator → bucket cut-offs → test metrics.
 
     Tables with conversion times are cut into point-in-time snapshots; tables with a final label
@@ -261,7 +106,7 @@ def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,
     of the rows to use as the test slice, e.g. one fold of a cross-validation.
     """
     if params.data.mode == "outcomes":
-        return _train_outcomes(leads, params, sources or {}, holdout)
+        return _train_outcomes(leads, params, source_hashes or {}, holdout)
     if holdout is not None:
         raise ValueError("holdout applies to tables with a label column; snapshots are split by time")
     s = params.snapshots
@@ -279,14 +124,14 @@ def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,
     frame["slice"] = np.select([frame["cutoff"].isin(getattr(splits, n)) for n in SLICES], SLICES, "")
     parts, leakage, notes = _slices(frame, leads, spec, params)
 
-    scorer = _fit_scorer(parts, spec, params, {
+    scorer = fit_scorer(parts, spec, params, {
         "trained_through": str(splits.calibration.max() + pd.Timedelta(days=s.horizon_days)),
         "observed_until": str(until), "splits": splits.describe()})
     test, metrics = _evaluate(scorer, parts)
     return TrainingResult(
         scorer=scorer, splits=splits, test=test, metrics=metrics,
         buckets=bucket_table(test["label"], test["bucket"]),
-        fingerprint=fingerprint(leads, interactions, frame, until, sources or {}),
+        fingerprint=fingerprint(leads, interactions, frame, until, source_hashes or {}),
         leakage=leakage, warnings=notes,
     )
 
@@ -344,7 +189,7 @@ def row_slices(leads: pd.DataFrame, params: Params, holdout: np.ndarray | None =
     return names, RowSplits("stratified random", {k: f"stratified random ({(names == k).sum()} rows)" for k in SLICES})
 
 
-def _train_outcomes(leads: pd.DataFrame, params: Params, sources: dict[str, str],
+def _train_outcomes(leads: pd.DataFrame, params: Params, source_hashes: dict[str, str],
                     holdout: np.ndarray | None) -> TrainingResult:
     """One row per lead with a final 0/1 label: attributes only, sliced by time or stratified at random."""
     if LABEL not in leads.columns:
@@ -371,7 +216,7 @@ def _train_outcomes(leads: pd.DataFrame, params: Params, sources: dict[str, str]
     parts, leakage, more = _slices(frame, leads, spec, params)
     notes += more
     through = table.loc[names == "calibration", CREATED_AT].max()
-    fit = _fit_scorer if splits.kind == "time-ordered" else _fit_scorer_cross_fitted
+    fit = fit_scorer if splits.kind == "time-ordered" else fit_scorer_cross_fitted
     scorer = fit(parts, spec, params, {
         "trained_through": str(through) if pd.notna(through) else "no time", "splits": splits.describe(),
         "split": splits.kind})
@@ -379,12 +224,6 @@ def _train_outcomes(leads: pd.DataFrame, params: Params, sources: dict[str, str]
     return TrainingResult(
         scorer=scorer, splits=splits, test=test, metrics=metrics,
         buckets=bucket_table(test["label"], test["bucket"]),
-        fingerprint=fingerprint(leads, empty_interactions(), frame, table[CREATED_AT].max(), sources),
+        fingerprint=fingerprint(leads, empty_interactions(), frame, table[CREATED_AT].max(), source_hashes),
         leakage=leakage, warnings=notes,
     )
-
-
-def library_versions() -> dict[str, str]:
-    from importlib.metadata import version
-
-    return {n: version(n) for n in ("lightgbm", "pandas", "numpy", "scikit-learn", "mlflow", "shap")}

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from leadtemp.config import Checks
-from leadtemp.snapshots import TrainingDataError
+from leadtemp.core.config import Checks
+from leadtemp.core.errors import TrainingDataError
 
 LEAKAGE_FOLDS = 5
 LEAKAGE_BINS = 20

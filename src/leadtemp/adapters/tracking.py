@@ -1,4 +1,4 @@
-"""MLflow: the only module that opens runs and touches the model registry.
+"""MLflow: every run, registry version and alias move (models are loaded from the registry in adapters/pyfunc.py).
 
 A training run logs params, the data fingerprint, metrics, plots and the registered pyfunc model;
 backtests log a parent run with one child run per quarter; a retrain logs its challenger with the
@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from leadtemp.config import ConfigError, Params
-from leadtemp.evaluate import plot_gains, plot_reliability
-from leadtemp.predict import LeadScorer, feature_matrix
-from leadtemp.quarterly import Backtest, RetrainReport
-from leadtemp.schema import CREATED_AT
-from leadtemp.train import TrainingResult, library_versions
+from leadtemp.adapters.plots import plot_gains, plot_reliability, plot_shap_summary
+from leadtemp.core.config import Params
+from leadtemp.core.errors import ConfigError
+from leadtemp.core.schema import CREATED_AT
+from leadtemp.modelling.fit import library_versions
+from leadtemp.modelling.results import Backtest, RetrainReport, TrainingResult
+from leadtemp.modelling.scorer import LeadScorer
 
 
 def git_commit() -> str | None:
@@ -43,20 +44,31 @@ class LoggedModel:
     export_path: Path | None
 
 
-def _shap_summary(result: TrainingResult, path: Path, sample: int = 2000) -> None:
-    import matplotlib
+def _log_metrics(result: TrainingResult) -> None:
+    import mlflow
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import shap
+    mlflow.log_metrics({f"test_{k}" if not k.startswith(("validation", "best")) else k: v
+                        for k, v in result.metrics.items()})
+    for row in result.buckets.itertuples():
+        mlflow.log_metrics({f"test_{row.bucket}_{k}": getattr(row, k)
+                            for k in ("leads", "converted", "rate", "rate_low", "rate_high")})
+    mlflow.log_table(result.buckets, "bucket_table.json")
 
-    spec = result.scorer.spec
-    rows = result.test.sample(min(sample, len(result.test)), random_state=0)
-    contrib = result.scorer.contributions(rows)[:, :-1]
-    shown = pd.DataFrame(feature_matrix(rows, spec), columns=spec.columns)
-    shap.summary_plot(contrib, shown, max_display=20, show=False)
-    plt.gcf().savefig(path, dpi=100, bbox_inches="tight")
-    plt.close("all")
+
+def _log_plots(result: TrainingResult, tmp: Path) -> None:
+    """Reliability, gains and SHAP summary of the test slice, under the run's ``plots/``."""
+    import mlflow
+
+    y = result.test["label"].to_numpy()
+    curves = {"calibrated": result.test["probability"].to_numpy(), "raw booster": result.test["raw_probability"].to_numpy()}
+    plot_reliability(y, curves, tmp / "reliability.png")
+    gains = {"leadtemp": curves["calibrated"]}
+    if "thermometer_score" in result.test.columns:
+        gains["thermometer"] = result.test["thermometer_score"].to_numpy()
+    plot_gains(y, gains, tmp / "gains.png")
+    plot_shap_summary(result.scorer, result.test, tmp / "shap_summary.png")
+    for png in ("reliability.png", "gains.png", "shap_summary.png"):
+        mlflow.log_artifact(str(tmp / png), "plots")
 
 
 def log_run(result: TrainingResult, params: Params, export_dir: str | Path | None = None, *,
@@ -71,7 +83,7 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
     import mlflow
     from mlflow import MlflowClient
 
-    from leadtemp.model import pyfunc_arguments
+    from leadtemp.adapters.pyfunc import pyfunc_arguments
 
     mlflow.set_experiment(params.mlflow.experiment)
     name = params.mlflow.registered_model
@@ -89,24 +101,10 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
         mlflow.log_table(result.leakage, "leakage_check.json")
         if result.warnings:
             mlflow.log_text("\n".join(result.warnings) + "\n", "warnings.txt")
-        mlflow.log_metrics({f"test_{k}" if not k.startswith(("validation", "best")) else k: v
-                            for k, v in result.metrics.items()})
-        for row in result.buckets.itertuples():
-            mlflow.log_metrics({f"test_{row.bucket}_{k}": getattr(row, k)
-                                for k in ("leads", "converted", "rate", "rate_low", "rate_high")})
-        mlflow.log_table(result.buckets, "bucket_table.json")
+        _log_metrics(result)
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
-            y = result.test["label"].to_numpy()
-            curves = {"calibrated": result.test["probability"].to_numpy(), "raw booster": result.test["raw_probability"].to_numpy()}
-            plot_reliability(y, curves, tmp / "reliability.png")
-            gains = {"leadtemp": curves["calibrated"]}
-            if "thermometer_score" in result.test.columns:
-                gains["thermometer"] = result.test["thermometer_score"].to_numpy()
-            plot_gains(y, gains, tmp / "gains.png")
-            _shap_summary(result, tmp / "shap_summary.png")
-            for png in ("reliability.png", "gains.png", "shap_summary.png"):
-                mlflow.log_artifact(str(tmp / png), "plots")
+            _log_plots(result, tmp)
             scorer_dir = result.scorer.save(tmp / "scorer")
             example = (_input_example(result), {"as_of": str(_example_as_of(result).date())})
             if extra is not None:
@@ -134,7 +132,7 @@ def export_champion(export_dir: Path, version: str) -> Path | None:
 
     Returns None when this machine has no ``models/vN`` (a version exported elsewhere).
     """
-    from leadtemp.io import replace_dir
+    from leadtemp.adapters.files import replace_dir
 
     source = Path(export_dir) / f"v{version}"
     if not source.is_dir():
@@ -151,7 +149,7 @@ def _example_as_of(result: TrainingResult) -> pd.Timestamp:
 
 def _input_example(result: TrainingResult) -> pd.DataFrame:
     """Three synthetic leads shaped like the real input: no real ids, no personal columns."""
-    from leadtemp.model import nest
+    from leadtemp.adapters.pyfunc import nest
 
     spec = result.scorer.spec
     cutoff = _example_as_of(result)
@@ -176,8 +174,8 @@ def _export(scorer: LeadScorer, version: str, run_id: str, export_dir: Path, tmp
     """Save the model as an MLflow folder models/vN and refresh models/latest (atomically)."""
     import mlflow
 
-    from leadtemp.io import replace_dir
-    from leadtemp.model import pyfunc_arguments
+    from leadtemp.adapters.files import replace_dir
+    from leadtemp.adapters.pyfunc import pyfunc_arguments
 
     # The export knows its registry version; the caller's scorer is left as it was.
     exported = dataclasses.replace(scorer, meta={**scorer.meta, "model_version": version, "run_id": run_id})
@@ -200,7 +198,7 @@ def load_champion(params: Params) -> tuple[LeadScorer, str] | None:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from leadtemp.model import load_scorer
+    from leadtemp.adapters.pyfunc import load_scorer
 
     name = params.mlflow.registered_model
     try:

@@ -11,9 +11,7 @@ from typing import Any
 
 import yaml
 
-
-class ConfigError(ValueError):
-    """params.yaml is missing, malformed or has a value out of range."""
+from leadtemp.core.errors import ConfigError
 
 
 @dataclass(frozen=True)

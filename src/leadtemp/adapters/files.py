@@ -1,7 +1,8 @@
-"""Reading and writing tables. Nothing else in leadtemp touches files."""
+"""Files: reading and writing tables (atomically), hashing inputs, copying model folders."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -12,8 +13,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from leadtemp.config import Params
-from leadtemp.schema import SchemaError, empty_interactions, validate_interactions, validate_leads
+from leadtemp.core.config import Params
+from leadtemp.core.errors import SchemaError
+from leadtemp.core.schema import empty_interactions, validate_interactions, validate_leads
 
 TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -122,3 +124,17 @@ def load_interactions(params: Params, leads: pd.DataFrame, path: str | Path | No
 def load_data(params: Params, leads_path=None, interactions_path=None) -> tuple[pd.DataFrame, pd.DataFrame]:
     leads = load_leads(params, leads_path)
     return leads, load_interactions(params, leads, interactions_path)
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def input_hashes(params: Params) -> dict[str, str]:
+    """SHA-256 of the input files named in params (a run's data fingerprint); folders and tables have none."""
+    paths = {"leads": params.data.leads, "interactions": params.data.interactions}
+    return {k: sha256(v) for k, v in paths.items() if v and Path(v).is_file()}

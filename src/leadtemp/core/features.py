@@ -13,8 +13,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
-from leadtemp.config import Features
-from leadtemp.schema import CREATED_AT, DIRECTION, LEAD_ID, TIMESTAMP, TYPE
+from leadtemp.core.config import Features
+from leadtemp.core.schema import CREATED_AT, DIRECTION, LEAD_ID, TIMESTAMP, TYPE
 
 DAY = np.timedelta64(1, "D")
 DIRECTION_SHORT = {"inbound": "in", "outbound": "out"}
@@ -264,3 +264,18 @@ def build_training_frame(
         frame["label"] = snap["label"].to_numpy()
         parts.append(frame)
     return pd.concat(parts, ignore_index=True).rename(columns={"as_of": "cutoff"})
+
+
+def feature_matrix(features: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
+    """The model's columns as float64, categoricals as their codes (missing = NaN), as LightGBM sees them."""
+    columns = []
+    for name in spec.columns:
+        column = features[name]
+        if isinstance(column.dtype, pd.CategoricalDtype):
+            codes = column.cat.codes.to_numpy(dtype=np.float64)
+            codes[codes < 0] = np.nan
+            columns.append(codes)
+        else:
+            columns.append(column.to_numpy(dtype=np.float64, na_value=np.nan))
+    return np.column_stack(columns) if columns else np.zeros((len(features), 0))
+

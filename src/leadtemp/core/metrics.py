@@ -1,8 +1,6 @@
-"""Metrics, bucket tables and plots. Pure functions of labels and probabilities."""
+"""Metrics and bucket tables: pure functions of labels and scores."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -82,52 +80,3 @@ def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
         "positive_rate": float(y.mean()),
         "rows": float(len(y)),
     }
-
-
-def _finish(fig, ax, path: str | Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
-
-
-def plot_reliability(y: np.ndarray, curves: dict[str, np.ndarray], path: str | Path, n_bins: int = 10) -> Path:
-    """Reliability diagram: mean predicted vs observed rate per equal-frequency bin."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    y = np.asarray(y, dtype=float)
-    fig, ax = plt.subplots(figsize=(5, 5))
-    top = 0.0
-    for name, p in curves.items():
-        order = np.argsort(p, kind="stable")
-        bins = [b for b in np.array_split(order, n_bins) if len(b)]
-        xs, ys = [p[b].mean() for b in bins], [y[b].mean() for b in bins]
-        top = max(top, *xs, *ys)
-        ax.plot(xs, ys, marker="o", label=f"{name} (ECE {expected_calibration_error(y, p, n_bins):.3f})")
-    ax.plot([0, top], [0, top], linestyle="--", color="grey", label="perfect")
-    ax.set(xlabel="predicted probability", ylabel="observed conversion rate", title="Reliability (test slice)")
-    return _finish(fig, ax, path)
-
-
-def plot_gains(y: np.ndarray, curves: dict[str, np.ndarray], path: str | Path) -> Path:
-    """Cumulative gains: share of converters captured vs share of leads called, best first."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    y = np.asarray(y, dtype=float)
-    fig, ax = plt.subplots(figsize=(5, 5))
-    x = np.arange(1, len(y) + 1) / len(y)
-    for name, p in curves.items():
-        captured = np.cumsum(y[np.argsort(-np.asarray(p), kind="stable")]) / y.sum()
-        ax.plot(x, captured, label=name)
-    ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="random")
-    ax.set(xlabel="share of leads contacted", ylabel="share of conversions captured", title="Cumulative gains (test slice)")
-    return _finish(fig, ax, path)

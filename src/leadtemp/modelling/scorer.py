@@ -16,91 +16,22 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from leadtemp.explain import group_contributions, top_reasons
-from leadtemp.features import FeatureSpec, attribute_features, features_as_of, prepare_events
-from leadtemp.schema import LEAD_ID
-from leadtemp.snapshots import eligible_leads, open_leads
+from leadtemp.core.errors import ConfigError
+from leadtemp.core.features import FeatureSpec, attribute_features, feature_matrix, features_as_of, prepare_events
+from leadtemp.core.reasons import group_contributions, top_reasons
+from leadtemp.core.schema import LEAD_ID
+from leadtemp.core.snapshots import eligible_leads, open_leads
+from leadtemp.modelling.buckets import BucketCutoffs
+from leadtemp.modelling.calibration import Calibrator
 
 if TYPE_CHECKING:
     import lightgbm as lgb
 
 OUTPUT_COLUMNS = ["lead_id", "as_of", "probability", "score", "bucket", "rank",
                   "reason_1", "reason_2", "reason_3", "model_version"]
-PROBABILITY_FLOOR = 1e-4  # calibrated probabilities are kept inside [floor, 1 - floor]
+REASON_COLUMNS = [c for c in OUTPUT_COLUMNS if c.startswith("reason_")]
 FAST_REASONS_MIN_ROWS = 5000  # below this, compiling the fast TreeSHAP tables costs more than it saves
-
-
-def feature_matrix(features: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
-    """The model's columns as float64, categoricals as their codes (missing = NaN), as LightGBM sees them."""
-    columns = []
-    for name in spec.columns:
-        column = features[name]
-        if isinstance(column.dtype, pd.CategoricalDtype):
-            codes = column.cat.codes.to_numpy(dtype=np.float64)
-            codes[codes < 0] = np.nan
-            columns.append(codes)
-        else:
-            columns.append(column.to_numpy(dtype=np.float64, na_value=np.nan))
-    return np.column_stack(columns) if columns else np.zeros((len(features), 0))
-
-
-@dataclass(frozen=True)
-class Calibrator:
-    """Monotone map from the booster's raw margin to a probability.
-
-    ``isotonic``: centred isotonic regression, i.e. linear interpolation between the centres of
-    the isotonic blocks, so the map is strictly increasing inside the fitted range and the
-    booster's ranking survives calibration. ``sigmoid``: Platt scaling on the margin.
-    """
-
-    method: str
-    knots_x: tuple[float, ...] = ()
-    knots_y: tuple[float, ...] = ()
-    slope: float = 1.0
-    intercept: float = 0.0
-
-    def __call__(self, margin: np.ndarray) -> np.ndarray:
-        margin = np.asarray(margin, dtype=float)
-        if self.method == "isotonic":
-            p = np.interp(margin, self.knots_x, self.knots_y)
-        else:
-            p = 1.0 / (1.0 + np.exp(-(self.slope * margin + self.intercept)))
-        return np.clip(p, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
-
-
-def fit_calibrator(margin: np.ndarray, y: np.ndarray, method: str) -> Calibrator:
-    margin, y = np.asarray(margin, dtype=float), np.asarray(y, dtype=float)
-    if method == "sigmoid":
-        from sklearn.linear_model import LogisticRegression
-
-        lr = LogisticRegression(C=1e6).fit(margin.reshape(-1, 1), y)
-        return Calibrator("sigmoid", slope=float(lr.coef_[0, 0]), intercept=float(lr.intercept_[0]))
-    from sklearn.isotonic import IsotonicRegression
-
-    fitted = IsotonicRegression(out_of_bounds="clip").fit(margin, y).predict(margin)
-    blocks = pd.DataFrame({"x": margin, "y": fitted}).groupby("y", sort=True)["x"].mean()
-    return Calibrator("isotonic", knots_x=tuple(blocks.to_numpy()), knots_y=tuple(blocks.index.to_numpy()))
-
-
-@dataclass(frozen=True)
-class BucketCutoffs:
-    hot: float
-    warm: float
-    method: str
-
-    def assign(self, probability: np.ndarray) -> np.ndarray:
-        p = np.asarray(probability)
-        return np.where(p >= self.hot, "hot", np.where(p >= self.warm, "warm", "cold"))
-
-
-def fit_buckets(calibrated: np.ndarray, method: str, hot_share: float, warm_share: float,
-                hot_probability: float, warm_probability: float) -> BucketCutoffs:
-    """Cut-offs from the calibration slice (``share``) or fixed (``probability``)."""
-    if method == "probability":
-        return BucketCutoffs(hot=hot_probability, warm=warm_probability, method=method)
-    p = np.asarray(calibrated, dtype=float)
-    return BucketCutoffs(hot=float(np.quantile(p, 1 - hot_share)),
-                         warm=float(np.quantile(p, 1 - hot_share - warm_share)), method=method)
+FORMAT_VERSION = 1  # of scorer.json; a folder without it was written before versions were recorded (same format)
 
 
 def score_from_probability(p: np.ndarray) -> np.ndarray:
@@ -138,14 +69,14 @@ class LeadScorer:
         """Exact TreeSHAP contributions (n, n_features + 1); the last column is the base value.
 
         Small batches go to LightGBM's ``pred_contrib``; from ``FAST_REASONS_MIN_ROWS`` leads on, the
-        table-driven exact TreeSHAP of :mod:`leadtemp.treeshap` (same values to ~1e-15, several
+        table-driven exact TreeSHAP of :mod:`leadtemp.core.treeshap` (same values to ~1e-15, several
         times faster; compiled once per scorer). ``margin``: the booster's raw prediction of these
         rows when the caller has it (the fast path checks that every row's values add up to it).
         """
         if len(features) < FAST_REASONS_MIN_ROWS:
             return self.booster.predict(features[self.spec.columns], pred_contrib=True)
         if self._fast is None:
-            from leadtemp.treeshap import ExactContributions
+            from leadtemp.core.treeshap import ExactContributions
 
             self._fast = ExactContributions(self.booster)
         return self._fast(feature_matrix(features, self.spec), margin)
@@ -181,11 +112,11 @@ class LeadScorer:
         if reasons and len(out):
             contrib = self.contributions(features, margin)
             words = top_reasons(features, group_contributions(contrib, self.spec), self.spec, self.labels)
-            for i, column in enumerate(words):
-                out[f"reason_{i + 1}"] = column
+            for name, column in zip(REASON_COLUMNS, words):
+                out[name] = column
         else:
-            for i in range(3):
-                out[f"reason_{i + 1}"] = ""
+            for name in REASON_COLUMNS:
+                out[name] = ""
         out["model_version"] = str(self.meta.get("model_version", ""))
         out["margin"] = margin
         return out
@@ -206,6 +137,7 @@ class LeadScorer:
         folder.mkdir(parents=True, exist_ok=True)
         self.booster.save_model(str(folder / "booster.txt"))
         (folder / "scorer.json").write_text(json.dumps({
+            "format_version": FORMAT_VERSION,
             "spec": self.spec.to_dict(),
             "calibrator": vars(self.calibrator),
             "buckets": vars(self.buckets),
@@ -221,6 +153,9 @@ class LeadScorer:
 
         folder = Path(folder)
         raw = json.loads((folder / "scorer.json").read_text())
+        if raw.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+            raise ConfigError(f"{folder / 'scorer.json'}: format version {raw['format_version']} is newer than this "
+                              f"leadtemp reads ({FORMAT_VERSION}); upgrade leadtemp")
         cal = raw["calibrator"]
         return cls(
             booster=lgb.Booster(model_file=str(folder / "booster.txt")),

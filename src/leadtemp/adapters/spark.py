@@ -1,9 +1,9 @@
-"""``leadtemp score --engine spark``: the batch scoring of :mod:`leadtemp.batch` on a Spark cluster.
+"""``leadtemp score --engine spark``: the batch scoring of :mod:`leadtemp.workflows.score` on a Spark cluster.
 
 Leads and interactions are co-partitioned by a hash of the lead id (``cogroup``), and each
-partition is scored by :func:`leadtemp.batch.score_partition`, the very function the local engine
+partition is scored by :func:`leadtemp.modelling.partition.score_partition`, the very function the local engine
 runs, inside ``applyInPandas``. Ranks are then assigned over the whole run by a distributed sort
-(probability, margin, lead id byte-wise: the order of :func:`leadtemp.predict.rank_order`), so the
+(probability, margin, lead id byte-wise: the order of :func:`leadtemp.modelling.scorer.rank_order`), so the
 output equals the local engine's row for row.
 
 Inputs: CSV/Parquet files or folders (any path Spark reads: local, ``hdfs://``, ``s3a://``,
@@ -14,7 +14,7 @@ overwritten, so a rerun leaves one row per lead. A failed task is retried by Spa
 can be rerun as it is.
 
 Every worker needs leadtemp and its dependencies installed, and ``PYSPARK_PYTHON`` pointing at
-that Python (see README, "Scoring on Spark").
+that Python (see docs/spark.md).
 """
 
 from __future__ import annotations
@@ -27,10 +27,21 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from leadtemp.batch import (DEFAULT_CHUNK, EVENT_SCHEMA, REJECT_COLUMNS, ROW, BatchResult, Source, Target,
-                            canonical_events, canonical_leads, interactions_read, score_partition)
-from leadtemp.config import ConfigError, Params
-from leadtemp.predict import OUTPUT_COLUMNS, LeadScorer
+from leadtemp.adapters.sources import Source, Target
+from leadtemp.core.config import Params
+from leadtemp.core.errors import ConfigError
+from leadtemp.modelling.partition import (
+    DEFAULT_CHUNK,
+    EVENT_SCHEMA,
+    REJECT_COLUMNS,
+    ROW,
+    canonical_events,
+    canonical_leads,
+    interactions_read,
+    score_partition,
+)
+from leadtemp.modelling.results import BatchResult
+from leadtemp.modelling.scorer import OUTPUT_COLUMNS, LeadScorer
 
 PART, ROW_INDEX = "_leadtemp_part", "_leadtemp_row"
 RESULT_SCHEMA = ("kind string, lead_id string, probability double, score long, bucket string, margin double, "
@@ -87,7 +98,7 @@ def score_spark(
     partitions: int | None = None,
     spark=None,
 ) -> BatchResult:
-    """Score every lead as of ``as_of`` on Spark; same rows as :func:`leadtemp.batch.score_database`."""
+    """Score every lead as of ``as_of`` on Spark; same rows as :func:`leadtemp.workflows.score.score_in_batches`."""
     from pyspark.sql import functions as F
 
     started = time.monotonic()

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from leadtemp.schema import CONVERTED_AT, CREATED_AT, LABEL, LEAD_ID, TIMESTAMP
+from leadtemp.core.errors import NotEnoughHistory
+from leadtemp.core.schema import CONVERTED_AT, CREATED_AT, LABEL, LEAD_ID, TIMESTAMP
 
 
 def observed_until(leads: pd.DataFrame, interactions: pd.DataFrame, explicit: str | None = None) -> pd.Timestamp:
@@ -84,12 +85,6 @@ class SplitCutoffs:
                 for name, idx in vars(self).items()}
 
 
-class NotEnoughHistory(ValueError):
-    """Too few labelled cutoffs for the time-ordered splits."""
-
-
-class TrainingDataError(ValueError):
-    """The data cannot support an honest training run (e.g. a slice without conversions)."""
 
 
 def split_cutoffs(cutoffs: pd.DatetimeIndex, horizon_days: int, test: int, calibration: int,

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from leadtemp.features import FeatureSpec
+from leadtemp.core.features import FeatureSpec
 
-# (what they did, what it is called) for inbound actions, hottest first (DOMAIN.md section 1).
+# (what they did, what it is called) for inbound actions, hottest first (docs/domain.md section 1).
 INBOUND_WORDS = {
     "pos_question": ("asked a buying question in person", "buying questions"),
     "phone_call": ("phoned us", "calls from them"),
@@ -198,19 +198,3 @@ def factor_table(features_row: pd.Series, grouped_row: pd.Series, spec: FeatureS
         "effect": grouped_row.to_numpy(),
     }, index=grouped_row.index)
     return table.reindex(table["effect"].abs().sort_values(ascending=False, kind="stable").index)
-
-
-def plot_waterfall(table: pd.DataFrame, base_value: float, path: str, max_display: int = 10) -> None:
-    """SHAP waterfall of one lead's grouped factors (log-odds), saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import shap
-
-    explanation = shap.Explanation(
-        values=table["effect"].to_numpy(), base_values=base_value, feature_names=list(table["factor"]),
-    )
-    shap.plots.waterfall(explanation, max_display=max_display, show=False)
-    plt.gcf().savefig(path, dpi=100, bbox_inches="tight")
-    plt.close("all")

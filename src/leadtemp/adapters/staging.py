@@ -1,0 +1,285 @@
+"""The local engine's working state: score a whole lead database streamed, partitioned by lead, resumable,
+every lead scored or rejected.
+
+The run has three steps, each safe to interrupt (kill -9 included):
+
+1. **Partition.** Both tables are read once, in batches (a database cursor, or file by file and
+   batch by batch), checked row by row, and written to ``n`` partition files by a hash of the lead
+   id, so every lead is in one partition together with all its interactions. Rows with bad values
+   are kept with their reason; nothing is dropped here. A manifest written last marks the step done.
+2. **Score** each partition with :func:`score_partition` (the same function the Spark engine runs)
+   and write its scored and rejected rows to staging tables in one transaction, which also records
+   the partition as done. A rerun skips the partitions already done.
+3. **Finish** in one transaction: replace the rows of this ``(as_of, model_version)`` in the output
+   table by the staged ones, ranked over the whole run in SQL, and the same for the rejects; then
+   drop the staging tables. For a file output the staging database is a SQLite file in the work
+   folder and the output is written beside its target and renamed into place.
+
+Memory holds one batch or one partition at a time, whatever the size of the database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from leadtemp.adapters.files import write_batches
+from leadtemp.adapters.sources import READ_BATCH, Target, frame_from_rows
+from leadtemp.core.errors import ConfigError
+from leadtemp.core.schema import LEAD_ID
+from leadtemp.modelling.partition import REJECT_COLUMNS, partition_of
+from leadtemp.modelling.scorer import OUTPUT_COLUMNS
+
+FLUSH_ROWS = 1_000_000  # partition buffers are written out when they hold this many rows in total
+
+
+class PartitionFiles:
+    """Appends rows to ``n`` Parquet files by partition, buffering to write few, large row groups."""
+
+    def __init__(self, folder: Path, prefix: str, n: int, schema: pa.Schema):
+        self.folder, self.prefix, self.n, self.schema = folder, prefix, n, schema
+        self.writers: dict[int, pq.ParquetWriter] = {}
+        self.buffers: dict[int, list[pa.Table]] = {}
+        self.buffered = 0
+
+    def path(self, k: int) -> Path:
+        return self.folder / f"{self.prefix}-{k:05d}.parquet"
+
+    def add(self, frame: pd.DataFrame) -> None:
+        if frame.empty:
+            return
+        table = pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
+        part = partition_of(frame[LEAD_ID].to_numpy(dtype=object), self.n)
+        order = np.argsort(part, kind="stable")
+        bounds = np.searchsorted(part[order], np.arange(self.n + 1))
+        for k in np.flatnonzero(np.diff(bounds)):
+            self.buffers.setdefault(int(k), []).append(table.take(order[bounds[k]:bounds[k + 1]]))
+        self.buffered += len(frame)
+        if self.buffered >= FLUSH_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        for k, tables in self.buffers.items():
+            if k not in self.writers:
+                self.writers[k] = pq.ParquetWriter(self.path(k), self.schema)
+            self.writers[k].write_table(pa.concat_tables(tables))
+        self.buffers, self.buffered = {}, 0
+
+    def close(self) -> None:
+        self.flush()
+        for writer in self.writers.values():
+            writer.close()
+
+    def read(self, k: int) -> pd.DataFrame:
+        path = self.path(k)
+        return (pq.read_table(path) if path.exists() else self.schema.empty_table()).to_pandas()
+
+
+def output_table(metadata: sa.MetaData, name: str, margin: bool = False) -> sa.Table:
+    columns = [sa.Column("lead_id", sa.String, primary_key=not margin), sa.Column("as_of", sa.DateTime, primary_key=not margin),
+               sa.Column("model_version", sa.String, primary_key=not margin), sa.Column("probability", sa.Float(53)),
+               sa.Column("score", sa.Integer), sa.Column("bucket", sa.String)]
+    columns += [sa.Column("margin", sa.Float(53)), sa.Column("part", sa.Integer)] if margin else [sa.Column("rank", sa.BigInteger)]
+    columns += [sa.Column(f"reason_{i}", sa.Text) for i in (1, 2, 3)]
+    return sa.Table(name, metadata, *columns)
+
+
+def rejects_table(metadata: sa.MetaData, name: str, part: bool = False) -> sa.Table:
+    columns = [sa.Column("lead_id", sa.String), sa.Column("as_of", sa.DateTime), sa.Column("model_version", sa.String),
+               sa.Column("source", sa.String), sa.Column("row", sa.BigInteger), sa.Column("reason", sa.Text)]
+    return sa.Table(name, metadata, *columns, *([sa.Column("part", sa.Integer)] if part else []))
+
+
+def _byte_order(column, dialect: str):
+    """Lead ids compared byte-wise (as Python compares them), whatever the database's collation."""
+    collation = {"postgresql": "C", "sqlite": "BINARY"}.get(dialect)
+    return sa.collate(column, collation) if collation else column
+
+
+def _check_columns(engine: sa.Engine, table: sa.Table) -> None:
+    """An existing output table must have leadtemp's columns; it is created when missing."""
+    inspector = sa.inspect(engine)
+    if not inspector.has_table(table.name):
+        table.create(engine)
+        return
+    found = {c["name"] for c in inspector.get_columns(table.name)}
+    if missing := [c.name for c in table.columns if c.name not in found]:
+        raise ConfigError(f"table {table.name!r} exists without the columns {missing}; "
+                          f"write to a new table or add them")
+
+
+@dataclass
+class Staging:
+    """Staging tables of one run in the output database, named after the run's key."""
+
+    engine: sa.Engine
+    key: str
+    as_of: pd.Timestamp
+    model_version: str
+    metadata: sa.MetaData = field(default_factory=sa.MetaData)
+
+    def __post_init__(self):
+        self.rows = output_table(self.metadata, f"leadtemp_stage_{self.key}", margin=True)
+        self.rejects = rejects_table(self.metadata, f"leadtemp_stage_rejects_{self.key}", part=True)
+        self.done = sa.Table(f"leadtemp_stage_done_{self.key}", self.metadata,
+                             sa.Column("part", sa.Integer, primary_key=True), sa.Column("scored", sa.BigInteger),
+                             sa.Column("rejected", sa.BigInteger), sa.Column("not_eligible", sa.BigInteger),
+                             sa.Column("manifest", sa.Text))
+
+    def create(self) -> None:
+        self.metadata.create_all(self.engine)
+
+    def drop(self) -> None:
+        self.metadata.drop_all(self.engine)
+
+    def finished(self, manifest: str) -> dict[int, tuple[int, int, int]]:
+        """Partitions done under this manifest (staged under another one are discarded)."""
+        with self.engine.begin() as conn:
+            rows = conn.execute(sa.select(self.done)).all()
+        if any(r.manifest != manifest for r in rows):
+            self.drop()
+            self.create()
+            return {}
+        return {r.part: (r.scored, r.rejected, r.not_eligible) for r in rows}
+
+    def write(self, part: int, scored: pd.DataFrame, rejects: pd.DataFrame, not_eligible: int, manifest: str) -> None:
+        """One partition's rows and its done mark, in one transaction (all or nothing)."""
+        rows = scored.drop(columns=["as_of", "model_version"]).assign(
+            as_of=self.as_of.to_pydatetime(), model_version=self.model_version, part=part)
+        rej = rejects.assign(as_of=self.as_of.to_pydatetime(), model_version=self.model_version, part=part)
+        with self.engine.begin() as conn:  # a partition without its done mark has no staged rows either
+            for table, frame in ((self.rows, rows), (self.rejects, rej)):
+                if len(frame):
+                    records = frame[[c.name for c in table.columns]].astype(object).where(frame.notna(), None)
+                    conn.execute(table.insert(), records.to_dict("records"))
+            conn.execute(self.done.insert(), [{"part": part, "scored": len(scored), "rejected": len(rejects),
+                                               "not_eligible": not_eligible, "manifest": manifest}])
+
+    def ranked(self) -> sa.Select:
+        """The staged rows with their rank over the whole run (the order of :func:`rank_order`)."""
+        s = self.rows.c
+        rank = sa.func.row_number().over(order_by=[s.probability.desc(), s.margin.desc(),
+                                                   _byte_order(s.lead_id, self.engine.dialect.name)])
+        return sa.select(s.lead_id, s.as_of, s.probability, s.score, s.bucket, rank.label("rank"),
+                         s.reason_1, s.reason_2, s.reason_3, s.model_version)
+
+    def rejected(self) -> sa.Select:
+        r = self.rejects.c
+        return sa.select(*(getattr(r, c) for c in REJECT_COLUMNS)).order_by(r.part, r.source, r.row)
+
+
+def publish_to_database(staging: Staging, table_name: str, rejects_name: str) -> None:
+    """Replace this run's (as_of, model_version) rows in the output tables, in one transaction."""
+    metadata = sa.MetaData()
+    target = output_table(metadata, table_name)
+    rejects = rejects_table(metadata, rejects_name)
+    _check_columns(staging.engine, target)
+    _check_columns(staging.engine, rejects)
+    ranked = staging.ranked().subquery()
+    with staging.engine.begin() as conn:
+        for table in (target, rejects):
+            conn.execute(sa.delete(table).where(table.c.as_of == staging.as_of.to_pydatetime(),
+                                                table.c.model_version == staging.model_version))
+        conn.execute(target.insert().from_select(OUTPUT_COLUMNS, sa.select(*(ranked.c[c] for c in OUTPUT_COLUMNS))))
+        conn.execute(rejects.insert().from_select(REJECT_COLUMNS, staging.rejected()))
+
+
+def _select_batches(engine: sa.Engine, query: sa.Select) -> Iterator[pd.DataFrame]:
+    with engine.connect() as conn:
+        result = conn.execution_options(stream_results=True, yield_per=READ_BATCH).execute(query)
+        columns = list(result.keys())
+        for rows in result.partitions():
+            frame = frame_from_rows(rows, columns)
+            if "as_of" in frame.columns:
+                frame["as_of"] = pd.to_datetime(frame["as_of"])
+            yield frame
+
+
+def publish_to_files(staging: Staging, out: Path, rejects_out: Path) -> None:
+    """Write the ranked rows (best first) and the rejects to files, each appearing at once."""
+    query = staging.ranked()
+    query = query.order_by(query.selected_columns["rank"])
+    write_batches(out, _select_batches(staging.engine, query), OUTPUT_COLUMNS)
+    write_batches(rejects_out, _select_batches(staging.engine, staging.rejected()), REJECT_COLUMNS)
+
+
+class LocalScoringRun:
+    """A batch run on this machine: partition files in a work folder, staging tables in the output
+    database (or, for a file output, in a SQLite file in the work folder), published in one step."""
+
+    def __init__(self, target: Target, work_dir: Path | None = None):
+        self._target, self.work_dir = target, work_dir
+        self.target, self.rejects = str(target), str(target.rejects_name)
+        self.work: Path | None = None
+        self.engine: sa.Engine | None = None
+        self.staging: Staging | None = None
+
+    def start(self, key: str, as_of: pd.Timestamp, model_version: str) -> None:
+        self.key, self.as_of, self.model_version = key, as_of, model_version
+        self.work = Path(self.work_dir) if self.work_dir else Path(tempfile.gettempdir()) / f"leadtemp-score-{key}"
+        self.work.mkdir(parents=True, exist_ok=True)
+
+    def manifest(self) -> dict | None:
+        path = self.work / "manifest.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def partitions(self, prefix: str, n: int, schema: pa.Schema, fresh: bool = False) -> PartitionFiles:
+        parts = self.work / "parts"
+        if fresh:
+            shutil.rmtree(parts, ignore_errors=True)
+            parts.mkdir(parents=True)
+        return PartitionFiles(parts, prefix, n, schema)
+
+    def save_manifest(self, manifest: dict) -> None:
+        path = self.work / "manifest.json"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(manifest))
+        os.replace(tmp, path)
+
+    def _staging(self) -> Staging:
+        """The run's staging tables in the output database (for a file output, a SQLite file in the work folder)."""
+        if self.staging is None:
+            t = self._target
+            self.engine = (sa.create_engine(t.url) if t.url else
+                           sa.create_engine(f"sqlite:///{self.work / 'staging.sqlite'}"))
+            self.staging = Staging(self.engine, self.key, self.as_of, self.model_version)
+            self.staging.create()
+        return self.staging
+
+    def finished(self, manifest_id: str) -> dict[int, tuple[int, int, int]]:
+        return self._staging().finished(manifest_id)
+
+    def stage(self, part: int, scored: pd.DataFrame, rejects: pd.DataFrame, not_eligible: int,
+              manifest_id: str) -> None:
+        self._staging().write(part, scored, rejects, not_eligible, manifest_id)
+
+    def publish(self) -> tuple[dict[str, int], dict[str, int]]:
+        staging, t = self._staging(), self._target
+        if t.path is not None:
+            publish_to_files(staging, t.path, Path(t.rejects_name))
+        else:
+            publish_to_database(staging, t.table, str(t.rejects_name))
+        with self.engine.connect() as conn:
+            s = staging.rows.c
+            buckets = dict(conn.execute(sa.select(s.bucket, sa.func.count()).group_by(s.bucket)).all())
+            r = staging.rejects.c
+            rejected = dict(conn.execute(sa.select(r.source, sa.func.count()).group_by(r.source)).all())
+        staging.drop()
+        return buckets, rejected
+
+    def close(self, finished: bool) -> None:
+        if self.engine is not None:
+            self.engine.dispose()
+        if finished:
+            shutil.rmtree(self.work, ignore_errors=True)

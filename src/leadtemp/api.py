@@ -1,0 +1,316 @@
+"""The public Python API and composition root: each function picks the adapters and hands them to a workflow.
+
+The CLI is a thin layer over these functions, so a notebook gets exactly what a command does::
+
+    import leadtemp
+    trained = leadtemp.train("params.yaml")
+    scored = leadtemp.score("params.yaml", as_of="2025-01-31", out="scores.csv")
+    why = leadtemp.explain("params.yaml", "L000042", as_of="2025-01-31")
+    quarters = leadtemp.backtest("params.yaml", quarters=4)
+    decision = leadtemp.retrain("params.yaml", through="2025-04-01", dry_run=True)
+
+Heavy libraries (MLflow, LightGBM, Spark) are imported inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from leadtemp.core.config import Params, load_params
+from leadtemp.core.errors import ConfigError, SchemaError
+from leadtemp.modelling.partition import DEFAULT_CHUNK
+from leadtemp.modelling.results import Backtest, BatchResult, RetrainReport, TrainingResult
+from leadtemp.modelling.scorer import LeadScorer
+
+CHAMPION = "champion"  # the registry alias that scoring follows by default
+SCORE_FILE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+# -- results ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Trained:
+    result: TrainingResult
+    logged: object  # adapters.tracking.LoggedModel: run id, model URI, registry version, champion or not
+
+
+@dataclass(frozen=True)
+class Explanation:
+    lead_id: str
+    as_of: pd.Timestamp
+    model_version: str
+    probability: float
+    score: int
+    bucket: str
+    horizon_days: int | None   # None for a model trained on a final label
+    factors: pd.DataFrame      # factor (words), effect (log-odds), largest effect first
+    base_value: float          # the model's average margin: the waterfall starts here
+
+
+@dataclass(frozen=True)
+class BacktestRun:
+    backtest: Backtest
+    run_id: str
+
+
+@dataclass(frozen=True)
+class Retrained:
+    report: RetrainReport
+    logged: object | None  # adapters.tracking.LoggedModel, None when nothing was logged as a model
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+def params_with(params: Params | str | Path = "params.yaml", leads: str | Path | None = None,
+                interactions: str | Path | None = None) -> Params:
+    """Params from a file (or as given), with the data paths overridden where given."""
+    p = params if isinstance(params, Params) else load_params(params)
+    overrides = {k: str(v) for k, v in (("leads", leads), ("interactions", interactions)) if v is not None}
+    return p.replace(data=overrides) if overrides else p
+
+
+def parse_as_of(value: str | pd.Timestamp | None, mode: str = "events", option: str = "--as-of") -> pd.Timestamp:
+    """A scoring date; required for data with conversion times, today for a model trained on a final label."""
+    if value is None:
+        if mode == "events":
+            raise ConfigError(f"{option} DATE is required: which day's view of the leads should be scored?")
+        return pd.Timestamp.today().normalize()
+    try:
+        return pd.Timestamp(value)
+    except ValueError:
+        raise ConfigError(f"{option} {value!r} is not a date (use YYYY-MM-DD)") from None
+
+
+def quiet_mlflow() -> None:
+    """No telemetry, no git warnings from MLflow (set before it is imported)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+
+
+def load_data(params: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The leads and interactions named in params, validated (see :mod:`leadtemp.core.schema`)."""
+    from leadtemp.adapters.files import load_data as read
+
+    return read(params)
+
+
+def load_model(params: Params, model: str | None = None) -> tuple[LeadScorer, str]:
+    """A scorer and its version from a model URI or exported folder (default: the registry's champion)."""
+    quiet_mlflow()
+    from mlflow.exceptions import MlflowException
+
+    from leadtemp.adapters.pyfunc import load_scorer
+
+    uri = model or f"models:/{params.mlflow.registered_model}@{CHAMPION}"
+    try:
+        return load_scorer(uri)
+    except (MlflowException, OSError) as exc:
+        raise ConfigError(f"cannot load model {uri!r}: {exc}") from exc
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+def simulate(params: Params | str | Path = "params.yaml", out: str | Path = "data/sim", leads: int | None = None,
+             seed: int | None = None, start: str | None = None, months: int | None = None,
+             shift_at: str | None = None):
+    """Simulate a CRM (defaults from params' ``simulate`` section) and write it to ``out``.
+
+    Returns the simulated data and the files written.
+    """
+    from leadtemp.adapters.files import write_table
+    from leadtemp.simulate import simulate as run
+
+    p = params_with(params)
+    s = p.simulate
+    shift_at = shift_at or s.shift_at
+    first = pd.Timestamp(start or s.start)
+    if shift_at is not None:
+        if not first < parse_as_of(shift_at, option="--shift-at") < first + pd.DateOffset(months=months or s.months):
+            raise ConfigError(f"--shift-at {shift_at} must fall inside the simulated period")
+    data = run(leads or s.leads, seed if seed is not None else s.seed, start or s.start, months or s.months,
+               p.snapshots.horizon_days, shift_at=shift_at)
+    out = Path(out)
+    written = [write_table(data.leads, out / "leads.parquet"),
+               write_table(data.interactions, out / "interactions.parquet"),
+               write_table(data.truth, out / "truth.parquet")]
+    return data, written
+
+
+def train(params: Params | str | Path = "params.yaml", leads: pd.DataFrame | None = None,
+          interactions: pd.DataFrame | None = None) -> Trained:
+    """Check the data, fit and calibrate, log the run to MLflow, register and export the model.
+
+    ``leads``/``interactions``: frames already loaded (default: read the files named in params).
+    """
+    quiet_mlflow()
+    from leadtemp.adapters.files import input_hashes
+    from leadtemp.adapters.tracking import log_run
+    from leadtemp.workflows.train import train as fit
+
+    p = params_with(params)
+    if leads is None:
+        leads, interactions = load_data(p)
+    result = fit(leads, interactions, p, source_hashes=input_hashes(p))
+    return Trained(result, log_run(result, p, export_dir=p.mlflow.export_dir))
+
+
+def score_leads(leads: pd.DataFrame, interactions: pd.DataFrame, as_of: str | pd.Timestamp,
+                params: Params | str | Path = "params.yaml", model: str | None = None,
+                reasons: bool = True) -> pd.DataFrame:
+    """Score frames in memory: every lead eligible at ``as_of``, ranked, with reasons."""
+    scorer, _ = load_model(params_with(params), model)
+    return scorer.score(leads, interactions, pd.Timestamp(as_of), reasons=reasons)
+
+
+def score(
+    params: Params | str | Path = "params.yaml",
+    as_of: str | pd.Timestamp | None = None,
+    *,
+    out: str | None = None,
+    db: str | None = None,
+    leads_table: str | None = None,
+    interactions_table: str | None = None,
+    write_table: str | None = None,
+    rejects: str | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+    work_dir: Path | None = None,
+    engine: str = "local",
+    reasons: bool = True,
+    model: str | None = None,
+    echo: Callable[[str], None] = print,
+    interactive: bool | None = None,
+) -> tuple[BatchResult, str]:
+    """Score every lead eligible at ``as_of`` from files or database tables into a file or a table.
+
+    Streamed, partitioned by lead and resumable: run the same call again after a crash. Returns the
+    run's counts and the model version that scored.
+    """
+    p = params_with(params)
+    when = parse_as_of(as_of, p.data.mode)
+    if (out is None) == (write_table is None):
+        raise ConfigError("give one output: --out FILE, or --db URL --write-table TABLE")
+    if (leads_table or interactions_table or write_table) and not db and engine != "spark":
+        raise ConfigError("--leads-table, --interactions-table and --write-table need --db URL "
+                          "(with --engine spark and no --db they are Spark catalog tables)")
+    if engine not in ("local", "spark"):
+        raise ConfigError(f"--engine {engine!r}: use local or spark")
+    if out is not None and Path(out).suffix.lower() not in SCORE_FILE_SUFFIXES:
+        raise ConfigError(f"--out {out}: use a .csv or .parquet file name")
+    from leadtemp.adapters.sources import Source, Target
+
+    lead_source = Source.database(db, leads_table) if leads_table else Source.file(p.data.leads, p.data.csv_separator)
+    if interactions_table:
+        event_source = Source.database(db, interactions_table)
+    else:
+        event_source = Source.file(p.data.interactions, p.data.csv_separator) if p.data.interactions else None
+    target = (Target(path=Path(out), rejects=rejects, location=out) if out is not None
+              else Target(url=db, table=write_table, rejects=rejects))
+    scorer, version = load_model(p, model)
+    if engine == "spark":
+        from leadtemp.adapters.spark import score_spark
+
+        return score_spark(scorer, p, when, lead_source, event_source, target, reasons=reasons, echo=echo), version
+    return score_sources(scorer, p, when, lead_source, event_source, target, chunk_size=chunk_size, work_dir=work_dir,
+                         reasons=reasons, echo=echo, interactive=interactive), version
+
+
+def score_sources(scorer: LeadScorer, params: Params, as_of: pd.Timestamp, leads, interactions, target,
+                  chunk_size: int = DEFAULT_CHUNK, work_dir: Path | None = None, reasons: bool = True,
+                  echo: Callable[[str], None] = print, interactive: bool | None = None) -> BatchResult:
+    """The local engine on this machine: ``leads``/``interactions`` are :class:`~leadtemp.adapters.sources.Source`
+    (files, folders, database tables), ``target`` a :class:`~leadtemp.adapters.sources.Target`."""
+    from leadtemp.adapters.progress import Progress
+    from leadtemp.adapters.staging import LocalScoringRun
+    from leadtemp.workflows.score import score_in_batches
+
+    return score_in_batches(scorer, params, as_of, leads, interactions, LocalScoringRun(target, work_dir),
+                            lambda total, what: Progress(echo, total, what, interactive),
+                            chunk_size=chunk_size, reasons=reasons, echo=echo)
+
+
+def demo(params: Params | str | Path, data: str | Path) -> tuple[Trained, pd.DataFrame, pd.Timestamp, Path]:
+    """Train on simulated data in ``data`` and score every lead the day after the data ends.
+
+    Returns the trained model, the scores (best first), the scoring date and the scores file.
+    """
+    from leadtemp.adapters.files import write_table
+    from leadtemp.core.snapshots import observed_until
+
+    data = Path(data)
+    p = params_with(params, data / "leads.parquet", data / "interactions.parquet")
+    lead_table, events = load_data(p)
+    trained = train(p, lead_table, events)
+    as_of = observed_until(lead_table, events).normalize() + pd.Timedelta(days=1)
+    scored = score_leads(lead_table, events, as_of, p, trained.logged.model_uri)
+    return trained, scored, as_of, write_table(scored, data / "scores.csv")
+
+
+def explain(params: Params | str | Path, lead_id: str, as_of: str | pd.Timestamp,
+            model: str | None = None) -> Explanation:
+    """Why is this lead hot (or not)? Its score and every factor, worded, with its effect."""
+    from leadtemp.core.features import attribute_features
+    from leadtemp.core.reasons import factor_table, group_contributions
+
+    p = params_with(params)
+    when = parse_as_of(as_of, p.data.mode)
+    lead_table, events = load_data(p)
+    one = lead_table.loc[lead_table["lead_id"] == lead_id]
+    if one.empty:
+        raise SchemaError(f"{p.data.leads}: column '{p.data.columns.lead_id or 'row number'}': no lead {lead_id!r}")
+    scorer, version = load_model(p, model)
+    if scorer.spec.mode == "events":
+        features = scorer.features(one, events.loc[events["lead_id"] == lead_id], when)
+    else:  # a one-row-per-lead model: any lead can be explained, with or without an outcome
+        features = attribute_features(one.reset_index(drop=True), when, scorer.spec)
+    if features.empty:
+        raise SchemaError(f"lead {lead_id!r} is not scorable as of {when.date()}: created on or after it, "
+                          "or converted before it")
+    scored = scorer.score_features(features, reasons=False).iloc[0]
+    contrib = scorer.contributions(features)
+    grouped = group_contributions(contrib, scorer.spec).iloc[0]
+    return Explanation(
+        lead_id=lead_id, as_of=when, model_version=version, probability=float(scored["probability"]),
+        score=int(scored["score"]), bucket=str(scored["bucket"]),
+        horizon_days=scorer.horizon_days if scorer.spec.mode == "events" else None,
+        factors=factor_table(features.iloc[0], grouped, scorer.spec, scorer.labels),
+        base_value=float(contrib[0, -1]))
+
+
+def backtest(params: Params | str | Path = "params.yaml", quarters: int = 4) -> BacktestRun:
+    """Rolling origin: each of the last ``quarters`` quarters tested on a model trained with the data known before it."""
+    quiet_mlflow()
+    from leadtemp.adapters.tracking import log_backtest
+    from leadtemp.workflows.quarterly import backtest as run
+
+    p = params_with(params)
+    result = run(*load_data(p), p, quarters)
+    return BacktestRun(result, log_backtest(result, p))
+
+
+def retrain(params: Params | str | Path = "params.yaml", through: str | pd.Timestamp | None = None,
+            dry_run: bool = False) -> Retrained:
+    """A challenger trained with the data known before ``through``, promoted only if every gate passes."""
+    quiet_mlflow()
+    from leadtemp.adapters.tracking import load_champion, log_retrain
+    from leadtemp.workflows.quarterly import retrain as run
+
+    when = parse_as_of(through, option="--through")
+    p = params_with(params)
+    lead_table, events = load_data(p)
+    champion = load_champion(p)
+    scorer, version = champion if champion else (None, None)
+    report = run(lead_table, events, p, when, scorer, version)
+    return Retrained(report, log_retrain(report, p, p.mlflow.export_dir, dry_run))
+
+
+def rollback(params: Params | str | Path = "params.yaml") -> tuple[str, str, Path | None]:
+    """Move the alias champion back to previous. Returns (demoted, champion now, refreshed export or None)."""
+    quiet_mlflow()
+    from leadtemp.adapters.tracking import rollback as run
+
+    return run(params_with(params))

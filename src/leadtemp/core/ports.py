@@ -1,0 +1,79 @@
+"""The small protocols where workflows meet adapters: workflows call these, adapters implement them.
+
+A workflow never imports an adapter; :mod:`leadtemp.api` builds the adapters and hands them over.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+import pandas as pd
+import pyarrow as pa
+
+
+class TableSource(Protocol):
+    """A table read in batches: a file, a folder of part files or a database table."""
+
+    def batches(self, size: int | None) -> Iterator[pd.DataFrame]:
+        """The rows in batches of ``size`` (None: all at once), in source order."""
+
+    def count(self) -> int:
+        """Rows in the source (an upper bound is fine: it sizes the partitions)."""
+
+    def fingerprint(self) -> dict:
+        """What identifies the source's content for resuming a run."""
+
+
+class Partitions(Protocol):
+    """Rows appended by partition, read back one partition at a time."""
+
+    def add(self, frame: pd.DataFrame) -> None: ...
+
+    def close(self) -> None: ...
+
+    def read(self, k: int) -> pd.DataFrame: ...
+
+
+class ScoringRun(Protocol):
+    """The working state of one batch-scoring run: partitions, staged scores and the published output.
+
+    Everything a run writes before :meth:`publish` survives a kill, so the same run can resume.
+    """
+
+    target: str   # where the scores go, for messages
+    rejects: str  # where the rejects go, for messages
+
+    def start(self, key: str, as_of: pd.Timestamp, model_version: str) -> None:
+        """Open the working state of the run identified by ``key`` (the same key resumes it)."""
+
+    def manifest(self) -> dict | None:
+        """The manifest of a partition step finished earlier by this run, if any."""
+
+    def partitions(self, prefix: str, n: int, schema: pa.Schema, fresh: bool = False) -> Partitions:
+        """``n`` partitions named ``prefix``; ``fresh``: discard what an unfinished step left."""
+
+    def save_manifest(self, manifest: dict) -> None:
+        """Mark the partition step done (written last, atomically)."""
+
+    def finished(self, manifest_id: str) -> dict[int, tuple[int, int, int]]:
+        """Partitions already staged under this manifest: part -> (scored, rejected, not eligible)."""
+
+    def stage(self, part: int, scored: pd.DataFrame, rejects: pd.DataFrame, not_eligible: int,
+              manifest_id: str) -> None:
+        """One partition's rows and its done mark, all or nothing."""
+
+    def publish(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Write the ranked output and the rejects; returns rows per bucket and rejects per source."""
+
+    def close(self, finished: bool) -> None:
+        """Release connections; when ``finished``, remove the run's working state."""
+
+
+class Progress(Protocol):
+    def advance(self, n: int) -> None: ...
+
+    def close(self) -> None: ...
+
+
+ProgressFactory = Callable[[int, str], Progress]  # (total leads, what) -> a progress display

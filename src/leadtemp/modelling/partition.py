@@ -1,0 +1,150 @@
+"""Score one partition of a batch run: rows checked one by one, every lead scored or rejected with its reason.
+
+The local engine (:mod:`leadtemp.workflows.score`) and the Spark engine (:mod:`leadtemp.adapters.spark`)
+both turn source batches into canonical rows with :func:`canonical_leads` / :func:`canonical_events`
+and score each partition with :func:`score_partition`, so both give the same rows.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from leadtemp.core.config import Params
+from leadtemp.core.errors import ConfigError
+from leadtemp.core.ports import TableSource
+from leadtemp.core.schema import (
+    CONVERTED_AT,
+    CREATED_AT,
+    DIRECTION,
+    LABEL,
+    LEAD_ID,
+    TIMESTAMP,
+    TYPE,
+    RowProblems,
+    validate_interactions,
+    validate_leads,
+)
+from leadtemp.core.snapshots import eligible_leads, open_leads
+from leadtemp.modelling.scorer import OUTPUT_COLUMNS, LeadScorer
+
+REJECT = "_reject"  # per-row reason a partition row cannot be used (None = fine)
+ROW = "_row"        # the row's position in its source, from 1, for reject reports
+REJECT_COLUMNS = ["lead_id", "as_of", "model_version", "source", "row", "reason"]
+DEFAULT_CHUNK = 50_000  # leads per partition
+
+# What a row-level problem says about one row (validation words it for a count of rows).
+_SINGULAR = (("are not parsable timestamps", "is not a parsable timestamp"), ("are empty", "is empty"),
+             ("have an empty lead id", "is empty"), ("convert before they were created", "is before the creation time"),
+             ("are not numbers", "is not a number"), ("have an empty type", "is empty"),
+             ("have a direction other than", "is not one of"), ("are not an outcome", "is not an outcome"))
+
+
+def _singular(reason: str) -> str:
+    for plural, single in _SINGULAR:
+        if plural in reason:
+            return reason.replace(plural, single)
+    return reason
+
+
+def partition_of(lead_ids: pd.Series | np.ndarray, n: int) -> np.ndarray:
+    """The partition of each lead id: a stable hash (the same in every process and run) modulo ``n``."""
+    return (pd.util.hash_array(np.asarray(lead_ids, dtype=object)) % np.uint64(n)).astype(np.int64)
+
+
+def lead_schema(scorer: LeadScorer) -> pa.Schema:
+    spec = scorer.spec
+    fields = [(LEAD_ID, pa.string()), (CREATED_AT, pa.timestamp("ns")), (CONVERTED_AT, pa.timestamp("ns")),
+              (LABEL, pa.int8())]
+    fields += [(c, pa.string()) for c in spec.categorical] + [(c, pa.float64()) for c in spec.numeric]
+    return pa.schema(fields + [(REJECT, pa.string()), (ROW, pa.int64())])
+
+
+EVENT_SCHEMA = pa.schema([(LEAD_ID, pa.string()), (TIMESTAMP, pa.timestamp("ns")), (TYPE, pa.string()),
+                          (DIRECTION, pa.string()), (REJECT, pa.string()), (ROW, pa.int64())])
+
+
+def canonical_leads(raw: pd.DataFrame, source: str, params: Params, scorer: LeadScorer, first_row: int) -> pd.DataFrame:
+    """One batch of the leads table under leadtemp's names, the model's columns only, with reasons."""
+    d, spec = params.data, scorer.spec
+    problems = RowProblems(len(raw))
+    leads = validate_leads(raw, source, spec.categorical, spec.numeric, columns=d.columns,
+                           missing_values=d.missing_values, row_order=d.created_from_row_order, problems=problems)
+    out = pd.DataFrame({LEAD_ID: leads[LEAD_ID], CREATED_AT: leads[CREATED_AT], CONVERTED_AT: leads[CONVERTED_AT],
+                        LABEL: leads[LABEL] if LABEL in leads.columns else pd.Series(pd.NA, index=leads.index,
+                                                                                     dtype="Int8")})
+    for column in spec.categorical:  # as text, exactly as features._attributes reads it
+        out[column] = leads[column].astype("string")
+    for column in spec.numeric:
+        out[column] = leads[column]
+    out[REJECT] = [_singular(r) if r is not None else None for r in problems.reason]
+    out[ROW] = np.arange(first_row, first_row + len(out), dtype=np.int64)
+    return out
+
+
+def canonical_events(raw: pd.DataFrame, source: str, params: Params, first_row: int,
+                     as_of: pd.Timestamp) -> pd.DataFrame:
+    """One batch of the interactions under leadtemp's names with reasons; events at or after ``as_of``
+    are left out here, as scoring would never look at them (a bad row is kept whatever its time)."""
+    problems = RowProblems(len(raw))
+    events = validate_interactions(raw, source, None, params.data.interaction_columns, problems=problems)
+    out = events[[LEAD_ID, TIMESTAMP, TYPE, DIRECTION]].copy()
+    out[REJECT] = [_singular(r) if r is not None else None for r in problems.reason]
+    out[ROW] = np.arange(first_row, first_row + len(out), dtype=np.int64)
+    keep = problems.bad | (out[TIMESTAMP] < as_of).to_numpy()
+    return out.loc[keep]
+
+
+def score_partition(leads: pd.DataFrame, events: pd.DataFrame, scorer: LeadScorer, as_of: pd.Timestamp,
+                    reasons: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """Score one partition: canonical leads and all their events (with ``_reject`` reasons).
+
+    Returns the scored rows (output columns without ``rank``, plus ``margin``), the rejected rows
+    (``lead_id, source, row, reason``) and the number of valid leads not eligible at ``as_of``.
+    A lead is rejected for a bad value of its own, a duplicate id (every copy) or a bad interaction.
+    Interactions of a lead that is not in the leads table are rejected as ``interactions`` rows.
+    """
+    leads = leads.reset_index(drop=True)
+    reason = leads[REJECT].astype(object).where(leads[REJECT].notna(), None).to_numpy()
+    ids = leads[LEAD_ID].to_numpy(dtype=object)
+    copies = leads.groupby(LEAD_ID, sort=False)[LEAD_ID].transform("size").to_numpy()
+    duplicate = (copies > 1) & (ids != "")
+    reason = np.where(duplicate, [f"duplicate lead id ({c} rows)" for c in copies], reason)
+
+    bad_events = events.loc[events[REJECT].notna()]
+    orphan = ~events[LEAD_ID].isin(pd.Index(ids)).to_numpy()
+    event_reason = bad_events.drop_duplicates(LEAD_ID).set_index(LEAD_ID)
+    for i in np.flatnonzero(pd.Series(ids).isin(event_reason.index).to_numpy() & pd.isna(reason)):
+        first = event_reason.loc[ids[i]]
+        reason[i] = f"interaction row {first[ROW]}: {first[REJECT]}"
+    rejected = ~pd.isna(reason)
+    rejects = [pd.DataFrame({LEAD_ID: ids[rejected], "source": "leads", "row": leads[ROW].to_numpy()[rejected],
+                             "reason": reason[rejected].astype(str)})]
+    stray = events.loc[orphan]
+    if len(stray):
+        rejects.append(pd.DataFrame({LEAD_ID: stray[LEAD_ID].to_numpy(), "source": "interactions",
+                                     "row": stray[ROW].to_numpy(),
+                                     "reason": np.where(stray[REJECT].notna(), stray[REJECT].astype(object),
+                                                        "its lead is not in the leads table").astype(str)}))
+    good = leads.loc[~rejected].drop(columns=[REJECT, ROW])
+    good[LABEL] = good[LABEL].astype("Int8")
+    for column in scorer.spec.categorical:
+        good[column] = good[column].astype("string")
+    eligible = eligible_leads(good, as_of) if scorer.spec.mode == "events" else open_leads(good, as_of)
+    valid_events = events.loc[~orphan & events[REJECT].isna()].drop(columns=[REJECT, ROW])
+    valid_events = valid_events.loc[valid_events[LEAD_ID].isin(pd.Index(eligible[LEAD_ID]))]
+    if len(eligible):
+        scored = scorer.score_rows(scorer.features(eligible, valid_events, as_of), reasons=reasons)
+    else:
+        scored = pd.DataFrame({c: [] for c in OUTPUT_COLUMNS if c != "rank"} | {"margin": []})
+    return scored, pd.concat(rejects, ignore_index=True), len(good) - len(eligible)
+
+
+def interactions_read(scorer: LeadScorer, interactions: TableSource | None) -> TableSource | None:
+    """The interactions a model reads: required for event models, none for one-row-per-lead models."""
+    if scorer.spec.mode != "events":
+        return None
+    if interactions is None:
+        raise ConfigError("this model reads interactions: give an interactions file, folder or table")
+    return interactions

@@ -1,0 +1,139 @@
+"""Score a whole lead database: streamed, partitioned by lead, resumable, every lead scored or rejected.
+
+The run has three steps, each safe to interrupt (kill -9 included):
+
+1. **Partition.** Both tables are read once, in batches (a database cursor, or file by file and
+   batch by batch), checked row by row, and written to ``n`` partition files by a hash of the lead
+   id, so every lead is in one partition together with all its interactions. Rows with bad values
+   are kept with their reason; nothing is dropped here. A manifest written last marks the step done.
+2. **Score** each partition with :func:`score_partition` (the same function the Spark engine runs)
+   and write its scored and rejected rows to staging tables in one transaction, which also records
+   the partition as done. A rerun skips the partitions already done.
+3. **Finish** in one transaction: replace the rows of this ``(as_of, model_version)`` in the output
+   table by the staged ones, ranked over the whole run in SQL, and the same for the rejects; then
+   drop the staging tables. For a file output the staging database is a SQLite file in the work
+   folder and the output is written beside its target and renamed into place.
+
+Memory holds one batch or one partition at a time, whatever the size of the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+
+import numpy as np
+import pandas as pd
+
+from leadtemp.core.config import Params
+from leadtemp.core.metrics import BUCKETS
+from leadtemp.core.ports import ProgressFactory, ScoringRun, TableSource
+from leadtemp.core.schema import LEAD_ID
+from leadtemp.modelling.partition import (
+    DEFAULT_CHUNK,
+    EVENT_SCHEMA,
+    canonical_events,
+    canonical_leads,
+    interactions_read,
+    lead_schema,
+    partition_of,
+    score_partition,
+)
+from leadtemp.modelling.results import BatchResult
+from leadtemp.modelling.scorer import LeadScorer
+
+READ_BATCH = 100_000  # rows per read from a source
+
+
+def run_key(leads: TableSource, interactions: TableSource | None, target: str, as_of: pd.Timestamp,
+            model_version: str, chunk_size: int, reasons: bool) -> str:
+    """What identifies a run for resuming: inputs (with file sizes and times), output, date, model."""
+    blob = json.dumps({"leads": leads.fingerprint(), "interactions": interactions.fingerprint() if interactions else None,
+                       "target": target, "as_of": str(as_of), "model": model_version, "chunk": chunk_size,
+                       "reasons": reasons}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def score_in_batches(
+    scorer: LeadScorer,
+    params: Params,
+    as_of: pd.Timestamp,
+    leads: TableSource,
+    interactions: TableSource | None,
+    run: ScoringRun,
+    progress: ProgressFactory,
+    chunk_size: int = DEFAULT_CHUNK,
+    reasons: bool = True,
+    echo: Callable[[str], None] = print,
+) -> BatchResult:
+    """Score every lead of ``leads`` as of ``as_of`` into ``run``'s target; resumable (see the module doc)."""
+    started = time.monotonic()
+    as_of = pd.Timestamp(as_of)
+    version = str(scorer.meta.get("model_version", ""))
+    interactions = interactions_read(scorer, interactions)
+    run.start(run_key(leads, interactions, run.target, as_of, version, chunk_size, reasons), as_of, version)
+    finished = False
+    try:
+        manifest = run.manifest() or _partition(scorer, params, as_of, leads, interactions, run, chunk_size, echo)
+        n = manifest["partitions"]
+        done = run.finished(manifest["id"])
+        resumed = len(done)
+        lead_parts = run.partitions("leads", n, lead_schema(scorer))
+        event_parts = run.partitions("events", n, EVENT_SCHEMA)
+        if done:
+            echo(f"resuming: {len(done)} of {n} partitions already scored")
+        shown = progress(manifest["leads"], "scoring")
+        shown.advance(sum(manifest["lead_rows"][k] for k in done))
+        for k in range(n):
+            if k in done:
+                continue
+            part_leads = lead_parts.read(k)
+            scored, rejects, not_eligible = score_partition(part_leads, event_parts.read(k), scorer, as_of, reasons)
+            run.stage(k, scored, rejects, not_eligible, manifest["id"])
+            done[k] = (len(scored), len(rejects), not_eligible)
+            shown.advance(len(part_leads))
+        shown.close()
+        buckets, rejected = run.publish()
+        finished = True
+    finally:
+        run.close(finished)
+    return BatchResult(
+        scored=sum(v[0] for v in done.values()), rejected_leads=int(rejected.get("leads", 0)),
+        rejected_interactions=int(rejected.get("interactions", 0)),
+        not_eligible=sum(v[2] for v in done.values()), leads_read=manifest["leads"], partitions=n,
+        resumed_partitions=resumed, buckets={b: int(buckets.get(b, 0)) for b in BUCKETS},
+        seconds=time.monotonic() - started, target=run.target, rejects=run.rejects)
+
+
+def _partition(scorer: LeadScorer, params: Params, as_of: pd.Timestamp, leads: TableSource,
+               interactions: TableSource | None, run: ScoringRun, chunk_size: int,
+               echo: Callable[[str], None]) -> dict:
+    """Step 1 (see the module doc): every row to its lead's partition; returns the manifest."""
+    n = max(1, math.ceil(leads.count() / chunk_size))
+    # Months from row order need the whole table in its order: read it at once.
+    size = None if params.data.created_from_row_order is not None else READ_BATCH
+    lead_parts = run.partitions("leads", n, lead_schema(scorer), fresh=True)
+    read = 0
+    lead_rows = np.zeros(n, dtype=np.int64)
+    for batch in leads.batches(size):
+        frame = canonical_leads(batch, str(leads), params, scorer, read + 1)
+        lead_rows += np.bincount(partition_of(frame[LEAD_ID].to_numpy(dtype=object), n), minlength=n)
+        lead_parts.add(frame)
+        read += len(batch)
+    lead_parts.close()
+    echo(f"read {read:,} leads from {leads} into {n} partitions")
+    events_read = 0
+    if interactions is not None:
+        event_parts = run.partitions("events", n, EVENT_SCHEMA)
+        for batch in interactions.batches(READ_BATCH):
+            event_parts.add(canonical_events(batch, str(interactions), params, events_read + 1, as_of))
+            events_read += len(batch)
+        event_parts.close()
+        echo(f"read {events_read:,} interactions from {interactions}")
+    manifest = {"id": hashlib.sha256(f"{run.target}|{time.time_ns()}".encode()).hexdigest()[:12], "partitions": n,
+                "leads": read, "interactions": events_read, "lead_rows": lead_rows.tolist()}
+    run.save_manifest(manifest)
+    return manifest

@@ -5,10 +5,14 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import pytest
+# LightGBM's OpenMP threads spin while waiting by default: on a shared 2-core machine one training
+# took 402 s instead of 13 s (docs/benchmarks.md). Set before lightgbm is first imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-from leadtemp.core.config import load_params
-from leadtemp.simulate import simulate
+import pytest  # noqa: E402
+
+from leadtemp.core.config import load_params  # noqa: E402
+from leadtemp.simulate import simulate  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -51,3 +55,35 @@ def quality_result(quality_sim, params):
     from leadtemp.workflows.train import train
 
     return train(quality_sim.leads, quality_sim.interactions, params)
+
+
+# -- tiers ------------------------------------------------------------------------------------------
+# unit: one function on small frames; model: a trained model's behaviour; e2e: commands end to end;
+# external: the third-party datasets in ../shared; services: PostgreSQL or Spark. `slow` marks what
+# trains on a large simulation, trains a model for a whole module, or starts a service:
+# `pytest -m "not slow"` is the fast loop, `pytest` the whole suite (CI).
+TIER_OF_MODULE = {
+    "test_config": "unit", "test_features": "unit", "test_schema": "unit", "test_snapshots": "unit",
+    "test_leakage": "unit", "test_metrics": "unit", "test_treeshap": "model", "test_model": "model",
+    "test_cli": "e2e", "test_batch": "e2e", "test_quarterly": "e2e", "test_own_data": "e2e",
+    "test_hostile_inputs": "e2e",
+}
+SLOW_FIXTURES = {"quality_sim", "quality_result", "shifted", "champion", "world", "trained", "in_home", "hostile_home"}
+EXTERNAL_NAMES = {"BANK", "XEDU"}  # tests that read ../shared/data/external name these
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if module in TIER_OF_MODULE:
+            item.add_marker(getattr(pytest.mark, TIER_OF_MODULE[module]))
+        function = getattr(item, "function", None)
+        names = set(function.__code__.co_names) if function is not None else set()
+        if "services" in item.keywords or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+        if names & EXTERNAL_NAMES:
+            item.add_marker(pytest.mark.external)
+            item.add_marker(pytest.mark.slow)
+            if not SHARED.is_dir() and not os.environ.get("CI"):
+                item.add_marker(pytest.mark.skip(reason=f"needs the third-party datasets in {SHARED / 'data' / 'external'} "
+                                                        "(CI has them; a test that needs them fails there when missing)"))

@@ -83,13 +83,22 @@ class Splits:
     validation_fraction: float = 0.1
 
 
+# The sales coach's ordering of a lead's own actions, hottest first (docs/domain.md section 1):
+# the thermometer baseline weighs each inbound action by its place here; types not listed weigh 0.
+COACH_THERMOMETER = {
+    "pos_question": 11.0, "phone_call": 10.0, "sms": 9.0, "email": 8.0, "private_message": 7.0,
+    "friend_request": 6.0, "newsletter_reply": 5.0, "post_comment": 4.0, "post_share": 3.0,
+    "page_like": 2.0, "post_like": 1.0,
+}
+
+
 @dataclass(frozen=True)
 class Features:
     windows_days: tuple[int, ...] = (7, 30, 90)
     half_life_days: float = 14.0
     just_active_days: int = 7
     max_channels: int = 40
-    thermometer: dict[str, float] = field(default_factory=dict)
+    thermometer: dict[str, float] = field(default_factory=lambda: dict(COACH_THERMOMETER))
 
 
 @dataclass(frozen=True)

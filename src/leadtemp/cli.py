@@ -99,8 +99,15 @@ def _print_training(result, logged) -> None:
         table.add_row(row.bucket, str(row.leads), str(row.converted), f"{row.rate:.1%}",
                       f"{row.rate_low:.1%}-{row.rate_high:.1%}")
     console.print(table)
+    for gate in result.gates:
+        mark = "[green]pass[/green]" if gate.passed else "[bold red]FAIL[/bold red]"
+        console.print(f"{mark} {gate.name}: {gate.detail}")
     alias = " (alias champion)" if logged.champion else ""
     console.print(f"MLflow run {logged.run_id}; registered version {logged.version}{alias}; exported to {logged.export_path}")
+    if not result.fit_to_ship:
+        failed = ", ".join(g.name for g in result.gates if not g.passed)
+        console.print(f"[bold red]not made champion[/bold red] (failed: {failed}): version {logged.version} is kept "
+                      f"for inspection; scoring uses the champion (--model {logged.export_path} scores with this one)")
 
 
 @app.command()

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from leadtemp.core.features import feature_matrix
-from leadtemp.core.metrics import expected_calibration_error
+from leadtemp.core.metrics import equal_frequency_bins, expected_calibration_error, tie_groups
 from leadtemp.modelling.scorer import LeadScorer
 
 
@@ -33,9 +33,7 @@ def plot_reliability(y: np.ndarray, curves: dict[str, np.ndarray], path: str | P
     fig, ax = plt.subplots(figsize=(5, 5))
     top = 0.0
     for name, p in curves.items():
-        order = np.argsort(p, kind="stable")
-        bins = [b for b in np.array_split(order, n_bins) if len(b)]
-        xs, ys = [p[b].mean() for b in bins], [y[b].mean() for b in bins]
+        _, xs, ys = equal_frequency_bins(y, np.asarray(p, dtype=float), n_bins)
         top = max(top, *xs, *ys)
         ax.plot(xs, ys, marker="o", label=f"{name} (ECE {expected_calibration_error(y, p, n_bins):.3f})")
     ax.plot([0, top], [0, top], linestyle="--", color="grey", label="perfect")
@@ -54,7 +52,9 @@ def plot_gains(y: np.ndarray, curves: dict[str, np.ndarray], path: str | Path) -
     fig, ax = plt.subplots(figsize=(5, 5))
     x = np.arange(1, len(y) + 1) / len(y)
     for name, p in curves.items():
-        captured = np.cumsum(y[np.argsort(-np.asarray(p), kind="stable")]) / y.sum()
+        rows, hits, _ = tie_groups(y, np.asarray(p, dtype=float), best_first=True)  # ties: their mean rate
+        ends, found = np.concatenate([[0], np.cumsum(rows)]), np.concatenate([[0.0], np.cumsum(hits)])
+        captured = np.interp(np.arange(1, len(y) + 1), ends, found) / y.sum()
         ax.plot(x, captured, label=name)
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="random")
     ax.set(xlabel="share of leads contacted", ylabel="share of conversions captured", title="Cumulative gains (test slice)")

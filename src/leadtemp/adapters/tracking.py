@@ -77,7 +77,8 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
     """One MLflow run: params, fingerprint, metrics, plots and the pyfunc model.
 
     ``register``: add the model to the registry as a new version (it never replaces one);
-    ``claim_champion``: give it the alias ``champion`` if no version has it yet; ``extra``: more to
+    ``claim_champion``: give it the alias ``champion`` if no version has it yet and it passed every
+    ship gate (:attr:`TrainingResult.fit_to_ship`); ``extra``: more to
     log inside the same run (a retrain's comparison and decision).
     """
     import mlflow
@@ -98,6 +99,9 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
                          **{f"version.{k}": v for k, v in library_versions().items()}})
         mlflow.log_dict(result.fingerprint, "data_fingerprint.json")
         mlflow.log_dict(result.splits.describe(), "splits.json")
+        mlflow.log_dict({"fit_to_ship": result.fit_to_ship, "gates": [dataclasses.asdict(g) for g in result.gates]},
+                        "gates.json")
+        mlflow.set_tag("fit_to_ship", str(result.fit_to_ship).lower())
         mlflow.log_table(result.leakage, "leakage_check.json")
         if result.warnings:
             mlflow.log_text("\n".join(result.warnings) + "\n", "warnings.txt")
@@ -115,7 +119,9 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
                 return LoggedModel(run.info.run_id, info.model_uri, None, False, None)
             version = str(info.registered_model_version)
             client = MlflowClient()
-            champion = claim_champion and "champion" not in client.get_registered_model(name).aliases
+            # A model that failed a ship gate (constant, no better than chance, ...) is never champion.
+            champion = (claim_champion and result.fit_to_ship
+                        and "champion" not in client.get_registered_model(name).aliases)
             if champion:
                 client.set_registered_model_alias(name, "champion", version)
             mlflow.set_tag("registered_version", version)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pandas as pd
 from scipy.stats import norm
@@ -10,30 +12,87 @@ from sklearn.metrics import average_precision_score, brier_score_loss, log_loss,
 BUCKETS = ("hot", "warm", "cold")
 
 
+def tie_groups(y: np.ndarray, score: np.ndarray, best_first: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Groups of equal ``score`` in order: the rows in each group, the sum of ``y`` and of ``score`` in it.
+
+    The metrics below never order the rows inside a group: a group that a cut (top 10%, a bin edge)
+    goes through counts with the share of its rows on each side, at the group's own mean outcome,
+    which is what a random order of the ties gives on average. So no metric depends on row order.
+    """
+    _, group = np.unique(-score if best_first else score, return_inverse=True)
+    group = group.ravel()
+    return np.bincount(group), np.bincount(group, weights=y), np.bincount(group, weights=score)
+
+
+def expected_in_top(y: np.ndarray, score: np.ndarray, k: Fraction | int) -> Fraction:
+    """Sum of ``y`` over the ``k`` highest scores (``k`` may be fractional), a tie group on the cut shared."""
+    rows, hits, _ = tie_groups(y, score, best_first=True)
+    ends = np.cumsum(rows)
+    j = min(int(np.searchsorted(ends, float(k))), len(rows) - 1)  # the group the cut falls in
+    start = int(ends[j - 1]) if j else 0
+    return Fraction(float(hits[:j].sum())) + (Fraction(k) - start) * Fraction(float(hits[j])) / int(rows[j])
+
+
+def equal_frequency_bins(y: np.ndarray, p: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows, mean p and mean y of ``n_bins`` equal-frequency bins, lowest p first (sizes as ``np.array_split``).
+
+    A group of tied probabilities that a bin edge goes through is shared between the two bins by
+    rows, at the group's mean outcome, never split by row order.
+    """
+    rows, hits, total_p = tie_groups(y, p, best_first=False)
+    knots = np.concatenate([[0], np.cumsum(rows)])
+    sizes = np.full(n_bins, len(y) // n_bins)
+    sizes[: len(y) % n_bins] += 1
+    edges = np.concatenate([[0], np.cumsum(sizes[sizes > 0])])
+    in_bin = np.diff(edges).astype(float)
+    mean_p = np.diff(np.interp(edges, knots, np.concatenate([[0.0], np.cumsum(total_p)]))) / in_bin
+    mean_y = np.diff(np.interp(edges, knots, np.concatenate([[0.0], np.cumsum(hits)]))) / in_bin
+    return in_bin, mean_p, mean_y
+
+
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, n_bins: int = 10) -> float:
     """ECE over ``n_bins`` equal-frequency bins: sum of |mean(p) - mean(y)| weighted by bin size.
 
     Equal-frequency bins keep the measure informative when most probabilities are small, as they
-    are for lead conversion; equal-width bins would put nearly every lead in the first bin.
+    are for lead conversion; equal-width bins would put nearly every lead in the first bin. Tied
+    probabilities on a bin edge are shared between the bins at their group's mean outcome, so the
+    result does not depend on row order; a constant ``p`` gets |p - base rate|.
     """
     y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
-    order = np.argsort(p, kind="stable")
-    bins = np.array_split(order, n_bins)
-    return float(sum(len(b) * abs(p[b].mean() - y[b].mean()) for b in bins if len(b)) / len(y))
+    in_bin, mean_p, mean_y = equal_frequency_bins(y, p, n_bins)
+    return float(np.sum(in_bin * np.abs(mean_p - mean_y)) / len(y))
 
 
 def lift_at(y: np.ndarray, p: np.ndarray, share: float = 0.10) -> float:
-    """Conversion rate among the top ``share`` by probability, divided by the overall rate."""
+    """Conversion rate among the top ``share`` by probability, divided by the overall rate.
+
+    Leads tied with the last one in count by the share of their group that fits, at the group's
+    rate (the expected rate of a random tie-break): a constant score gets exactly 1.
+    """
     y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
-    top = np.argsort(-p, kind="stable")[: max(1, int(round(share * len(p))))]
-    return float(y[top].mean() / y.mean()) if y.mean() > 0 else float("nan")
+    k = max(1, int(round(share * len(p))))
+    return float(expected_in_top(y, p, k) * len(p) / (k * Fraction(float(y.sum())))) if y.mean() > 0 else float("nan")
 
 
 def top_half_capture(y: np.ndarray, p: np.ndarray) -> float:
-    """Share of all converters found in the top half of leads by probability."""
+    """Share of all converters found in the top half of leads by probability.
+
+    The half is exactly n/2 leads (with an odd n the middle lead counts half), ties shared as in
+    ``lift_at``: a constant score gets exactly 0.5.
+    """
     y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
-    top = np.argsort(-p, kind="stable")[: len(p) // 2]
-    return float(y[top].sum() / y.sum()) if y.sum() > 0 else float("nan")
+    return float(expected_in_top(y, p, Fraction(len(p), 2)) / Fraction(float(y.sum()))) if y.sum() > 0 else float("nan")
+
+
+def auc_interval(auc: float, positives: int, negatives: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Interval of a ROC-AUC from its standard error (Hanley & McNeil 1982): no resampling needed."""
+    if positives == 0 or negatives == 0:
+        return float("nan"), float("nan")
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    se = np.sqrt((auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2))
+                 / (positives * negatives))
+    z = norm.ppf(0.5 + confidence / 2)
+    return float(auc - z * se), float(auc + z * se)
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
@@ -65,18 +124,43 @@ def bucket_shares(bucket: np.ndarray) -> dict[str, float]:
     return {name: float(np.mean(bucket == name)) if len(bucket) else 0.0 for name in BUCKETS}
 
 
-def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    y, p = np.asarray(y, dtype=float), np.clip(np.asarray(p, dtype=float), 1e-12, 1 - 1e-12)
+def ranking_metrics(y: np.ndarray, score: np.ndarray) -> dict[str, float]:
+    """Metrics of the order of ``score`` only: ROC-AUC, PR-AUC, lift@10%, top-half capture.
+
+    For any score: a raw margin, a rule score such as the thermometer's, a probability. The score
+    is used as it is, never clipped (clipping to [0, 1] would tie every negative margin).
+    """
+    y, score = np.asarray(y, dtype=float), np.asarray(score, dtype=float)
     if len(np.unique(y)) < 2:
         raise ValueError("metrics need both converted and not-converted leads in the slice")
     return {
-        "roc_auc": float(roc_auc_score(y, p)),
-        "pr_auc": float(average_precision_score(y, p)),
-        "log_loss": float(log_loss(y, p)),
-        "brier": float(brier_score_loss(y, p)),
-        "ece": expected_calibration_error(y, p),
-        "lift_at_10": lift_at(y, p, 0.10),
-        "top_half_capture": top_half_capture(y, p),
+        "roc_auc": float(roc_auc_score(y, score)),
+        "pr_auc": float(average_precision_score(y, score)),
+        "lift_at_10": lift_at(y, score, 0.10),
+        "top_half_capture": top_half_capture(y, score),
         "positive_rate": float(y.mean()),
         "rows": float(len(y)),
+    }
+
+
+def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
+    """``ranking_metrics`` of the probabilities ``p``, plus log loss, Brier score and ECE.
+
+    Only log loss clips ``p`` (to [1e-12, 1 - 1e-12], so a 0 or 1 is not infinite). Scores outside
+    [0, 1] are not probabilities: their log loss, Brier score and ECE are NaN (margins and rule
+    scores belong in ``ranking_metrics``).
+    """
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    ranking = ranking_metrics(y, p)
+    probability = bool(np.all((p >= 0) & (p <= 1)))
+    return {
+        "roc_auc": ranking["roc_auc"],
+        "pr_auc": ranking["pr_auc"],
+        "log_loss": float(log_loss(y, np.clip(p, 1e-12, 1 - 1e-12))) if probability else float("nan"),
+        "brier": float(brier_score_loss(y, p)) if probability else float("nan"),
+        "ece": expected_calibration_error(y, p) if probability else float("nan"),
+        "lift_at_10": ranking["lift_at_10"],
+        "top_half_capture": ranking["top_half_capture"],
+        "positive_rate": ranking["positive_rate"],
+        "rows": ranking["rows"],
     }

@@ -171,7 +171,7 @@ def top_reasons(
     used = chosen != 0
     keys = list(grouped.columns)
     channels = {c.name: c for c in spec.channels}
-    out = np.full(order.shape, "", dtype=object)
+    out = np.full((len(values), k), "", dtype=object)  # a model with fewer than k groups leaves empty slots
     for j in np.unique(order[used]):
         rows, slots = np.nonzero((order == j) & used)
         key = keys[j]

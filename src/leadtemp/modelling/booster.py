@@ -6,7 +6,7 @@ import pandas as pd
 
 from leadtemp.core.config import Params
 from leadtemp.core.features import FeatureSpec
-from leadtemp.core.metrics import classification_metrics
+from leadtemp.core.metrics import ranking_metrics
 
 
 def lightgbm_params(params: Params) -> dict:
@@ -50,5 +50,5 @@ def fit_rounds(frame: pd.DataFrame, spec: FeatureSpec, params: Params, rounds: i
 
 def margin_roc_auc(booster, frame: pd.DataFrame, spec: FeatureSpec) -> float:
     """ROC-AUC of the booster's raw margin on ``frame`` (the early-stopping booster's, on validation)."""
-    return classification_metrics(frame["label"], booster.predict(frame[spec.columns], raw_score=True))["roc_auc"]
+    return ranking_metrics(frame["label"], booster.predict(frame[spec.columns], raw_score=True))["roc_auc"]
 

@@ -142,9 +142,10 @@ def score_partition(leads: pd.DataFrame, events: pd.DataFrame, scorer: LeadScore
 
 
 def interactions_read(scorer: LeadScorer, interactions: TableSource | None) -> TableSource | None:
-    """The interactions a model reads: required for event models, none for one-row-per-lead models."""
+    """The interactions a model reads: required for event models that learned channels, none for
+    one-row-per-lead models; a model trained without an interaction log scores without one."""
     if scorer.spec.mode != "events":
         return None
-    if interactions is None:
+    if interactions is None and scorer.spec.channels:
         raise ConfigError("this model reads interactions: give an interactions file, folder or table")
     return interactions

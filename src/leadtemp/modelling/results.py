@@ -24,7 +24,6 @@ class RowSplits:
         return dict(self.slices)
 
 
-
 @dataclass
 class TrainingResult:
     scorer: LeadScorer
@@ -35,6 +34,12 @@ class TrainingResult:
     fingerprint: dict
     leakage: pd.DataFrame       # single-column AUC of each attribute on the training slice
     warnings: list[str]         # things the user must hear about (printed and logged)
+    gates: list[Gate] = field(default_factory=list)  # what a model must show before it may become champion
+
+    @property
+    def fit_to_ship(self) -> bool:
+        """Every gate passed: the model may take the champion alias."""
+        return all(g.passed for g in self.gates)
 
     @property
     def out_of_time(self) -> bool:

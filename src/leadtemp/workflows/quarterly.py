@@ -20,7 +20,7 @@ from leadtemp.core.config import Params, Retrain
 from leadtemp.core.drift import drift_report
 from leadtemp.core.errors import ConfigError, NotEnoughHistory, TrainingDataError
 from leadtemp.core.features import build_training_frame, feature_matrix
-from leadtemp.core.metrics import BUCKETS, bucket_shares, bucket_table, classification_metrics
+from leadtemp.core.metrics import BUCKETS, bucket_shares, bucket_table, classification_metrics, ranking_metrics
 from leadtemp.core.schema import CONVERTED_AT, CREATED_AT, LEAD_ID, TIMESTAMP
 from leadtemp.core.snapshots import build_snapshots, cutoff_dates, eligible_leads, observed_until
 from leadtemp.modelling.results import Backtest, Fold, Gate, RetrainReport
@@ -68,7 +68,7 @@ def window_metrics(frame: pd.DataFrame) -> dict[str, float]:
                                 f"all have label {int(y[0])}: no metric can be measured there")
     metrics = classification_metrics(y, frame["probability"])
     if "thermometer_score" in frame.columns:
-        thermo = classification_metrics(y, frame["thermometer_score"])
+        thermo = ranking_metrics(y, frame["thermometer_score"])
         metrics.update(thermometer_roc_auc=thermo["roc_auc"], thermometer_lift_at_10=thermo["lift_at_10"])
     for row in bucket_table(y, frame["bucket"].to_numpy()).itertuples():
         metrics[f"{row.bucket}_share"] = row.leads / len(frame)

@@ -9,11 +9,11 @@ from leadtemp.core.checks import check_amount, check_leakage, leakage_report
 from leadtemp.core.config import Params
 from leadtemp.core.errors import TrainingDataError
 from leadtemp.core.features import FeatureSpec, attribute_features, build_training_frame, fit_feature_spec
-from leadtemp.core.metrics import bucket_table, classification_metrics
+from leadtemp.core.metrics import BUCKETS, auc_interval, bucket_table, classification_metrics, ranking_metrics
 from leadtemp.core.schema import CONVERTED_AT, CREATED_AT, LABEL, LEAD_ID, empty_interactions
 from leadtemp.core.snapshots import build_snapshots, cutoff_dates, observed_until, split_cutoffs
 from leadtemp.modelling.fit import fit_scorer, fit_scorer_cross_fitted
-from leadtemp.modelling.results import RowSplits, TrainingResult
+from leadtemp.modelling.results import Gate, RowSplits, TrainingResult
 from leadtemp.modelling.scorer import LeadScorer
 
 SLICES = ("train", "validation", "calibration", "test")
@@ -70,11 +70,42 @@ def _evaluate(scorer: LeadScorer, parts: dict[str, pd.DataFrame]) -> tuple[pd.Da
     raw = classification_metrics(test["label"], test["raw_probability"])
     metrics.update({f"raw_{k}": raw[k] for k in ("roc_auc", "ece", "brier", "log_loss")})
     if "thermometer_score" in test.columns:
-        metrics["thermometer_roc_auc"] = classification_metrics(test["label"], test["thermometer_score"])["roc_auc"]
+        metrics["thermometer_roc_auc"] = ranking_metrics(test["label"], test["thermometer_score"])["roc_auc"]
     metrics["best_iteration"] = float(scorer.booster.current_iteration())
     metrics["validation_roc_auc"] = scorer.meta["validation_roc_auc"]
     scorer.meta["test_roc_auc"] = metrics["roc_auc"]
     return test, metrics
+
+
+def ship_gates(test: pd.DataFrame, metrics: dict[str, float], buckets: pd.DataFrame) -> list[Gate]:
+    """What a newly trained model must show on its test slice before it may become champion.
+
+    A model that fails is still logged and registered (so it can be inspected), never given the
+    alias: a constant model, one that ranks no better than chance, one that loses to the
+    thermometer rule the sales team already has, or buckets that do not separate.
+    """
+    y = test["label"].to_numpy()
+    positives, negatives = int(y.sum()), int(len(y) - y.sum())
+    distinct = np.unique(test["margin"].to_numpy()).size
+    gates = [Gate("not a constant model", distinct > 1,
+                  f"{distinct} distinct score(s) on {len(y):,} test rows" + ("" if distinct > 1 else
+                  ": the booster learned nothing; give more conversions (or more history) to learn from"))]
+    low, high = auc_interval(metrics["roc_auc"], positives, negatives)
+    gates.append(Gate("ranks better than chance", low > 0.5,
+                      f"test ROC-AUC {metrics['roc_auc']:.3f} (95% interval {low:.3f}..{high:.3f}, "
+                      f"{positives:,} conversions)" + ("" if low > 0.5 else
+                      ": no evidence the model ranks leads; more conversions or more informative attributes would help")))
+    thermometer = test["thermometer_score"].to_numpy() if "thermometer_score" in test.columns else None
+    if thermometer is not None and np.unique(thermometer).size > 1:
+        gates.append(Gate("beats the thermometer", metrics["roc_auc"] > metrics["thermometer_roc_auc"],
+                          f"test ROC-AUC {metrics['roc_auc']:.3f} vs thermometer rule {metrics['thermometer_roc_auc']:.3f}"))
+    rows = buckets.set_index("bucket")
+    empty = [b for b in BUCKETS if rows.loc[b, "leads"] == 0]
+    hot, cold = rows.loc[BUCKETS[0], "rate"], rows.loc[BUCKETS[-1], "rate"]
+    gates.append(Gate("buckets separate", not empty and hot > cold,
+                      f"empty on the test slice: {empty}" if empty else
+                      f"test conversion hot {hot:.1%} vs cold {cold:.1%}"))
+    return gates
 
 
 def _slices(frame: pd.DataFrame, leads: pd.DataFrame, spec: FeatureSpec,
@@ -128,11 +159,11 @@ def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,
         "trained_through": str(splits.calibration.max() + pd.Timedelta(days=s.horizon_days)),
         "observed_until": str(until), "splits": splits.describe()})
     test, metrics = _evaluate(scorer, parts)
+    buckets = bucket_table(test["label"], test["bucket"])
     return TrainingResult(
-        scorer=scorer, splits=splits, test=test, metrics=metrics,
-        buckets=bucket_table(test["label"], test["bucket"]),
+        scorer=scorer, splits=splits, test=test, metrics=metrics, buckets=buckets,
         fingerprint=fingerprint(leads, interactions, frame, until, source_hashes or {}),
-        leakage=leakage, warnings=notes,
+        leakage=leakage, warnings=notes, gates=ship_gates(test, metrics, buckets),
     )
 
 
@@ -221,9 +252,9 @@ def _train_outcomes(leads: pd.DataFrame, params: Params, source_hashes: dict[str
         "trained_through": str(through) if pd.notna(through) else "no time", "splits": splits.describe(),
         "split": splits.kind})
     test, metrics = _evaluate(scorer, parts)
+    buckets = bucket_table(test["label"], test["bucket"])
     return TrainingResult(
-        scorer=scorer, splits=splits, test=test, metrics=metrics,
-        buckets=bucket_table(test["label"], test["bucket"]),
+        scorer=scorer, splits=splits, test=test, metrics=metrics, buckets=buckets,
         fingerprint=fingerprint(leads, empty_interactions(), frame, table[CREATED_AT].max(), source_hashes),
-        leakage=leakage, warnings=notes,
+        leakage=leakage, warnings=notes, gates=ship_gates(test, metrics, buckets),
     )

@@ -1,0 +1,129 @@
+"""Refuse to ship nonsense: ship gates of a first training, reasons of small models, models without interactions."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conftest import ROOT
+from leadtemp.cli import app
+from leadtemp.core.metrics import auc_interval, bucket_table, classification_metrics
+from leadtemp.core.reasons import top_reasons
+from leadtemp.core.schema import empty_interactions
+from leadtemp.workflows.train import ship_gates, train
+
+runner = CliRunner()
+
+
+def _test_slice(y, margin, bucket, thermometer=None) -> pd.DataFrame:
+    frame = pd.DataFrame({"label": y, "margin": margin, "bucket": bucket})
+    if thermometer is not None:
+        frame["thermometer_score"] = thermometer
+    return frame
+
+
+def _gates(frame: pd.DataFrame) -> dict[str, bool]:
+    metrics = classification_metrics(frame["label"], 1 / (1 + np.exp(-frame["margin"])))
+    if "thermometer_score" in frame.columns:
+        metrics["thermometer_roc_auc"] = classification_metrics(frame["label"], frame["thermometer_score"])["roc_auc"]
+    return {g.name: g.passed for g in ship_gates(frame, metrics, bucket_table(frame["label"], frame["bucket"]))}
+
+
+def test_a_model_that_ranks_passes_every_gate():
+    rng = np.random.default_rng(0)
+    margin = rng.normal(size=4000)
+    y = (rng.random(4000) < 1 / (1 + np.exp(-(2 * margin - 2)))).astype(int)
+    bucket = np.where(margin > 1.3, "hot", np.where(margin > 0, "warm", "cold"))
+    gates = _gates(_test_slice(y, margin, bucket, thermometer=rng.integers(0, 3, 4000)))
+    assert gates == {"not a constant model": True, "ranks better than chance": True, "beats the thermometer": True,
+                     "buckets separate": True}
+
+
+def test_a_constant_model_fails_and_so_does_chance():
+    rng = np.random.default_rng(1)
+    y = (rng.random(3000) < 0.1).astype(int)
+    constant = _gates(_test_slice(y, np.zeros(3000), np.array(["hot"] * 3000)))
+    assert not constant["not a constant model"] and not constant["ranks better than chance"]
+    assert not constant["buckets separate"]  # warm and cold are empty
+    noise = _gates(_test_slice(y, rng.normal(size=3000), rng.choice(["hot", "warm", "cold"], 3000)))
+    assert noise["not a constant model"] and not noise["ranks better than chance"]
+
+
+def test_losing_to_the_thermometer_fails_and_a_flat_thermometer_is_not_a_comparison():
+    rng = np.random.default_rng(2)
+    signal = rng.normal(size=3000)
+    y = (rng.random(3000) < 1 / (1 + np.exp(-(2 * signal - 2)))).astype(int)
+    weak = signal + rng.normal(scale=3, size=3000)
+    bucket = np.where(weak > 1, "hot", np.where(weak > -1, "warm", "cold"))
+    assert not _gates(_test_slice(y, weak, bucket, thermometer=signal))["beats the thermometer"]
+    assert "beats the thermometer" not in _gates(_test_slice(y, weak, bucket, thermometer=np.zeros(3000)))
+
+
+def test_auc_interval_narrows_with_more_rows_and_holds_its_estimate():
+    small, large = auc_interval(0.7, 30, 300), auc_interval(0.7, 3000, 30000)
+    assert small[0] < large[0] < 0.7 < large[1] < small[1]
+    assert np.isnan(auc_interval(0.7, 0, 10)[0])
+
+
+def test_a_model_with_fewer_groups_than_reasons_leaves_empty_slots():
+    from leadtemp.core.features import FeatureSpec
+
+    spec = FeatureSpec(channels=(), windows_days=(7,), half_life_days=14.0, just_active_days=7,
+                       categorical={"a": ("x", "y")}, numeric=("b",), mode="outcomes", timed=False)
+    features = pd.DataFrame({"a": pd.Categorical(["x", "y"], categories=["x", "y"]), "b": [1.0, 2.0]})
+    grouped = pd.DataFrame({"a": [0.5, -0.2], "b": [0.1, 0.0]})
+    words = top_reasons(features, grouped, spec, {}, k=3)
+    assert len(words) == 3
+    assert words[2].tolist() == ["", ""] and words[1].tolist()[1] == ""  # b has no effect on the second lead
+    assert words[0][0].endswith("(+)") and words[0][1].endswith("(−)")
+
+
+@pytest.fixture(scope="module")
+def noise_world():
+    """Leads whose conversion owes nothing to what is known about them: every lead converts after an
+    exponential delay (memoryless, so not even the lead's age tells anything) and the events are random."""
+    from leadtemp.simulate import simulate
+
+    sim = simulate(1500, seed=8, months=24)
+    rng = np.random.default_rng(8)
+    leads = sim.leads.copy()
+    converted = leads["created_at"] + pd.to_timedelta(rng.exponential(600, len(leads)), unit="D")
+    leads["converted_at"] = converted.where(converted <= sim.leads["created_at"].max())  # not yet happened: open
+    for column in ("source", "sector", "company_size", "country", "potential", "need", "want", "funds", "authority"):
+        leads[column] = rng.permutation(leads[column].to_numpy())
+    leads["past_purchases"] = rng.permutation(leads["past_purchases"].to_numpy())
+    events = sim.interactions.copy()
+    events["lead_id"] = rng.choice(leads["lead_id"].to_numpy(), len(events))
+    return leads, events
+
+
+def test_a_model_of_noise_is_registered_but_never_champion(noise_world, params, tmp_path):
+    leads, events = noise_world
+    leads.to_parquet(tmp_path / "leads.parquet")
+    events.to_parquet(tmp_path / "events.parquet")
+    result = runner.invoke(app, ["train", "--params", str(ROOT / "params.yaml"), "--leads", str(tmp_path / "leads.parquet"),
+                                 "--interactions", str(tmp_path / "events.parquet")], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    assert "FAIL ranks better than chance" in result.output and "not made champion" in result.output
+    from mlflow import MlflowClient
+
+    model = MlflowClient().get_registered_model("leadtemp")
+    assert "champion" not in model.aliases
+    scored = runner.invoke(app, ["score", "--params", str(ROOT / "params.yaml"), "--as-of", "2024-06-01",
+                                 "--out", str(tmp_path / "s.csv"), "--leads", str(tmp_path / "leads.parquet"),
+                                 "--interactions", str(tmp_path / "events.parquet")])
+    assert scored.exit_code == 2 and "cannot load model" in scored.output  # no champion to score with
+
+
+def test_a_model_trained_without_an_interaction_log_scores_without_one(small_sim, params, tmp_path):
+    no_log = params.replace(data={"interactions": None})
+    result = train(small_sim.leads, empty_interactions(), no_log)
+    assert result.scorer.spec.channels == ()
+    from leadtemp.adapters.sources import Source, Target
+    from leadtemp.api import score_sources
+
+    small_sim.leads.to_parquet(tmp_path / "leads.parquet")
+    out = tmp_path / "scores.csv"
+    done = score_sources(result.scorer, no_log, pd.Timestamp("2024-06-01"), Source.file(tmp_path / "leads.parquet"), None,
+                         Target(path=out), echo=lambda m: None)
+    assert done.scored > 0 and pd.read_csv(out)["reason_1"].notna().all()

@@ -21,13 +21,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from leadtemp.core.config import Params, load_params
+from leadtemp.core.config import CHAMPION, Params, load_params
 from leadtemp.core.errors import ConfigError, SchemaError
 from leadtemp.modelling.partition import DEFAULT_CHUNK
 from leadtemp.modelling.results import Backtest, BatchResult, RetrainReport, TrainingResult
 from leadtemp.modelling.scorer import LeadScorer
 
-CHAMPION = "champion"  # the registry alias that scoring follows by default
 SCORE_FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 
 

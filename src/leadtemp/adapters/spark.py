@@ -30,6 +30,7 @@ import pandas as pd
 from leadtemp.adapters.sources import Source, Target
 from leadtemp.core.config import Params
 from leadtemp.core.errors import ConfigError
+from leadtemp.core.metrics import BUCKETS
 from leadtemp.modelling.partition import (
     DEFAULT_CHUNK,
     EVENT_SCHEMA,
@@ -41,7 +42,7 @@ from leadtemp.modelling.partition import (
     score_partition,
 )
 from leadtemp.modelling.results import BatchResult
-from leadtemp.modelling.scorer import OUTPUT_COLUMNS, LeadScorer
+from leadtemp.modelling.scorer import OUTPUT_COLUMNS, REASON_COLUMNS, LeadScorer
 
 PART, ROW_INDEX = "_leadtemp_part", "_leadtemp_row"
 RESULT_SCHEMA = ("kind string, lead_id string, probability double, score long, bucket string, margin double, "
@@ -145,7 +146,7 @@ def score_spark(
                .applyInPandas(score_group, RESULT_SCHEMA)).cache()
     scored = results.where(F.col("kind") == "scored")
     ordered = scored.orderBy(F.col("probability").desc(), F.col("margin").desc(), F.col("lead_id").asc())
-    base = ordered.select("lead_id", "probability", "score", "bucket", "reason_1", "reason_2", "reason_3")
+    base = ordered.select("lead_id", "probability", "score", "bucket", *REASON_COLUMNS)
     from pyspark.sql.types import LongType, StructField, StructType
 
     ranked = base.rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1] + 1)).toDF(
@@ -169,7 +170,7 @@ def score_spark(
     return BatchResult(
         scored=int(counts.get("scored", 0)), rejected_leads=int(sources.get("leads", 0)),
         rejected_interactions=int(sources.get("interactions", 0)), not_eligible=int(not_eligible), leads_read=n_leads,
-        partitions=n, resumed_partitions=0, buckets={b: int(buckets.get(b, 0)) for b in ("hot", "warm", "cold")},
+        partitions=n, resumed_partitions=0, buckets={b: int(buckets.get(b, 0)) for b in BUCKETS},
         seconds=time.monotonic() - started, target=str(target), rejects=str(rejects_name))
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from leadtemp.adapters.plots import plot_gains, plot_reliability, plot_shap_summary
-from leadtemp.core.config import Params
+from leadtemp.core.config import CHAMPION, PREVIOUS, Params
 from leadtemp.core.errors import ConfigError
 from leadtemp.core.schema import CREATED_AT
 from leadtemp.modelling.fit import library_versions
@@ -121,9 +121,9 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
             client = MlflowClient()
             # A model that failed a ship gate (constant, no better than chance, ...) is never champion.
             champion = (claim_champion and result.fit_to_ship
-                        and "champion" not in client.get_registered_model(name).aliases)
+                        and CHAMPION not in client.get_registered_model(name).aliases)
             if champion:
-                client.set_registered_model_alias(name, "champion", version)
+                client.set_registered_model_alias(name, CHAMPION, version)
             mlflow.set_tag("registered_version", version)
             export = None
             if export_dir is not None:
@@ -143,8 +143,8 @@ def export_champion(export_dir: Path, version: str) -> Path | None:
     source = Path(export_dir) / f"v{version}"
     if not source.is_dir():
         return None
-    replace_dir(source, Path(export_dir) / "champion")
-    return Path(export_dir) / "champion"
+    replace_dir(source, Path(export_dir) / CHAMPION)
+    return Path(export_dir) / CHAMPION
 
 
 def _example_as_of(result: TrainingResult) -> pd.Timestamp:
@@ -208,10 +208,10 @@ def load_champion(params: Params) -> tuple[LeadScorer, str] | None:
 
     name = params.mlflow.registered_model
     try:
-        MlflowClient().get_model_version_by_alias(name, "champion")
+        MlflowClient().get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         return None
-    return load_scorer(f"models:/{name}@champion")
+    return load_scorer(f"models:/{name}@{CHAMPION}")
 
 
 def log_backtest(backtest: Backtest, params: Params) -> str:
@@ -284,9 +284,9 @@ def log_retrain(report: RetrainReport, params: Params, export_dir: str | Path | 
     if report.promote and not dry_run:
         client, name = MlflowClient(), params.mlflow.registered_model
         if report.champion_version is not None:
-            client.set_registered_model_alias(name, "previous", report.champion_version)
+            client.set_registered_model_alias(name, PREVIOUS, report.champion_version)
             client.set_model_version_tag(name, logged.version, "replaced", report.champion_version)
-        client.set_registered_model_alias(name, "champion", logged.version)
+        client.set_registered_model_alias(name, CHAMPION, logged.version)
         if export_dir is not None:
             export_champion(Path(export_dir), logged.version)
     return logged
@@ -302,15 +302,15 @@ def rollback(params: Params) -> tuple[str, str, Path | None]:
 
     client, name = MlflowClient(), params.mlflow.registered_model
     try:
-        current = client.get_model_version_by_alias(name, "champion")
-        previous = client.get_model_version_by_alias(name, "previous")
+        current = client.get_model_version_by_alias(name, CHAMPION)
+        previous = client.get_model_version_by_alias(name, PREVIOUS)
     except MlflowException as exc:
         raise ConfigError(f"nothing to roll back to: model {name!r} needs the aliases champion and previous ({exc})") from None
-    client.set_registered_model_alias(name, "champion", previous.version)
-    client.set_model_version_tag(name, current.version, "rolled_back_from", "champion")
+    client.set_registered_model_alias(name, CHAMPION, previous.version)
+    client.set_model_version_tag(name, current.version, "rolled_back_from", CHAMPION)
     before = previous.tags.get("replaced")
     if before:
-        client.set_registered_model_alias(name, "previous", before)
+        client.set_registered_model_alias(name, PREVIOUS, before)
     else:
-        client.delete_registered_model_alias(name, "previous")
+        client.delete_registered_model_alias(name, PREVIOUS)
     return current.version, previous.version, export_champion(Path(params.mlflow.export_dir), previous.version)

@@ -102,7 +102,9 @@ class Features:
 
 
 @dataclass(frozen=True)
-class Model:
+class BoosterSettings:
+    """The LightGBM booster (params.yaml section `model`)."""
+
     num_leaves: int = 15
     learning_rate: float = 0.05
     max_rounds: int = 2000
@@ -128,6 +130,9 @@ class Buckets:
     warm_share: float = 0.30
     hot_probability: float = 0.50
     warm_probability: float = 0.15
+
+
+CHAMPION, PREVIOUS = "champion", "previous"  # registry aliases: the model scoring follows, and the one it replaced
 
 
 @dataclass(frozen=True)
@@ -179,7 +184,7 @@ class Params:
     snapshots: Snapshots = field(default_factory=Snapshots)
     splits: Splits = field(default_factory=Splits)
     features: Features = field(default_factory=Features)
-    model: Model = field(default_factory=Model)
+    model: BoosterSettings = field(default_factory=BoosterSettings)
     calibration: Calibration = field(default_factory=Calibration)
     buckets: Buckets = field(default_factory=Buckets)
     checks: Checks = field(default_factory=Checks)

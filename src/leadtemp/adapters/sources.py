@@ -89,10 +89,11 @@ def _sqlite_file(url: str) -> Path | None:
     return Path(parsed.database)
 
 
-def _same_table(url: str, a: str, b: str) -> bool:
-    """Two table names of one database name the same table (SQLite and most others ignore case; PostgreSQL
-    folds only unquoted lower-case names, and SQLAlchemy quotes the others)."""
-    backend = url.split(":", 1)[0].split("+", 1)[0]
+def _same_table(url: str | None, a: str, b: str) -> bool:
+    """Two table names of one database (or of the Spark catalog: ``url`` None) name the same table. SQLite,
+    Spark and most others ignore case; PostgreSQL folds only unquoted lower-case names, and SQLAlchemy quotes
+    the others."""
+    backend = (url or "").split(":", 1)[0].split("+", 1)[0]
     return a == b if backend == "postgresql" else a.casefold() == b.casefold()
 
 
@@ -316,18 +317,20 @@ def check_run(leads: Source, interactions: Source | None, target: Target, work_b
     outputs: list[tuple[str, Path]] = []
     if target.path is not None:
         outputs += [(what, Path(name)) for what, name in target.outputs() if is_local(name)]
-    elif target.url is not None:
+    elif target.table is not None:  # a table of --db, or of the Spark catalog
         table, rejects = target.outputs()
         if _same_table(target.url, table[1], rejects[1]):
             raise ConfigError(f"{rejects[0]} {rejects[1]!r} is the same table as --write-table {table[1]!r}; "
                               "give each output its own table")
         for what, source in sources:
-            if source.url == target.url:
+            if source.table is not None and source.url == target.url:
                 for option, name in (table, rejects):
-                    if _same_table(target.url, name, str(source.table)):
-                        raise ConfigError(f"{option} {name!r} is the {what} table {source.table!r} of --db: leadtemp "
-                                          "never writes over an input; choose another table")
-        if (sqlite := _sqlite_file(target.url)) is not None and sqlite.resolve() not in source_databases:
+                    if _same_table(target.url, name, source.table):
+                        raise ConfigError(f"{option} {name!r} is the {what} table {source.table!r}"
+                                          f"{' of --db' if target.url else ''}: leadtemp never writes over an input; "
+                                          "choose another table")
+        if target.url is not None and (sqlite := _sqlite_file(target.url)) is not None \
+                and sqlite.resolve() not in source_databases:
             outputs.append(("--db", sqlite))
     check_separate(inputs, outputs, ("--work-dir", work_base) if local and work_base is not None else None)
     if not local:

@@ -63,6 +63,8 @@ def _stale_temporaries(path: Path) -> list[Path]:
     Only leadtemp's own pattern, ``.NAME.PID.XXXXXXXX.tmp``; a temporary file of a writer still
     running (another run writing the same output) is left alone.
     """
+    if os.name != "posix":  # no cheap "is this process alive?" there: leave them
+        return []
     pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[a-z0-9_]{{8}}\.tmp")
     stale = []
     for candidate in path.parent.iterdir():

@@ -7,14 +7,13 @@
 - Output locations are probed before any work: the folder exists or can be created (and is removed
   again by the probe) and takes a new file.
 - Output files get the permissions a plain ``open()`` gives a new file (``0o666`` less the umask).
-- One run at a time per working folder: an exclusive ``flock`` on a file in it, released when the
+- One run at a time per working folder (POSIX): an exclusive ``flock`` on a file in it, released when the
   process ends however it ends.
 """
 
 from __future__ import annotations
 
 import errno
-import fcntl
 import os
 import shutil
 import tempfile
@@ -23,6 +22,11 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from leadtemp.core.errors import ConfigError, RunLocked, StorageError
+
+try:
+    import fcntl
+except ImportError:  # not a POSIX system: runs are not locked there
+    fcntl = None
 
 WORK_MARKER = ".leadtemp-work"  # in every working folder leadtemp creates; holds the run's key
 LOCK_FILE = "lock"
@@ -207,7 +211,8 @@ class RunFolder:
                                       "another --work-dir")
                 fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    if fcntl is not None:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     pid = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
                     os.close(fd)

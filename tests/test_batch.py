@@ -81,7 +81,7 @@ def test_streamed_file_scoring_equals_in_memory_scoring(world, expected, params,
     _same_scores(got, expected)
     assert result.partitions == -(-len(leads) // chunk)  # CSV rows hold no line breaks here: the line count is exact
     assert result.scored == len(expected) and result.scored + result.not_eligible == len(leads)
-    assert result.rejected_leads == 0 and not (tmp_path / "work").exists()
+    assert result.rejected_leads == 0 and list((tmp_path / "work").iterdir()) == [], "the run's own folder is removed"
     assert sorted(p.name for p in out.parent.iterdir()) == sorted([out.name, f"scores.rejects.{kind}"])
 
 
@@ -170,7 +170,9 @@ def test_progress_is_plain_log_lines_with_rate_and_eta_when_not_a_terminal(world
 
 # -- kill -9 ---------------------------------------------------------------------------------------
 
-def _done_partitions(db: Path) -> int:
+def _done_partitions(db: Path | None) -> int:
+    if db is None:
+        return 0
     try:
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=0.2) as conn:
             names = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE name LIKE 'leadtemp_stage_done_%'")]
@@ -201,16 +203,18 @@ def test_kill_9_mid_run_then_rerun_resumes_with_every_lead_exactly_once(world, e
                "--interactions-table", "events", "--chunk-size", "100", "--work-dir", str(tmp_path / "work"),
                "--params", str(ROOT / "params.yaml"), *out]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
-    staging_db = db if target == "table" else tmp_path / "work" / "staging.sqlite"
+    def staging_db() -> Path | None:  # for a file output: in the run's own folder, named after its key
+        return db if target == "table" else next((tmp_path / "work").glob("leadtemp-score-*/staging.sqlite"), None)
+
     victim = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
     deadline = time.monotonic() + 300
-    while _done_partitions(staging_db) < 3:
+    while _done_partitions(staging_db()) < 3:
         assert victim.poll() is None, victim.stdout.read().decode()
         assert time.monotonic() < deadline, "no partition was scored in 300 s"
         time.sleep(0.02)
     victim.send_signal(signal.SIGKILL)
     victim.wait()
-    done_at_kill = _done_partitions(staging_db)
+    done_at_kill = _done_partitions(staging_db())
     n = -(-len(leads) // 100)
     assert 3 <= done_at_kill < n, "killed in the middle of scoring"
     assert not (tmp_path / "scores.parquet").exists(), "no half-written output file"
@@ -225,7 +229,7 @@ def test_kill_9_mid_run_then_rerun_resumes_with_every_lead_exactly_once(world, e
         got = pd.read_parquet(tmp_path / "scores.parquet")
     assert got["lead_id"].is_unique and len(got) == len(expected)
     _same_scores(got, expected)
-    assert not (tmp_path / "work").exists()
+    assert list((tmp_path / "work").iterdir()) == [], "the run's own folder is removed, --work-dir stays"
 
 
 # -- Spark (local mode) ---------------------------------------------------------------------------

@@ -200,7 +200,7 @@ def score(
         raise ConfigError(f"--engine {engine!r}: use local or spark")
     if out is not None and Path(out).suffix.lower() not in SCORE_FILE_SUFFIXES:
         raise ConfigError(f"--out {out}: use a .csv or .parquet file name")
-    from leadtemp.adapters.sources import Source, Target
+    from leadtemp.adapters.sources import Source, Target, check_run
 
     lead_source = Source.database(db, leads_table) if leads_table else Source.file(p.data.leads, p.data.csv_separator)
     if interactions_table:
@@ -209,6 +209,8 @@ def score(
         event_source = Source.file(p.data.interactions, p.data.csv_separator) if p.data.interactions else None
     target = (Target(path=Path(out), rejects=rejects, location=out) if out is not None
               else Target(url=db, table=write_table, rejects=rejects))
+    # Before any work: no output over an input or another output, inputs there, outputs writable.
+    check_run(lead_source, event_source, target, work_dir, local=engine == "local")
     scorer, version = load_model(p, model)
     if engine == "spark":
         from leadtemp.adapters.spark import score_spark

@@ -132,7 +132,8 @@ def score(
     as_of: AsOfOpt = None,
     out: Annotated[Optional[str], typer.Option(
         "--out", help="Output file, CSV or Parquet by extension; rows best first (with --engine spark: a folder of "
-        "part files). Or use --db with --write-table.")] = None,
+        "part files). Never an input file or inside an input folder (checked before any work). Or use --db with "
+        "--write-table.")] = None,
     db: Annotated[Optional[str], typer.Option(
         "--db", help="SQLAlchemy database URL, e.g. sqlite:///crm.db or postgresql+psycopg://user@host/crm "
         "(the password from PGPASSWORD or ~/.pgpass). Used by --leads-table, --interactions-table, --write-table.")] = None,
@@ -140,16 +141,19 @@ def score(
     interactions_table: Annotated[Optional[str], typer.Option(
         "--interactions-table", help="Read the interactions from this table of --db.")] = None,
     write_table: Annotated[Optional[str], typer.Option(
-        "--write-table", help="Write the scores to this table of --db (created if missing). Rows of the same "
-        "as-of date and model version are replaced, so a rerun leaves one row per lead.")] = None,
+        "--write-table", help="Write the scores to this table of --db (created if missing; never an input table). "
+        "Rows of the same as-of date and model version are replaced, so a rerun leaves one row per lead.")] = None,
     rejects: Annotated[Optional[str], typer.Option(
-        "--rejects", help="Where leads that cannot be scored go, with the reason: a file next to --out "
-        "(default OUT.rejects.csv) or a table of --db (default WRITE_TABLE_rejects).")] = None,
+        "--rejects", help="Where leads that cannot be scored go, with the reason: a CSV/Parquet file (default: "
+        "next to --out, scores.csv -> scores.rejects.csv) or a table of --db (default WRITE_TABLE_rejects). "
+        "Outputs are checked before any work: never an input, never the same as --out.")] = None,
     chunk_size: Annotated[int, typer.Option(
         "--chunk-size", min=100, help="Leads per partition: memory grows with it, not with the database.")] = 50_000,
     work_dir: Annotated[Optional[Path], typer.Option(
-        "--work-dir", help="Folder for the partitions of an unfinished run (default: one per run in the system "
-        "temp folder). Run the same command again after a crash or kill to resume.")] = None,
+        "--work-dir", help="Where leadtemp makes the run's own working folder, leadtemp-score-KEY, with the "
+        "partitions of an unfinished run (default: the system temp folder). Only that folder is removed, when the "
+        "run finishes; nothing else in --work-dir is touched. Run the same command again after a crash or kill to "
+        "resume; while it runs, the same command again exits 2.")] = None,
     engine: Annotated[str, typer.Option(
         "--engine", help="local: this machine, streaming. spark: the same scoring on a Spark cluster "
         "(pip install 'leadtemp[spark]'); paths may then be cluster paths and tables catalog tables.")] = "local",

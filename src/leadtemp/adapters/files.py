@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -13,8 +14,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from leadtemp.adapters.paths import file_mode, storage_errors
 from leadtemp.core.config import Params
-from leadtemp.core.errors import SchemaError
+from leadtemp.core.errors import ConfigError, SchemaError
 from leadtemp.core.schema import empty_interactions, validate_interactions, validate_leads
 
 TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -55,54 +57,96 @@ def write_table(frame: pd.DataFrame, path: str | Path) -> Path:
     return Path(path)
 
 
+def _stale_temporaries(path: Path) -> list[Path]:
+    """Temporary files of :func:`write_batches` for ``path`` whose writer process is gone (killed while writing).
+
+    Only leadtemp's own pattern, ``.NAME.PID.XXXXXXXX.tmp``; a temporary file of a writer still
+    running (another run writing the same output) is left alone.
+    """
+    if os.name != "posix":  # no cheap "is this process alive?" there: leave them
+        return []
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[a-z0-9_]{{8}}\.tmp")
+    stale = []
+    for candidate in path.parent.iterdir():
+        match = pattern.fullmatch(candidate.name)
+        if match is None or candidate.is_symlink() or not candidate.is_file():
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            stale.append(candidate)
+        except (PermissionError, OverflowError, ValueError):  # alive (another user's) or no such pid
+            continue
+    return stale
+
+
 def write_batches(path: str | Path, batches: Iterator[pd.DataFrame], columns: list[str]) -> int:
     """Stream frames into one CSV or Parquet file (by extension) through a temporary file beside it,
-    renamed into place at the end, so readers see the whole file or none. Returns the rows written."""
+    renamed into place at the end, so readers see the whole file or none. Returns the rows written.
+
+    The file gets the permissions ``open()`` gives a new file (0o666 less the umask), also when it
+    replaces one. Permission denied, a full disk and the like raise :class:`StorageError` naming the file.
+    """
     path = Path(path)
     parquet = _format(path) == "parquet"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a run that was killed while writing
-        stale.unlink(missing_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    with storage_errors(f"cannot write {path}"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for stale in _stale_temporaries(path):
+            stale.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+        os.close(fd)
+        os.chmod(tmp, file_mode())  # mkstemp makes it 0o600
     rows, writer = 0, None
     try:
-        for i, frame in enumerate(batches):
-            frame = frame[columns]
-            rows += len(frame)
-            if parquet:
-                table = pa.Table.from_pandas(frame, preserve_index=False)
-                writer = writer or pq.ParquetWriter(tmp, table.schema)
-                writer.write_table(table.cast(writer.schema))
-            else:
-                frame.to_csv(tmp, mode="w" if i == 0 else "a", header=i == 0, index=False)
-        if parquet and writer is None:  # no batch at all: still a readable, empty file
-            pd.DataFrame(columns=columns).to_parquet(tmp, index=False)
-        elif not parquet and rows == 0:
-            pd.DataFrame(columns=columns).to_csv(tmp, index=False)
-        if writer is not None:
-            writer.close()
-        os.replace(tmp, path)
+        with storage_errors(f"cannot write {path}"):
+            for i, frame in enumerate(batches):
+                frame = frame[columns]
+                rows += len(frame)
+                if parquet:
+                    table = pa.Table.from_pandas(frame, preserve_index=False)
+                    writer = writer or pq.ParquetWriter(tmp, table.schema)
+                    writer.write_table(table.cast(writer.schema))
+                else:
+                    frame.to_csv(tmp, mode="w" if i == 0 else "a", header=i == 0, index=False)
+            if parquet and writer is None:  # no batch at all: still a readable, empty file
+                pd.DataFrame(columns=columns).to_parquet(tmp, index=False)
+            elif not parquet and rows == 0:
+                pd.DataFrame(columns=columns).to_csv(tmp, index=False)
+            if writer is not None:
+                writer.close()
+            os.replace(tmp, path)
     except BaseException:
         if writer is not None:
-            writer.close()
+            try:
+                writer.close()
+            except OSError:
+                pass
         Path(tmp).unlink(missing_ok=True)
         raise
     return rows
 
 
 def replace_dir(source: str | Path, target: str | Path) -> None:
-    """Copy a folder to ``target`` so that readers never see it half-written."""
+    """Copy a folder to ``target`` so that readers never see it half-written.
+
+    ``target`` is replaced only when it is a model folder (it holds an ``MLmodel`` file, as every
+    export does); any other existing folder is refused, never removed. The copy is made in
+    ``.NAME.staging`` beside it and the old one moved to ``.NAME.old``: names of leadtemp's own.
+    """
     target = Path(target)
+    if target.exists() and not (target / "MLmodel").is_file():
+        raise ConfigError(f"{target} exists and is not a model folder leadtemp exported (no MLmodel in it); "
+                          "leadtemp does not replace it: move it away or set mlflow.export_dir to another folder")
     staging = target.with_name(f".{target.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging)
     old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(staging, target)
-    shutil.rmtree(old, ignore_errors=True)
+    with storage_errors(f"cannot write {target}"):
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(source, staging)
+        shutil.rmtree(old, ignore_errors=True)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(staging, target)
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_leads(params: Params, path: str | Path | None = None) -> pd.DataFrame:

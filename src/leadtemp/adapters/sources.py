@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,10 +13,19 @@ import pandas as pd
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from leadtemp.core.errors import ConfigError, SchemaError
+from leadtemp.adapters.paths import check_separate, check_writable_file, check_writable_folder, is_local, reason
+from leadtemp.core.errors import ConfigError, LeadtempError, SchemaError, StorageError
 
 FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 READ_BATCH = 100_000  # rows per read from a source
+
+
+def hide_password(url: str) -> str:
+    """A database URL for messages: the password replaced by ***, even in a URL SQLAlchemy cannot parse."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError, TypeError):
+        return re.sub(r"(//[^:/@]*):[^@]*@", r"\1:***@", url)
 
 
 def _describe(path: Path | None, location: str | None, url: str | None, table: str | None) -> str:
@@ -22,7 +34,67 @@ def _describe(path: Path | None, location: str | None, url: str | None, table: s
         return location or str(path)
     if url is None:
         return f"catalog table {table!r}"
-    return f"{sa.engine.make_url(url).render_as_string(hide_password=True)} table {table!r}"
+    return f"{hide_password(url)} table {table!r}" if table else hide_password(url)
+
+
+def _one_line(exc: BaseException, url: str) -> str:
+    """A driver's message on one line, without the password (some drivers repeat the connection string)."""
+    text = " ".join(str(getattr(exc, "orig", None) or exc).split())
+    password = None
+    try:
+        password = sa.engine.make_url(url).password
+    except (sa.exc.ArgumentError, ValueError, TypeError):
+        pass
+    if password:
+        text = text.replace(str(password), "***")
+    return text[:300]
+
+
+@contextmanager
+def database_errors(url: str, what: str) -> Iterator[None]:
+    """Failures of a database or its driver as one line naming ``what`` (the database, password hidden,
+    and the table): a bad URL, a missing driver, unreachable, locked, permission denied."""
+    try:
+        yield
+    except LeadtempError:
+        raise
+    except sa.exc.NoSuchModuleError as exc:
+        scheme = url.split(":", 1)[0]
+        raise StorageError(f"--db {hide_password(url)}: no database driver for {scheme!r} is installed "
+                           "(PostgreSQL: pip install 'leadtemp[postgres]' and a postgresql+psycopg:// URL)") from exc
+    except sa.exc.ArgumentError as exc:
+        raise StorageError(f"--db {hide_password(url)}: not a database URL ({_one_line(exc, url)}); "
+                           "e.g. sqlite:///crm.db or postgresql+psycopg://user@host/crm") from exc
+    except ModuleNotFoundError as exc:
+        hint = "pip install 'leadtemp[postgres]'" if (exc.name or "").startswith("psycopg") else f"pip install {exc.name}"
+        raise StorageError(f"{what}: the database driver {exc.name!r} is not installed ({hint})") from exc
+    except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.ProgrammingError, sa.exc.InternalError) as exc:
+        text = _one_line(exc, url)
+        if "locked" in text.lower():
+            text += " (another program is writing to it; try again when it has finished)"
+        raise StorageError(f"{what}: {text}") from exc
+    except OSError as exc:
+        raise StorageError(f"{what}: {reason(exc)}") from exc
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The database file of a sqlite:/// URL (None for other databases, memory or URI file names)."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except (sa.exc.ArgumentError, ValueError, TypeError):
+        return None
+    if parsed.get_backend_name() != "sqlite" or not parsed.database or parsed.database == ":memory:" \
+            or parsed.database.startswith("file:"):
+        return None
+    return Path(parsed.database)
+
+
+def _same_table(url: str | None, a: str, b: str) -> bool:
+    """Two table names of one database (or of the Spark catalog: ``url`` None) name the same table. SQLite,
+    Spark and most others ignore case; PostgreSQL folds only unquoted lower-case names, and SQLAlchemy quotes
+    the others."""
+    backend = (url or "").split(":", 1)[0].split("+", 1)[0]
+    return a == b if backend == "postgresql" else a.casefold() == b.casefold()
 
 
 @dataclass(frozen=True)
@@ -73,17 +145,36 @@ class Source:
         except sa.exc.NoSuchTableError:
             raise SchemaError(f"{self}: no such table") from None
 
+    def check(self) -> None:
+        """Before any work: the files exist, or the database is reachable and has the table."""
+        if self.path is not None:
+            if is_local(self.location or self.path):
+                self.files()
+            return
+        if self.url is None:
+            return  # a Spark catalog table: Spark checks it
+        sqlite = _sqlite_file(self.url)
+        if sqlite is not None and not sqlite.is_file():  # SQLite would create an empty database file
+            raise SchemaError(f"{self}: no database file {sqlite}")
+        with database_errors(self.url, str(self)):
+            engine = sa.create_engine(self.url)
+            try:
+                self._table(engine)
+            finally:
+                engine.dispose()
+
     def count(self) -> int:
         """Rows in the source (an upper bound for CSV: lines after the header)."""
         if self.path is None:
             if self.url is None:
                 raise ConfigError(f"{self}: a Spark catalog table; score it with --engine spark, or give --db URL")
-            engine = sa.create_engine(self.url)
-            try:
-                with engine.connect() as conn:
-                    return int(conn.execute(sa.select(sa.func.count()).select_from(self._table(engine))).scalar_one())
-            finally:
-                engine.dispose()
+            with database_errors(self.url, str(self)):
+                engine = sa.create_engine(self.url)
+                try:
+                    with engine.connect() as conn:
+                        return int(conn.execute(sa.select(sa.func.count()).select_from(self._table(engine))).scalar_one())
+                finally:
+                    engine.dispose()
         total = 0
         for part in self.files():
             if part.suffix.lower() == ".csv":
@@ -123,20 +214,21 @@ class Source:
         return pd.read_csv(part, sep=self.separator, chunksize=size, low_memory=False)
 
     def _database_batches(self, size: int | None) -> Iterator[pd.DataFrame]:
-        engine = sa.create_engine(self.url)
-        try:
-            table = self._table(engine)
-            with engine.connect() as conn:
-                result = conn.execution_options(stream_results=True, yield_per=size or READ_BATCH).execute(
-                    sa.select(table))
-                columns = list(result.keys())
-                if size is None:
-                    yield frame_from_rows(result.fetchall(), columns)
-                    return
-                for rows in result.partitions():
-                    yield frame_from_rows(rows, columns)
-        finally:
-            engine.dispose()
+        with database_errors(self.url, str(self)):
+            engine = sa.create_engine(self.url)
+            try:
+                table = self._table(engine)
+                with engine.connect() as conn:
+                    result = conn.execution_options(stream_results=True, yield_per=size or READ_BATCH).execute(
+                        sa.select(table))
+                    columns = list(result.keys())
+                    if size is None:
+                        yield frame_from_rows(result.fetchall(), columns)
+                        return
+                    for rows in result.partitions():
+                        yield frame_from_rows(rows, columns)
+            finally:
+                engine.dispose()
 
 
 def frame_from_rows(rows: list, columns: list[str]) -> pd.DataFrame:
@@ -167,3 +259,84 @@ class Target:
 
     def __str__(self) -> str:
         return _describe(self.path, self.location, self.url, self.table)
+
+    def outputs(self) -> list[tuple[str, str]]:
+        """(option, name) of each output: the scores and the rejects, files or tables."""
+        if self.path is not None:
+            return [("--out", self.location or str(self.path)),
+                    ("--rejects" if self.rejects is not None else "the rejects file", self.rejects_name)]
+        return [("--write-table", str(self.table)),
+                ("--rejects" if self.rejects is not None else "the rejects table", self.rejects_name)]
+
+    def check(self) -> None:
+        """Before any work: each output file can be written (not a folder, its folder takes a new file),
+        or the database is reachable."""
+        if self.path is not None:
+            for what, name in self.outputs():
+                if not is_local(name):
+                    continue
+                if Path(name).suffix.lower() not in FILE_SUFFIXES:
+                    raise ConfigError(f"{what} {name}: use a .csv or .parquet file name")
+                check_writable_file(what, name)
+            return
+        if self.url is None:
+            return  # a Spark catalog table
+        sqlite = _sqlite_file(self.url)
+        if sqlite is not None and not sqlite.exists():  # a new database file: its folder must exist and take it
+            if not sqlite.parent.is_dir():
+                raise StorageError(f"--db {hide_password(self.url)}: no folder {sqlite.parent} for the database file")
+            check_writable_file("--db", sqlite)
+            return
+        with database_errors(self.url, _describe(None, None, self.url, None)):
+            engine = sa.create_engine(self.url)
+            try:
+                sa.inspect(engine).get_table_names()
+            finally:
+                engine.dispose()
+
+
+def check_run(leads: Source, interactions: Source | None, target: Target, work_base: Path | None = None,
+              local: bool = True) -> None:
+    """Everything about where a scoring run reads and writes, checked before it reads a row.
+
+    Refused: an output that is an input (the same file, or inside an input folder), two outputs that are
+    one, an output table that is an input table of the same database, an input inside a working folder
+    of leadtemp. Then each input must exist (reachable database, existing table), each output be
+    writable, and the work folder's place (``work_base``, default the system temp folder) take a new folder.
+    ``local``: the local engine (the Spark engine checks its own paths and tables).
+    """
+    sources = [("leads", leads)] + ([("interactions", interactions)] if interactions is not None else [])
+    inputs: list[tuple[str, Path]] = []
+    source_databases = set()
+    for what, source in sources:
+        if source.path is not None and is_local(source.location or source.path):
+            inputs.append((what, source.path))
+        elif source.url is not None and (sqlite := _sqlite_file(source.url)) is not None:
+            inputs.append((f"{what} database", sqlite))
+            source_databases.add(sqlite.resolve())
+    outputs: list[tuple[str, Path]] = []
+    if target.path is not None:
+        outputs += [(what, Path(name)) for what, name in target.outputs() if is_local(name)]
+    elif target.table is not None:  # a table of --db, or of the Spark catalog
+        table, rejects = target.outputs()
+        if _same_table(target.url, table[1], rejects[1]):
+            raise ConfigError(f"{rejects[0]} {rejects[1]!r} is the same table as --write-table {table[1]!r}; "
+                              "give each output its own table")
+        for what, source in sources:
+            if source.table is not None and source.url == target.url:
+                for option, name in (table, rejects):
+                    if _same_table(target.url, name, source.table):
+                        raise ConfigError(f"{option} {name!r} is the {what} table {source.table!r}"
+                                          f"{' of --db' if target.url else ''}: leadtemp never writes over an input; "
+                                          "choose another table")
+        if target.url is not None and (sqlite := _sqlite_file(target.url)) is not None \
+                and sqlite.resolve() not in source_databases:
+            outputs.append(("--db", sqlite))
+    check_separate(inputs, outputs, ("--work-dir", work_base) if local and work_base is not None else None)
+    if not local:
+        return
+    for _, source in sources:
+        source.check()
+    target.check()
+    check_writable_folder("--work-dir" if work_base is not None else "the temp folder",
+                          work_base if work_base is not None else tempfile.gettempdir())

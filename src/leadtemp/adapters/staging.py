@@ -35,7 +35,8 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from leadtemp.adapters.files import write_batches
-from leadtemp.adapters.sources import READ_BATCH, Target, frame_from_rows
+from leadtemp.adapters.paths import RunFolder, storage_errors
+from leadtemp.adapters.sources import READ_BATCH, Target, database_errors, frame_from_rows
 from leadtemp.core.errors import ConfigError
 from leadtemp.core.schema import LEAD_ID
 from leadtemp.modelling.partition import REJECT_COLUMNS, partition_of
@@ -70,20 +71,23 @@ class PartitionFiles:
             self.flush()
 
     def flush(self) -> None:
-        for k, tables in self.buffers.items():
-            if k not in self.writers:
-                self.writers[k] = pq.ParquetWriter(self.path(k), self.schema)
-            self.writers[k].write_table(pa.concat_tables(tables))
+        with storage_errors(f"working folder {self.folder}"):  # a full disk, say
+            for k, tables in self.buffers.items():
+                if k not in self.writers:
+                    self.writers[k] = pq.ParquetWriter(self.path(k), self.schema)
+                self.writers[k].write_table(pa.concat_tables(tables))
         self.buffers, self.buffered = {}, 0
 
     def close(self) -> None:
         self.flush()
-        for writer in self.writers.values():
-            writer.close()
+        with storage_errors(f"working folder {self.folder}"):
+            for writer in self.writers.values():
+                writer.close()
 
     def read(self, k: int) -> pd.DataFrame:
         path = self.path(k)
-        return (pq.read_table(path) if path.exists() else self.schema.empty_table()).to_pandas()
+        with storage_errors(f"working folder {self.folder}"):
+            return (pq.read_table(path) if path.exists() else self.schema.empty_table()).to_pandas()
 
 
 def output_table(metadata: sa.MetaData, name: str, margin: bool = False) -> sa.Table:
@@ -107,11 +111,12 @@ def _byte_order(column, dialect: str):
     return sa.collate(column, collation) if collation else column
 
 
-def _check_columns(engine: sa.Engine, table: sa.Table) -> None:
-    """An existing output table must have leadtemp's columns; it is created when missing."""
+def _check_columns(engine: sa.Engine, table: sa.Table, create: bool = True) -> None:
+    """An existing output table must have leadtemp's columns; it is created when missing (``create``)."""
     inspector = sa.inspect(engine)
     if not inspector.has_table(table.name):
-        table.create(engine)
+        if create:
+            table.create(engine)
         return
     found = {c["name"] for c in inspector.get_columns(table.name)}
     if missing := [c.name for c in table.columns if c.name not in found]:
@@ -215,71 +220,122 @@ def publish_to_files(staging: Staging, out: Path, rejects_out: Path) -> None:
 
 
 class LocalScoringRun:
-    """A batch run on this machine: partition files in a work folder, staging tables in the output
-    database (or, for a file output, in a SQLite file in the work folder), published in one step."""
+    """A batch run on this machine: partition files in a working folder, staging tables in the output
+    database (or, for a file output, in a SQLite file in the working folder), published in one step.
+
+    The working folder is ``leadtemp-score-KEY`` inside ``work_dir`` (default: the system temp folder),
+    made by leadtemp with its marker and locked while the run is open (see
+    :class:`~leadtemp.adapters.paths.RunFolder`); ``work_dir`` itself and anything else in it are never
+    touched. The same run again (same key) finds the folder and resumes; a finished run removes it.
+    """
 
     def __init__(self, target: Target, work_dir: Path | None = None):
         self._target, self.work_dir = target, work_dir
         self.target, self.rejects = str(target), str(target.rejects_name)
+        self.folder: RunFolder | None = None
         self.work: Path | None = None
         self.engine: sa.Engine | None = None
         self.staging: Staging | None = None
 
     def start(self, key: str, as_of: pd.Timestamp, model_version: str) -> None:
         self.key, self.as_of, self.model_version = key, as_of, model_version
-        self.work = Path(self.work_dir) if self.work_dir else Path(tempfile.gettempdir()) / f"leadtemp-score-{key}"
-        self.work.mkdir(parents=True, exist_ok=True)
+        base = Path(self.work_dir) if self.work_dir else Path(tempfile.gettempdir())
+        self.folder = RunFolder.open(base, f"leadtemp-score-{key}", key)
+        self.work = self.folder.path
+        if self._target.url is not None:  # the output database: reachable and writable before any work
+            try:
+                staging = self._staging()
+                with self._errors():
+                    metadata = sa.MetaData()
+                    _check_columns(staging.engine, output_table(metadata, self._target.table), create=False)
+                    _check_columns(staging.engine, rejects_table(metadata, str(self._target.rejects_name)), create=False)
+            except BaseException:
+                self.close(False)
+                raise
+
+    def _errors(self):
+        """Database failures named after the output database, or the working folder for a file output."""
+        if self._target.url is not None:
+            return database_errors(self._target.url, str(self._target))
+        return database_errors(f"sqlite:///{self.work / 'staging.sqlite'}", f"working folder {self.work}")
 
     def manifest(self) -> dict | None:
         path = self.work / "manifest.json"
         return json.loads(path.read_text()) if path.exists() else None
 
     def partitions(self, prefix: str, n: int, schema: pa.Schema, fresh: bool = False) -> PartitionFiles:
-        parts = self.work / "parts"
+        parts = self.work / "parts"  # inside the run's own folder
         if fresh:
             shutil.rmtree(parts, ignore_errors=True)
-            parts.mkdir(parents=True)
+            with storage_errors(f"working folder {self.work}"):
+                parts.mkdir(parents=True)
         return PartitionFiles(parts, prefix, n, schema)
 
     def save_manifest(self, manifest: dict) -> None:
         path = self.work / "manifest.json"
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(manifest))
-        os.replace(tmp, path)
+        with storage_errors(f"working folder {self.work}"):
+            tmp.write_text(json.dumps(manifest))
+            os.replace(tmp, path)
 
     def _staging(self) -> Staging:
         """The run's staging tables in the output database (for a file output, a SQLite file in the work folder)."""
         if self.staging is None:
             t = self._target
-            self.engine = (sa.create_engine(t.url) if t.url else
-                           sa.create_engine(f"sqlite:///{self.work / 'staging.sqlite'}"))
-            self.staging = Staging(self.engine, self.key, self.as_of, self.model_version)
-            self.staging.create()
+            with self._errors():
+                self.engine = (sa.create_engine(t.url) if t.url else
+                               sa.create_engine(f"sqlite:///{self.work / 'staging.sqlite'}"))
+                staging = Staging(self.engine, self.key, self.as_of, self.model_version)
+                staging.create()
+            self.staging = staging
         return self.staging
 
     def finished(self, manifest_id: str) -> dict[int, tuple[int, int, int]]:
-        return self._staging().finished(manifest_id)
+        staging = self._staging()
+        with self._errors():
+            return staging.finished(manifest_id)
 
     def stage(self, part: int, scored: pd.DataFrame, rejects: pd.DataFrame, not_eligible: int,
               manifest_id: str) -> None:
-        self._staging().write(part, scored, rejects, not_eligible, manifest_id)
+        staging = self._staging()
+        with self._errors():
+            staging.write(part, scored, rejects, not_eligible, manifest_id)
 
     def publish(self) -> tuple[dict[str, int], dict[str, int]]:
         staging, t = self._staging(), self._target
-        if t.path is not None:
-            publish_to_files(staging, t.path, Path(t.rejects_name))
-        else:
-            publish_to_database(staging, t.table, str(t.rejects_name))
-        with self.engine.connect() as conn:
-            s = staging.rows.c
-            buckets = dict(conn.execute(sa.select(s.bucket, sa.func.count()).group_by(s.bucket)).all())
-            r = staging.rejects.c
-            rejected = dict(conn.execute(sa.select(r.source, sa.func.count()).group_by(r.source)).all())
-        staging.drop()
+        with self._errors():
+            if t.path is not None:
+                publish_to_files(staging, t.path, Path(t.rejects_name))
+            else:
+                publish_to_database(staging, t.table, str(t.rejects_name))
+            with self.engine.connect() as conn:
+                s = staging.rows.c
+                buckets = dict(conn.execute(sa.select(s.bucket, sa.func.count()).group_by(s.bucket)).all())
+                r = staging.rejects.c
+                rejected = dict(conn.execute(sa.select(r.source, sa.func.count()).group_by(r.source)).all())
+            staging.drop()
         return buckets, rejected
 
+    def _drop_unused_staging(self) -> None:
+        """Staging tables with no partition staged are dropped: nothing in them to resume."""
+        try:
+            with self.engine.begin() as conn:
+                staged = conn.execute(sa.select(sa.func.count()).select_from(self.staging.done)).scalar_one()
+            if staged == 0:
+                self.staging.drop()
+        except (sa.exc.SQLAlchemyError, OSError):
+            pass  # the database cannot be reached now: the error that stopped the run says so
+
     def close(self, finished: bool) -> None:
-        if self.engine is not None:
-            self.engine.dispose()
-        if finished:
-            shutil.rmtree(self.work, ignore_errors=True)
+        try:
+            if self.staging is not None and not finished:
+                self._drop_unused_staging()
+        finally:
+            if self.engine is not None:
+                self.engine.dispose()
+            if self.folder is not None:
+                if finished:
+                    self.folder.remove()  # only the folder leadtemp made, marker checked
+                else:
+                    self.folder.release()  # kept for a resume
+                self.folder = None

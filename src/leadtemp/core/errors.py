@@ -19,3 +19,11 @@ class NotEnoughHistory(LeadtempError):
 
 class TrainingDataError(LeadtempError):
     """The data cannot support an honest training run (e.g. a slice without conversions)."""
+
+
+class StorageError(LeadtempError):
+    """A file, folder or database cannot be read or written: unreachable, locked, no driver, permission, disk full."""
+
+
+class RunLocked(LeadtempError):
+    """Another run with the same inputs and output holds the lock of their working folder."""

@@ -32,7 +32,7 @@ import pandas as pd
 
 from leadtemp.adapters.files import load_data
 from leadtemp.core.config import load_params
-from leadtemp.core.metrics import classification_metrics
+from leadtemp.core.metrics import classification_metrics, ranking_metrics
 from leadtemp.core.schema import LEAD_ID, empty_interactions
 from leadtemp.workflows.train import train
 
@@ -113,11 +113,11 @@ def fit_predict(fit, X_train, y_train, X_test, cats, nums) -> tuple[np.ndarray, 
 
 
 def metrics(y: np.ndarray, p: np.ndarray, probability: bool = True) -> dict[str, float]:
+    if not probability:  # a rule score: ranking metrics only, on the score as it is
+        m = ranking_metrics(y, p)
+        return {k: float(m.get(k, float("nan"))) for k in METRICS}
     m = classification_metrics(y, p)
-    out = {k: float(m[k]) for k in METRICS}
-    if not probability:  # a rule score: ranking metrics only
-        out["brier"] = out["ece"] = float("nan")
-    return out
+    return {k: float(m[k]) for k in METRICS}
 
 
 # -- datasets ---------------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def _labelled(params_file: Path, shared: Path, **changes):
 def within_period_auc(y: np.ndarray, p: np.ndarray, period: np.ndarray) -> float:
     """ROC-AUC inside each period (leads a team would rank against each other), weighted by rows."""
     frame = pd.DataFrame({"y": y, "p": p, "period": period})
-    parts = [(len(g), classification_metrics(g["y"], g["p"])["roc_auc"])
+    parts = [(len(g), ranking_metrics(g["y"], g["p"])["roc_auc"])
              for _, g in frame.groupby("period") if 0 < g["y"].sum() < len(g)]
     return float(sum(n * auc for n, auc in parts) / sum(n for n, _ in parts))
 

@@ -252,13 +252,19 @@ def demo(params: Params | str | Path, data: str | Path) -> tuple[Trained, pd.Dat
 
 
 def explain(params: Params | str | Path, lead_id: str, as_of: str | pd.Timestamp,
-            model: str | None = None) -> Explanation:
-    """Why is this lead hot (or not)? Its score and every factor, worded, with its effect."""
+            model: str | None = None, plot: str | Path | None = None) -> Explanation:
+    """Why is this lead hot (or not)? Its score and every factor, worded, with its effect.
+
+    ``plot``: also write a SHAP waterfall of the factors to this PNG (checked before any work:
+    never over an input, in a folder that takes a new file).
+    """
     from leadtemp.core.features import attribute_features
     from leadtemp.core.reasons import factor_table, group_contributions
 
     p = params_with(params)
     when = parse_as_of(as_of, p.data.mode)
+    if plot is not None:
+        _check_plot(p, Path(plot))
     lead_table, events = load_data(p)
     one = lead_table.loc[lead_table["lead_id"] == lead_id]
     if one.empty:
@@ -274,12 +280,31 @@ def explain(params: Params | str | Path, lead_id: str, as_of: str | pd.Timestamp
     scored = scorer.score_features(features, reasons=False).iloc[0]
     contrib = scorer.contributions(features)
     grouped = group_contributions(contrib, scorer.spec).iloc[0]
-    return Explanation(
+    why = Explanation(
         lead_id=lead_id, as_of=when, model_version=version, probability=float(scored["probability"]),
         score=int(scored["score"]), bucket=str(scored["bucket"]),
         horizon_days=scorer.horizon_days if scorer.spec.mode == "events" else None,
         factors=factor_table(features.iloc[0], grouped, scorer.spec, scorer.labels),
         base_value=float(contrib[0, -1]))
+    if plot is not None:
+        from leadtemp.adapters.paths import storage_errors
+        from leadtemp.adapters.plots import plot_waterfall
+
+        with storage_errors(f"--plot {plot}"):
+            plot_waterfall(why.factors, why.base_value, str(plot))
+    return why
+
+
+def _check_plot(p: Params, plot: Path) -> None:
+    """The waterfall's file: a .png, never an input, in a place that takes a new file."""
+    from leadtemp.adapters.paths import check_separate, check_writable_file
+
+    if plot.suffix.lower() != ".png":
+        raise ConfigError(f"--plot {plot}: give a .png file name")
+    inputs = [(what, Path(path)) for what, path in (("leads", p.data.leads), ("interactions", p.data.interactions))
+              if path]
+    check_separate(inputs, [("--plot", plot)])
+    check_writable_file("--plot", plot)
 
 
 def backtest(params: Params | str | Path = "params.yaml", quarters: int = 4) -> BacktestRun:

@@ -213,7 +213,7 @@ def explain(
     from leadtemp.api import explain as run
 
     p = _params(params, leads, interactions)
-    why = run(p, lead_id, _as_of(as_of, p.data.mode), model)
+    why = run(p, lead_id, _as_of(as_of, p.data.mode), model, plot)
     console = Console()
     console.print(f"lead {lead_id} as of {why.as_of.date()} (model version {why.model_version}): [bold]{why.bucket}[/bold], "
                   f"score {why.score}, {why.probability:.1%} chance to convert"
@@ -225,9 +225,6 @@ def explain(
             out.add_row(row.factor, f"{row.effect:+.3f}")
         console.print(out)
     if plot is not None:
-        from leadtemp.adapters.plots import plot_waterfall
-
-        plot_waterfall(table, why.base_value, str(plot))
         console.print(f"wrote {plot}")
 
 

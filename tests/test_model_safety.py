@@ -141,3 +141,66 @@ def test_cli_score_with_a_truncated_booster_exits_2_naming_the_file_without_cras
     assert done.returncode == 2, done.stdout + done.stderr
     assert "latest/artifacts/scorer/booster.txt: damaged (sha256 differs from scorer.json" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "scores.csv").exists()
+
+
+# -- identifiers and personal data are never features ----------------------------------------------
+
+def _as_categorical(params, *columns):
+    return params.replace(data={"categorical": (*params.data.categorical, *columns),
+                                "excluded": tuple(c for c in params.data.excluded if c not in columns)})
+
+
+def _label_table(leads: pd.DataFrame, params):
+    """The same leads as a table with a final label (shape b): the other training path."""
+    from leadtemp.core.config import LeadColumns
+
+    table = leads.assign(label=leads["converted_at"].notna().astype(int)).drop(columns=["converted_at"])
+    return table, params.replace(data={"interactions": None, "columns": LeadColumns(converted_at=None, label="y")})
+
+
+def test_an_email_column_under_categorical_stops_train_for_both_data_shapes(small_sim, params):
+    from leadtemp.core.errors import TrainingDataError
+    from leadtemp.core.schema import empty_interactions
+    from leadtemp.workflows.train import train
+
+    leads = small_sim.leads.assign(email=[f"name{i}@example.com" for i in range(len(small_sim.leads))])
+    mislabelled = _as_categorical(params, "email")
+    refused = (r"column 'email' under data.categorical looks like an identifier or personal data "
+               r"\(100% unique, values like emails\); move it to data.excluded")
+    with pytest.raises(TrainingDataError, match=refused):
+        train(leads, small_sim.interactions, mislabelled)
+    table, labelled = _label_table(leads, mislabelled)
+    with pytest.raises(TrainingDataError, match=refused):
+        train(table, empty_interactions(), labelled)
+
+
+def test_a_phone_column_is_refused_by_its_shape_even_when_numbers_repeat(small_sim, params):
+    from leadtemp.core.errors import TrainingDataError
+    from leadtemp.workflows.train import train
+
+    n = len(small_sim.leads)
+    phones = [f"+44 20 7946 {i % 300:04d}" for i in range(n)]  # 300 numbers shared by 2,000 leads: 15% unique
+    leads = small_sim.leads.assign(phone=phones, contact=[f"(555) 010-{i:04d}" for i in range(n)])
+    with pytest.raises(TrainingDataError, match=r"column 'phone' under data.categorical .* \(\d+% unique, values like "
+                                                 r"phone numbers\)"):
+        train(leads, small_sim.interactions, _as_categorical(params, "phone"))
+    with pytest.raises(TrainingDataError, match=r"columns 'phone' \(.*\), 'contact' \(100% unique, values like phone "
+                                                 r"numbers\) under data.categorical look like identifiers"):
+        train(leads, small_sim.interactions, _as_categorical(params, "phone", "contact"))
+
+
+def test_ordinary_categoricals_pass_the_identifier_check():
+    from leadtemp.core.checks import check_identifiers
+    from leadtemp.core.errors import TrainingDataError
+
+    n = 3000
+    rows = pd.DataFrame({
+        "region": ["north", "south", "east", "west", None][:5] * (n // 5),
+        "product_code": ["10023456", "10023457", "20030001"] * (n // 3),  # 8-digit codes, a few of them
+        "size_band": ["1-9", "10-49", "50-249", "250-999", "1000+"] * (n // 5),
+        "amount_text": [f"{i % 40}.5" for i in range(n)],
+    })
+    check_identifiers(rows, rows.columns)
+    check_identifiers(pd.DataFrame({"code": [f"c{i}" for i in range(60)]}), ["code"])  # tiny table: not judged
+    with pytest.raises(TrainingDataError, match=r"column 'code' .* \(100% unique\)"):
+        check_identifiers(pd.DataFrame({"code": [f"c{i}" for i in range(200)]}), ["code"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from leadtemp.core.checks import check_amount, check_leakage, leakage_report
+from leadtemp.core.checks import check_amount, check_identifiers, check_leakage, leakage_report
 from leadtemp.core.config import Params
 from leadtemp.core.errors import TrainingDataError
 from leadtemp.core.features import FeatureSpec, attribute_features, build_training_frame, fit_feature_spec
@@ -114,6 +114,8 @@ def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,
     labelled = [c for c in cutoff_dates(leads, until, s.frequency) if c + pd.Timedelta(days=s.horizon_days) <= until]
     splits = split_cutoffs(pd.DatetimeIndex(labelled), s.horizon_days, params.splits.test_cutoffs,
                            params.splits.calibration_cutoffs, params.splits.validation_cutoffs)
+    # The categories are learned from the leads created before the last validation cutoff: judged there.
+    check_identifiers(leads.loc[leads[CREATED_AT] < splits.validation.max()], params.data.categorical)
     spec = fit_feature_spec(leads, interactions, params.features, params.data.categorical,
                             params.data.numeric, before=splits.validation.max())
     used = splits.train.append([splits.validation, splits.calibration, splits.test])
@@ -207,6 +209,7 @@ def _train_outcomes(leads: pd.DataFrame, params: Params, source_hashes: dict[str
     if splits.kind != "time-ordered":
         notes.insert(0, NO_TIME_WARNING)
     d = params.data
+    check_identifiers(table.loc[names == "train"], d.categorical)
     spec = fit_feature_spec(table.loc[names == "train"], empty_interactions(), params.features, d.categorical,
                             d.numeric, before=None, mode="outcomes", timed=d.timed)
     frame = attribute_features(table, None, spec)

@@ -204,3 +204,143 @@ def test_ordinary_categoricals_pass_the_identifier_check():
     check_identifiers(pd.DataFrame({"code": [f"c{i}" for i in range(60)]}), ["code"])  # tiny table: not judged
     with pytest.raises(TrainingDataError, match=r"column 'code' .* \(100% unique\)"):
         check_identifiers(pd.DataFrame({"code": [f"c{i}" for i in range(200)]}), ["code"])
+
+
+# -- a resume reuses only what is unchanged ---------------------------------------------------------
+
+class _Killed(Exception):
+    pass
+
+
+def _killed_at_second_partition(monkeypatch) -> None:
+    """The run dies after partitioning, with one partition staged."""
+    import leadtemp.workflows.score as workflow
+
+    real, calls = workflow.score_partition, []
+
+    def dies(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise _Killed
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(workflow, "score_partition", dies)
+
+
+def _table(url: str, name: str) -> pd.DataFrame:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        return pd.read_sql(sa.select(sa.Table(name, sa.MetaData(), autoload_with=engine)), engine)
+    finally:
+        engine.dispose()
+
+
+def _sql(url: str, *statements: str) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as conn:
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+    engine.dispose()
+
+
+def test_a_resume_after_the_source_table_changed_gives_exactly_the_rows_of_a_fresh_run(scorer, small_sim, params,
+                                                                                       tmp_path, monkeypatch):
+    import sqlalchemy as sa
+
+    from leadtemp.adapters.sources import Source, Target
+    from leadtemp.api import score_sources
+
+    url = f"sqlite:///{tmp_path / 'crm.db'}"
+    engine = sa.create_engine(url)
+    small_sim.leads.to_sql("leads", engine, index=False)
+    small_sim.interactions.to_sql("events", engine, index=False)
+    engine.dispose()
+    sources = (Source.database(url, "leads"), Source.database(url, "events"))
+    with monkeypatch.context() as m:
+        _killed_at_second_partition(m)
+        with pytest.raises(_Killed):
+            score_sources(scorer, params, AS_OF, *sources, Target(url=url, table="scores"), chunk_size=700,
+                          work_dir=tmp_path / "work", reasons=False, echo=lambda m: None)
+    before = scorer.score(small_sim.leads, small_sim.interactions, AS_OF)
+    gone, changed = before["lead_id"].iloc[0], before["lead_id"].iloc[1]
+    _sql(url, f"DELETE FROM leads WHERE lead_id = '{gone}'",
+         f"UPDATE leads SET potential = 'low', need = 'no' WHERE lead_id = '{changed}'")
+    lines: list[str] = []
+    resumed = score_sources(scorer, params, AS_OF, *sources, Target(url=url, table="scores"), chunk_size=700,
+                            work_dir=tmp_path / "work", reasons=False, echo=lines.append)
+    assert "inputs changed since the unfinished run (leads): starting afresh" in lines
+    assert resumed.resumed_partitions == 0
+    score_sources(scorer, params, AS_OF, *sources, Target(url=url, table="fresh"), chunk_size=700,
+                  work_dir=tmp_path / "fresh", reasons=False, echo=lambda m: None)
+    got, fresh = (_table(url, t).sort_values("lead_id", ignore_index=True) for t in ("scores", "fresh"))
+    pd.testing.assert_frame_equal(got, fresh)
+    for name in ("scores_rejects", "fresh_rejects"):  # the deleted lead's interactions: rejected as unknown
+        assert set(_table(url, name)["lead_id"]) == {gone}
+    assert gone not in set(got["lead_id"]) and len(got) == len(before) - 1
+    was = before.set_index("lead_id").loc[changed, "probability"]
+    assert got.set_index("lead_id").loc[changed, "probability"] != was, "the changed attributes were read"
+
+
+def test_a_resume_with_another_model_of_the_same_version_starts_afresh(scorer, small_sim, params, tmp_path,
+                                                                       monkeypatch):
+    from leadtemp.adapters.sources import Source, Target
+    from leadtemp.api import score_sources
+    from leadtemp.workflows.train import train
+
+    small_sim.leads.to_parquet(tmp_path / "leads.parquet")
+    small_sim.interactions.to_parquet(tmp_path / "events.parquet")
+    sources = (Source.file(tmp_path / "leads.parquet"), Source.file(tmp_path / "events.parquet"))
+    out = Target(path=tmp_path / "scores.parquet")
+    with monkeypatch.context() as m:
+        _killed_at_second_partition(m)
+        with pytest.raises(_Killed):
+            score_sources(scorer, params, AS_OF, *sources, out, chunk_size=500, work_dir=tmp_path / "work",
+                          echo=lambda m: None)
+    fewer = params.replace(data={"categorical": tuple(c for c in params.data.categorical if c != "country")})
+    other = train(small_sim.leads, small_sim.interactions, fewer).scorer
+    other = dataclasses.replace(other, meta={**other.meta, "model_version": "3"})  # same number, another model
+    lines: list[str] = []
+    score_sources(other, fewer, AS_OF, *sources, out, chunk_size=500, work_dir=tmp_path / "work", echo=lines.append)
+    assert "inputs changed since the unfinished run (model): starting afresh" in lines
+    got = pd.read_parquet(tmp_path / "scores.parquet")
+    want = other.score(small_sim.leads, small_sim.interactions, AS_OF)
+    assert got["lead_id"].tolist() == want["lead_id"].tolist()
+    assert got["probability"].tolist() == want["probability"].tolist()
+
+
+def test_a_tables_fingerprint_changes_with_any_row_and_not_with_their_order(tmp_path):
+    from leadtemp.adapters.sources import Source
+
+    url = f"sqlite:///{tmp_path / 'crm.db'}"
+    _sql(url, "CREATE TABLE leads (lead_id TEXT, source TEXT, visits REAL)",
+         "INSERT INTO leads VALUES ('a', 'web', 1.5), ('b', 'ads', NULL), ('c', 'web', 3)")
+    source = Source.database(url, "leads")
+    first = source.fingerprint()
+    assert first["rows"] == 3 and source.fingerprint() == first
+    _sql(url, "CREATE TABLE shuffled AS SELECT * FROM leads ORDER BY lead_id DESC",
+         "DROP TABLE leads", "ALTER TABLE shuffled RENAME TO leads")
+    assert source.fingerprint() == first, "the same rows in another order"
+    _sql(url, "UPDATE leads SET source = CASE source WHEN 'web' THEN 'ads' ELSE 'web' END WHERE lead_id IN ('a', 'b')")
+    swapped = source.fingerprint()
+    assert swapped["rows"] == 3 and swapped != first, "two values swapped between rows"
+    assert Source.database(url, "leads").identity() == source.identity()
+
+
+@pytest.mark.services
+def test_a_postgresql_tables_checksum_is_computed_by_the_server_and_sees_changes():
+    from leadtemp.adapters.sources import Source
+    from services import postgres_server
+
+    with postgres_server() as url:
+        _sql(url, 'CREATE TABLE "CRM Leads" (lead_id TEXT, source TEXT, visits REAL, created_at TIMESTAMP)',
+             """INSERT INTO "CRM Leads" VALUES ('a', 'web', 1.5, '2024-01-01'), ('b', NULL, NULL, NULL)""")
+        source = Source.database(url, "CRM Leads")
+        first = source.fingerprint()
+        assert first["rows"] == 2 and first["checksum"].startswith("postgresql:") and source.fingerprint() == first
+        _sql(url, """UPDATE "CRM Leads" SET source = 'ads' WHERE lead_id = 'a'""")
+        assert source.fingerprint() != first
+

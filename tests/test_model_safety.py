@@ -344,3 +344,73 @@ def test_a_postgresql_tables_checksum_is_computed_by_the_server_and_sees_changes
         _sql(url, """UPDATE "CRM Leads" SET source = 'ads' WHERE lead_id = 'a'""")
         assert source.fingerprint() != first
 
+
+# -- scoring warns about what the model never saw ---------------------------------------------------
+
+def _score_files(scorer, params, leads, events, tmp_path, as_of=AS_OF):
+    from leadtemp.adapters.sources import Source, Target
+    from leadtemp.api import score_sources
+
+    tmp_path.mkdir()
+    leads.to_parquet(tmp_path / "leads.parquet")
+    events.to_parquet(tmp_path / "events.parquet")
+    return score_sources(scorer, params, as_of, Source.file(tmp_path / "leads.parquet"),
+                         Source.file(tmp_path / "events.parquet"), Target(path=tmp_path / "scores.parquet"),
+                         chunk_size=700, work_dir=tmp_path / "work", reasons=False, echo=lambda m: None)
+
+
+def test_scoring_warns_once_with_counts_about_unseen_types_categories_and_empty_columns(scorer, small_sim, params,
+                                                                                         tmp_path):
+    leads, events = small_sim.leads, small_sim.interactions
+    assert _score_files(scorer, params, leads, events, tmp_path / "as-trained").warnings == []
+
+    eligible = scorer.features(leads, events, AS_OF)["lead_id"]
+    half = eligible.iloc[::2]
+    new = pd.DataFrame({"lead_id": half, "timestamp": AS_OF - pd.Timedelta(days=3), "type": "tiktok_dm",
+                        "direction": "inbound", "value": float("nan")})
+    leads = leads.assign(source=leads["source"].where(~leads["lead_id"].isin(eligible.iloc[:len(eligible) // 3]),
+                                                       "metaverse"),
+                         past_purchases=float("nan"))
+    result = _score_files(scorer, params, leads, pd.concat([events, new], ignore_index=True), tmp_path / "new")
+    n = result.scored
+    assert n == len(eligible)
+    assert result.warnings == [
+        f"{len(half):,} of the {n:,} leads scored (50%) have interactions of types the model never saw in training "
+        "('tiktok_dm' inbound): they count only in the inbound/outbound totals",
+        f"{len(eligible) // 3:,} of the {n:,} leads scored (33%) have a value of 'source' the model never saw in "
+        "training: it reads as missing",
+        f"'past_purchases' is empty for {n:,} of the {n:,} leads scored (100%) "
+        f"({scorer.meta['missing_share']['past_purchases']:.0%} in training): check that the column is still filled",
+    ]
+    assert not any("metaverse" in w for w in result.warnings), "a value of a lead is never quoted"
+
+
+def test_scoring_warns_about_a_date_outside_the_training_period(scorer):
+    from leadtemp.modelling.unseen import period_warning
+
+    until = pd.Timestamp(scorer.meta["observed_until"])
+    first = pd.Timestamp(scorer.meta["splits"]["train"][:10])
+    assert period_warning(scorer, AS_OF) is None
+    assert period_warning(scorer, until + pd.Timedelta(days=scorer.horizon_days)) is None
+    late = period_warning(scorer, until + pd.Timedelta(days=400))
+    assert late.startswith(f"as of {until + pd.Timedelta(days=400):%Y-%m-%d} lies 400 days after the end of the "
+                           f"model's training data ({until:%Y-%m-%d}), more than one horizon (90 days)")
+    early = period_warning(scorer, first - pd.Timedelta(days=1))
+    assert early.startswith(f"as of {first - pd.Timedelta(days=1):%Y-%m-%d} lies before the model's training period")
+
+
+def test_cli_score_prints_the_warnings_on_stderr(exported, scorer, small_sim, tmp_path):
+    from typer.testing import CliRunner
+
+    from leadtemp.cli import app
+
+    small_sim.leads.to_parquet(tmp_path / "leads.parquet")
+    small_sim.interactions.to_parquet(tmp_path / "events.parquet")
+    as_of = pd.Timestamp(scorer.meta["observed_until"]).normalize() + pd.Timedelta(days=365)
+    result = CliRunner().invoke(app, ["score", "--as-of", str(as_of.date()), "--model", str(exported), "--no-reasons",
+                                      "--leads", "leads.parquet", "--interactions", "events.parquet",
+                                      "--out", "scores.csv", "--params", str(ROOT / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.stderr.splitlines() if line.startswith("warning: as of")]
+    assert len(warned) == 1 and "days after the end of the model's training data" in warned[0]
+    assert "warning" not in result.stdout

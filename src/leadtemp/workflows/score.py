@@ -46,6 +46,7 @@ from leadtemp.modelling.partition import (
 )
 from leadtemp.modelling.results import BatchResult
 from leadtemp.modelling.scorer import LeadScorer
+from leadtemp.modelling.unseen import Unseen, period_warning
 
 READ_BATCH = 100_000  # rows per read from a source
 
@@ -100,11 +101,13 @@ def score_in_batches(
             echo(f"resuming: {len(done)} of {n} partitions already scored")
         shown = progress(manifest["leads"], "scoring")
         shown.advance(sum(manifest["lead_rows"][k] for k in done))
+        unseen = Unseen()
         for k in range(n):
+            part_leads, part_events = lead_parts.read(k), event_parts.read(k)
+            unseen.add(part_leads, part_events, scorer, as_of)  # done partitions too: one count per run
             if k in done:
                 continue
-            part_leads = lead_parts.read(k)
-            scored, rejects, not_eligible = score_partition(part_leads, event_parts.read(k), scorer, as_of, reasons)
+            scored, rejects, not_eligible = score_partition(part_leads, part_events, scorer, as_of, reasons)
             run.stage(k, scored, rejects, not_eligible, manifest["id"])
             done[k] = (len(scored), len(rejects), not_eligible)
             shown.advance(len(part_leads))
@@ -118,7 +121,8 @@ def score_in_batches(
         rejected_interactions=int(rejected.get("interactions", 0)),
         not_eligible=sum(v[2] for v in done.values()), leads_read=manifest["leads"], partitions=n,
         resumed_partitions=resumed, buckets={b: int(buckets.get(b, 0)) for b in BUCKETS},
-        seconds=time.monotonic() - started, target=run.target, rejects=run.rejects)
+        seconds=time.monotonic() - started, target=run.target, rejects=run.rejects,
+        warnings=[w for w in (period_warning(scorer, as_of),) if w] + unseen.warnings(scorer))
 
 
 def _resumable(manifest: dict | None, inputs: dict, echo: Callable[[str], None]) -> dict | None:

@@ -59,6 +59,11 @@ def unused_columns(leads: pd.DataFrame, params: Params) -> list[str]:
     return [str(c) for c in leads.columns if c not in known]
 
 
+def _missing_share(train: pd.DataFrame, spec: FeatureSpec) -> dict[str, float]:
+    """Share of the training rows without each attribute: scoring warns when many more leads lack it."""
+    return {c: round(float(train[c].isna().mean()), 4) for c in [*spec.categorical, *spec.numeric]}
+
+
 def _evaluate(scorer: LeadScorer, parts: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, float]]:
     """Test-slice metrics; the scorer keeps its test ROC-AUC, so a later retrain can tell if it collapsed."""
     test = parts["test"]
@@ -128,7 +133,7 @@ def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,
 
     scorer = fit_scorer(parts, spec, params, {
         "trained_through": str(splits.calibration.max() + pd.Timedelta(days=s.horizon_days)),
-        "observed_until": str(until), "splits": splits.describe()})
+        "observed_until": str(until), "splits": splits.describe(), "missing_share": _missing_share(parts["train"], spec)})
     test, metrics = _evaluate(scorer, parts)
     return TrainingResult(
         scorer=scorer, splits=splits, test=test, metrics=metrics,
@@ -220,13 +225,15 @@ def _train_outcomes(leads: pd.DataFrame, params: Params, source_hashes: dict[str
     notes += more
     through = table.loc[names == "calibration", CREATED_AT].max()
     fit = fit_scorer if splits.kind == "time-ordered" else fit_scorer_cross_fitted
+    until = table[CREATED_AT].max()
     scorer = fit(parts, spec, params, {
         "trained_through": str(through) if pd.notna(through) else "no time", "splits": splits.describe(),
-        "split": splits.kind})
+        "split": splits.kind, "missing_share": _missing_share(parts["train"], spec),
+        **({"observed_until": str(until)} if pd.notna(until) else {})})
     test, metrics = _evaluate(scorer, parts)
     return TrainingResult(
         scorer=scorer, splits=splits, test=test, metrics=metrics,
         buckets=bucket_table(test["label"], test["bucket"]),
-        fingerprint=fingerprint(leads, empty_interactions(), frame, table[CREATED_AT].max(), source_hashes),
+        fingerprint=fingerprint(leads, empty_interactions(), frame, until, source_hashes),
         leakage=leakage, warnings=notes,
     )

@@ -187,6 +187,8 @@ def score(
     typer.echo(f"scored {result.scored:,} of {result.leads_read:,} leads as of {when.date()} with model version {version} "
                f"({result.not_eligible:,} {skipped}, {result.rejected_leads:,} rejected) in {result.seconds:.1f} s{resumed}: "
                + ", ".join(f"{result.buckets[b]:,} {b}" for b in ("hot", "warm", "cold")) + f" -> {result.target}")
+    for warning in result.warnings:
+        typer.secho(f"warning: {warning}", err=True, fg="yellow")
     if result.rejected_leads or result.rejected_interactions:
         typer.secho(f"warning: {result.rejected_leads:,} leads and {result.rejected_interactions:,} interactions of "
                     f"unknown leads were rejected, with reasons -> {result.rejects}", err=True, fg="yellow")

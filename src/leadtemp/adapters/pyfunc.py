@@ -16,10 +16,12 @@ import numpy as np
 import pandas as pd
 
 from leadtemp.core.config import LeadColumns
+from leadtemp.core.errors import ConfigError
 from leadtemp.core.schema import CREATED_AT, validate_interactions, validate_leads
-from leadtemp.modelling.scorer import OUTPUT_COLUMNS, LeadScorer
+from leadtemp.modelling.scorer import OUTPUT_COLUMNS, REEXPORT, LeadScorer
 
 SCORER_ARTIFACT = "scorer"
+MLMODEL = "MLmodel"
 NESTED = "interactions"
 
 
@@ -124,11 +126,10 @@ def pyfunc_arguments(scorer: LeadScorer, scorer_dir: str | Path, example) -> dic
 def load_scorer(model: str) -> tuple[LeadScorer, str]:
     """A scorer from a model URI (``models:/name@alias``, ``runs:/…``) or an exported folder.
 
-    Returns the scorer and its model version ("3" for registry version 3, else the run id).
+    Returns the scorer and its model version ("3" for registry version 3, else the run id). A missing
+    or damaged model is a :class:`~leadtemp.core.errors.ConfigError` naming the file (one line).
     """
-    import mlflow
-
-    loaded = mlflow.pyfunc.load_model(model)
+    loaded = _load_pyfunc(model)
     scorer = loaded.unwrap_python_model().scorer
     version = str(scorer.meta.get("model_version") or "")
     if not version and model.startswith("models:/"):
@@ -143,3 +144,59 @@ def load_scorer(model: str) -> tuple[LeadScorer, str]:
     version = version or (loaded.metadata.run_id or "")
     scorer.meta["model_version"] = version
     return scorer, version
+
+
+def _load_pyfunc(model: str):
+    """``mlflow.pyfunc.load_model`` with its ways of failing on a damaged folder turned into one-line errors."""
+    import pickle
+    from urllib.parse import urlparse
+
+    import mlflow
+    import yaml
+    from mlflow.exceptions import MlflowException
+
+    local = len(urlparse(model).scheme) <= 1  # a path (or a Windows drive letter), not a URI
+    if local:
+        folder = Path(model)
+        if not folder.exists():
+            raise ConfigError(f"{model}: no such model folder; give an exported folder such as models/champion "
+                              f"or a URI such as models:/leadtemp@champion")
+        _check_mlmodel(folder / MLMODEL)
+    where = model if local else f"model {model}"
+    try:
+        return mlflow.pyfunc.load_model(model)
+    except ConfigError as exc:  # from LeadScorer.load: names the file, under the folder as the user gave it
+        if local:
+            raise ConfigError(str(exc).replace(str(Path(model).resolve()), model.rstrip("/\\"), 1)) from None
+        raise ConfigError(f"{where}: {exc}") from None
+    except (pickle.UnpicklingError, EOFError) as exc:
+        raise ConfigError(f"{Path(model) / 'python_model.pkl' if local else where}: damaged ({exc}); "
+                          f"{REEXPORT}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: damaged MLmodel file ({_first_line(exc)}); {REEXPORT}") from None
+    except FileNotFoundError as exc:
+        if local and exc.filename:
+            raise ConfigError(f"{exc.filename}: missing; {REEXPORT}") from None
+        raise ConfigError(f"cannot load {where}: {_first_line(exc)}") from None
+    except (MlflowException, OSError) as exc:
+        raise ConfigError(f"cannot load {where}: {_first_line(exc)}") from None
+
+
+def _check_mlmodel(path: Path) -> None:
+    """An exported folder's MLmodel: present, YAML and a python_function model (MLflow raises other errors)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: missing, so {path.parent} is not an exported model; give a folder such as "
+                          f"models/champion, or a URI such as models:/leadtemp@champion") from None
+    except (UnicodeDecodeError, yaml.YAMLError):
+        raise ConfigError(f"{path}: damaged (not YAML); {REEXPORT}") from None
+    if not isinstance(raw, dict) or "python_function" not in (raw.get("flavors") or {}):
+        raise ConfigError(f"{path}: damaged (no python_function model in it); {REEXPORT}")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -134,10 +135,25 @@ class Source:
             raise SchemaError(f"{self.path}: unsupported file type; use .csv or .parquet (or a folder of them)")
         return [self.path]
 
+    def identity(self) -> str:
+        """Where the source is, whatever it holds: the resolved path, or the database (no password) and table."""
+        if self.path is not None and self.url is None:
+            return str(self.path.resolve())
+        return str(self)
+
     def fingerprint(self) -> dict:
+        """What the source holds, told cheaply: each file's size and modification time, or a table's row
+        count and an order-independent checksum of every row (computed by PostgreSQL itself)."""
         if self.path is not None and self.url is None:
             return {"files": [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in self.files()]}
-        return {"source": str(self)}
+        if self.url is None:
+            return {"source": str(self)}
+        with database_errors(self.url, str(self)):
+            engine = sa.create_engine(self.url)
+            try:
+                return {"source": str(self), **table_checksum(engine, self._table(engine))}
+            finally:
+                engine.dispose()
 
     def _table(self, engine: sa.Engine) -> sa.Table:
         try:
@@ -229,6 +245,51 @@ class Source:
                         yield frame_from_rows(rows, columns)
             finally:
                 engine.dispose()
+
+
+def table_checksum(engine: sa.Engine, table: sa.Table) -> dict:
+    """Row count and the sum of a hash of every row, computed in the database: any deleted, added or changed
+    row changes it, whatever order the rows come in, and no row travels to this process.
+
+    PostgreSQL hashes with md5 (60 bits of it per row), SQLite with a function registered on the
+    connection (CRC-32 per row); another database streams its rows here once (slower, same guarantee).
+    """
+    with engine.connect() as conn:
+        dialect = engine.dialect.name
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import BIT
+
+            digest = sa.func.md5(sa.cast(sa.tuple_(*table.c), sa.Text))
+            value = sa.cast(sa.cast(sa.literal("x") + sa.func.substr(digest, 1, 15), BIT(60)), sa.BigInteger)
+        elif dialect == "sqlite":
+            conn.connection.driver_connection.create_function(SQLITE_ROW_HASH, -1, _row_hash, deterministic=True)
+            value = _sqlite_row_hash(list(table.c))
+        else:
+            rows, total = 0, 0
+            result = conn.execution_options(stream_results=True, yield_per=READ_BATCH).execute(sa.select(table))
+            for batch in result.partitions():
+                rows += len(batch)
+                total += sum(_row_hash(*row) for row in batch)
+            return {"rows": rows, "checksum": f"{total:x}"}
+        rows, total = conn.execute(sa.select(sa.func.count(), sa.func.sum(value)).select_from(table)).one()
+        return {"rows": int(rows), "checksum": f"{dialect}:{int(total or 0):x}"}
+
+
+SQLITE_ROW_HASH = "leadtemp_row_hash"
+SQLITE_MAX_ARGS = 100  # SQLite's default limit on a function's arguments is 127: wider rows are hashed in groups
+
+
+def _row_hash(*values) -> int:
+    """CRC-32 of the row's values as Python writes them (types included): the same in every process, and
+    about 3 µs a row (80 million interactions: 4 minutes, against half an hour to score them)."""
+    return zlib.crc32(repr(values).encode())
+
+
+def _sqlite_row_hash(columns: list):
+    if len(columns) <= SQLITE_MAX_ARGS:
+        return getattr(sa.func, SQLITE_ROW_HASH)(*columns)
+    groups = [columns[i:i + SQLITE_MAX_ARGS] for i in range(0, len(columns), SQLITE_MAX_ARGS)]
+    return _sqlite_row_hash([_sqlite_row_hash(group) for group in groups])
 
 
 def frame_from_rows(rows: list, columns: list[str]) -> pd.DataFrame:

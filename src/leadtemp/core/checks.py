@@ -1,6 +1,9 @@
-"""Checks before training: enough data, two classes, and no column that gives the answer away."""
+"""Checks before training: enough data, two classes, no column that gives the answer away, and no
+identifier or personal data among the features."""
 
 from __future__ import annotations
+
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -11,6 +14,16 @@ from leadtemp.core.errors import TrainingDataError
 LEAKAGE_FOLDS = 5
 LEAKAGE_BINS = 20
 SMOOTHING = 20.0  # prior weight (in rows) of the target encoding
+
+# A categorical's categories are stored in the model files (and its MLflow artifacts), so a column that
+# names leads instead of grouping them must not become one.
+IDENTIFIER_UNIQUE_SHARE = 0.5  # distinct values / filled rows above this: nearly one value per lead
+IDENTIFIER_MIN_ROWS = 100      # ... judged from this many filled rows on (small tables repeat little anyway)
+PERSONAL_SHARE = 0.5           # above this share of the sampled values shaped like emails or phone numbers
+PERSONAL_SAMPLE = 1000         # filled values sampled (seeded) for the shapes
+EMAIL = r"[^@\s]+@[^@\s]+\.[^@\s.]+"
+PHONE_CHARACTERS = r"\+?[\d\s().-]+"
+NOT_PHONE = r"\d{4}[-.]\d{1,2}[-.]\d{1,2}|\d{1,2}[-.]\d{1,2}[-.]\d{4}|-?\d+\.\d+"  # dates and decimals
 
 
 def check_amount(leads: int, conversions: int, checks: Checks) -> None:
@@ -79,3 +92,49 @@ def check_leakage(report: pd.DataFrame, checks: Checks) -> list[str]:
             "data.excluded, or list it in checks.allow_leaky if it is really known before the outcome"
         )
     return list(leaky["column"])
+
+
+def _personal_shape(values: pd.Series) -> str | None:
+    """'emails' or 'phone numbers' when most of a sample of the (filled, text) values have that shape.
+
+    A phone number: digits with optional spaces, dots, dashes, brackets and a leading +, 7 to 15 digits,
+    and a + or a separator or at least 10 digits (so short codes and plain numbers are not phones);
+    dates and decimal numbers are not.
+    """
+    sample = values.sample(PERSONAL_SAMPLE, random_state=0) if len(values) > PERSONAL_SAMPLE else values
+    sample = sample.str.strip()
+    if sample.str.fullmatch(EMAIL).mean() > PERSONAL_SHARE:
+        return "emails"
+    digits = sample.str.count(r"\d")
+    phone = (sample.str.fullmatch(PHONE_CHARACTERS) & digits.between(7, 15) & ~sample.str.fullmatch(NOT_PHONE)
+             & (sample.str.startswith("+") | sample.str.contains(r"[\s().-]") | (digits >= 10)))
+    return "phone numbers" if phone.mean() > PERSONAL_SHARE else None
+
+
+def check_identifiers(rows: pd.DataFrame, categorical: Iterable[str]) -> None:
+    """Refuse categorical columns that name leads rather than group them, judged on the training rows.
+
+    A column is refused when it has nearly one distinct value per lead (more than
+    ``IDENTIFIER_UNIQUE_SHARE`` of its filled rows, from ``IDENTIFIER_MIN_ROWS`` filled rows on) or when
+    most of its values look like emails or phone numbers. Its categories would otherwise be stored,
+    verbatim, in the model files and MLflow. The message never quotes a value.
+    """
+    found = []
+    for column in categorical:
+        values = rows[column].dropna().astype(str)
+        values = values[values.str.strip() != ""]
+        if values.empty:
+            continue
+        unique = values.nunique() / len(values)
+        shape = _personal_shape(values)
+        if shape or (unique > IDENTIFIER_UNIQUE_SHARE and len(values) >= IDENTIFIER_MIN_ROWS):
+            found.append((column, f"{unique:.0%} unique" + (f", values like {shape}" if shape else "")))
+    if not found:
+        return
+    if len(found) == 1:
+        (column, why), = found
+        what = f"column '{column}' under data.categorical looks like an identifier or personal data ({why}); move it"
+    else:
+        listed = ", ".join(f"'{c}' ({why})" for c, why in found)
+        what = f"columns {listed} under data.categorical look like identifiers or personal data; move them"
+    raise TrainingDataError(f"{what} to data.excluded (a categorical's values are stored in the model files and MLflow)")

@@ -21,8 +21,12 @@ class TableSource(Protocol):
     def count(self) -> int:
         """Rows in the source (an upper bound is fine: it sizes the partitions)."""
 
+    def identity(self) -> str:
+        """Where the source is (the same whatever it holds): part of a run's name."""
+
     def fingerprint(self) -> dict:
-        """What identifies the source's content for resuming a run."""
+        """What the source holds (sizes and times of files, a table's row count and checksum): a run resumes
+        only when it is unchanged."""
 
 
 class Partitions(Protocol):

@@ -117,3 +117,4 @@ class BatchResult:
     seconds: float
     target: str
     rejects: str
+    warnings: list[str] = field(default_factory=list)  # what the model never saw in training, said once

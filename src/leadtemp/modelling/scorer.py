@@ -2,12 +2,14 @@
 
 Everything learned (booster, feature spec, calibrator, bucket cut-offs) lives in one
 :class:`LeadScorer`, saved as a folder of plain files: ``booster.txt`` (LightGBM's own text
-format) and ``scorer.json`` (spec, calibrator, cut-offs, versions). Nothing depends on the batch:
+format) and ``scorer.json`` (spec, calibrator, cut-offs, versions, and the SHA-256 and size of
+``booster.txt``, checked before LightGBM reads a byte of it). Nothing depends on the batch:
 a lead's probability and bucket are the same whichever other leads are scored with it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +34,8 @@ OUTPUT_COLUMNS = ["lead_id", "as_of", "probability", "score", "bucket", "rank",
 REASON_COLUMNS = [c for c in OUTPUT_COLUMNS if c.startswith("reason_")]
 FAST_REASONS_MIN_ROWS = 5000  # below this, compiling the fast TreeSHAP tables costs more than it saves
 FORMAT_VERSION = 1  # of scorer.json; a folder without it was written before versions were recorded (same format)
+BOOSTER_FILE = "booster.txt"
+REEXPORT = "re-export the model"  # what to do about a damaged model folder
 
 
 def score_from_probability(p: np.ndarray) -> np.ndarray:
@@ -132,38 +136,98 @@ class LeadScorer:
         return self.score_features(self.features(leads, interactions, as_of), reasons=reasons)
 
     # -- storing ---------------------------------------------------------------------------------
+    def fingerprint(self) -> str:
+        """SHA-256 of everything that decides a score: booster, spec, calibrator, cut-offs, horizon, labels.
+
+        Two scorers with the same fingerprint give the same rows, whatever their version number or run.
+        """
+        digest = hashlib.sha256(self.booster.model_to_string().encode())
+        digest.update(json.dumps(self._settings(), sort_keys=True, default=str).encode())
+        return digest.hexdigest()
+
+    def _settings(self) -> dict:
+        return {"spec": self.spec.to_dict(), "calibrator": vars(self.calibrator), "buckets": vars(self.buckets),
+                "horizon_days": self.horizon_days, "labels": self.labels}
+
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
-        self.booster.save_model(str(folder / "booster.txt"))
+        booster = self.booster.model_to_string().encode()
+        (folder / BOOSTER_FILE).write_bytes(booster)
         (folder / "scorer.json").write_text(json.dumps({
             "format_version": FORMAT_VERSION,
-            "spec": self.spec.to_dict(),
-            "calibrator": vars(self.calibrator),
-            "buckets": vars(self.buckets),
-            "horizon_days": self.horizon_days,
-            "labels": self.labels,
+            "booster": {"file": BOOSTER_FILE, "sha256": hashlib.sha256(booster).hexdigest(), "bytes": len(booster)},
+            **self._settings(),
             "meta": self.meta,
         }, indent=1, default=str))
         return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> LeadScorer:
+        """Read a saved scorer; a missing or damaged file is a ConfigError naming it, never a crash in LightGBM.
+
+        Folders saved before the booster's hash was recorded still load (with a check of its shape only).
+        """
         import lightgbm as lgb
 
         folder = Path(folder)
-        raw = json.loads((folder / "scorer.json").read_text())
+        raw = _read_json(folder / "scorer.json")
         if raw.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
             raise ConfigError(f"{folder / 'scorer.json'}: format version {raw['format_version']} is newer than this "
                               f"leadtemp reads ({FORMAT_VERSION}); upgrade leadtemp")
-        cal = raw["calibrator"]
-        return cls(
-            booster=lgb.Booster(model_file=str(folder / "booster.txt")),
-            spec=FeatureSpec.from_dict(raw["spec"]),
-            calibrator=Calibrator(cal["method"], tuple(cal["knots_x"]), tuple(cal["knots_y"]),
-                                  cal["slope"], cal["intercept"]),
-            buckets=BucketCutoffs(**raw["buckets"]),
-            horizon_days=int(raw["horizon_days"]),
-            labels=raw.get("labels", {}),
-            meta=raw.get("meta", {}),
-        )
+        text = _read_booster(folder / BOOSTER_FILE, raw.get("booster"))
+        try:
+            cal = raw["calibrator"]
+            parts = dict(
+                spec=FeatureSpec.from_dict(raw["spec"]),
+                calibrator=Calibrator(cal["method"], tuple(cal["knots_x"]), tuple(cal["knots_y"]),
+                                      cal["slope"], cal["intercept"]),
+                buckets=BucketCutoffs(**raw["buckets"]),
+                horizon_days=int(raw["horizon_days"]),
+                labels=raw.get("labels", {}),
+                meta=raw.get("meta", {}),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{folder / 'scorer.json'}: damaged ({type(exc).__name__}: {exc}); {REEXPORT}") from None
+        try:
+            booster = lgb.Booster(model_str=text)
+        except lgb.basic.LightGBMError as exc:
+            raise ConfigError(f"{folder / BOOSTER_FILE}: damaged (LightGBM: {exc}); {REEXPORT}") from None
+        return cls(booster=booster, **parts)
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        raw = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: missing; {REEXPORT}") from None
+    except (UnicodeDecodeError, ValueError):
+        raise ConfigError(f"{path}: damaged (not JSON); {REEXPORT}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: damaged (not a JSON object); {REEXPORT}")
+    return raw
+
+
+def _read_booster(path: Path, recorded: dict | None) -> str:
+    """The booster's text, checked against the hash and size recorded at save (when there is one).
+
+    LightGBM aborts the whole process on some truncated files, so nothing unchecked reaches it.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: missing; {REEXPORT}") from None
+    if isinstance(recorded, dict) and "sha256" in recorded:
+        size = recorded.get("bytes", len(data))
+        if len(data) != size or hashlib.sha256(data).hexdigest() != recorded["sha256"]:
+            sizes = f": {len(data):,} of {size:,} bytes" if len(data) != size else ""
+            raise ConfigError(f"{path}: damaged (sha256 differs from scorer.json{sizes}); {REEXPORT}")
+    # Without a recorded hash (older folders): LightGBM's python package always ends a saved model
+    # with its pandas_categorical line, after the trees; a cut file lacks one or the other.
+    lines = data.rstrip().rsplit(b"\n", 1)
+    if b"\nend of trees\n" not in data or not lines[-1].startswith(b"pandas_categorical:"):
+        raise ConfigError(f"{path}: damaged (incomplete LightGBM model); {REEXPORT}")
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: damaged (not text); {REEXPORT}") from None

@@ -8,7 +8,9 @@ The run has three steps, each safe to interrupt (kill -9 included):
    are kept with their reason; nothing is dropped here. A manifest written last marks the step done.
 2. **Score** each partition with :func:`score_partition` (the same function the Spark engine runs)
    and write its scored and rejected rows to staging tables in one transaction, which also records
-   the partition as done. A rerun skips the partitions already done.
+   the partition as done. A rerun skips the partitions already done, provided the sources hold what
+   they held and the model is the same (:func:`run_inputs`, kept in the manifest); otherwise it says
+   so and starts afresh.
 3. **Finish** in one transaction: replace the rows of this ``(as_of, model_version)`` in the output
    table by the staged ones, ranked over the whole run in SQL, and the same for the rejects; then
    drop the staging tables. For a file output the staging database is a SQLite file in the work
@@ -44,17 +46,27 @@ from leadtemp.modelling.partition import (
 )
 from leadtemp.modelling.results import BatchResult
 from leadtemp.modelling.scorer import LeadScorer
+from leadtemp.modelling.unseen import Unseen, period_warning
 
 READ_BATCH = 100_000  # rows per read from a source
 
 
 def run_key(leads: TableSource, interactions: TableSource | None, target: str, as_of: pd.Timestamp,
-            model_version: str, chunk_size: int, reasons: bool) -> str:
-    """What identifies a run for resuming: inputs (with file sizes and times), output, date, model."""
-    blob = json.dumps({"leads": leads.fingerprint(), "interactions": interactions.fingerprint() if interactions else None,
-                       "target": target, "as_of": str(as_of), "model": model_version, "chunk": chunk_size,
-                       "reasons": reasons}, sort_keys=True, default=str)
+            model_version: str) -> str:
+    """What names a run (its work folder and staging tables): where it reads and writes, the date, the model
+    version. Whether an unfinished run with this name may be resumed is :func:`run_inputs`' question."""
+    blob = json.dumps({"leads": leads.identity(), "interactions": interactions.identity() if interactions else None,
+                       "target": target, "as_of": str(as_of), "model": model_version}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def run_inputs(leads: TableSource, interactions: TableSource | None, scorer: LeadScorer, chunk_size: int,
+               reasons: bool) -> dict:
+    """What must be unchanged for a run to resume: what the sources hold, the model's content (not only its
+    version number) and the settings that shape the partitions and rows. Kept in the manifest."""
+    inputs = {"leads": leads.fingerprint(), "interactions": interactions.fingerprint() if interactions else None,
+              "model": scorer.fingerprint(), "chunk": chunk_size, "reasons": reasons}
+    return json.loads(json.dumps(inputs, default=str))  # as the manifest stores it
 
 
 def score_in_batches(
@@ -74,10 +86,12 @@ def score_in_batches(
     as_of = pd.Timestamp(as_of)
     version = str(scorer.meta.get("model_version", ""))
     interactions = interactions_read(scorer, interactions)
-    run.start(run_key(leads, interactions, run.target, as_of, version, chunk_size, reasons), as_of, version)
+    inputs = run_inputs(leads, interactions, scorer, chunk_size, reasons)
+    run.start(run_key(leads, interactions, run.target, as_of, version), as_of, version)
     finished = False
     try:
-        manifest = run.manifest() or _partition(scorer, params, as_of, leads, interactions, run, chunk_size, echo)
+        manifest = _resumable(run.manifest(), inputs, echo) or _partition(
+            scorer, params, as_of, leads, interactions, run, chunk_size, inputs, echo)
         n = manifest["partitions"]
         done = run.finished(manifest["id"])
         resumed = len(done)
@@ -87,11 +101,13 @@ def score_in_batches(
             echo(f"resuming: {len(done)} of {n} partitions already scored")
         shown = progress(manifest["leads"], "scoring")
         shown.advance(sum(manifest["lead_rows"][k] for k in done))
+        unseen = Unseen()
         for k in range(n):
+            part_leads, part_events = lead_parts.read(k), event_parts.read(k)
+            unseen.add(part_leads, part_events, scorer, as_of)  # done partitions too: one count per run
             if k in done:
                 continue
-            part_leads = lead_parts.read(k)
-            scored, rejects, not_eligible = score_partition(part_leads, event_parts.read(k), scorer, as_of, reasons)
+            scored, rejects, not_eligible = score_partition(part_leads, part_events, scorer, as_of, reasons)
             run.stage(k, scored, rejects, not_eligible, manifest["id"])
             done[k] = (len(scored), len(rejects), not_eligible)
             shown.advance(len(part_leads))
@@ -105,13 +121,26 @@ def score_in_batches(
         rejected_interactions=int(rejected.get("interactions", 0)),
         not_eligible=sum(v[2] for v in done.values()), leads_read=manifest["leads"], partitions=n,
         resumed_partitions=resumed, buckets={b: int(buckets.get(b, 0)) for b in BUCKETS},
-        seconds=time.monotonic() - started, target=run.target, rejects=run.rejects)
+        seconds=time.monotonic() - started, target=run.target, rejects=run.rejects,
+        warnings=[w for w in (period_warning(scorer, as_of),) if w] + unseen.warnings(scorer))
+
+
+def _resumable(manifest: dict | None, inputs: dict, echo: Callable[[str], None]) -> dict | None:
+    """The manifest of an unfinished run, if it was made from these very inputs; else None (start afresh)."""
+    if manifest is None or manifest.get("inputs") == inputs:
+        return manifest
+    if "partitions" in manifest:  # not a partition step cut short, which starts again silently
+        was = manifest.get("inputs") or {}
+        changed = [name for name, value in inputs.items() if was.get(name) != value]
+        echo(f"inputs changed since the unfinished run ({', '.join(changed)}): starting afresh")
+    return None
 
 
 def _partition(scorer: LeadScorer, params: Params, as_of: pd.Timestamp, leads: TableSource,
-               interactions: TableSource | None, run: ScoringRun, chunk_size: int,
+               interactions: TableSource | None, run: ScoringRun, chunk_size: int, inputs: dict,
                echo: Callable[[str], None]) -> dict:
     """Step 1 (see the module doc): every row to its lead's partition; returns the manifest."""
+    run.save_manifest({"inputs": None})  # the partitions about to be written belong to no manifest until the last
     n = max(1, math.ceil(leads.count() / chunk_size))
     # Months from row order need the whole table in its order: read it at once.
     size = None if params.data.created_from_row_order is not None else READ_BATCH
@@ -134,6 +163,6 @@ def _partition(scorer: LeadScorer, params: Params, as_of: pd.Timestamp, leads: T
         event_parts.close()
         echo(f"read {events_read:,} interactions from {interactions}")
     manifest = {"id": hashlib.sha256(f"{run.target}|{time.time_ns()}".encode()).hexdigest()[:12], "partitions": n,
-                "leads": read, "interactions": events_read, "lead_rows": lead_rows.tolist()}
+                "leads": read, "interactions": events_read, "lead_rows": lead_rows.tolist(), "inputs": inputs}
     run.save_manifest(manifest)
     return manifest

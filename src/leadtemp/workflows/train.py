@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from leadtemp.core.checks import check_amount, check_leakage, leakage_report
+from leadtemp.core.checks import check_amount, check_identifiers, check_leakage, leakage_report
 from leadtemp.core.config import Params
 from leadtemp.core.errors import TrainingDataError
 from leadtemp.core.features import FeatureSpec, attribute_features, build_training_frame, fit_feature_spec
@@ -57,6 +57,11 @@ def unused_columns(leads: pd.DataFrame, params: Params) -> list[str]:
     if d.created_from_row_order is not None:
         known.add(d.created_from_row_order.month_column)
     return [str(c) for c in leads.columns if c not in known]
+
+
+def _missing_share(train: pd.DataFrame, spec: FeatureSpec) -> dict[str, float]:
+    """Share of the training rows without each attribute: scoring warns when many more leads lack it."""
+    return {c: round(float(train[c].isna().mean()), 4) for c in [*spec.categorical, *spec.numeric]}
 
 
 def _evaluate(scorer: LeadScorer, parts: dict[str, pd.DataFrame]) -> tuple[pd.DataFrame, dict[str, float]]:
@@ -145,6 +150,8 @@ def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,
     labelled = [c for c in cutoff_dates(leads, until, s.frequency) if c + pd.Timedelta(days=s.horizon_days) <= until]
     splits = split_cutoffs(pd.DatetimeIndex(labelled), s.horizon_days, params.splits.test_cutoffs,
                            params.splits.calibration_cutoffs, params.splits.validation_cutoffs)
+    # The categories are learned from the leads created before the last validation cutoff: judged there.
+    check_identifiers(leads.loc[leads[CREATED_AT] < splits.validation.max()], params.data.categorical)
     spec = fit_feature_spec(leads, interactions, params.features, params.data.categorical,
                             params.data.numeric, before=splits.validation.max())
     used = splits.train.append([splits.validation, splits.calibration, splits.test])
@@ -157,7 +164,7 @@ def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,
 
     scorer = fit_scorer(parts, spec, params, {
         "trained_through": str(splits.calibration.max() + pd.Timedelta(days=s.horizon_days)),
-        "observed_until": str(until), "splits": splits.describe()})
+        "observed_until": str(until), "splits": splits.describe(), "missing_share": _missing_share(parts["train"], spec)})
     test, metrics = _evaluate(scorer, parts)
     buckets = bucket_table(test["label"], test["bucket"])
     return TrainingResult(
@@ -238,6 +245,7 @@ def _train_outcomes(leads: pd.DataFrame, params: Params, source_hashes: dict[str
     if splits.kind != "time-ordered":
         notes.insert(0, NO_TIME_WARNING)
     d = params.data
+    check_identifiers(table.loc[names == "train"], d.categorical)
     spec = fit_feature_spec(table.loc[names == "train"], empty_interactions(), params.features, d.categorical,
                             d.numeric, before=None, mode="outcomes", timed=d.timed)
     frame = attribute_features(table, None, spec)
@@ -248,13 +256,15 @@ def _train_outcomes(leads: pd.DataFrame, params: Params, source_hashes: dict[str
     notes += more
     through = table.loc[names == "calibration", CREATED_AT].max()
     fit = fit_scorer if splits.kind == "time-ordered" else fit_scorer_cross_fitted
+    until = table[CREATED_AT].max()
     scorer = fit(parts, spec, params, {
         "trained_through": str(through) if pd.notna(through) else "no time", "splits": splits.describe(),
-        "split": splits.kind})
+        "split": splits.kind, "missing_share": _missing_share(parts["train"], spec),
+        **({"observed_until": str(until)} if pd.notna(until) else {})})
     test, metrics = _evaluate(scorer, parts)
     buckets = bucket_table(test["label"], test["bucket"])
     return TrainingResult(
         scorer=scorer, splits=splits, test=test, metrics=metrics, buckets=buckets,
-        fingerprint=fingerprint(leads, empty_interactions(), frame, table[CREATED_AT].max(), source_hashes),
+        fingerprint=fingerprint(leads, empty_interactions(), frame, until, source_hashes),
         leakage=leakage, warnings=notes, gates=ship_gates(test, metrics, buckets),
     )

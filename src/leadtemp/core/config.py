@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import types
 import typing
 from dataclasses import dataclass, field
@@ -333,6 +334,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return value
     if tp is str and isinstance(value, (str, int, float)):
         return str(value)
+    if tp is str and isinstance(value, datetime.date):  # YAML reads an unquoted 1970-01-01 as a date
+        return value.isoformat()
     raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
 
 

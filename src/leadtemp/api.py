@@ -74,15 +74,33 @@ def params_with(params: Params | str | Path = "params.yaml", leads: str | Path |
 
 
 def parse_as_of(value: str | pd.Timestamp | None, mode: str = "events", option: str = "--as-of") -> pd.Timestamp:
-    """A scoring date; required for data with conversion times, today for a model trained on a final label."""
+    """A scoring date; required for data with conversion times, today for a model trained on a final label.
+
+    Text is ISO 8601 only (YYYY-MM-DD[THH:MM[:SS]]), so it never depends on a day/month guess. A time
+    zone is taken as data timestamps are: converted to UTC, then naive. Empty text, or a date outside
+    the default data window (1970 .. 2100), is a ConfigError.
+    """
+    from leadtemp.core.schema import DateRules
+
     if value is None:
         if mode == "events":
             raise ConfigError(f"{option} DATE is required: which day's view of the leads should be scored?")
         return pd.Timestamp.today().normalize()
+    if isinstance(value, str) and not value.strip():
+        raise ConfigError(f"{option} is empty: give a date (YYYY-MM-DD)")
     try:
-        return pd.Timestamp(value)
-    except ValueError:
+        when = (pd.to_datetime(value.strip(), format="ISO8601", utc=True) if isinstance(value, str)
+                else pd.Timestamp(value))
+    except (ValueError, TypeError):
         raise ConfigError(f"{option} {value!r} is not a date (use YYYY-MM-DD)") from None
+    if pd.isna(when):
+        raise ConfigError(f"{option} {value!r} is not a date (use YYYY-MM-DD)")
+    if when.tz is not None:
+        when = when.tz_convert("UTC").tz_localize(None)
+    window = DateRules()
+    if not pd.Timestamp(window.earliest) <= when < pd.Timestamp(window.latest):
+        raise ConfigError(f"{option} {value!r} is outside {window.earliest} .. {window.latest}")
+    return when.as_unit("ns")
 
 
 def quiet_mlflow() -> None:

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from leadtemp.adapters.paths import file_mode, storage_errors
 from leadtemp.core.config import Params
 from leadtemp.core.errors import ConfigError, SchemaError
-from leadtemp.core.schema import empty_interactions, validate_interactions, validate_leads
+from leadtemp.core.schema import DateRules, empty_interactions, validate_interactions, validate_leads
 
 TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
@@ -30,13 +30,16 @@ def _format(path: Path) -> str:
 
 
 def read_table(path: str | Path, separator: str = ",") -> pd.DataFrame:
+    """A CSV or Parquet file as a DataFrame. CSV cells are all read as text (empty = missing): ids and
+    categories stay exactly as written (``000123``), and numbers and dates are parsed by their role
+    in :mod:`leadtemp.core.schema`, never guessed here."""
     path = Path(path)
     kind = _format(path)
     if not path.is_file():
         raise SchemaError(f"{path}: file not found")
     try:
         if kind == "csv":
-            return check_separator(pd.read_csv(path, sep=separator, low_memory=False), path, separator)
+            return check_separator(pd.read_csv(path, sep=separator, dtype=str, low_memory=False), path, separator)
         return pd.read_parquet(path)
     except (ValueError, OSError) as exc:
         raise SchemaError(f"{path}: cannot be read as {kind}: {exc}") from exc
@@ -154,7 +157,8 @@ def load_leads(params: Params, path: str | Path | None = None) -> pd.DataFrame:
     d = params.data
     path = Path(path or d.leads)
     return validate_leads(read_table(path, d.csv_separator), str(path), d.categorical, d.numeric, columns=d.columns,
-                          missing_values=d.missing_values, row_order=d.created_from_row_order)
+                          missing_values=d.missing_values, row_order=d.created_from_row_order,
+                          dates=DateRules.of(d))
 
 
 def load_interactions(params: Params, leads: pd.DataFrame, path: str | Path | None = None) -> pd.DataFrame:
@@ -162,7 +166,9 @@ def load_interactions(params: Params, leads: pd.DataFrame, path: str | Path | No
     path = path or params.data.interactions
     if path is None:
         return empty_interactions()
-    return validate_interactions(read_table(path, params.data.csv_separator), str(path), leads["lead_id"], params.data.interaction_columns)
+    d = params.data
+    return validate_interactions(read_table(path, d.csv_separator), str(path), leads["lead_id"], d.interaction_columns,
+                                 dates=DateRules.of(d))
 
 
 def load_data(params: Params, leads_path=None, interactions_path=None) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -226,8 +226,8 @@ class Source:
 
         if size is None:
             return read_table(part, self.separator)
-        check_separator(pd.read_csv(part, sep=self.separator, nrows=5), part, self.separator)
-        return pd.read_csv(part, sep=self.separator, chunksize=size, low_memory=False)
+        check_separator(pd.read_csv(part, sep=self.separator, nrows=5, dtype=str), part, self.separator)
+        return pd.read_csv(part, sep=self.separator, chunksize=size, dtype=str, low_memory=False)  # as read_table
 
     def _database_batches(self, size: int | None) -> Iterator[pd.DataFrame]:
         with database_errors(self.url, str(self)):
@@ -239,10 +239,10 @@ class Source:
                         sa.select(table))
                     columns = list(result.keys())
                     if size is None:
-                        yield frame_from_rows(result.fetchall(), columns)
+                        yield frame_from_rows(result.fetchall(), columns, exact=True)
                         return
                     for rows in result.partitions():
-                        yield frame_from_rows(rows, columns)
+                        yield frame_from_rows(rows, columns, exact=True)
             finally:
                 engine.dispose()
 
@@ -292,11 +292,22 @@ def _sqlite_row_hash(columns: list):
     return _sqlite_row_hash([_sqlite_row_hash(group) for group in groups])
 
 
-def frame_from_rows(rows: list, columns: list[str]) -> pd.DataFrame:
-    """Database rows as a DataFrame, column by column (pandas inspects row objects one by one otherwise)."""
+def frame_from_rows(rows: list, columns: list[str], exact: bool = False) -> pd.DataFrame:
+    """Database rows as a DataFrame, column by column (pandas inspects row objects one by one otherwise).
+
+    ``exact``: an integer column with NULLs stays integers (object), not floats, so an id or category
+    416 reads as text "416", never "416.0".
+    """
     if not rows:
         return pd.DataFrame({c: [] for c in columns})
-    return pd.DataFrame(dict(zip(columns, (list(values) for values in zip(*rows)))))
+    data = dict(zip(columns, (list(values) for values in zip(*rows))))
+    frame = pd.DataFrame(data)
+    if exact:
+        for column in columns:
+            if frame[column].dtype.kind == "f" and any(
+                    isinstance(v, int) and not isinstance(v, bool) for v in data[column]):
+                frame[column] = pd.Series(data[column], dtype=object, index=frame.index)
+    return frame
 
 
 @dataclass(frozen=True)

@@ -63,8 +63,11 @@ def session(app_name: str = "leadtemp score"):
     return spark
 
 
-def _read(spark, source: Source, separator: str):
-    """A source as a Spark DataFrame with a row number column (from 1, in source order)."""
+def _read(spark, source: Source, separator: str, text: tuple[str, ...] = ()):
+    """A source as a Spark DataFrame with a row number column (from 1, in source order).
+
+    CSV columns in ``text`` (ids, categories) are read as strings, never inferred: ``000123`` stays so.
+    """
     if source.url is not None:
         raise ConfigError("--engine spark reads files or Spark catalog tables, not --db URLs: leave out --db "
                           "(tables are then catalog tables), or score the database with --engine local")
@@ -74,8 +77,15 @@ def _read(spark, source: Source, separator: str):
         path = source.location or str(source.path)
         is_csv = path.lower().endswith(".csv") or (source.path.is_dir() and any(
             p.suffix.lower() == ".csv" for p in source.path.iterdir()))
-        frame = (spark.read.csv(path, header=True, sep=separator, inferSchema=True) if is_csv
-                 else spark.read.parquet(path))
+        if is_csv:
+            from pyspark.sql.types import StringType, StructField, StructType
+
+            inferred = spark.read.csv(path, header=True, sep=separator, inferSchema=True).schema
+            schema = StructType([StructField(f.name, StringType(), True) if f.name in text else f
+                                 for f in inferred.fields])
+            frame = spark.read.csv(path, header=True, sep=separator, schema=schema)
+        else:
+            frame = spark.read.parquet(path)
     columns = frame.columns
     numbered = frame.rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1] + 1))
     from pyspark.sql.types import LongType, StructField, StructType
@@ -111,14 +121,15 @@ def score_spark(
     interactions = interactions_read(scorer, interactions)
     spark = spark or session()
     version = str(scorer.meta.get("model_version", ""))
-    lead_frame, lead_columns = _read(spark, leads, d.csv_separator)
+    lead_frame, lead_columns = _read(spark, leads, d.csv_separator, (d.columns.lead_id, *scorer.spec.categorical))
     n_leads = lead_frame.count()
     n = partitions or max(1, -(-n_leads // DEFAULT_CHUNK))
     spark.conf.set("spark.sql.shuffle.partitions", str(n))  # one task per lead partition
     part = lambda column: F.pmod(F.xxhash64(F.trim(F.col(column).cast("string"))), F.lit(n))  # noqa: E731
     lead_frame = lead_frame.withColumn(PART, part(d.columns.lead_id))
     if interactions is not None:
-        event_frame, event_columns = _read(spark, interactions, d.csv_separator)
+        ic = d.interaction_columns
+        event_frame, event_columns = _read(spark, interactions, d.csv_separator, (ic.lead_id, ic.type, ic.direction))
         event_frame = event_frame.withColumn(PART, part(d.interaction_columns.lead_id))
     else:
         event_frame, event_columns = lead_frame.limit(0).select(PART), []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import types
 import typing
 from dataclasses import dataclass, field
@@ -49,6 +50,9 @@ class Data:
     columns: LeadColumns = field(default_factory=LeadColumns)
     interaction_columns: InteractionColumns = field(default_factory=InteractionColumns)
     missing_values: tuple[str, ...] = ()
+    date_format: str | None = None   # strftime format of every text timestamp column; None: inferred per column
+    earliest: str = "1970-01-01"     # timestamps before this are bad values ...
+    latest: str = "2100-01-01"       # ... and so are those at or after this one
     created_from_row_order: RowOrderTime | None = None
     categorical: tuple[str, ...] = ()
     numeric: tuple[str, ...] = ()
@@ -258,6 +262,7 @@ class Params:
                 pd.Period(d.created_from_row_order.start, freq="M")
             except ValueError:
                 problems.append(f"data.created_from_row_order.start: {d.created_from_row_order.start!r} is not YYYY-MM")
+        problems += _date_problems(d)
         if d.mode == "events" and not d.timed:
             problems.append("data: without a label column leadtemp needs data.columns.created_at (and converted_at)")
         if d.mode == "outcomes" and d.interactions is not None:
@@ -277,6 +282,35 @@ class Params:
         if problems:
             raise ConfigError("; ".join(problems))
         return self
+
+
+def _date_problems(d: Data) -> list[str]:
+    """``data.date_format`` must read back what it writes; the window must be dates pandas holds, in order."""
+    import pandas as pd
+
+    problems = []
+    if d.date_format is not None:
+        sample = pd.Timestamp("2024-11-23 13:45:56")
+        try:
+            back = pd.to_datetime(sample.strftime(d.date_format), format=d.date_format)
+        except (ValueError, TypeError):
+            back = None
+        if back is None or "%" not in d.date_format:
+            problems.append(f"data.date_format: {d.date_format!r} is not a strftime format leadtemp can read back "
+                            "(e.g. \"%d/%m/%Y\" or \"%m/%d/%Y %H:%M\")")
+    window = []
+    for name in ("earliest", "latest"):
+        try:
+            when = pd.Timestamp(getattr(d, name))
+        except (ValueError, TypeError):
+            when = pd.NaT
+        if pd.isna(when) or when.tz is not None or not pd.Timestamp("1678-01-01") <= when <= pd.Timestamp("2262-01-01"):
+            problems.append(f"data.{name}: {getattr(d, name)!r} is not a date (YYYY-MM-DD) between 1678 and 2262")
+        else:
+            window.append(when)
+    if len(window) == 2 and window[0] >= window[1]:
+        problems.append(f"data: earliest ({d.earliest}) must be before latest ({d.latest})")
+    return problems
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -314,6 +348,8 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return value
     if tp is str and isinstance(value, (str, int, float)):
         return str(value)
+    if tp is str and isinstance(value, datetime.date):  # YAML reads an unquoted 1970-01-01 as a date
+        return value.isoformat()
     raise ConfigError(f"{where}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
 
 

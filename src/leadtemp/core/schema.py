@@ -11,19 +11,25 @@ Example rows show the lead id and the offending value only, never personal colum
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from leadtemp.core.config import InteractionColumns, LeadColumns, RowOrderTime
+from leadtemp.core.config import Data, InteractionColumns, LeadColumns, RowOrderTime
 from leadtemp.core.errors import SchemaError
 
 LEAD_ID, CREATED_AT, CONVERTED_AT, LABEL = "lead_id", "created_at", "converted_at", "label"
 TIMESTAMP, TYPE, DIRECTION, VALUE = "timestamp", "type", "direction", "value"
 DIRECTIONS = ("inbound", "outbound")
 MAX_EXAMPLES = 5
-
+# LightGBM caps numbers at +-1e300 as its infinity (Common::AvoidInf): anything that large is no measurement.
+NUMBER_LIMIT = 1e300
 
 
 class RowProblems:
@@ -46,7 +52,7 @@ class RowProblems:
 
 
 def _fail(source: str, column: str, mask: np.ndarray | pd.Series, what: str, frame: pd.DataFrame,
-          id_column: str | None = LEAD_ID, problems: RowProblems | None = None) -> None:
+          id_column: str | None = LEAD_ID, problems: RowProblems | None = None, hint: str = "") -> None:
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return
@@ -62,6 +68,7 @@ def _fail(source: str, column: str, mask: np.ndarray | pd.Series, what: str, fra
         examples.append(f"row {pos + 1} {shown}")
     raise SchemaError(
         f"{source}: column '{column}': {len(positions)} row(s) {what}; e.g. " + "; ".join(examples)
+        + (f" ({hint})" if hint else "")
     )
 
 
@@ -70,22 +77,222 @@ def _require_columns(frame: pd.DataFrame, required: Iterable[str], source: str) 
         raise SchemaError(f"{source}: missing columns {missing}; found {sorted(map(str, frame.columns))}")
 
 
+@dataclass(frozen=True)
+class DateFormat:
+    """One way a column writes its timestamps: a date part with an optional time after it."""
+
+    name: str                  # as messages and data.date_format spell it
+    formats: tuple[str, ...]   # tried in order on each value ("ISO8601" and "mixed" are pandas' own)
+    day_first: bool | None = None  # which of two small numbers is the day (None: no such question)
+
+    @property
+    def shape(self) -> str:
+        """A regular expression every value this format reads matches (a cheap filter before parsing)."""
+        return _shape(self.formats[0]) + r"(?:[ T].*)?"
+
+
+_TIMES = ("", " %H:%M", " %H:%M:%S", " %H:%M:%S.%f")
+_DIRECTIVES = {"d": r"\d{1,2}", "m": r"\d{1,2}", "Y": r"\d{4}", "y": r"\d{2}", "H": r"\d{1,2}", "I": r"\d{1,2}",
+               "M": r"\d{1,2}", "S": r"\d{1,2}", "f": r"\d{1,9}", "%": "%"}
+
+
+def _shape(fmt: str) -> str:
+    if fmt == "ISO8601":
+        return r"\d{4}-?\d{2}.*"
+    if fmt == "mixed":
+        return r".*"
+    parts = re.split(r"(%.)", fmt)
+    return "".join(_DIRECTIVES.get(p[1], ".+?") if p.startswith("%") and len(p) == 2 else re.escape(p) for p in parts)
+
+
+def declared_format(fmt: str) -> DateFormat:
+    """``data.date_format``; a format without a time also reads values with a time after the date."""
+    timed = any(d in fmt for d in ("%H", "%I", "%M", "%S", "%p", "%X", "%c", "%T"))
+    return DateFormat(fmt, (fmt,) if timed else tuple(fmt + t for t in _TIMES))
+
+
+def _numeric(date: str, day_first: bool | None = None) -> DateFormat:
+    return DateFormat(date, tuple(date + t for t in _TIMES), day_first)
+
+
+ISO = DateFormat("ISO 8601 (YYYY-MM-DD[THH:MM[:SS]][+HH:MM])", ("ISO8601",))
+MONTH_NAMES = DateFormat("month names (5 March 2024, Mar 5, 2024)", ("mixed",))
+# The forms recognised without data.date_format, in groups of one shape; a column takes the form that
+# reads most of its values, and within a group the numbers decide whether the day or the month comes first.
+KNOWN_FORMATS = ((ISO,), (_numeric("%Y/%m/%d"),), (_numeric("%d/%m/%Y", True), _numeric("%m/%d/%Y", False)),
+                 (_numeric("%d.%m.%Y", True),), (_numeric("%d-%m-%Y", True), _numeric("%m-%d-%Y", False)),
+                 (MONTH_NAMES,))
+# A month named in letters and a 4-digit year: the only values handed to dateutil (pandas' "mixed").
+_MONTH_WORD = (r"(?i)\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b.*\b\d{4}\b|"
+               r"\b\d{4}\b.*\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\b")
+
+
+@dataclass
+class DateRules:
+    """How timestamps are read: one format per text column, given or inferred, inside a plausible window.
+
+    ``date_format`` (strftime) applies to every text timestamp column; None infers each column's format
+    from all its values. Timestamps outside ``[earliest, latest)`` are bad values. ``settled`` keeps
+    the format each (source, column) was read with, so the later batches of a streamed table are read
+    the same way, and a column that alone cannot tell day from month follows another column of its table.
+    Columns that are already datetimes (Parquet, databases) are taken as they are.
+    """
+
+    date_format: str | None = None
+    earliest: str = "1970-01-01"
+    latest: str = "2100-01-01"
+    settled: dict[tuple[str, str], DateFormat] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, data: Data) -> DateRules:
+        return cls(data.date_format, data.earliest, data.latest)
+
+    @property
+    def window(self) -> str:
+        return f"outside {self.earliest} .. {self.latest} (data.earliest, data.latest)"
+
+
+def _read_with(fmt: DateFormat, text: pd.Series) -> pd.Series:
+    """``text`` read in one format, UTC-aware; values it does not read are NaT.
+
+    Each value goes to pandas only in the variant whose shape it has: parsing values that do not
+    fit a format is what costs time.
+    """
+    out = pd.Series(pd.NaT, index=text.index, dtype="datetime64[us, UTC]")
+    if fmt.formats == ("mixed",):
+        fits = text.str.contains(_MONTH_WORD)
+    else:
+        fits = text.str.fullmatch(fmt.shape)
+    todo = fits.fillna(False).to_numpy(dtype=bool)
+    for f in fmt.formats:
+        if not todo.any():
+            break
+        values = text[todo]
+        if len(fmt.formats) > 1:
+            values = values[values.str.fullmatch(_shape(f)).fillna(False).to_numpy(dtype=bool)]
+        got = pd.to_datetime(values, format=f, errors="coerce", utc=True).astype("datetime64[us, UTC]")
+        got = got[got.notna()]
+        out.loc[got.index] = got
+        todo = todo & out.isna().to_numpy()
+    return out
+
+
+def _infer_format(text: pd.Series, source: str, column: str,
+                  rules: DateRules) -> tuple[DateFormat | None, pd.Series, bool]:
+    """The known format that reads most of the column, the column read with it, and whether that settles it.
+
+    A column that does not say whether the day or the month comes first is refused (see
+    :func:`_day_or_month_first`), and so is one that mixes two forms in equal numbers.
+    """
+    present = int(text.notna().sum())
+    results = []
+    for group in KNOWN_FORMATS:
+        fmt, settle, unsure = group[0], True, None
+        if len(group) == 2:
+            fits = text.str.fullmatch(fmt.shape).fillna(False).to_numpy(dtype=bool)
+            if not fits.any():
+                continue
+            fmt, settle, unsure = _day_or_month_first(group, text[fits], source, column, rules)
+        parsed = _read_with(fmt, text)
+        count = int(parsed.notna().sum())
+        if count:
+            results.append((count, fmt, parsed, settle, unsure))
+        if count == present:  # no other form reads a value this one reads
+            break
+    if not results:
+        return None, pd.Series(pd.NaT, index=text.index, dtype="datetime64[us, UTC]"), False
+    results.sort(key=lambda r: -r[0])
+    if len(results) > 1 and results[0][0] == results[1][0]:
+        (n, a, *_), (_, b, *_) = results[:2]
+        raise SchemaError(f"{source}: column '{column}': mixes date forms, {n} value(s) each as {a.name} and as "
+                          f"{b.name}; declare the one it uses in params (data.date_format)")
+    _, fmt, parsed, settle, unsure = results[0]
+    if unsure is not None:  # the column's own form cannot tell day from month (a minority form is just bad)
+        raise SchemaError(unsure)
+    return fmt, parsed, settle
+
+
+def _day_or_month_first(group: tuple[DateFormat, DateFormat], values: pd.Series, source: str, column: str,
+                        rules: DateRules) -> tuple[DateFormat, bool, str | None]:
+    """Day-first or month-first, from the numbers of the whole column: the order that reads more values.
+
+    When no value has a number above 12 (and the two orders differ somewhere), or both orders read
+    as many values, the column alone cannot tell: it follows another column of the same table that
+    settled the order, or is refused with the line to add to params. Returns the format and whether
+    it settles the column (not when both orders read every value the same, e.g. 01/01/2024), and
+    the refusal when it cannot tell (raised only if this form is the column's).
+    """
+    day_first, month_first = group
+    sep = re.escape(day_first.name[2])
+    parts = pc.extract_regex(pa.array(values), rf"^(?P<first>\d{{1,2}}){sep}(?P<second>\d{{1,2}}){sep}")
+    first, second = (pc.cast(pc.struct_field(parts, [i]), pa.float64()).to_numpy(zero_copy_only=False)
+                     for i in (0, 1))
+    reads_day_first = int(((second >= 1) & (second <= 12)).sum())
+    reads_month_first = int(((first >= 1) & (first <= 12)).sum())
+    if reads_day_first != reads_month_first:
+        return (day_first if reads_day_first > reads_month_first else month_first), True, None
+    differ = first != second
+    if not differ.any():
+        return day_first, False, None
+    orders = {f.day_first for (s, _), f in rules.settled.items() if s == source and f.day_first is not None}
+    if len(orders) == 1:
+        return (day_first if orders == {True} else month_first), True, None
+    why = ("no value has a day above 12" if reads_day_first == len(values)
+           else f"as many values read one way as the other, {reads_day_first} each")
+    return day_first, False, (f"{source}: column '{column}': dates such as {values[differ].iloc[0]!r} read as "
+                              f"\"{day_first.name}\" and as \"{month_first.name}\" ({why}); declare the format in "
+                              f"params, e.g. data.date_format: \"{day_first.name}\"")
+
+
 def parse_timestamps(frame: pd.DataFrame, column: str, source: str, required: bool,
-                     id_column: str | None = LEAD_ID, problems: RowProblems | None = None) -> pd.Series:
-    """Timestamps as naive datetime64[ns]; tz-aware input is converted to UTC first."""
+                     id_column: str | None = LEAD_ID, problems: RowProblems | None = None,
+                     rules: DateRules | None = None) -> pd.Series:
+    """Timestamps as naive datetime64[ns]; tz-aware input is converted to UTC first.
+
+    Text is read in one format for the whole column (``rules.date_format``, or inferred: see
+    :class:`DateRules`); values not in that format, and timestamps outside the window, are bad values.
+    """
+    rules = rules or DateRules()
     raw = frame[column]
+    if raw.dtype == object and _holds_datetimes(raw):
+        raw = pd.to_datetime(raw, utc=True)  # datetime objects from a database driver: no text to read
     if pd.api.types.is_datetime64_any_dtype(raw):
         parsed = raw
     else:
         text = raw.astype("string").str.strip()
         text = text.mask(text == "")
-        parsed = pd.to_datetime(text, errors="coerce", format="mixed", utc=True)
-        _fail(source, column, text.notna() & parsed.isna(), "are not parsable timestamps", frame, id_column, problems)
+        key = (source, column)
+        settle = False
+        if rules.date_format is not None:
+            fmt = declared_format(rules.date_format)
+            hint = f"data.date_format is {rules.date_format!r}"
+        else:
+            fmt = rules.settled.get(key)
+        if fmt is None:
+            fmt, parsed, settle = _infer_format(text, source, column, rules)
+        else:
+            parsed = _read_with(fmt, text)
+        if settle:
+            rules.settled[key] = fmt
+        if rules.date_format is None:
+            hint = (f"the column is read as {fmt.name}; set data.date_format to declare another format" if fmt else
+                    "no known format reads it: ISO 8601, DD/MM/YYYY, MM/DD/YYYY, DD.MM.YYYY, YYYY/MM/DD or month "
+                    "names, each with an optional HH:MM[:SS]; set data.date_format")
+        _fail(source, column, text.notna() & parsed.isna(), "are not parsable timestamps", frame, id_column, problems,
+              hint)
     if getattr(parsed.dt, "tz", None) is not None:
         parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
+    outside = parsed.notna() & ((parsed < pd.Timestamp(rules.earliest)) | (parsed >= pd.Timestamp(rules.latest)))
+    _fail(source, column, outside.to_numpy(), f"are {rules.window}", frame, id_column, problems)
+    parsed = parsed.mask(outside)
     if required:
         _fail(source, column, parsed.isna(), "are empty", frame, id_column, problems)
     return parsed.astype("datetime64[ns]")
+
+
+def _holds_datetimes(raw: pd.Series) -> bool:
+    values = raw.dropna()
+    return len(values) > 0 and isinstance(values.iloc[0], datetime) and all(isinstance(v, datetime) for v in values)
 
 
 MONTHS = {name: i + 1 for i, name in enumerate(
@@ -157,6 +364,7 @@ def validate_leads(
     missing_values: Iterable[str] = (),
     row_order: RowOrderTime | None = None,
     problems: RowProblems | None = None,
+    dates: DateRules | None = None,
 ) -> pd.DataFrame:
     """Check the leads table and return a normalised copy under leadtemp's column names.
 
@@ -166,9 +374,10 @@ def validate_leads(
 
     With ``problems`` (a :class:`RowProblems` of the table's length), bad values are recorded per row
     instead of raised, and duplicate ids are left to the caller (batch scoring sees a lead's every
-    row only after partitioning). Missing columns always raise.
+    row only after partitioning). Missing columns always raise. ``dates``: how text timestamps are
+    read (default: formats inferred per column, the default window).
     """
-    columns = columns or LeadColumns()
+    columns, dates = columns or LeadColumns(), dates or DateRules()
     categorical, numeric = list(categorical), list(numeric)
     id_col = columns.lead_id
     required = [c for c in (id_col, columns.created_at) if c] + categorical + numeric
@@ -190,14 +399,14 @@ def validate_leads(
         created = months_from_row_order(frame, row_order, source, id_col)  # whole-table rule: always raises
     elif columns.created_at is not None:
         created = parse_timestamps(frame, columns.created_at, source, required=True, id_column=id_col,
-                                   problems=problems)
+                                   problems=problems, rules=dates)
     else:
         created = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns]")
     out.insert(1, CREATED_AT, created.to_numpy())
     converted = pd.Series(pd.NaT, index=frame.index, dtype="datetime64[ns]")
     if columns.converted_at is not None and columns.converted_at in frame.columns:
         converted = parse_timestamps(frame, columns.converted_at, source, required=False, id_column=id_col,
-                                     problems=problems)
+                                     problems=problems, rules=dates)
         shown = frame.assign(**{columns.converted_at: converted})
         _fail(source, columns.converted_at, (converted < created).to_numpy(), "convert before they were created",
               shown, id_col, problems)
@@ -207,18 +416,27 @@ def validate_leads(
                  else pd.Series(pd.NA, index=frame.index, dtype="Int8"))
         out.insert(3, LABEL, label.to_numpy())
     for column in numeric:
-        given = frame[column]
-        if not pd.api.types.is_numeric_dtype(given):
-            given = given.astype("string").str.strip().replace("", pd.NA)
-        values = pd.to_numeric(given, errors="coerce")
-        _fail(source, column, (given.notna() & values.isna()).to_numpy(), "are not numbers", frame, id_col, problems)
-        out[column] = values.astype(float).to_numpy()
+        out[column] = parse_numbers(frame, column, source, id_col, problems)
     return out
+
+
+def parse_numbers(frame: pd.DataFrame, column: str, source: str, id_column: str | None,
+                  problems: RowProblems | None = None) -> np.ndarray:
+    """A numeric column as float: text is parsed here (empty = missing); non-numbers and non-finite
+    numbers (``inf``, ``1e309``, anything beyond +-1e300) are bad values."""
+    given = frame[column]
+    if not pd.api.types.is_numeric_dtype(given):
+        given = given.astype("string").str.strip().replace("", pd.NA)
+    values = pd.to_numeric(given, errors="coerce").astype(float)
+    _fail(source, column, (given.notna() & values.isna()).to_numpy(), "are not numbers", frame, id_column, problems)
+    huge = (values.abs() >= NUMBER_LIMIT).to_numpy()  # inf included; NaN compares False
+    _fail(source, column, huge, "are not finite numbers (inf, or beyond +-1e300)", frame, id_column, problems)
+    return values.mask(huge).to_numpy()
 
 
 def validate_interactions(interactions: pd.DataFrame, source: str, lead_ids: pd.Series | None,
                           columns: InteractionColumns | None = None,
-                          problems: RowProblems | None = None) -> pd.DataFrame:
+                          problems: RowProblems | None = None, dates: DateRules | None = None) -> pd.DataFrame:
     """Check the interaction log against the leads and return a normalised copy (leadtemp's names).
 
     ``lead_ids=None`` skips the check that every event's lead exists (batch scoring does it per
@@ -235,7 +453,7 @@ def validate_interactions(interactions: pd.DataFrame, source: str, lead_ids: pd.
               frame, c.lead_id)
     out = pd.DataFrame({LEAD_ID: ids.fillna("").astype(str).to_numpy()})
     out[TIMESTAMP] = parse_timestamps(frame, c.timestamp, source, required=True, id_column=c.lead_id,
-                                      problems=problems).to_numpy()
+                                      problems=problems, rules=dates).to_numpy()
     kinds = frame[c.type].astype("string").str.strip()
     _fail(source, c.type, (kinds.isna() | (kinds == "")).to_numpy(dtype=bool, na_value=True), "have an empty type",
           frame, c.lead_id, problems)
@@ -245,9 +463,7 @@ def validate_interactions(interactions: pd.DataFrame, source: str, lead_ids: pd.
           f"have a direction other than {list(DIRECTIONS)}", frame, c.lead_id, problems)
     out[DIRECTION] = direction.fillna("").astype(str).to_numpy()
     if c.value in frame.columns:
-        values = pd.to_numeric(frame[c.value], errors="coerce")
-        _fail(source, c.value, frame[c.value].notna() & values.isna(), "are not numbers", frame, c.lead_id, problems)
-        out[VALUE] = values.astype(float).to_numpy()
+        out[VALUE] = parse_numbers(frame, c.value, source, c.lead_id, problems)
     return out
 
 

@@ -22,6 +22,7 @@ from leadtemp.core.schema import (
     LEAD_ID,
     TIMESTAMP,
     TYPE,
+    DateRules,
     RowProblems,
     validate_interactions,
     validate_leads,
@@ -38,7 +39,8 @@ DEFAULT_CHUNK = 50_000  # leads per partition
 _SINGULAR = (("are not parsable timestamps", "is not a parsable timestamp"), ("are empty", "is empty"),
              ("have an empty lead id", "is empty"), ("convert before they were created", "is before the creation time"),
              ("are not numbers", "is not a number"), ("have an empty type", "is empty"),
-             ("have a direction other than", "is not one of"), ("are not an outcome", "is not an outcome"))
+             ("have a direction other than", "is not one of"), ("are not an outcome", "is not an outcome"),
+             ("are not finite numbers", "is not a finite number"), ("are outside", "is outside"))
 
 
 def _singular(reason: str) -> str:
@@ -65,12 +67,18 @@ EVENT_SCHEMA = pa.schema([(LEAD_ID, pa.string()), (TIMESTAMP, pa.timestamp("ns")
                           (DIRECTION, pa.string()), (REJECT, pa.string()), (ROW, pa.int64())])
 
 
-def canonical_leads(raw: pd.DataFrame, source: str, params: Params, scorer: LeadScorer, first_row: int) -> pd.DataFrame:
-    """One batch of the leads table under leadtemp's names, the model's columns only, with reasons."""
+def canonical_leads(raw: pd.DataFrame, source: str, params: Params, scorer: LeadScorer, first_row: int,
+                    dates: DateRules | None = None) -> pd.DataFrame:
+    """One batch of the leads table under leadtemp's names, the model's columns only, with reasons.
+
+    ``dates``: pass the same rules to every batch of a table, so all are read in the format the
+    first batches settled (default: each batch on its own, with params' date_format and window).
+    """
     d, spec = params.data, scorer.spec
     problems = RowProblems(len(raw))
     leads = validate_leads(raw, source, spec.categorical, spec.numeric, columns=d.columns,
-                           missing_values=d.missing_values, row_order=d.created_from_row_order, problems=problems)
+                           missing_values=d.missing_values, row_order=d.created_from_row_order, problems=problems,
+                           dates=dates or DateRules.of(d))
     out = pd.DataFrame({LEAD_ID: leads[LEAD_ID], CREATED_AT: leads[CREATED_AT], CONVERTED_AT: leads[CONVERTED_AT],
                         LABEL: leads[LABEL] if LABEL in leads.columns else pd.Series(pd.NA, index=leads.index,
                                                                                      dtype="Int8")})
@@ -84,11 +92,13 @@ def canonical_leads(raw: pd.DataFrame, source: str, params: Params, scorer: Lead
 
 
 def canonical_events(raw: pd.DataFrame, source: str, params: Params, first_row: int,
-                     as_of: pd.Timestamp) -> pd.DataFrame:
+                     as_of: pd.Timestamp, dates: DateRules | None = None) -> pd.DataFrame:
     """One batch of the interactions under leadtemp's names with reasons; events at or after ``as_of``
-    are left out here, as scoring would never look at them (a bad row is kept whatever its time)."""
+    are left out here, as scoring would never look at them (a bad row is kept whatever its time).
+    ``dates`` as in :func:`canonical_leads`."""
     problems = RowProblems(len(raw))
-    events = validate_interactions(raw, source, None, params.data.interaction_columns, problems=problems)
+    events = validate_interactions(raw, source, None, params.data.interaction_columns, problems=problems,
+                                   dates=dates or DateRules.of(params.data))
     out = events[[LEAD_ID, TIMESTAMP, TYPE, DIRECTION]].copy()
     out[REJECT] = [_singular(r) if r is not None else None for r in problems.reason]
     out[ROW] = np.arange(first_row, first_row + len(out), dtype=np.int64)

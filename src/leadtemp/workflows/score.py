@@ -33,7 +33,7 @@ import pandas as pd
 from leadtemp.core.config import Params
 from leadtemp.core.metrics import BUCKETS
 from leadtemp.core.ports import ProgressFactory, ScoringRun, TableSource
-from leadtemp.core.schema import LEAD_ID
+from leadtemp.core.schema import LEAD_ID, DateRules
 from leadtemp.modelling.partition import (
     DEFAULT_CHUNK,
     EVENT_SCHEMA,
@@ -145,10 +145,11 @@ def _partition(scorer: LeadScorer, params: Params, as_of: pd.Timestamp, leads: T
     # Months from row order need the whole table in its order: read it at once.
     size = None if params.data.created_from_row_order is not None else READ_BATCH
     lead_parts = run.partitions("leads", n, lead_schema(scorer), fresh=True)
+    dates = DateRules.of(params.data)  # one per run: every batch is read in the format the first ones settled
     read = 0
     lead_rows = np.zeros(n, dtype=np.int64)
     for batch in leads.batches(size):
-        frame = canonical_leads(batch, str(leads), params, scorer, read + 1)
+        frame = canonical_leads(batch, str(leads), params, scorer, read + 1, dates)
         lead_rows += np.bincount(partition_of(frame[LEAD_ID].to_numpy(dtype=object), n), minlength=n)
         lead_parts.add(frame)
         read += len(batch)
@@ -158,7 +159,7 @@ def _partition(scorer: LeadScorer, params: Params, as_of: pd.Timestamp, leads: T
     if interactions is not None:
         event_parts = run.partitions("events", n, EVENT_SCHEMA)
         for batch in interactions.batches(READ_BATCH):
-            event_parts.add(canonical_events(batch, str(interactions), params, events_read + 1, as_of))
+            event_parts.add(canonical_events(batch, str(interactions), params, events_read + 1, as_of, dates))
             events_read += len(batch)
         event_parts.close()
         echo(f"read {events_read:,} interactions from {interactions}")

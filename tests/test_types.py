@@ -1,0 +1,306 @@
+"""Types are declared, not guessed: ids and categories stay text, dates have one format per column,
+numbers are parsed by role and must be finite, timestamps must lie in a plausible window.
+
+Each case goes through the path a user's data takes: ``load_leads`` (train, explain) and
+``Source.batches`` + ``canonical_leads`` (batch scoring, where a bad row only rejects that lead).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conftest import ROOT
+from leadtemp.adapters.files import load_interactions, load_leads
+from leadtemp.adapters.sources import Source
+from leadtemp.api import parse_as_of
+from leadtemp.cli import app
+from leadtemp.core.config import Params, params_from_dict
+from leadtemp.core.errors import ConfigError, SchemaError
+from leadtemp.core.schema import DateRules, validate_leads
+from leadtemp.modelling.partition import REJECT, canonical_events, canonical_leads
+
+PARAMS = str(ROOT / "params.yaml")
+runner = CliRunner()
+
+
+def _params(**data) -> Params:
+    return Params().replace(data={"categorical": ("source",), "numeric": ("visits",), **data})
+
+
+def _scorer(params: Params):
+    """What canonical_leads reads of a scorer: the model's attribute columns."""
+    return SimpleNamespace(spec=SimpleNamespace(categorical=list(params.data.categorical),
+                                                numeric=list(params.data.numeric)))
+
+
+def _reasons(frame: pd.DataFrame) -> list[str | None]:
+    return [r if isinstance(r, str) else None for r in frame[REJECT]]
+
+
+def _csv(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def _batches(path: Path, params: Params, size: int | None = None) -> pd.DataFrame:
+    """Batch scoring's first step on a CSV: read in batches, every row checked (reasons in _reject)."""
+    frames, first = [], 1
+    for batch in Source.file(path).batches(size):
+        frames.append(canonical_leads(batch, str(path), params, _scorer(params), first))
+        first += len(batch)
+    return pd.concat(frames, ignore_index=True)
+
+
+LEADS = """lead_id,created_at,converted_at,source,visits
+000123,2024-01-05,,007,3
+416,2024-01-06,2024-02-01,web,
+,2024-01-07,,web,1
+"""
+
+
+# -- ids and categories are text ---------------------------------------------------------------------
+def test_ids_and_categories_keep_their_leading_zeros_through_load_leads(tmp_path):
+    path = _csv(tmp_path / "leads.csv", LEADS.replace(",2024-01-07,,web,1\n", "9,2024-01-07,,web,1\n"))
+    events = _csv(tmp_path / "events.csv", "lead_id,timestamp,type,direction,value\n000123,2024-01-10,email,inbound,\n")
+    leads = load_leads(_params(), path)
+    assert leads["lead_id"].tolist() == ["000123", "416", "9"]
+    assert leads["source"].tolist() == ["007", "web", "web"]
+    assert leads["visits"].tolist()[::2] == [3.0, 1.0] and np.isnan(leads["visits"][1])
+    got = load_interactions(_params(), leads, events)  # 000123 is a known lead, not "123"
+    assert got["lead_id"].tolist() == ["000123"]
+    # A blank id is an empty id (train refuses it), whatever the other ids look like.
+    with pytest.raises(SchemaError, match=r"leads.csv: column 'lead_id': 1 row\(s\) have an empty lead id; e.g. row 3"):
+        load_leads(_params(), _csv(tmp_path / "leads.csv", LEADS))
+
+
+@pytest.mark.parametrize("size", [None, 2])
+def test_batch_scoring_keeps_ids_as_text_and_rejects_only_the_blank_id(tmp_path, size):
+    got = _batches(_csv(tmp_path / "leads.csv", LEADS), _params(), size)
+    assert got["lead_id"].tolist() == ["000123", "416", ""]
+    assert _reasons(got) == [None, None, "column 'lead_id': is empty"]
+    assert got["source"].tolist() == ["007", "web", "web"]
+
+
+def test_database_integer_ids_with_a_null_read_as_whole_numbers(tmp_path):
+    db = tmp_path / "crm.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE leads (lead_id INTEGER, created_at TEXT, source INTEGER, visits REAL)")
+        conn.executemany("INSERT INTO leads VALUES (?, ?, ?, ?)",
+                         [(416, "2024-01-05", 7, 1.0), (None, "2024-01-06", None, 2.0), (17, "2024-01-07", 3, None)])
+    params = _params()
+    (batch,) = Source.database(f"sqlite:///{db}", "leads").batches(None)
+    got = canonical_leads(batch, "crm leads", params, _scorer(params), 1)
+    assert got["lead_id"].tolist() == ["416", "", "17"]  # not "416.0"
+    assert got["source"].tolist()[::2] == ["7", "3"]
+    assert _reasons(got) == [None, "column 'lead_id': is empty", None]
+
+
+# -- dates: one format per column ------------------------------------------------------------------------
+def _leads(created, converted=None) -> pd.DataFrame:
+    frame = pd.DataFrame({"lead_id": [f"L{i}" for i in range(len(created))], "created_at": created})
+    if converted is not None:
+        frame["converted_at"] = converted
+    return frame
+
+
+def test_an_ambiguous_date_column_is_refused_saying_how_to_declare_it(tmp_path):
+    path = _csv(tmp_path / "leads.csv", "lead_id,created_at\nA,03/05/2024\nB,04/06/2024\nC,12/01/2024\n")
+    with pytest.raises(SchemaError) as info:
+        load_leads(Params(), path)
+    message = str(info.value)
+    assert "\n" not in message and str(path) in message and "column 'created_at'" in message
+    assert 'data.date_format: "%d/%m/%Y"' in message and "day above 12" in message
+    with pytest.raises(SchemaError, match="data.date_format"):  # batch scoring: the whole table is refused
+        _batches(path, Params().replace(data={"categorical": (), "numeric": ()}))
+
+
+def test_a_day_first_column_with_one_day_above_12_reads_every_row_day_first():
+    out = validate_leads(_leads(["03/05/2024", "01/02/2024 10:30", "13/05/2024", "05/06/2024"]), "leads.csv")
+    assert out["created_at"].dt.strftime("%Y-%m-%d %H:%M").tolist() == [
+        "2024-05-03 00:00", "2024-02-01 10:30", "2024-05-13 00:00", "2024-06-05 00:00"]
+
+
+def test_a_month_first_value_in_a_day_first_column_is_a_bad_value():
+    frame = _leads(["13/05/2024", "14/05/2024", "05/13/2024"])
+    with pytest.raises(SchemaError, match=r"1 row\(s\) are not parsable timestamps; e.g. row 3 .*read as %d/%m/%Y"):
+        validate_leads(frame, "leads.csv")
+
+
+def test_the_conversion_column_follows_the_order_its_table_settled():
+    """converted_at alone (03/05, 04/06) cannot tell; created_at (13/05) says day first."""
+    out = validate_leads(_leads(["13/04/2024", "01/05/2024"], ["03/05/2024", "04/06/2024"]), "leads.csv")
+    assert out["converted_at"].dt.strftime("%Y-%m-%d").tolist() == ["2024-05-03", "2024-06-04"]
+
+
+def test_data_date_format_is_honoured_and_values_outside_it_are_bad(tmp_path):
+    path = _csv(tmp_path / "leads.csv", "lead_id,created_at\nA,03/05/2024\nB,04/06/2024 10:00\nC,2024-07-01\n")
+    params = Params().replace(data={"date_format": "%m/%d/%Y"})
+    with pytest.raises(SchemaError, match=r"1 row\(s\) are not parsable timestamps; e.g. row 3 .*data.date_format"):
+        load_leads(params, path)
+    got = _batches(path, params)
+    assert got["created_at"].dt.strftime("%Y-%m-%d %H:%M").tolist()[:2] == ["2024-03-05 00:00", "2024-04-06 10:00"]
+    assert _reasons(got) == [None, None, "column 'created_at': is not a parsable timestamp"]
+
+
+def test_streamed_batches_keep_the_format_the_first_batch_settled(tmp_path):
+    """Batch 2 alone (05/13/2024) would read month-first; the run settled day-first in batch 1."""
+    path = _csv(tmp_path / "leads.csv", "lead_id,created_at\nA,13/05/2024\nB,14/05/2024\nC,05/13/2024\n")
+    params = Params()
+    rules = DateRules.of(params.data)
+    batches = list(Source.file(path).batches(2))
+    got = [canonical_leads(b, str(path), params, _scorer(params), 1, rules) for b in batches]
+    assert got[0][REJECT].isna().all()
+    assert _reasons(got[1]) == ["column 'created_at': is not a parsable timestamp"]
+
+
+# -- the plausible window ----------------------------------------------------------------------------------
+def test_years_1600_and_2300_are_refused_in_train_naming_the_rows(tmp_path):
+    path = _csv(tmp_path / "leads.csv", "lead_id,created_at\nA,2024-01-05\nB,1600-01-01\nC,2300-06-01\n")
+    with pytest.raises(SchemaError, match=r"column 'created_at': 2 row\(s\) are outside 1970-01-01 .. 2100-01-01 "
+                                          r"\(data.earliest, data.latest\); e.g. row 2 .*row 3"):
+        load_leads(Params(), path)
+
+
+def test_years_1600_and_2300_reject_only_their_rows_in_scoring(tmp_path):
+    path = _csv(tmp_path / "leads.csv", "lead_id,created_at,converted_at\nA,2024-01-05,\nB,1600-01-01,\n"
+                                        "C,2024-01-05,2300-06-01\n")
+    params = Params()
+    got = _batches(path, params)
+    assert _reasons(got) == [None, "column 'created_at': is outside 1970-01-01 .. 2100-01-01 "
+                                    "(data.earliest, data.latest)",
+                                    "column 'converted_at': is outside 1970-01-01 .. 2100-01-01 "
+                                    "(data.earliest, data.latest)"]
+    events = pd.DataFrame({"lead_id": ["A", "A"], "timestamp": ["2024-01-06", "2300-01-01"], "type": ["email"] * 2,
+                           "direction": ["inbound"] * 2})
+    ev = canonical_events(events, "events.csv", params, 1, pd.Timestamp("2024-06-01"))
+    assert _reasons(ev) == [None, "column 'timestamp': is outside 1970-01-01 .. 2100-01-01 "
+                                   "(data.earliest, data.latest)"]
+
+
+def test_datetime_columns_from_parquet_are_checked_against_the_window_too():
+    created = pd.Series(pd.to_datetime(["2024-01-05", "2300-01-01"]).as_unit("us"))
+    with pytest.raises(SchemaError, match=r"1 row\(s\) are outside .*row 2"):
+        validate_leads(_leads(created), "leads.parquet")
+    narrow = DateRules(earliest="2020-01-01", latest="2030-01-01")
+    with pytest.raises(SchemaError, match=r"are outside 2020-01-01 .. 2030-01-01"):
+        validate_leads(_leads(["2019-12-31", "2024-01-05"]), "leads.csv", dates=narrow)
+
+
+# -- numbers ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("number", ["inf", "-inf", "1e308", "1e309", "Infinity"])
+def test_non_finite_numbers_are_bad_values(tmp_path, number):
+    path = _csv(tmp_path / "leads.csv", f"lead_id,created_at,source,visits\nA,2024-01-05,web,2\nB,2024-01-05,web,{number}\n")
+    with pytest.raises(SchemaError, match=r"column 'visits': 1 row\(s\) are not finite numbers .*row 2"):
+        load_leads(_params(), path)
+    got = _batches(path, _params())
+    assert _reasons(got) == [None, "column 'visits': is not a finite number (inf, or beyond +-1e300)"]
+    events = pd.DataFrame({"lead_id": ["A"], "timestamp": ["2024-01-06"], "type": ["email"], "direction": ["inbound"],
+                           "value": [number]})
+    ev = canonical_events(events, "events.csv", _params(), 1, pd.Timestamp("2024-06-01"))
+    assert _reasons(ev) == ["column 'value': is not a finite number (inf, or beyond +-1e300)"]
+
+
+def test_inf_is_rejected_while_empty_and_missing_tokens_stay_missing_and_text_is_not_a_number(tmp_path):
+    path = _csv(tmp_path / "leads.csv", "lead_id,created_at,source,visits\nA,2024-01-05,web,\nB,2024-01-05,web,n/a\n"
+                                        "C,2024-01-05,web,inf\nD,2024-01-05,web,NAN\nE,2024-01-05,web,1e3\n")
+    got = _batches(path, _params(missing_values=("n/a",)))
+    assert _reasons(got) == [None, None, "column 'visits': is not a finite number (inf, or beyond +-1e300)",
+                             "column 'visits': is not a number", None]
+    assert got["visits"].tolist()[4] == 1000.0
+
+
+# -- params and --as-of ------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("data", "pattern"), [
+    ({"date_format": "day/month"}, r"data.date_format: 'day/month' is not a strftime format"),
+    ({"earliest": "2100-01-01", "latest": "1970-01-01"}, r"earliest \(2100-01-01\) must be before latest"),
+    ({"latest": "3000-01-01"}, r"data.latest: '3000-01-01' is not a date"),
+])
+def test_bad_date_params_are_config_errors(data, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        params_from_dict({"data": data})
+
+
+def test_params_yaml_documents_the_date_keys_with_their_defaults():
+    text = (ROOT / "params.yaml").read_text()
+    assert "date_format: null" in text and 'earliest: "1970-01-01"' in text and 'latest: "2100-01-01"' in text
+
+
+def test_as_of_with_an_offset_is_utc_and_naive_like_data_and_empty_or_far_dates_are_refused():
+    offset = "2024-06-01T00:00:00+02:00"
+    assert parse_as_of(offset) == pd.Timestamp("2024-05-31 22:00")
+    data = validate_leads(_leads([offset, "2024-06-01 00:00"]), "leads.csv")["created_at"]
+    assert parse_as_of(offset) == data[0] and data[1] == pd.Timestamp("2024-06-01")  # naive data times kept
+    assert parse_as_of("2024-06-01") == pd.Timestamp("2024-06-01")
+    for bad, pattern in [("", "--as-of is empty"), ("  ", "--as-of is empty"), ("1600-01-01", "outside"),
+                         ("2300-01-01", "outside"), ("03/05/2024", "not a date")]:
+        with pytest.raises(ConfigError, match=pattern):
+            parse_as_of(bad)
+
+
+def test_cli_score_with_an_empty_as_of_is_one_line_and_exit_2():
+    result = runner.invoke(app, ["score", "--as-of", "", "--out", "s.csv", "--params", PARAMS])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "--as-of is empty" in result.output and not Path("s.csv").exists()
+
+
+# -- the CLI, end to end -------------------------------------------------------------------------------------
+def test_cli_train_refuses_years_1600_and_2300_with_one_line(tmp_path):
+    params = _csv(tmp_path / "params.yaml", "data: {categorical: [], numeric: [], excluded: []}\n")
+    leads = _csv(tmp_path / "leads.csv", "lead_id,created_at,converted_at\nA,2024-01-05,\nB,1600-01-01,\nC,2300-06-01,\n")
+    events = _csv(tmp_path / "events.csv", "lead_id,timestamp,type,direction\nA,2024-01-06,email,inbound\n")
+    result = runner.invoke(app, ["train", "--leads", str(leads), "--interactions", str(events), "--params", str(params)])
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+    assert "column 'created_at': 2 row(s) are outside 1970-01-01 .. 2100-01-01" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_cli_score_keeps_text_ids_with_their_history_and_rejects_bad_rows(small_sim, small_result, tmp_path):
+    """A CSV export of the CRM with a zero-padded id, a blank id, a year 2300 and an inf: the padded lead
+    is scored exactly like the original (its interactions found), the bad rows are rejected with reasons."""
+    import mlflow
+
+    from leadtemp.adapters.pyfunc import pyfunc_arguments
+
+    scorer = small_result.scorer
+    model = tmp_path / "model"
+    mlflow.pyfunc.save_model(str(model), **pyfunc_arguments(scorer, scorer.save(tmp_path / "scorer"), None))
+    as_of = pd.Timestamp("2024-10-01")
+    leads, events = small_sim.leads, small_sim.interactions
+    open_leads = leads[(leads["created_at"] < as_of) & leads["converted_at"].isna()]
+    original = open_leads[open_leads["lead_id"].isin(events["lead_id"])].iloc[0]
+    others = open_leads[open_leads["lead_id"] != original["lead_id"]].head(3)
+    rows = pd.concat([original.to_frame().T, others, original.to_frame().T.assign(lead_id="000123")], ignore_index=True)
+    rows["created_at"] = rows["created_at"].astype(str)
+    rows = rows.astype({"past_purchases": object})
+    rows.loc[1, "lead_id"] = ""
+    rows.loc[2, "created_at"] = "2300-01-01"
+    rows.loc[3, "past_purchases"] = "inf"
+    rows.to_csv(tmp_path / "leads.csv", index=False)
+    history = events[events["lead_id"] == original["lead_id"]]
+    pd.concat([history, history.assign(lead_id="000123")]).to_csv(tmp_path / "events.csv", index=False)
+    result = runner.invoke(app, ["score", "--as-of", str(as_of.date()), "--out", str(tmp_path / "scores.csv"),
+                                 "--leads", str(tmp_path / "leads.csv"), "--interactions", str(tmp_path / "events.csv"),
+                                 "--model", str(model), "--params", PARAMS])
+    assert result.exit_code == 0, result.output
+    scores = pd.read_csv(tmp_path / "scores.csv", dtype={"lead_id": str}).set_index("lead_id")
+    rejects = pd.read_csv(tmp_path / "scores.rejects.csv", dtype={"lead_id": str}, keep_default_na=False)
+    assert "000123" in scores.index and scores.loc["000123", "probability"] == scores.loc[original["lead_id"], "probability"]
+    assert sorted(rejects["reason"]) == sorted([
+        "column 'lead_id': is empty",
+        "column 'created_at': is outside 1970-01-01 .. 2100-01-01 (data.earliest, data.latest)",
+        "column 'past_purchases': is not a finite number (inf, or beyond +-1e300)"])
+
+
+def test_an_unquoted_yaml_date_is_taken_for_the_window(tmp_path):
+    import yaml
+
+    params = params_from_dict(yaml.safe_load("data: {earliest: 1990-01-01, latest: 2050-01-01}"))
+    assert (params.data.earliest, params.data.latest) == ("1990-01-01", "2050-01-01")

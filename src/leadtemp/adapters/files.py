@@ -42,7 +42,18 @@ def read_table(path: str | Path, separator: str = ",") -> pd.DataFrame:
             return check_separator(pd.read_csv(path, sep=separator, dtype=str, low_memory=False), path, separator)
         return pd.read_parquet(path)
     except (ValueError, OSError) as exc:
-        raise SchemaError(f"{path}: cannot be read as {kind}: {exc}") from exc
+        raise unreadable(path, exc) from exc
+
+
+def unreadable(path: Path, exc: BaseException) -> SchemaError:
+    """Why a table file cannot be read, in one line that names it."""
+    kind = TABLE_SUFFIXES.get(path.suffix.lower(), "table")
+    if isinstance(exc, UnicodeDecodeError):
+        return SchemaError(f"{path}: not UTF-8 text (byte {exc.start}); save the CSV as UTF-8")
+    if isinstance(exc, pd.errors.EmptyDataError):
+        return SchemaError(f"{path}: the file is empty (no header, no rows)")
+    text = " ".join(str(exc).split())[:200]
+    return SchemaError(f"{path}: cannot be read as {kind}: {text}")
 
 
 def check_separator(frame: pd.DataFrame, path: Path, separator: str) -> pd.DataFrame:

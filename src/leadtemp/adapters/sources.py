@@ -78,6 +78,19 @@ def database_errors(url: str, what: str) -> Iterator[None]:
         raise StorageError(f"{what}: {reason(exc)}") from exc
 
 
+@contextmanager
+def file_errors(part: Path) -> Iterator[None]:
+    """A file that cannot be read (empty, not UTF-8, a cut Parquet file, unreadable) as one line naming it."""
+    from leadtemp.adapters.files import unreadable
+
+    try:
+        yield
+    except LeadtempError:
+        raise
+    except (ValueError, OSError) as exc:  # pandas' parser errors, UnicodeDecodeError and ArrowInvalid are ValueErrors
+        raise unreadable(part, exc) from exc
+
+
 def _sqlite_file(url: str) -> Path | None:
     """The database file of a sqlite:/// URL (None for other databases, memory or URI file names)."""
     try:
@@ -193,11 +206,12 @@ class Source:
                     engine.dispose()
         total = 0
         for part in self.files():
-            if part.suffix.lower() == ".csv":
-                with open(part, "rb") as fh:
-                    total += sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 24), b"")) - 1
-            else:
-                total += pq.ParquetFile(part).metadata.num_rows
+            with file_errors(part):
+                if part.suffix.lower() == ".csv":
+                    with open(part, "rb") as fh:
+                        total += sum(block.count(b"\n") for block in iter(lambda: fh.read(1 << 24), b"")) - 1
+                else:
+                    total += pq.ParquetFile(part).metadata.num_rows
         return max(total, 0)
 
     def batches(self, size: int | None) -> Iterator[pd.DataFrame]:
@@ -208,18 +222,19 @@ class Source:
             yield from self._database_batches(size)
             return
         for part in self.files():
-            if part.suffix.lower() == ".csv":
-                if size is None:
-                    yield self._read_csv(part, None)
+            with file_errors(part):
+                if part.suffix.lower() == ".csv":
+                    if size is None:
+                        yield self._read_csv(part, None)
+                    else:
+                        yield from self._read_csv(part, size)
                 else:
-                    yield from self._read_csv(part, size)
-            else:
-                pf = pq.ParquetFile(part)
-                if size is None:
-                    yield pf.read().to_pandas()
-                else:
-                    for batch in pf.iter_batches(batch_size=size):
-                        yield batch.to_pandas()
+                    pf = pq.ParquetFile(part)
+                    if size is None:
+                        yield pf.read().to_pandas()
+                    else:
+                        for batch in pf.iter_batches(batch_size=size):
+                            yield batch.to_pandas()
 
     def _read_csv(self, part: Path, size: int | None):
         from leadtemp.adapters.files import check_separator, read_table

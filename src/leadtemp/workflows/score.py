@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from leadtemp.core.config import Params
+from leadtemp.core.errors import SchemaError
 from leadtemp.core.metrics import BUCKETS
 from leadtemp.core.ports import ProgressFactory, ScoringRun, TableSource
 from leadtemp.core.schema import LEAD_ID, DateRules
@@ -154,6 +155,8 @@ def _partition(scorer: LeadScorer, params: Params, as_of: pd.Timestamp, leads: T
         lead_parts.add(frame)
         read += len(batch)
     lead_parts.close()
+    if read == 0:
+        raise SchemaError(f"{leads}: no lead rows to score (only a header, or an empty table)")
     echo(f"read {read:,} leads from {leads} into {n} partitions")
     events_read = 0
     if interactions is not None:

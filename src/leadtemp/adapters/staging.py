@@ -1,21 +1,10 @@
-"""The local engine's working state: score a whole lead database streamed, partitioned by lead, resumable,
-every lead scored or rejected.
+"""The local engine's working state (:class:`LocalScoringRun`, the ``ScoringRun`` port of the batch-scoring
+workflow in :mod:`leadtemp.workflows.score`, whose docstring tells the three steps).
 
-The run has three steps, each safe to interrupt (kill -9 included):
-
-1. **Partition.** Both tables are read once, in batches (a database cursor, or file by file and
-   batch by batch), checked row by row, and written to ``n`` partition files by a hash of the lead
-   id, so every lead is in one partition together with all its interactions. Rows with bad values
-   are kept with their reason; nothing is dropped here. A manifest written last marks the step done.
-2. **Score** each partition with :func:`score_partition` (the same function the Spark engine runs)
-   and write its scored and rejected rows to staging tables in one transaction, which also records
-   the partition as done. A rerun skips the partitions already done.
-3. **Finish** in one transaction: replace the rows of this ``(as_of, model_version)`` in the output
-   table by the staged ones, ranked over the whole run in SQL, and the same for the rejects; then
-   drop the staging tables. For a file output the staging database is a SQLite file in the work
-   folder and the output is written beside its target and renamed into place.
-
-Memory holds one batch or one partition at a time, whatever the size of the database.
+Partition files live in the run's own working folder; scored and rejected rows are staged in the output
+database (for a file output, a SQLite file in the working folder), one transaction per partition, and
+published in one transaction at the end: ranked in SQL, or written beside the target file and renamed
+into place. Everything before publishing survives a kill, so the same command resumes.
 """
 
 from __future__ import annotations

@@ -126,6 +126,7 @@ def test_load_scorer_turns_mlflows_failures_into_one_line_config_errors(exported
     assert "\n" not in str(caught.value)
 
 
+@pytest.mark.slow
 def test_cli_score_with_a_truncated_booster_exits_2_naming_the_file_without_crashing(exported, small_sim, tmp_path):
     """LightGBM aborts the process on this file: the check must come first (run in a subprocess)."""
     model = _copy(exported, tmp_path / "latest")
@@ -247,6 +248,7 @@ def _sql(url: str, *statements: str) -> None:
     engine.dispose()
 
 
+@pytest.mark.slow
 def test_a_resume_after_the_source_table_changed_gives_exactly_the_rows_of_a_fresh_run(scorer, small_sim, params,
                                                                                        tmp_path, monkeypatch):
     import sqlalchemy as sa
@@ -285,6 +287,7 @@ def test_a_resume_after_the_source_table_changed_gives_exactly_the_rows_of_a_fre
     assert got.set_index("lead_id").loc[changed, "probability"] != was, "the changed attributes were read"
 
 
+@pytest.mark.slow
 def test_a_resume_with_another_model_of_the_same_version_starts_afresh(scorer, small_sim, params, tmp_path,
                                                                        monkeypatch):
     from leadtemp.adapters.sources import Source, Target

@@ -297,6 +297,7 @@ def test_a_database_that_cannot_be_used_is_one_line_with_exit_2(crm, tmp_path, n
     assert not (tmp_path / "no").exists()
 
 
+@pytest.mark.slow
 def test_a_locked_sqlite_database_is_one_line_with_exit_2(crm_db, tmp_path, no_work):
     holder = sqlite3.connect(tmp_path / "crm.db", isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")

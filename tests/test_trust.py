@@ -97,6 +97,7 @@ def noise_world():
     return leads, events
 
 
+@pytest.mark.slow
 def test_a_model_of_noise_is_registered_but_never_champion(noise_world, params, tmp_path):
     leads, events = noise_world
     leads.to_parquet(tmp_path / "leads.parquet")

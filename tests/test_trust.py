@@ -69,7 +69,7 @@ def test_a_model_with_fewer_groups_than_reasons_leaves_empty_slots():
     from leadtemp.core.features import FeatureSpec
 
     spec = FeatureSpec(channels=(), windows_days=(7,), half_life_days=14.0, just_active_days=7,
-                       categorical={"a": ("x", "y")}, numeric=("b",), mode="outcomes", timed=False)
+                       categorical={"a": ("x", "y")}, numeric=("b",), mode="labels", timed=False)
     features = pd.DataFrame({"a": pd.Categorical(["x", "y"], categories=["x", "y"]), "b": [1.0, 2.0]})
     grouped = pd.DataFrame({"a": [0.5, -0.2], "b": [0.1, 0.0]})
     words = top_reasons(features, grouped, spec, {}, k=3)

@@ -61,8 +61,9 @@ class Data:
 
     @property
     def mode(self) -> str:
-        """``events``: conversion times (+ interactions), snapshots at cutoffs. ``outcomes``: one final label per lead."""
-        return "outcomes" if self.columns.label else "events"
+        """The data shape: ``events`` (conversion times, + interactions: snapshots at cutoffs) or ``labels``
+        (a label table: one final outcome per lead, with or without time)."""
+        return "labels" if self.columns.label else "events"
 
     @property
     def timed(self) -> bool:
@@ -265,7 +266,7 @@ class Params:
         problems += _date_problems(d)
         if d.mode == "events" and not d.timed:
             problems.append("data: without a label column leadtemp needs data.columns.created_at (and converted_at)")
-        if d.mode == "outcomes" and d.interactions is not None:
+        if d.mode == "labels" and d.interactions is not None:
             problems.append(
                 "data: interactions need conversion times (data.columns.converted_at), not a label: with a final label "
                 "only, no one knows which interactions came before the outcome; set data.interactions: null")

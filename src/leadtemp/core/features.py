@@ -18,6 +18,7 @@ from leadtemp.core.schema import CREATED_AT, DIRECTION, LEAD_ID, TIMESTAMP, TYPE
 
 DAY = np.timedelta64(1, "D")
 DIRECTION_SHORT = {"inbound": "in", "outbound": "out"}
+LEGACY_MODES = {"outcomes": "labels"}  # scorer.json written before the data shapes had one name each
 TREND_RECENT_DAYS, TREND_PRIOR_DAYS = 7, 30
 
 
@@ -46,7 +47,7 @@ class FeatureSpec:
     categorical: dict[str, tuple[str, ...]]
     numeric: tuple[str, ...]
     thermometer: dict[str, float] = field(default_factory=dict)
-    mode: str = "events"   # events: snapshots with behaviour; outcomes: attributes of one-row-per-lead tables
+    mode: str = "events"   # events: snapshots with behaviour; labels: attributes of a label table (one row per lead)
     timed: bool = True     # False: the training table had no time at all
 
     @property
@@ -79,7 +80,7 @@ class FeatureSpec:
             categorical={k: tuple(v) for k, v in raw["categorical"].items()},
             numeric=tuple(raw["numeric"]),
             thermometer=dict(raw.get("thermometer", {})),
-            mode=raw.get("mode", "events"),
+            mode=LEGACY_MODES.get(raw.get("mode", "events"), raw.get("mode", "events")),
             timed=bool(raw.get("timed", True)),
         )
 

@@ -141,8 +141,8 @@ def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,
     (``data.columns.label``) are one row per lead. ``holdout`` (label tables only): a boolean mask
     of the rows to use as the test slice, e.g. one fold of a cross-validation.
     """
-    if params.data.mode == "outcomes":
-        return _train_outcomes(leads, params, source_hashes or {}, holdout)
+    if params.data.mode == "labels":
+        return _train_label_table(leads, params, source_hashes or {}, holdout)
     if holdout is not None:
         raise ValueError("holdout applies to tables with a label column; snapshots are split by time")
     s = params.snapshots
@@ -227,7 +227,7 @@ def row_slices(leads: pd.DataFrame, params: Params, holdout: np.ndarray | None =
     return names, RowSplits("stratified random", {k: f"stratified random ({(names == k).sum()} rows)" for k in SLICES})
 
 
-def _train_outcomes(leads: pd.DataFrame, params: Params, source_hashes: dict[str, str],
+def _train_label_table(leads: pd.DataFrame, params: Params, source_hashes: dict[str, str],
                     holdout: np.ndarray | None) -> TrainingResult:
     """One row per lead with a final 0/1 label: attributes only, sliced by time or stratified at random."""
     if LABEL not in leads.columns:
@@ -247,7 +247,7 @@ def _train_outcomes(leads: pd.DataFrame, params: Params, source_hashes: dict[str
     d = params.data
     check_identifiers(table.loc[names == "train"], d.categorical)
     spec = fit_feature_spec(table.loc[names == "train"], empty_interactions(), params.features, d.categorical,
-                            d.numeric, before=None, mode="outcomes", timed=d.timed)
+                            d.numeric, before=None, mode="labels", timed=d.timed)
     frame = attribute_features(table, None, spec)
     frame["label"] = y
     frame[CREATED_AT] = table[CREATED_AT].to_numpy()

@@ -8,7 +8,7 @@ channels the model knows are fixed at training time and stored in the :class:`Fe
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -265,6 +265,9 @@ def build_training_frame(
     events = prepare_events(interactions, spec)
     by_id = leads.set_index(LEAD_ID, drop=False)
     extra = [c for c in snapshots.columns if c not in (LEAD_ID, "cutoff", "label")]
+    # Attributes do not depend on the date: built once for all rows, behaviour per date.
+    per_date = replace(spec, categorical={}, numeric=()) if spec.mode == "events" else spec
+    snapshots = snapshots.sort_values("cutoff", kind="stable")
     rows_of = None
     parts = []
     for cutoff, snap in snapshots.groupby("cutoff", sort=True):
@@ -274,12 +277,17 @@ def build_training_frame(
                 rows_of = events.groupby(LEAD_ID, sort=False).indices
             found = [rows_of[i] for i in snap[LEAD_ID].to_numpy() if i in rows_of]
             subset = events.iloc[np.sort(np.concatenate(found))] if found else events.iloc[:0]
-        frame = features_as_of(by_id.loc[snap[LEAD_ID]].reset_index(drop=True), subset, cutoff, spec)
+        frame = features_as_of(by_id.loc[snap[LEAD_ID]].reset_index(drop=True), subset, cutoff, per_date)
         frame["label"] = snap["label"].to_numpy()
         for column in extra:
             frame[column] = snap[column].to_numpy()
         parts.append(frame)
-    return pd.concat(parts, ignore_index=True).rename(columns={"as_of": "cutoff"})
+    out = pd.concat(parts, ignore_index=True).rename(columns={"as_of": "cutoff"})
+    if per_date is spec:
+        return out
+    attributes = _attributes(by_id.loc[snapshots[LEAD_ID]].reset_index(drop=True), spec)
+    at = out.columns.get_loc("thermometer_score")
+    return pd.concat([out.iloc[:, :at], attributes, out.iloc[:, at:]], axis=1)
 
 
 def feature_matrix(features: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:

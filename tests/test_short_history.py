@@ -50,14 +50,14 @@ def test_the_defaults_refuse_eleven_months_and_say_why(funnel):
     """90-day horizon, monthly cutoffs, 3 + 3 + 2 cutoffs per slice and two embargoes of one horizon need
     about 18 months; 11 months leave 7 or 8 labelled cutoffs. Creation snapshots do not change that: the slices
     are cut on the periodic cutoffs."""
-    for snapshots in ({}, {"at_creation": True}):
+    for snapshots in ({}, {"at_creation": False}):
         with pytest.raises(NotEnoughHistory, match=r"[78] labelled cutoffs .* too few .* two embargo gaps of 90 days"):
             train(funnel, empty_interactions(), params_from_dict({"data": DATA, "snapshots": snapshots}))
 
 
 def test_weekly_cutoffs_and_a_horizon_that_fits_the_history_give_a_model_that_ranks(funnel):
-    params = params_from_dict({"data": DATA, "snapshots": {"horizon_days": 30, "frequency": "W-MON",
-                                                           "at_creation": True}})
+    params = params_from_dict({"data": DATA, "snapshots": {"horizon_days": 30, "frequency": "W-MON"}})
+    assert params.snapshots.at_creation  # the default
     result = train(funnel, empty_interactions(), params)
     m = result.metrics
     assert m["roc_auc"] >= 0.6 and m["periodic_roc_auc"] >= 0.6 and m["creation_roc_auc"] >= 0.6

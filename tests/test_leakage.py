@@ -56,3 +56,69 @@ def test_calibration_and_buckets_are_fitted_before_the_test_slice(small_result):
     assert s.calibration.max() + horizon <= s.test.min()
     # The model records the end of the labels it was fitted on: what a later retrain compares from.
     assert pd.Timestamp(small_result.scorer.meta["trained_through"]) == s.calibration.max() + horizon
+
+
+# -- creation snapshots: each lead at its own cutoff -------------------------------------------------
+def test_creation_snapshot_features_ignore_everything_from_their_own_cutoff_on(small_sim, small_result):
+    """Each lead's snapshot at the first midnight after its creation: events and conversions at or after
+    that lead's own cutoff (many different cutoffs in one frame) change none of its features."""
+    from leadtemp.core.features import features_as_of, prepare_events
+    from leadtemp.core.snapshots import creation_snapshots
+
+    spec = small_result.scorer.spec
+    snaps = creation_snapshots(small_sim.leads, 90, small_sim.leads["created_at"].max())
+    snaps = snaps.iloc[::3].reset_index(drop=True)  # a third of the leads: ~200 distinct cutoffs, quick
+    rng = np.random.default_rng(2)
+    own = snaps.set_index("lead_id")["cutoff"]
+    who = rng.choice(snaps["lead_id"].to_numpy(), size=4000)
+    future = pd.DataFrame({
+        "lead_id": who,
+        "timestamp": own.loc[who].to_numpy() + pd.to_timedelta(rng.integers(0, 30 * 86400, who.size), unit="s"),
+        "type": rng.choice(["phone_call", "pos_question", "sms", "brand_new_type"], size=who.size),
+        "direction": rng.choice(["inbound", "outbound"], size=who.size),
+        "value": np.nan,
+    })
+    future.loc[:300, "timestamp"] = own.loc[future.loc[:300, "lead_id"]].to_numpy()  # exactly at the cutoff
+    leads = small_sim.leads.copy()
+    cutoff_of = leads["lead_id"].map(own)
+    later = cutoff_of.notna() & leads["converted_at"].isna()
+    leads.loc[later, "converted_at"] = cutoff_of[later] + pd.Timedelta(days=3)  # converting after the cutoff
+    events = pd.concat([small_sim.interactions, future], ignore_index=True)
+    a = build_training_frame(snaps, small_sim.leads, small_sim.interactions, spec)
+    b = build_training_frame(snaps, leads, events, spec)
+    pd.testing.assert_frame_equal(a, b)
+    # The per-date shortcut (only the day's leads' events) equals features over the whole log.
+    prepared = prepare_events(events, spec)
+    by_id = leads.set_index("lead_id", drop=False)
+    for cutoff in sorted(set(a["cutoff"]))[::40]:
+        rows = a.loc[a["cutoff"] == cutoff].reset_index(drop=True)
+        full = features_as_of(by_id.loc[rows["lead_id"]].reset_index(drop=True), prepared, cutoff, spec)
+        pd.testing.assert_frame_equal(rows.drop(columns=["label"]).rename(columns={"cutoff": "as_of"}), full)
+
+
+def test_no_calibration_or_test_label_reaches_the_booster_with_creation_snapshots(small_sim, params, monkeypatch):
+    from leadtemp.workflows import train as training
+
+    seen = {}
+    real = training.fit_scorer
+
+    def spy(parts, spec, p, meta):
+        seen.update(parts)
+        return real(parts, spec, p, meta)
+
+    monkeypatch.setattr(training, "fit_scorer", spy)
+    result = training.train(small_sim.leads, small_sim.interactions, params.replace(snapshots={"at_creation": True}))
+    s, h = result.splits, pd.Timedelta(days=params.snapshots.horizon_days)
+    for name in ("train", "validation", "calibration", "test"):
+        part = seen[name]
+        assert set(part["snapshot"]) == {"periodic", "creation"}, name
+        assert set(part.loc[part["snapshot"] == "periodic", "cutoff"]) == set(getattr(s, name)), name
+        assert not part.duplicated(["lead_id", "cutoff"]).any(), name
+    booster = pd.concat([seen["train"], seen["validation"]])
+    assert (booster["cutoff"] + h <= s.calibration.min()).all()          # the booster's labels end before calibration
+    assert (seen["calibration"]["cutoff"] >= s.calibration.min()).all()
+    assert (seen["calibration"]["cutoff"] + h <= s.test.min()).all()     # calibration's labels end before the test
+    assert (seen["test"]["cutoff"] >= s.test.min()).all()
+    assert (seen["validation"]["cutoff"] >= s.validation.min()).all() and (seen["train"]["cutoff"] < s.validation.min()).all()
+    # Retrain compares on the periodic test cutoffs only (creation snapshots fall on almost every day).
+    assert set(result.test.loc[result.test["snapshot"] == "periodic", "cutoff"]) == set(s.test)

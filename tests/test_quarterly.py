@@ -311,3 +311,18 @@ def test_dates_outside_the_data_or_not_dates_stop_with_exit_2(tmp_path):
     assert not (tmp_path / "sim").exists()
     garbled = cli("retrain", "--through", "end of June")
     assert garbled.exit_code == 2 and "--through 'end of June' is not a date" in garbled.output
+
+
+def test_a_challenger_with_creation_snapshots_is_compared_on_the_periodic_test_cutoffs(small_sim, small_result, params):
+    """Creation snapshots fall on almost every day; retrain's window stays the periodic test cutoffs, so the
+    champion is scored there only, on the same rows as the challenger."""
+    through = small_sim.leads["created_at"].max().normalize() + pd.Timedelta(days=1)
+    with_creation = params.replace(snapshots={"at_creation": True})
+    report = retrain(small_sim.leads, small_sim.interactions, with_creation, through, champion=small_result.scorer)
+    test = report.challenger.test
+    assert set(test["snapshot"]) == {"periodic", "creation"}
+    assert set(report.window) == set(test.loc[test["snapshot"] == "periodic", "cutoff"]) == set(report.challenger.splits.test)
+    assert report.champion_metrics["rows"] == report.challenger_metrics["rows"] == (test["snapshot"] == "periodic").sum()
+    # A backtest scores each quarter's periodic cutoffs, whatever the training snapshots were.
+    folds = backtest(small_sim.leads, small_sim.interactions, with_creation, 1).folds
+    assert len(folds) == 1 and folds[0].metrics["roc_auc"] > 0.6

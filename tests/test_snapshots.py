@@ -45,3 +45,55 @@ def test_splits_are_time_ordered_with_an_embargo_of_one_horizon():
 def test_too_little_history_is_refused_with_what_is_missing():
     with pytest.raises(NotEnoughHistory, match="too few"):
         split_cutoffs(pd.date_range("2024-01-01", periods=8, freq="MS"), 90, 3, 3, 2)
+
+
+# -- creation snapshots (snapshots.at_creation) ------------------------------------------------------
+def created_leads():
+    return pd.DataFrame({
+        "lead_id": ["plain", "same_day", "at_midnight", "next_day", "later", "late_evening", "censored"],
+        "created_at": pd.to_datetime(["2024-03-01 10:00", "2024-03-01 09:00", "2024-03-01 11:00", "2024-03-01 12:00",
+                                      "2024-03-01 13:00", "2024-03-01 23:59", "2024-11-30 08:00"]),
+        "converted_at": pd.to_datetime([None, "2024-03-01 18:00", "2024-03-02 00:00", "2024-03-05 00:00", "2024-06-15 00:00",
+                                        "2024-05-31 00:00", "2024-12-01 00:00"]),
+    })
+
+
+def test_a_creation_snapshot_is_taken_at_the_first_midnight_after_creation():
+    from leadtemp.core.snapshots import creation_snapshots
+
+    snaps = creation_snapshots(created_leads(), horizon_days=90, until=pd.Timestamp("2024-12-31"))
+    assert set(snaps["cutoff"]) == {pd.Timestamp("2024-03-02")}
+    labels = dict(zip(snaps["lead_id"], snaps["label"]))
+    # converted the day it arrived: not eligible at its first midnight; converted exactly at it: an outcome;
+    # three days later: positive; after the horizon (2024-05-31): negative; the last lead's horizon is unobserved.
+    assert labels == {"plain": 0, "at_midnight": 1, "next_day": 1, "later": 0, "late_evening": 1}
+
+
+def test_a_creation_snapshot_on_a_used_periodic_cutoff_is_not_repeated():
+    from leadtemp.core.snapshots import creation_snapshots
+
+    snaps = creation_snapshots(created_leads(), 90, pd.Timestamp("2024-12-31"), skip=pd.DatetimeIndex(["2024-03-02"]))
+    assert snaps.empty
+
+
+def test_creation_snapshots_take_the_slice_of_their_time_and_respect_the_embargoes():
+    from leadtemp.core.snapshots import slices_of_times
+
+    cutoffs = pd.date_range("2022-01-01", "2024-12-01", freq="MS")
+    s = split_cutoffs(cutoffs, horizon_days=90, test=3, calibration=3, validation=2)
+    until, h = pd.Timestamp("2025-03-01"), pd.Timedelta(days=90)
+    days = pd.date_range("2021-12-01", until, freq="D")
+    names = slices_of_times(days, s, 90, until)
+    got = pd.Series(names, index=days)
+    assert (got[days < s.validation.min()].isin(["train", ""])).all()
+    assert got[days < pd.Timestamp("2022-01-01")].eq("train").all()  # before the first periodic cutoff: train
+    booster = got.index[got.isin(["train", "validation"])]
+    assert (booster + h <= s.calibration.min()).all()
+    calibration = got.index[got == "calibration"]
+    assert (calibration >= s.calibration.min()).all() and (calibration + h <= s.test.min()).all()
+    test = got.index[got == "test"]
+    assert (test >= s.test.min()).all() and (test + h <= until).all()
+    assert got[s.test.min()] == "test" and got[until - h] == "test" and got[until - h + pd.Timedelta(days=1)] == ""
+    # A time in the embargo gap after validation is dropped, never moved into a later slice.
+    assert got[s.calibration.min() - pd.Timedelta(days=10)] == ""
+    assert {"train", "validation", "calibration", "test"} <= set(names)

@@ -106,6 +106,7 @@ def test_a_model_of_noise_is_registered_but_never_champion(noise_world, params, 
                                  "--interactions", str(tmp_path / "events.parquet")], env={"COLUMNS": "250"})
     assert result.exit_code == 0, result.output
     assert "FAIL ranks better than chance" in result.output and "not made champion" in result.output
+    assert "periodic cutoffs ROC-AUC" in result.output and "first morning after creation ROC-AUC" in result.output
     from mlflow import MlflowClient
 
     model = MlflowClient().get_registered_model("leadtemp")

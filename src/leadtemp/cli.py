@@ -94,6 +94,13 @@ def _print_training(result, logged) -> None:
     console.print(f"ROC-AUC {m['roc_auc']:.3f}{baseline}, "
                   f"PR-AUC {m['pr_auc']:.3f}, lift@10% {m['lift_at_10']:.2f}, "
                   f"ECE {m['raw_ece']:.4f} raw -> {m['ece']:.4f} calibrated")
+    if "within_cutoff_roc_auc" in m:
+        kinds = [f"periodic cutoffs ROC-AUC {m['periodic_roc_auc']:.3f} (within a cutoff {m['within_cutoff_roc_auc']:.3f})"
+                 if "periodic_roc_auc" in m else ""]
+        if "creation_roc_auc" in m:
+            kinds.append(f"first morning after creation ROC-AUC {m['creation_roc_auc']:.3f} "
+                         f"on {int(m['creation_rows'])} snapshots, ECE {m['creation_ece']:.4f}")
+        console.print("; ".join(k for k in kinds if k))
     table = Table("bucket", "leads", "converted", "rate", "95% interval")
     for row in result.buckets.itertuples():
         table.add_row(row.bucket, str(row.leads), str(row.converted), f"{row.rate:.1%}",

@@ -75,6 +75,10 @@ class Snapshots:
     horizon_days: int = 90
     frequency: str = "MS"
     observed_until: str | None = None
+    # Besides the periodic cutoffs, one snapshot per lead at the first midnight after its creation.
+    at_creation: bool = True
+    # Weight each lead's training snapshots 1/n so every lead counts about once in the booster's loss.
+    weight_per_lead: bool = False
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ channels the model knows are fixed at training time and stored in the :class:`Fe
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -256,15 +256,39 @@ def build_training_frame(
     interactions: pd.DataFrame,
     spec: FeatureSpec,
 ) -> pd.DataFrame:
-    """Features for every snapshot (lead_id, cutoff, label), each as of its own cutoff."""
+    """Features for every snapshot (lead_id, cutoff, label), each as of its own cutoff.
+
+    Further columns of ``snapshots`` (e.g. ``snapshot``: periodic or creation) are carried along.
+    A cutoff with few leads (creation snapshots: the leads created the day before) reads only those
+    leads' events: the same rows in the same order, so the same features, without a pass over the
+    whole log per date.
+    """
     events = prepare_events(interactions, spec)
     by_id = leads.set_index(LEAD_ID, drop=False)
+    extra = [c for c in snapshots.columns if c not in (LEAD_ID, "cutoff", "label")]
+    # Attributes do not depend on the date: built once for all rows, behaviour per date.
+    per_date = replace(spec, categorical={}, numeric=()) if spec.mode == "events" else spec
+    snapshots = snapshots.sort_values("cutoff", kind="stable")
+    rows_of = None
     parts = []
     for cutoff, snap in snapshots.groupby("cutoff", sort=True):
-        frame = features_as_of(by_id.loc[snap[LEAD_ID]].reset_index(drop=True), events, cutoff, spec)
+        subset = events
+        if len(snap) * 20 < len(by_id) and len(events):
+            if rows_of is None:
+                rows_of = events.groupby(LEAD_ID, sort=False).indices
+            found = [rows_of[i] for i in snap[LEAD_ID].to_numpy() if i in rows_of]
+            subset = events.iloc[np.sort(np.concatenate(found))] if found else events.iloc[:0]
+        frame = features_as_of(by_id.loc[snap[LEAD_ID]].reset_index(drop=True), subset, cutoff, per_date)
         frame["label"] = snap["label"].to_numpy()
+        for column in extra:
+            frame[column] = snap[column].to_numpy()
         parts.append(frame)
-    return pd.concat(parts, ignore_index=True).rename(columns={"as_of": "cutoff"})
+    out = pd.concat(parts, ignore_index=True).rename(columns={"as_of": "cutoff"})
+    if per_date is spec:
+        return out
+    attributes = _attributes(by_id.loc[snapshots[LEAD_ID]].reset_index(drop=True), spec)
+    at = out.columns.get_loc("thermometer_score")
+    return pd.concat([out.iloc[:, :at], attributes, out.iloc[:, at:]], axis=1)
 
 
 def feature_matrix(features: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:

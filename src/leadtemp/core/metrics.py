@@ -164,3 +164,16 @@ def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
         "positive_rate": ranking["positive_rate"],
         "rows": ranking["rows"],
     }
+
+
+def within_period_auc(y: np.ndarray, score: np.ndarray, period: np.ndarray) -> float:
+    """ROC-AUC inside each period (leads a team ranks against each other on one day), averaged with row weights.
+
+    Periods whose leads all share one label are left out; NaN when none has both.
+    """
+    frame = pd.DataFrame({"y": np.asarray(y, dtype=float), "s": np.asarray(score, dtype=float), "period": period})
+    parts = [(len(g), float(roc_auc_score(g["y"], g["s"])))
+             for _, g in frame.groupby("period", sort=False) if 0 < g["y"].sum() < len(g)]
+    if not parts:
+        return float("nan")
+    return float(sum(n * auc for n, auc in parts) / sum(n for n, _ in parts))

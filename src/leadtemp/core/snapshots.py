@@ -73,6 +73,27 @@ def build_snapshots(
     return pd.concat(parts, ignore_index=True)
 
 
+def creation_snapshots(leads: pd.DataFrame, horizon_days: int, until: pd.Timestamp,
+                       skip: pd.DatetimeIndex | None = None) -> pd.DataFrame:
+    """One snapshot per lead at the first midnight after its creation: what a team scoring new leads each morning sees.
+
+    Same rules as a periodic cutoff: the lead was created strictly before its cutoff (always, by
+    construction), is eligible only if not converted before it, is labelled 1 when it converts in
+    [cutoff, cutoff + horizon], and is censored (dropped) when that window is not fully observed.
+    ``skip``: periodic cutoffs already used; a creation snapshot on one of them is the same snapshot
+    as the periodic one, so it is not repeated. Columns: lead_id, cutoff, label.
+    """
+    horizon = pd.Timedelta(days=horizon_days)
+    cutoff = leads[CREATED_AT].dt.normalize() + pd.Timedelta(days=1)
+    converted = leads[CONVERTED_AT]
+    keep = cutoff.notna() & (cutoff + horizon <= until) & (converted.isna() | (converted >= cutoff))
+    if skip is not None:
+        keep &= ~cutoff.isin(skip)
+    label = (converted.notna() & (converted <= cutoff + horizon)).astype(np.int8)
+    return pd.DataFrame({LEAD_ID: leads.loc[keep, LEAD_ID].to_numpy(), "cutoff": cutoff[keep].to_numpy(),
+                         "label": label[keep].to_numpy()})
+
+
 @dataclass(frozen=True)
 class SplitCutoffs:
     train: pd.DatetimeIndex
@@ -112,3 +133,24 @@ def split_cutoffs(cutoffs: pd.DatetimeIndex, horizon_days: int, test: int, calib
             if len(cutoffs) else "no labelled cutoffs: the data is shorter than one horizon"
         )
     return SplitCutoffs(train=train_idx, validation=val_idx, calibration=cal_idx, test=test_idx)
+
+
+def slices_of_times(times: pd.Series | pd.DatetimeIndex, splits: SplitCutoffs, horizon_days: int,
+                    until: pd.Timestamp) -> np.ndarray:
+    """Slice of snapshots taken at arbitrary ``times`` (creation snapshots), from the periodic split.
+
+    A snapshot at ``t`` belongs to the slice whose periodic range holds ``t``: test from the first
+    test cutoff on, calibration from the first calibration cutoff, validation from the first
+    validation cutoff, train before that. It is dropped ("") when its label window crosses what
+    the periodic split embargoes: the booster's slices (train, validation) need ``t + horizon`` at
+    or before the first calibration cutoff, the calibration slice at or before the first test
+    cutoff, the test slice at or before ``until``.
+    """
+    t = pd.DatetimeIndex(times).as_unit("ns").to_numpy()
+    horizon = pd.Timedelta(days=horizon_days).to_timedelta64()
+    test, cal, val = (pd.Timestamp(x).as_unit("ns").to_datetime64()
+                      for x in (splits.test.min(), splits.calibration.min(), splits.validation.min()))
+    conditions = [t >= test, t >= cal, t >= val]
+    name = np.select(conditions, ["test", "calibration", "validation"], "train")
+    limit = np.select(conditions, [pd.Timestamp(until).as_unit("ns").to_datetime64(), test, cal], cal)
+    return np.where(t + horizon <= limit, name, "").astype(object)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from leadtemp.core.config import Params
 from leadtemp.core.features import FeatureSpec
 from leadtemp.core.metrics import ranking_metrics
+from leadtemp.core.schema import LEAD_ID
 
 
 def lightgbm_params(params: Params) -> dict:
@@ -19,18 +21,24 @@ def lightgbm_params(params: Params) -> dict:
     }
 
 
-def _dataset(frame: pd.DataFrame, spec: FeatureSpec, reference=None):
+def lead_weights(frame: pd.DataFrame) -> np.ndarray:
+    """1/n for each of a lead's n rows: every lead counts once in the loss, however many snapshots it has."""
+    return 1.0 / frame.groupby(LEAD_ID, sort=False)[LEAD_ID].transform("size").to_numpy(dtype=float)
+
+
+def _dataset(frame: pd.DataFrame, spec: FeatureSpec, reference=None, weighted: bool = False):
     import lightgbm as lgb
 
-    return lgb.Dataset(frame[spec.columns], frame["label"], categorical_feature=list(spec.categorical),
+    weight = lead_weights(frame) if weighted and LEAD_ID in frame.columns else None
+    return lgb.Dataset(frame[spec.columns], frame["label"], weight=weight, categorical_feature=list(spec.categorical),
                        reference=reference, free_raw_data=False)
 
 
 def fit_booster(train: pd.DataFrame, valid: pd.DataFrame, spec: FeatureSpec, params: Params):
-    """LightGBM with native categoricals; early stopping on the later validation slice."""
+    """LightGBM with native categoricals; early stopping on the later validation slice (unweighted: rows as scored)."""
     import lightgbm as lgb
 
-    dtrain = _dataset(train, spec)
+    dtrain = _dataset(train, spec, weighted=params.snapshots.weight_per_lead)
     booster = lgb.train(
         lightgbm_params(params), dtrain, num_boost_round=params.model.max_rounds,
         valid_sets=[_dataset(valid, spec, reference=dtrain)],
@@ -44,7 +52,8 @@ def fit_rounds(frame: pd.DataFrame, spec: FeatureSpec, params: Params, rounds: i
     """LightGBM with a number of rounds chosen earlier by early stopping."""
     import lightgbm as lgb
 
-    return lgb.train(lightgbm_params(params), _dataset(frame, spec), num_boost_round=rounds)
+    return lgb.train(lightgbm_params(params), _dataset(frame, spec, weighted=params.snapshots.weight_per_lead),
+                     num_boost_round=rounds)
 
 
 

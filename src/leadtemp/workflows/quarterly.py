@@ -252,7 +252,9 @@ def retrain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, thr
         report.gates.append(Gate("challenger trained", False, str(exc)))
         return report
     report.challenger = result
-    test = result.test
+    # The window is the periodic test cutoffs: creation snapshots (snapshots.at_creation) fall on almost every
+    # day, and scoring the champion there would rebuild features per date for little evidence.
+    test = result.test.loc[result.test["snapshot"] == "periodic"] if "snapshot" in result.test.columns else result.test
     window = pd.DatetimeIndex(sorted(test["cutoff"].unique()))
     if champion is not None:
         fitted_until = pd.Timestamp(champion.meta["trained_through"])

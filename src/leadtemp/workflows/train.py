@@ -9,9 +9,23 @@ from leadtemp.core.checks import check_amount, check_identifiers, check_leakage,
 from leadtemp.core.config import Params
 from leadtemp.core.errors import TrainingDataError
 from leadtemp.core.features import FeatureSpec, attribute_features, build_training_frame, fit_feature_spec
-from leadtemp.core.metrics import BUCKETS, auc_interval, bucket_table, classification_metrics, ranking_metrics
+from leadtemp.core.metrics import (
+    BUCKETS,
+    auc_interval,
+    bucket_table,
+    classification_metrics,
+    ranking_metrics,
+    within_period_auc,
+)
 from leadtemp.core.schema import CONVERTED_AT, CREATED_AT, LABEL, LEAD_ID, empty_interactions
-from leadtemp.core.snapshots import build_snapshots, cutoff_dates, observed_until, split_cutoffs
+from leadtemp.core.snapshots import (
+    build_snapshots,
+    creation_snapshots,
+    cutoff_dates,
+    observed_until,
+    slices_of_times,
+    split_cutoffs,
+)
 from leadtemp.modelling.fit import fit_scorer, fit_scorer_cross_fitted
 from leadtemp.modelling.results import Gate, RowSplits, TrainingResult
 from leadtemp.modelling.scorer import LeadScorer
@@ -76,6 +90,16 @@ def _evaluate(scorer: LeadScorer, parts: dict[str, pd.DataFrame]) -> tuple[pd.Da
     metrics.update({f"raw_{k}": raw[k] for k in ("roc_auc", "ece", "brier", "log_loss")})
     if "thermometer_score" in test.columns:
         metrics["thermometer_roc_auc"] = ranking_metrics(test["label"], test["thermometer_score"])["roc_auc"]
+    if "snapshot" in test.columns:  # snapshots: pooled metrics of each kind, and ranking within each periodic cutoff
+        periodic = test["snapshot"].to_numpy() == "periodic"
+        metrics["within_cutoff_roc_auc"] = within_period_auc(test["label"].to_numpy()[periodic],
+                                                             test["margin"].to_numpy()[periodic],
+                                                             test["cutoff"].to_numpy()[periodic])
+        for kind in ("periodic", "creation"):
+            part = test.loc[test["snapshot"] == kind]
+            if 0 < part["label"].sum() < len(part):
+                m = classification_metrics(part["label"], part["probability"])
+                metrics.update({f"{kind}_{k}": m[k] for k in ("roc_auc", "ece", "rows", "positive_rate")})
     metrics["best_iteration"] = float(scorer.booster.current_iteration())
     metrics["validation_roc_auc"] = scorer.meta["validation_roc_auc"]
     scorer.meta["test_roc_auc"] = metrics["roc_auc"]
@@ -155,11 +179,17 @@ def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,
     spec = fit_feature_spec(leads, interactions, params.features, params.data.categorical,
                             params.data.numeric, before=splits.validation.max())
     used = splits.train.append([splits.validation, splits.calibration, splits.test])
-    snaps = build_snapshots(leads, used, s.horizon_days, until)
+    snaps = build_snapshots(leads, used, s.horizon_days, until).assign(snapshot="periodic")
+    periodic_slice = np.select([snaps["cutoff"].isin(getattr(splits, n)) for n in SLICES], SLICES, "")
+    snaps = snaps.assign(slice=periodic_slice)
+    if s.at_creation:
+        created = creation_snapshots(leads, s.horizon_days, until, skip=used)
+        created = created.assign(snapshot="creation",
+                                 slice=slices_of_times(created["cutoff"], splits, s.horizon_days, until))
+        snaps = pd.concat([snaps, created.loc[created["slice"] != ""]], ignore_index=True)
     converters = snaps.loc[snaps["label"] == 1, LEAD_ID].nunique()
     check_amount(snaps[LEAD_ID].nunique(), converters, params.checks)
     frame = build_training_frame(snaps, leads, interactions, spec)
-    frame["slice"] = np.select([frame["cutoff"].isin(getattr(splits, n)) for n in SLICES], SLICES, "")
     parts, leakage, notes = _slices(frame, leads, spec, params)
 
     scorer = fit_scorer(parts, spec, params, {

@@ -265,7 +265,9 @@ def demo(params: Params | str | Path, data: str | Path) -> tuple[Trained, pd.Dat
     lead_table, events = load_data(p)
     trained = train(p, lead_table, events)
     as_of = observed_until(lead_table, events).normalize() + pd.Timedelta(days=1)
-    scored = score_leads(lead_table, events, as_of, p, trained.logged.model_uri)
+    version = trained.logged.version  # the registry version, so model_version reads as `leadtemp score` writes it
+    uri = f"models:/{p.mlflow.registered_model}/{version}" if version else trained.logged.model_uri
+    scored = score_leads(lead_table, events, as_of, p, uri)
     return trained, scored, as_of, write_table(scored, data / "scores.csv")
 
 

@@ -262,7 +262,7 @@ def demo(
     console.print(top)
     console.print(f"all {len(scored)} scores: {out}")
     mlflow = Path(sys.executable).parent / "mlflow"  # works as printed, with or without the venv activated
-    console.print(f"open the MLflow UI with: {mlflow} ui --backend-store-uri sqlite:///mlflow.db  (then http://127.0.0.1:5000)")
+    typer.echo(f"open the MLflow UI with: {mlflow} ui --backend-store-uri sqlite:///mlflow.db  (then http://127.0.0.1:5000)")
 
 
 @app.command()

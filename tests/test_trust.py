@@ -129,3 +129,21 @@ def test_a_model_trained_without_an_interaction_log_scores_without_one(small_sim
     done = score_sources(result.scorer, no_log, pd.Timestamp("2024-06-01"), Source.file(tmp_path / "leads.parquet"), None,
                          Target(path=out), echo=lambda m: None)
     assert done.scored > 0 and pd.read_csv(out)["reason_1"].notna().all()
+
+
+def test_the_top_probability_rests_on_enough_calibration_leads():
+    """A handful of converted leads at the very top must not make every higher-scored lead a 99."""
+    from leadtemp.modelling.calibration import MIN_END_BLOCK, fit_calibrator
+
+    rng = np.random.default_rng(4)
+    margin = rng.normal(size=4000)
+    y = (rng.random(4000) < 1 / (1 + np.exp(-(margin - 1)))).astype(float)
+    top3 = np.argsort(-margin)[:3]
+    y[top3] = 1.0  # the three highest margins all converted: isotonic alone gives them 1.0
+    calibrator = fit_calibrator(margin, y, "isotonic")
+    highest = calibrator(np.array([margin.max() + 10]))[0]
+    top = np.argsort(-margin)
+    # The top step is the pooled rate of at least MIN_END_BLOCK of the highest-scored leads, not 1.0.
+    assert highest < 0.99
+    assert any(abs(highest - y[top[:n]].mean()) < 1e-12 for n in range(MIN_END_BLOCK, 400))
+    assert np.all(np.diff(calibrator(np.sort(margin))) >= 0)  # still monotone

@@ -9,6 +9,10 @@ import pandas as pd
 
 PROBABILITY_FLOOR = 1e-4  # calibrated probabilities are kept inside [floor, 1 - floor]
 SIGMOID_C = 1e6  # Platt scaling without regularisation: the margin is one well-determined feature
+# The highest (and lowest) probability the isotonic calibrator gives must rest on at least this many
+# calibration leads (or a 20th of them, for a small slice): a top block of 3 converted leads would
+# otherwise promise 99.99% to every lead scored above them.
+MIN_END_BLOCK = 50
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,24 @@ def fit_calibrator(margin: np.ndarray, y: np.ndarray, method: str) -> Calibrator
     from sklearn.isotonic import IsotonicRegression
 
     fitted = IsotonicRegression(out_of_bounds="clip").fit(margin, y).predict(margin)
-    blocks = pd.DataFrame({"x": margin, "y": fitted}).groupby("y", sort=True)["x"].mean()
-    return Calibrator("isotonic", knots_x=tuple(blocks.to_numpy()), knots_y=tuple(blocks.index.to_numpy()))
+    blocks = pd.DataFrame({"x": margin, "y": fitted}).groupby("y", sort=True)["x"].agg(["mean", "size"])
+    knots = _pooled_ends([(x, rate, n) for rate, x, n in zip(blocks.index, blocks["mean"], blocks["size"])],
+                         min(MIN_END_BLOCK, max(1, len(y) // 20)))
+    return Calibrator("isotonic", knots_x=tuple(float(x) for x, _, _ in knots), knots_y=tuple(float(r) for _, r, _ in knots))
+
+
+def _pooled_ends(blocks: list[tuple[float, float, int]], min_rows: int) -> list[tuple[float, float, int]]:
+    """Isotonic blocks (mean margin, rate, rows), lowest first, with the end blocks merged into their
+    neighbours until each end holds ``min_rows`` rows. Merging neighbours keeps the map monotone; a merged
+    block's rate is the pooled conversion rate of its rows, placed at their mean margin."""
+    def merge(a, b):
+        n = a[2] + b[2]
+        return ((a[0] * a[2] + b[0] * b[2]) / n, (a[1] * a[2] + b[1] * b[2]) / n, n)
+
+    blocks = list(blocks)
+    while len(blocks) > 1 and blocks[-1][2] < min_rows:
+        blocks[-2:] = [merge(blocks[-2], blocks[-1])]
+    while len(blocks) > 1 and blocks[0][2] < min_rows:
+        blocks[:2] = [merge(blocks[0], blocks[1])]
+    return blocks
 

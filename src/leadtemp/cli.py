@@ -68,13 +68,20 @@ def simulate(
     """Generate a synthetic lead database with a known truth (see docs/domain.md)."""
     from leadtemp.api import simulate as run
 
-    data, written = run(_params(params), out, leads, seed, start, months, shift_at)
+    p = _params(params)
+    data, written = run(p, out, leads, seed, start, months, shift_at)
     for path in written:
         typer.echo(f"wrote {path}")
-    if shift_at or _params(params).simulate.shift_at:
-        typer.echo(f"from {shift_at or _params(params).simulate.shift_at} on: new lead source 'partner', no more inbound SMS")
+    if shift_at := shift_at or p.simulate.shift_at:
+        typer.echo(f"from {shift_at} on: new lead source 'partner', no more inbound SMS")
     typer.echo(f"{len(data.leads)} leads, {len(data.interactions)} interactions, "
                f"{data.leads['converted_at'].notna().mean():.1%} converted")
+
+
+def _print_gates(console, gates) -> None:
+    for gate in gates:
+        mark = "[green]pass[/green]" if gate.passed else "[bold red]FAIL[/bold red]"
+        console.print(f"{mark} {gate.name}: {gate.detail}")
 
 
 def _print_training(result, logged) -> None:
@@ -106,9 +113,7 @@ def _print_training(result, logged) -> None:
         table.add_row(row.bucket, str(row.leads), str(row.converted), f"{row.rate:.1%}",
                       f"{row.rate_low:.1%}-{row.rate_high:.1%}")
     console.print(table)
-    for gate in result.gates:
-        mark = "[green]pass[/green]" if gate.passed else "[bold red]FAIL[/bold red]"
-        console.print(f"{mark} {gate.name}: {gate.detail}")
+    _print_gates(console, result.gates)
     alias = " (alias champion)" if logged.champion else ""
     console.print(f"MLflow run {logged.run_id}; registered version {logged.version}{alias}; exported to {logged.export_path}")
     if not result.fit_to_ship:
@@ -250,11 +255,12 @@ def demo(
     from leadtemp.api import demo as run
 
     console = Console()
+    p = _params(params)
     if not (data / "leads.parquet").exists():
-        console.print(f"simulating {_params(params).simulate.leads} leads into {data} ...")
+        console.print(f"simulating {p.simulate.leads} leads into {data} ...")
         simulate(out=data, leads=None, seed=None, start=None, months=None, shift_at=None, params=params)
     console.print("training ...")
-    trained, scored, as_of, out = run(_params(params), data)
+    trained, scored, as_of, out = run(p, data)
     _print_training(trained.result, trained.logged)
     top = Table("rank", "lead", "bucket", "score", "reasons", title=f"Top 10 leads as of {as_of.date()}", show_lines=True)
     for row in scored.head(10).itertuples():
@@ -333,9 +339,7 @@ def _print_retrain(report, logged, dry_run: bool) -> str:
             console.print(f"[yellow]warning:[/yellow] {warning}")
     for note in report.notes:
         console.print(f"note: {note}")
-    for gate in report.gates:
-        mark = "[green]pass[/green]" if gate.passed else "[bold red]FAIL[/bold red]"
-        console.print(f"{mark} {gate.name}: {gate.detail}")
+    _print_gates(console, report.gates)
     kept = f"kept v{report.champion_version}" if report.champion_version else "kept none (no champion yet)"
     if dry_run:
         return f"{kept} (dry run: the challenger would be {'promoted' if report.promote else 'refused'})"

@@ -23,6 +23,7 @@ class LeadColumns:
     created_at: str | None = "created_at"      # None: no time at all (splits become stratified random)
     converted_at: str | None = "converted_at"  # conversion time, empty while not converted
     label: str | None = None                   # a final 0/1 outcome instead of a conversion time
+    lost_at: str | None = None                 # when the lead was closed as lost/disqualified; empty while open
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,29 @@ class Features:
     just_active_days: int = 7
     max_channels: int = 40
     thermometer: dict[str, float] = field(default_factory=lambda: dict(COACH_THERMOMETER))
+
+
+EVENT_KINDS = ("touch", "step", "outcome")
+OUTCOME_ENDS = ("lost", "won")
+
+
+@dataclass(frozen=True)
+class EventType:
+    """One interaction type of the user's own vocabulary (params.yaml section ``events``, keyed by the type).
+
+    ``kind``: ``touch`` a contact between the team and the lead (it has a direction); ``step`` a process
+    or system status the lead reached (never worded as a contact); ``outcome`` terminal: ``ends`` says
+    whether it closes the lead as ``lost`` (the first one sets the lead's lost time) or ``won``.
+    ``label``: the words used in reasons; None = the raw type name, in quotes. ``thermometer``: the
+    type's place on the thermometer (the weight of an inbound touch, hottest highest); None = not on it.
+    ``reopens``: this type, after a loss, makes the lead open again.
+    """
+
+    label: str | None = None
+    kind: str = "touch"
+    thermometer: float | None = None
+    ends: str | None = None
+    reopens: bool = False
 
 
 @dataclass(frozen=True)
@@ -201,6 +225,14 @@ class Params:
     simulate: Simulate = field(default_factory=Simulate)
     retrain: Retrain = field(default_factory=Retrain)
     drift: Drift = field(default_factory=Drift)
+    events: dict[str, EventType] = field(default_factory=dict)
+
+    def lost_types(self) -> tuple[str, ...]:
+        """Interaction types that close a lead as lost (``kind: outcome, ends: lost``)."""
+        return tuple(t for t, e in self.events.items() if e.kind == "outcome" and e.ends == "lost")
+
+    def reopening_types(self) -> tuple[str, ...]:
+        return tuple(t for t, e in self.events.items() if e.reopens)
 
     def replace(self, **sections: Any) -> Params:
         """A copy with some sections' fields replaced: ``replace(data={"leads": "x.csv"})``."""
@@ -282,6 +314,11 @@ class Params:
                 and 0 < r.max_ece < 1 and r.min_conversions >= 1 and r.max_label_rate_ratio > 1 and r.bootstrap >= 0):
             problems.append("retrain: need 0 <= max_auc_drop < 0.5, 0 < max_champion_auc_drop < 0.5, 0.5 <= min_auc < 1, "
                             "0 < max_ece < 1, min_conversions >= 1, max_label_rate_ratio > 1 and bootstrap >= 0")
+        for name, e in self.events.items():
+            if e.kind not in EVENT_KINDS:
+                problems.append(f"events.{name}.kind: {e.kind!r} is not one of {list(EVENT_KINDS)}")
+            if (e.kind == "outcome") != (e.ends is not None) or (e.ends is not None and e.ends not in OUTCOME_ENDS):
+                problems.append(f"events.{name}: an outcome needs ends: lost or won, and only outcomes have ends")
         if not 0 < self.drift.psi_warn <= self.drift.psi_alert:
             problems.append("drift: need 0 < psi_warn <= psi_alert")
         if problems:

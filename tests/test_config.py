@@ -6,7 +6,7 @@ from leadtemp.core.errors import ConfigError
 
 def test_repo_params_load_and_flatten(params):
     flat = params.flat()
-    assert flat["snapshots.horizon_days"] == 90
+    assert flat["snapshots.horizon_days"] == "auto"
     assert all(isinstance(v, (int, float, str)) or v is None for v in flat.values())
 
 

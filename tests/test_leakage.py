@@ -41,7 +41,7 @@ def test_future_rows_change_no_feature_score_or_bucket(small_sim, small_result):
 
 def test_training_frame_ignores_the_future(small_sim, small_result):
     spec = small_result.scorer.spec
-    cutoff = small_result.splits.calibration.min()
+    cutoff = small_result.splits.starts[-1]  # the newest fold's validation block starts here
     snaps = pd.DataFrame({"lead_id": eligible_leads(small_sim.leads, cutoff)["lead_id"].to_numpy(),
                           "cutoff": cutoff, "label": 0})
     leads, events = _with_future(small_sim, cutoff, seed=1)
@@ -50,12 +50,15 @@ def test_training_frame_ignores_the_future(small_sim, small_result):
     pd.testing.assert_frame_equal(a, b)
 
 
-def test_calibration_and_buckets_are_fitted_before_the_test_slice(small_result):
+def test_everything_fitted_learns_from_labels_observed_before_the_test_slice(small_result):
     s, horizon = small_result.splits, pd.Timedelta(days=small_result.scorer.horizon_days)
-    # Calibration labels are fully observed before the first test cutoff.
-    assert s.calibration.max() + horizon <= s.test.min()
+    # The pool (booster, folds, calibrator, bucket cut-offs) holds only labels fully observed before the first test cutoff.
+    assert s.pool_cutoffs.max() + horizon <= s.test.min()
+    # Each fold trains on labels observed before its validation block starts.
+    for start in s.starts:
+        assert (s.pool_cutoffs[s.pool_cutoffs + horizon <= start]).size > 0
     # The model records the end of the labels it was fitted on: what a later retrain compares from.
-    assert pd.Timestamp(small_result.scorer.meta["trained_through"]) == s.calibration.max() + horizon
+    assert pd.Timestamp(small_result.scorer.meta["trained_through"]) == s.test.min()
 
 
 # -- creation snapshots: each lead at its own cutoff -------------------------------------------------
@@ -96,7 +99,34 @@ def test_creation_snapshot_features_ignore_everything_from_their_own_cutoff_on(s
         pd.testing.assert_frame_equal(rows.drop(columns=["label"]).rename(columns={"cutoff": "as_of"}), full)
 
 
-def test_no_calibration_or_test_label_reaches_the_booster_with_creation_snapshots(small_sim, params, monkeypatch):
+def test_no_test_label_reaches_the_folds_the_booster_or_the_calibrator(small_sim, params, monkeypatch):
+    """Rolling origin (the default): every pool row's label window ends by the first test cutoff; each fold's
+    training rows' windows end by the start of its validation block; the calibrator's rows are out-of-fold."""
+    from leadtemp.workflows import train as training
+
+    seen = {}
+    real = training.fit_scorer_rolling
+
+    def spy(pool, folds, period, spec, p, meta):
+        seen.update(pool=pool, folds=folds)
+        return real(pool, folds, period, spec, p, meta)
+
+    monkeypatch.setattr(training, "fit_scorer_rolling", spy)
+    result = training.train(small_sim.leads, small_sim.interactions, params.replace(snapshots={"at_creation": True}))
+    s, h = result.splits, pd.Timedelta(days=result.scorer.horizon_days)
+    pool = seen["pool"]
+    assert set(pool["snapshot"]) == {"periodic", "creation"}
+    assert (pool["cutoff"] + h <= s.test.min()).all() and not pool.duplicated(["lead_id", "cutoff"]).any()
+    assert len(seen["folds"]) == len(s.starts) >= 2
+    for (fit, valid), start in zip(seen["folds"], s.starts):
+        assert (pool.loc[fit, "cutoff"] + h <= start).all()           # a fold learns only labels observed before its block
+        assert (pool.loc[valid, "cutoff"] >= start).all() and valid.sum() > 0 and not (fit & valid).any()
+    assert (result.test["cutoff"] >= s.test.min()).all()
+    # Retrain compares on the periodic test cutoffs only (creation snapshots fall on almost every day).
+    assert set(result.test.loc[result.test["snapshot"] == "periodic", "cutoff"]) == set(s.test)
+
+
+def test_the_fixed_chain_keeps_its_embargoes_with_creation_snapshots(small_sim, params, monkeypatch):
     from leadtemp.workflows import train as training
 
     seen = {}
@@ -107,8 +137,9 @@ def test_no_calibration_or_test_label_reaches_the_booster_with_creation_snapshot
         return real(parts, spec, p, meta)
 
     monkeypatch.setattr(training, "fit_scorer", spy)
-    result = training.train(small_sim.leads, small_sim.interactions, params.replace(snapshots={"at_creation": True}))
-    s, h = result.splits, pd.Timedelta(days=params.snapshots.horizon_days)
+    chain = params.replace(snapshots={"at_creation": True, "horizon_days": 90, "frequency": "MS"}, splits={"method": "chain"})
+    result = training.train(small_sim.leads, small_sim.interactions, chain)
+    s, h = result.splits, pd.Timedelta(days=90)
     for name in ("train", "validation", "calibration", "test"):
         part = seen[name]
         assert set(part["snapshot"]) == {"periodic", "creation"}, name
@@ -120,5 +151,3 @@ def test_no_calibration_or_test_label_reaches_the_booster_with_creation_snapshot
     assert (seen["calibration"]["cutoff"] + h <= s.test.min()).all()     # calibration's labels end before the test
     assert (seen["test"]["cutoff"] >= s.test.min()).all()
     assert (seen["validation"]["cutoff"] >= s.validation.min()).all() and (seen["train"]["cutoff"] < s.validation.min()).all()
-    # Retrain compares on the periodic test cutoffs only (creation snapshots fall on almost every day).
-    assert set(result.test.loc[result.test["snapshot"] == "periodic", "cutoff"]) == set(s.test)

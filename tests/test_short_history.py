@@ -2,6 +2,8 @@
 attributes, no interaction log, a median of ~14 days from creation to win, wins recorded only from
 month 6. What the defaults do with it, and what makes `train` learn from it."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -46,13 +48,49 @@ def test_the_funnel_is_shaped_like_the_real_one(funnel):
     assert funnel.loc[converted, "converted_at"].min() >= funnel["created_at"].min() + pd.DateOffset(months=5)
 
 
-def test_the_defaults_refuse_eleven_months_and_say_why(funnel):
-    """90-day horizon, monthly cutoffs, 3 + 3 + 2 cutoffs per slice and two embargoes of one horizon need
-    about 18 months; 11 months leave 7 or 8 labelled cutoffs. Creation snapshots do not change that: the slices
-    are cut on the periodic cutoffs."""
-    for snapshots in ({}, {"at_creation": False}):
-        with pytest.raises(NotEnoughHistory, match=r"[78] labelled cutoffs .* too few .* two embargo gaps of 90 days"):
-            train(funnel, empty_interactions(), params_from_dict({"data": DATA, "snapshots": snapshots}))
+def test_the_defaults_fit_eleven_months_and_say_what_they_chose(funnel):
+    """With only a data section: the horizon follows the days to win (75% within ~32 days: 30, as 60 leaves too
+    little history), the cutoffs are weekly (monthly ones leave too few), three rolling-origin folds; the model
+    ranks on its test slice, its buckets separate and every ship gate passes."""
+    result = train(funnel, empty_interactions(), params_from_dict({"data": DATA}))
+    assert result.scorer.horizon_days == 30 and result.scorer.meta["cadence"]["frequency"] == "W-MON"
+    assert len(result.splits.starts) == 3
+    said = " | ".join(result.warnings)
+    assert "horizon 30 days (auto: 75% of" in said and "cutoffs weekly (auto)" in said
+    m = result.metrics
+    assert m["roc_auc"] >= 0.6 and m["periodic_roc_auc"] >= 0.6 and m["creation_roc_auc"] >= 0.6
+    assert m["within_cutoff_roc_auc"] >= 0.6
+    rates = result.buckets.set_index("bucket")["rate"]
+    assert rates["hot"] > rates["warm"] > rates["cold"]
+    assert all(g.passed for g in result.gates), [str(g) for g in result.gates]
+
+
+def test_the_fixed_chain_still_refuses_eleven_months_and_says_why(funnel):
+    """splits.method: chain (90 days, monthly, 3 + 3 + 2 cutoffs, two embargoes) needs about 18 months."""
+    with pytest.raises(NotEnoughHistory, match=r"[78] labelled cutoffs .* too few .* two embargo gaps of 90 days"):
+        train(funnel, empty_interactions(), params_from_dict({"data": DATA, "splits": {"method": "chain"}}))
+
+
+def test_too_little_history_is_refused_with_what_was_tried(funnel):
+    """Two months of the funnel hold no recorded win at all: refused, naming the horizons and frequencies tried."""
+    early = funnel.loc[funnel["created_at"] < funnel["created_at"].min() + pd.DateOffset(months=2)]
+    with pytest.raises(NotEnoughHistory, match=r"too short: .*tried horizons of 90/60/30/14/7 days with MS and W-MON cutoffs"):
+        train(early, empty_interactions(), params_from_dict({"data": DATA}))
+
+
+def test_four_months_of_the_simulated_world_train_with_only_a_data_section():
+    """Issue 18: a params file holding only a data section trains on four months of history."""
+    from leadtemp.core.config import load_params
+    from leadtemp.simulate import simulate
+
+    sim = simulate(4000, seed=21, months=4)
+    data = vars(load_params(Path(__file__).parents[1] / "params.yaml").data)
+    result = train(sim.leads, sim.interactions, params_from_dict({"data": {
+        k: list(v) if isinstance(v, tuple) else v for k, v in data.items()
+        if k in ("categorical", "numeric", "excluded", "labels")}}))
+    assert result.scorer.horizon_days < 90  # 90 days cannot be labelled and tested inside four months
+    assert result.metrics["roc_auc"] >= 0.6
+    assert all(g.passed for g in result.gates), [str(g) for g in result.gates]
 
 
 def test_weekly_cutoffs_and_a_horizon_that_fits_the_history_give_a_model_that_ranks(funnel):

@@ -21,11 +21,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from leadtemp.core.config import CHAMPION, Params, load_params
+from leadtemp.core.config import AUTO, CHAMPION, Params, load_params
 from leadtemp.core.errors import ConfigError, SchemaError
 from leadtemp.modelling.partition import DEFAULT_CHUNK
 from leadtemp.modelling.results import Backtest, BatchResult, RetrainReport, TrainingResult
 from leadtemp.modelling.scorer import LeadScorer
+
+SIMULATED_HORIZON = 90  # the horizon of the simulator's oracle probabilities when snapshots.horizon_days is auto
 
 SCORE_FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 
@@ -150,7 +152,7 @@ def simulate(params: Params | str | Path = "params.yaml", out: str | Path = "dat
         if not first < parse_as_of(shift_at, option="--shift-at") < first + pd.DateOffset(months=months or s.months):
             raise ConfigError(f"--shift-at {shift_at} must fall inside the simulated period")
     data = run(leads or s.leads, seed if seed is not None else s.seed, start or s.start, months or s.months,
-               p.snapshots.horizon_days, shift_at=shift_at)
+               p.snapshots.horizon_days if p.snapshots.horizon_days != AUTO else SIMULATED_HORIZON, shift_at=shift_at)
     out = Path(out)
     written = [write_table(data.leads, out / "leads.parquet"),
                write_table(data.interactions, out / "interactions.parquet"),

@@ -14,6 +14,8 @@ import yaml
 
 from leadtemp.core.errors import ConfigError
 
+AUTO = "auto"  # a setting leadtemp derives from the data (core/cadence.py)
+
 
 @dataclass(frozen=True)
 class LeadColumns:
@@ -73,8 +75,10 @@ class Data:
 
 @dataclass(frozen=True)
 class Snapshots:
-    horizon_days: int = 90
-    frequency: str = "MS"
+    # "auto": derived from the history (core/cadence.py): the horizon from the days leads take to convert,
+    # the frequency from how many labelled cutoffs the history holds. Printed and logged with each run.
+    horizon_days: int | str = AUTO
+    frequency: str = AUTO
     observed_until: str | None = None
     # Besides the periodic cutoffs, one snapshot per lead at the first midnight after its creation.
     at_creation: bool = True
@@ -84,9 +88,16 @@ class Snapshots:
 
 @dataclass(frozen=True)
 class Splits:
-    test_cutoffs: int = 3
-    calibration_cutoffs: int = 3
-    validation_cutoffs: int = 2
+    # rolling: the newest cutoffs are the test; before it, rolling-origin folds (each fold's booster fitted on
+    # labels observed before its validation block) choose the rounds and the model family, the calibrator is
+    # fitted on the newest fold, the final booster on every label observed before the test.
+    # chain: one fixed train < validation < calibration < test chain with two embargoes.
+    method: str = "rolling"
+    test_cutoffs: int | str = AUTO      # auto: 3 monthly or 4 weekly cutoffs
+    folds: int = 3                      # rolling: validation blocks (fewer when the history is short)
+    fold_cutoffs: int | str = AUTO      # rolling: cutoffs per validation block; auto: 2 monthly or 4 weekly
+    calibration_cutoffs: int = 3        # chain only
+    validation_cutoffs: int = 2         # chain only
     # Tables with a label column instead of conversion times: shares of the labelled rows.
     test_fraction: float = 0.2
     calibration_fraction: float = 0.1
@@ -144,7 +155,11 @@ class BoosterSettings:
     early_stopping_rounds: int = 100
     early_stopping_metric: str = "auc"
     refit_with_validation: bool = True
-    min_data_in_leaf: int = 200
+    # auto: the training rows / 1000, between 20 and 200 (a rare but telling status needs small leaves)
+    min_data_in_leaf: int | str = AUTO
+    # rolling splits: trees (num_leaves) or additive (one split per tree: a boosted additive model, steadier
+    # when periods drift); auto: the one with the better within-cutoff ROC-AUC on the folds
+    family: str = AUTO
     feature_fraction: float = 0.8
     lambda_l2: float = 10.0
     seed: int = 42
@@ -259,8 +274,24 @@ class Params:
 
     def validate(self) -> Params:
         problems = []
-        if self.snapshots.horizon_days <= 0:
-            problems.append("snapshots.horizon_days must be > 0")
+        sn, sp, m = self.snapshots, self.splits, self.model
+        for where, value in (("snapshots.horizon_days", sn.horizon_days), ("splits.test_cutoffs", sp.test_cutoffs),
+                             ("splits.fold_cutoffs", sp.fold_cutoffs), ("model.min_data_in_leaf", m.min_data_in_leaf)):
+            if value != AUTO and not (isinstance(value, int) and value > 0):
+                problems.append(f"{where} must be a whole number > 0 or auto, not {value!r}")
+        if sn.frequency != AUTO:
+            import pandas as pd
+
+            try:
+                pd.tseries.frequencies.to_offset(sn.frequency)
+            except ValueError:
+                problems.append(f"snapshots.frequency: {sn.frequency!r} is not a pandas offset alias (MS, W-MON, ...) or auto")
+        if sp.method not in {"rolling", "chain"}:
+            problems.append(f"splits.method must be rolling or chain, not {sp.method!r}")
+        if sp.folds < 1:
+            problems.append("splits.folds must be at least 1")
+        if m.family not in {AUTO, "trees", "additive"}:
+            problems.append(f"model.family must be trees, additive or auto, not {m.family!r}")
         if any(w <= 0 for w in self.features.windows_days) or not self.features.windows_days:
             problems.append("features.windows_days must be positive numbers of days")
         if self.features.half_life_days <= 0:
@@ -277,7 +308,7 @@ class Params:
         if not (0 < b.warm_probability <= b.hot_probability < 1):
             problems.append("buckets: need 0 < warm_probability <= hot_probability < 1")
         s = self.splits
-        if min(s.test_cutoffs, s.calibration_cutoffs, s.validation_cutoffs) < 1:
+        if min(s.calibration_cutoffs, s.validation_cutoffs) < 1:
             problems.append("splits: every slice needs at least 1 cutoff")
         fractions = (s.test_fraction, s.calibration_fraction, s.validation_fraction)
         if min(fractions) <= 0 or sum(fractions) >= 0.9:
@@ -371,7 +402,13 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         args = typing.get_args(tp)
         if value is None and type(None) in args:
             return None
-        return _coerce(next(a for a in args if a is not type(None)), value, where)
+        options = [a for a in args if a is not type(None)]
+        for option in options[:-1]:  # int | str: a number stays a number, "auto" is text
+            try:
+                return _coerce(option, value, where)
+            except ConfigError:
+                pass
+        return _coerce(options[-1], value, where)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")

@@ -5,17 +5,25 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from leadtemp.core.config import Params
+from leadtemp.core.config import AUTO, Params
 from leadtemp.core.features import FeatureSpec
 from leadtemp.core.metrics import ranking_metrics
 from leadtemp.core.schema import LEAD_ID
 
 
-def lightgbm_params(params: Params) -> dict:
+def leaf_size(params: Params, rows: int) -> int:
+    """``model.min_data_in_leaf``, or with ``auto`` the training rows / 1000, between 20 and 200: a status a
+    few hundred rows carry can still make a leaf in a small history, and a big one is not split finely."""
+    m = params.model.min_data_in_leaf
+    return int(m) if m != AUTO else int(np.clip(rows // 1000, 20, 200))
+
+
+def lightgbm_params(params: Params, rows: int) -> dict:
+    """LightGBM parameters for fitting on ``rows`` training rows."""
     m = params.model
     return {
         "objective": "binary", "num_leaves": m.num_leaves, "learning_rate": m.learning_rate,
-        "min_data_in_leaf": m.min_data_in_leaf, "feature_fraction": m.feature_fraction,
+        "min_data_in_leaf": leaf_size(params, rows), "feature_fraction": m.feature_fraction,
         "lambda_l2": m.lambda_l2, "seed": m.seed, "num_threads": m.num_threads,
         "deterministic": True, "force_col_wise": True, "verbosity": -1, "metric": params.model.early_stopping_metric,
     }
@@ -26,7 +34,7 @@ def lead_weights(frame: pd.DataFrame) -> np.ndarray:
     return 1.0 / frame.groupby(LEAD_ID, sort=False)[LEAD_ID].transform("size").to_numpy(dtype=float)
 
 
-def _dataset(frame: pd.DataFrame, spec: FeatureSpec, reference=None, weighted: bool = False):
+def dataset(frame: pd.DataFrame, spec: FeatureSpec, reference=None, weighted: bool = False):
     import lightgbm as lgb
 
     weight = lead_weights(frame) if weighted and LEAD_ID in frame.columns else None
@@ -38,22 +46,22 @@ def fit_booster(train: pd.DataFrame, valid: pd.DataFrame, spec: FeatureSpec, par
     """LightGBM with native categoricals; early stopping on the later validation slice (unweighted: rows as scored)."""
     import lightgbm as lgb
 
-    dtrain = _dataset(train, spec, weighted=params.snapshots.weight_per_lead)
+    dtrain = dataset(train, spec, weighted=params.snapshots.weight_per_lead)
     booster = lgb.train(
-        lightgbm_params(params), dtrain, num_boost_round=params.model.max_rounds,
-        valid_sets=[_dataset(valid, spec, reference=dtrain)],
+        lightgbm_params(params, len(train)), dtrain, num_boost_round=params.model.max_rounds,
+        valid_sets=[dataset(valid, spec, reference=dtrain)],
         callbacks=[lgb.early_stopping(params.model.early_stopping_rounds, verbose=False)],
     )
     # Keep exactly the best trees, so every later predict and pred_contrib agree.
     return lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
 
 
-def fit_rounds(frame: pd.DataFrame, spec: FeatureSpec, params: Params, rounds: int):
-    """LightGBM with a number of rounds chosen earlier by early stopping."""
+def fit_rounds(frame: pd.DataFrame, spec: FeatureSpec, params: Params, rounds: int, overrides: dict | None = None):
+    """LightGBM with a number of rounds chosen earlier (early stopping, or the rolling-origin folds)."""
     import lightgbm as lgb
 
-    return lgb.train(lightgbm_params(params), _dataset(frame, spec, weighted=params.snapshots.weight_per_lead),
-                     num_boost_round=rounds)
+    return lgb.train({**lightgbm_params(params, len(frame)), **(overrides or {})},
+                     dataset(frame, spec, weighted=params.snapshots.weight_per_lead), num_boost_round=rounds)
 
 
 

@@ -11,8 +11,9 @@ from leadtemp.core.features import FeatureSpec, feature_matrix
 from leadtemp.core.metrics import bucket_shares
 from leadtemp.modelling.booster import fit_booster, fit_rounds, margin_roc_auc
 from leadtemp.modelling.buckets import fit_buckets
-from leadtemp.modelling.calibration import fit_calibrator
+from leadtemp.modelling.calibration import Calibrator, fit_calibrator
 from leadtemp.modelling.scorer import LeadScorer
+from leadtemp.modelling.select import Selection, calibrator_for, family_params, select
 
 
 def fit_scorer(parts: dict[str, pd.DataFrame], spec: FeatureSpec, params: Params, meta: dict) -> LeadScorer:
@@ -34,10 +35,27 @@ def fit_scorer(parts: dict[str, pd.DataFrame], spec: FeatureSpec, params: Params
                      fitted)
 
 
+def fit_scorer_rolling(pool: pd.DataFrame, folds: list[tuple[np.ndarray, np.ndarray]], period: np.ndarray,
+                       spec: FeatureSpec, params: Params, meta: dict) -> tuple[LeadScorer, Selection]:
+    """The rolling-origin folds choose rounds, family and calibration (modelling/select.py); the final booster
+    learns from the whole pool; the calibrator and bucket cut-offs from the newest blocks' out-of-fold margins."""
+    selection, cal_margin, cal_label = select(pool, folds, period, spec, params)
+    booster = fit_rounds(pool, spec, params, selection.rounds, family_params(selection.family, params, len(pool)))
+    calibrator = calibrator_for(selection, cal_margin, cal_label, params.calibration.method)
+    meta = {**meta, "validation_roc_auc": selection.metrics["folds_roc_auc"],
+            "selection": {"family": selection.family, "rounds": selection.rounds, "calibration": selection.calibration,
+                          "min_data_in_leaf": selection.min_data_in_leaf, **selection.metrics}}
+    scorer = assemble_scorer(booster, cal_margin, cal_label, spec, params, meta, pool, calibrator)
+    return scorer, selection
+
+
 def assemble_scorer(booster, cal_margin: np.ndarray, cal_label: pd.Series, spec: FeatureSpec, params: Params,
-              meta: dict, fitted: pd.DataFrame) -> LeadScorer:
-    """The scorer around a fitted booster; ``fitted``: the rows the booster learned from (profiled for drift)."""
-    calibrator = fit_calibrator(cal_margin, cal_label, params.calibration.method)
+              meta: dict, fitted: pd.DataFrame, calibrator: Calibrator | None = None) -> LeadScorer:
+    """The scorer around a fitted booster; ``fitted``: the rows the booster learned from (profiled for drift).
+
+    ``calibrator``: already chosen; by default fitted here on ``cal_margin`` with ``calibration.method``.
+    """
+    calibrator = calibrator or fit_calibrator(cal_margin, cal_label, params.calibration.method)
     cal_probability = calibrator(cal_margin)
     b = params.buckets
     buckets = fit_buckets(cal_probability, b.method, b.hot_share, b.warm_share, b.hot_probability, b.warm_probability)

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
+from leadtemp.core.cadence import resolve_cadence
 from leadtemp.core.config import Params, Retrain
 from leadtemp.core.drift import drift_report
 from leadtemp.core.errors import ConfigError, NotEnoughHistory, TrainingDataError
@@ -98,6 +99,7 @@ def backtest(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, k:
     """
     _require_events(params, "backtest")
     until = observed_until(leads, interactions, params.snapshots.observed_until)
+    params = resolve_cadence(leads, until, params).apply(params)  # one horizon and frequency for every quarter
     cutoffs = cutoff_dates(leads, until, params.snapshots.frequency)
     folds = []
     for start in backtest_quarters(cutoffs, until, params, k):
@@ -224,6 +226,18 @@ def _compare_with_champion(report: RetrainReport, champion: LeadScorer, mine: pd
                                     params.drift.psi_warn, params.drift.psi_alert)
 
 
+def _same_cadence(params: Params, champion: LeadScorer | None, leads: pd.DataFrame, interactions: pd.DataFrame,
+                  through: pd.Timestamp) -> Params:
+    """Concrete horizon and frequency for a challenger: the champion's, so both predict the same thing and are
+    judged on the same snapshots; without a champion, what the known history supports (core/cadence.py)."""
+    cadence = (champion.meta.get("cadence") if champion is not None else None) or {"frequency": "MS"}  # older: monthly
+    if champion is not None:
+        params = params.replace(snapshots={"horizon_days": champion.horizon_days,
+                                           "frequency": cadence["frequency"]})
+    until = observed_until(leads, interactions, str(through))
+    return resolve_cadence(leads, until, params).apply(params)
+
+
 def retrain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, through: pd.Timestamp,
             champion: LeadScorer | None = None, champion_version: str | None = None) -> RetrainReport:
     """Train a challenger with the data known at ``through``, compare it with the champion, apply the gates.
@@ -239,6 +253,7 @@ def retrain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, thr
         raise ConfigError(f"--through {through:%Y-%m-%d} is after the end of the data ({end:%Y-%m-%d}): "
                           "leads not yet converted there would count as never converting")
     leads, interactions = known_at(leads, interactions, through)
+    params = _same_cadence(params, champion, leads, interactions, through)
     g = params.retrain
     report = RetrainReport(through, None, champion_version)
     if missing := quarters_without_conversions(leads, through):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from leadtemp.core.cadence import MIN_CONVERSIONS, Cadence, resolve_cadence
 from leadtemp.core.checks import check_amount, check_identifiers, check_leakage, leakage_report
 from leadtemp.core.config import Params
 from leadtemp.core.errors import TrainingDataError
@@ -26,7 +27,7 @@ from leadtemp.core.snapshots import (
     slices_of_times,
     split_cutoffs,
 )
-from leadtemp.modelling.fit import fit_scorer, fit_scorer_cross_fitted
+from leadtemp.modelling.fit import fit_scorer, fit_scorer_cross_fitted, fit_scorer_rolling
 from leadtemp.modelling.results import Gate, RowSplits, TrainingResult
 from leadtemp.modelling.scorer import LeadScorer
 
@@ -100,6 +101,9 @@ def _evaluate(scorer: LeadScorer, parts: dict[str, pd.DataFrame]) -> tuple[pd.Da
             if 0 < part["label"].sum() < len(part):
                 m = classification_metrics(part["label"], part["probability"])
                 metrics.update({f"{kind}_{k}": m[k] for k in ("roc_auc", "ece", "rows", "positive_rate")})
+    elif CREATED_AT in test.columns and test[CREATED_AT].notna().all():  # a timed label table: within each month
+        metrics["within_month_roc_auc"] = within_period_auc(test["label"].to_numpy(), test["margin"].to_numpy(),
+                                                            test[CREATED_AT].dt.to_period("M").astype(str).to_numpy())
     metrics["best_iteration"] = float(scorer.booster.current_iteration())
     metrics["validation_roc_auc"] = scorer.meta["validation_roc_auc"]
     scorer.meta["test_roc_auc"] = metrics["roc_auc"]
@@ -137,14 +141,14 @@ def ship_gates(test: pd.DataFrame, metrics: dict[str, float], buckets: pd.DataFr
     return gates
 
 
-def _slices(frame: pd.DataFrame, leads: pd.DataFrame, spec: FeatureSpec,
-            params: Params) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, list[str]]:
+def _slices(frame: pd.DataFrame, leads: pd.DataFrame, spec: FeatureSpec, params: Params,
+            names: tuple[str, ...] = SLICES) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, list[str]]:
     """The frame cut by its ``slice`` column, each slice checked, the training slice checked for leakage.
 
     Returns the slices, the leakage report and the notes the user must hear (allowed leaky columns,
     columns in no role).
     """
-    parts = {name: frame.loc[frame["slice"] == name].reset_index(drop=True) for name in SLICES}
+    parts = {name: frame.loc[frame["slice"] == name].reset_index(drop=True) for name in names}
     for name, part in parts.items():
         _check_slice(name, part)
     leakage = leakage_report(parts["train"], [*spec.categorical, *spec.numeric], seed=params.model.seed)
@@ -161,16 +165,89 @@ def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,
           source_hashes: dict[str, str] | None = None, holdout: np.ndarray | None = None) -> TrainingResult:
     """Checks → slices → features → booster → calibrator → bucket cut-offs → test metrics.
 
-    Tables with conversion times are cut into point-in-time snapshots; tables with a final label
-    (``data.columns.label``) are one row per lead. ``holdout`` (label tables only): a boolean mask
-    of the rows to use as the test slice, e.g. one fold of a cross-validation.
+    Tables with conversion times are cut into point-in-time snapshots (``auto`` horizon, frequency and
+    slice sizes resolved from the history first: core/cadence.py); tables with a final label
+    (``data.columns.label``) are one row per lead. ``holdout`` (label tables only): a boolean mask of
+    the rows to use as the test slice, e.g. one fold of a cross-validation.
     """
     if params.data.mode == "labels":
         return _train_label_table(leads, params, source_hashes or {}, holdout)
     if holdout is not None:
         raise ValueError("holdout applies to tables with a label column; snapshots are split by time")
+    until = observed_until(leads, interactions, params.snapshots.observed_until)
+    cadence = resolve_cadence(leads, until, params)
+    params = cadence.apply(params)
+    if params.splits.method == "chain":
+        return _train_chain(leads, interactions, params, until, source_hashes or {})
+    return _train_rolling(leads, interactions, params, until, cadence, source_hashes or {})
+
+
+def _snapshots(leads: pd.DataFrame, used: pd.DatetimeIndex, slice_of, params: Params, until: pd.Timestamp) -> pd.DataFrame:
+    """Periodic snapshots at ``used`` and (``snapshots.at_creation``) creation snapshots, each with its slice;
+    snapshots ``slice_of`` leaves out (embargoed, censored) are dropped."""
+    h = params.snapshots.horizon_days
+    snaps = build_snapshots(leads, used, h, until).assign(snapshot="periodic")
+    snaps = snaps.assign(slice=slice_of(snaps["cutoff"]))
+    if params.snapshots.at_creation:
+        created = creation_snapshots(leads, h, until, skip=used)
+        created = created.assign(snapshot="creation", slice=slice_of(created["cutoff"]))
+        snaps = pd.concat([snaps, created.loc[created["slice"] != ""]], ignore_index=True)
+    snaps = snaps.loc[snaps["slice"] != ""].reset_index(drop=True)
+    check_amount(snaps[LEAD_ID].nunique(), snaps.loc[snaps["label"] == 1, LEAD_ID].nunique(), params.checks)
+    return snaps
+
+
+def _train_rolling(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, until: pd.Timestamp,
+                   cadence: Cadence, source_hashes: dict[str, str]) -> TrainingResult:
+    """The test slice is the newest cutoffs; the pool before it (labels observed before the test) feeds the
+    rolling-origin folds, the final booster and the calibrator (modelling/select.py)."""
+    splits = cadence.splits
+    labelled = cutoff_dates(leads, until, params.snapshots.frequency)
+    labelled = labelled[labelled + splits.horizon <= until]
+    used = labelled[splits.slice_of(labelled, until) != ""]
+    # Categories and channels are learned from what the last pool snapshot could see.
+    before = splits.trained_through - splits.horizon
+    check_identifiers(leads.loc[leads[CREATED_AT] < before], params.data.categorical)
+    spec = fit_feature_spec(leads, interactions, params.features, params.data.categorical, params.data.numeric,
+                            before=before)
+    snaps = _snapshots(leads, used, lambda t: splits.slice_of(t, until), params, until)
+    frame = build_training_frame(snaps, leads, interactions, spec)
+    parts, leakage, notes = _slices(frame, leads, spec, params, names=("train", "test"))
+    pool = parts["train"]
+    period = pool["cutoff"].where(pool["snapshot"] == "periodic").to_numpy()  # within-cutoff: the periodic rows
+    scorer, selection = fit_scorer_rolling(pool, splits.fold_masks(pool["cutoff"]), period, spec, params, {
+        "trained_through": str(splits.trained_through), "observed_until": str(until), "splits": splits.describe(),
+        "missing_share": _missing_share(parts["train"], spec),
+        "cadence": {"horizon_days": cadence.horizon_days, "frequency": cadence.frequency,
+                    "test_cutoffs": cadence.test_cutoffs, "fold_cutoffs": cadence.fold_cutoffs}})
+    test, metrics = _evaluate(scorer, parts)
+    metrics.update(selection.metrics)
+    buckets = bucket_table(test["label"], test["bucket"])
+    return TrainingResult(
+        scorer=scorer, splits=splits, test=test, metrics=metrics, buckets=buckets,
+        fingerprint=fingerprint(leads, interactions, frame, until, source_hashes),
+        leakage=leakage, warnings=[*cadence.notes, *selection.notes, *notes],
+        gates=ship_gates(test, metrics, buckets) + fold_gates(metrics),
+    )
+
+
+LOGISTIC_TOLERANCE = 0.01  # within-cutoff ROC-AUC a plain logistic regression may lead by on the folds (noise)
+
+
+def fold_gates(metrics: dict[str, float]) -> list[Gate]:
+    """Gates measured on the rolling-origin folds: the model must rank at least as well as a plain logistic
+    regression on the same features (the family choice makes this a safety net, rarely hit)."""
+    mine, logistic = metrics["folds_roc_auc"], metrics["folds_logistic_roc_auc"]
+    return [Gate("no worse than a logistic regression", mine >= logistic - LOGISTIC_TOLERANCE,
+                 f"within-cutoff ROC-AUC on the {int(metrics['folds'])} fold(s): {mine:.3f} vs logistic regression "
+                 f"{logistic:.3f}" + ("" if mine >= logistic - LOGISTIC_TOLERANCE else
+                                      ": the boosted model loses to a linear one; more history would help"))]
+
+
+def _train_chain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, until: pd.Timestamp,
+                 source_hashes: dict[str, str]) -> TrainingResult:
+    """``splits.method: chain``: train < validation < calibration < test, two embargoes of one horizon."""
     s = params.snapshots
-    until = observed_until(leads, interactions, s.observed_until)
     labelled = [c for c in cutoff_dates(leads, until, s.frequency) if c + pd.Timedelta(days=s.horizon_days) <= until]
     splits = split_cutoffs(pd.DatetimeIndex(labelled), s.horizon_days, params.splits.test_cutoffs,
                            params.splits.calibration_cutoffs, params.splits.validation_cutoffs)
@@ -179,16 +256,13 @@ def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,
     spec = fit_feature_spec(leads, interactions, params.features, params.data.categorical,
                             params.data.numeric, before=splits.validation.max())
     used = splits.train.append([splits.validation, splits.calibration, splits.test])
-    snaps = build_snapshots(leads, used, s.horizon_days, until).assign(snapshot="periodic")
-    periodic_slice = np.select([snaps["cutoff"].isin(getattr(splits, n)) for n in SLICES], SLICES, "")
-    snaps = snaps.assign(slice=periodic_slice)
-    if s.at_creation:
-        created = creation_snapshots(leads, s.horizon_days, until, skip=used)
-        created = created.assign(snapshot="creation",
-                                 slice=slices_of_times(created["cutoff"], splits, s.horizon_days, until))
-        snaps = pd.concat([snaps, created.loc[created["slice"] != ""]], ignore_index=True)
-    converters = snaps.loc[snaps["label"] == 1, LEAD_ID].nunique()
-    check_amount(snaps[LEAD_ID].nunique(), converters, params.checks)
+
+    def slice_of(times: pd.Series) -> np.ndarray:
+        """A periodic cutoff's slice is the one it was split into; any other time's, the one its range falls in."""
+        periodic = np.select([times.isin(getattr(splits, n)) for n in SLICES], SLICES, "")
+        return np.where(times.isin(used), periodic, slices_of_times(times, splits, s.horizon_days, until))
+
+    snaps = _snapshots(leads, used, slice_of, params, until)
     frame = build_training_frame(snaps, leads, interactions, spec)
     parts, leakage, notes = _slices(frame, leads, spec, params)
 
@@ -199,7 +273,7 @@ def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,
     buckets = bucket_table(test["label"], test["bucket"])
     return TrainingResult(
         scorer=scorer, splits=splits, test=test, metrics=metrics, buckets=buckets,
-        fingerprint=fingerprint(leads, interactions, frame, until, source_hashes or {}),
+        fingerprint=fingerprint(leads, interactions, frame, until, source_hashes),
         leakage=leakage, warnings=notes, gates=ship_gates(test, metrics, buckets),
     )
 
@@ -282,19 +356,61 @@ def _train_label_table(leads: pd.DataFrame, params: Params, source_hashes: dict[
     frame["label"] = y
     frame[CREATED_AT] = table[CREATED_AT].to_numpy()
     frame["slice"] = names
-    parts, leakage, more = _slices(frame, leads, spec, params)
-    notes += more
-    through = table.loc[names == "calibration", CREATED_AT].max()
-    fit = fit_scorer if splits.kind == "time-ordered" else fit_scorer_cross_fitted
     until = table[CREATED_AT].max()
-    scorer = fit(parts, spec, params, {
-        "trained_through": str(through) if pd.notna(through) else "no time", "splits": splits.describe(),
-        "split": splits.kind, "missing_share": _missing_share(parts["train"], spec),
-        **({"observed_until": str(until)} if pd.notna(until) else {})})
+    folds = label_folds(frame, params) if splits.kind == "time-ordered" and params.splits.method == "rolling" else None
+    if folds is not None:  # rolling origin over the rows before the test, by creation time
+        frame["slice"] = np.where(names == "test", "test", "train")
+        parts, leakage, more = _slices(frame, leads, spec, params, names=("train", "test"))
+        pool = parts["train"]
+        through = pool[CREATED_AT].max()
+        period = pool[CREATED_AT].dt.to_period("M").astype(str).to_numpy()  # within-month ROC-AUC on the folds
+        scorer, selection = fit_scorer_rolling(pool, folds, period, spec, params, {
+            "trained_through": str(through), "splits": splits.describe(), "split": splits.kind,
+            "missing_share": _missing_share(pool, spec), "observed_until": str(until)})
+        notes += more + selection.notes
+    else:
+        parts, leakage, more = _slices(frame, leads, spec, params)
+        notes += more
+        through = table.loc[names == "calibration", CREATED_AT].max()
+        fit = fit_scorer if splits.kind == "time-ordered" else fit_scorer_cross_fitted
+        scorer = fit(parts, spec, params, {
+            "trained_through": str(through) if pd.notna(through) else "no time", "splits": splits.describe(),
+            "split": splits.kind, "missing_share": _missing_share(parts["train"], spec),
+            **({"observed_until": str(until)} if pd.notna(until) else {})})
+        selection = None
     test, metrics = _evaluate(scorer, parts)
+    gates = ship_gates(test, metrics, bucket_table(test["label"], test["bucket"]))
+    if selection is not None:
+        metrics.update(selection.metrics)
+        gates += fold_gates(metrics)
     buckets = bucket_table(test["label"], test["bucket"])
     return TrainingResult(
         scorer=scorer, splits=splits, test=test, metrics=metrics, buckets=buckets,
         fingerprint=fingerprint(leads, empty_interactions(), frame, until, source_hashes),
-        leakage=leakage, warnings=notes, gates=ship_gates(test, metrics, buckets),
+        leakage=leakage, warnings=notes, gates=gates,
     )
+
+
+def label_folds(frame: pd.DataFrame, params: Params) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Rolling-origin folds over a timed label table's rows before the test: the newest ``splits.folds`` blocks
+    of ``validation_fraction`` of the rows each, every fold trained on the rows created before its block.
+
+    Folds whose training rows or block hold fewer than ``MIN_CONVERSIONS`` conversions are dropped (oldest
+    first); None when none is left (the fixed chain is used instead).
+    """
+    pool = frame.loc[frame["slice"] != "test"]
+    order = np.argsort(pool[CREATED_AT].to_numpy(), kind="stable")
+    y = pool["label"].to_numpy()[order]
+    n, block = len(pool), max(1, int(round(params.splits.validation_fraction * len(frame))))
+    folds = []
+    for k in range(params.splits.folds, 0, -1):
+        start = n - k * block
+        if start <= 0:
+            continue
+        end = start + block if k > 1 else n
+        fit, valid = np.zeros(n, bool), np.zeros(n, bool)
+        fit[order[:start]] = True
+        valid[order[start:end]] = True
+        if min(y[:start].sum(), y[start:end].sum()) >= MIN_CONVERSIONS:
+            folds.append((fit, valid))
+    return folds or None

@@ -1,0 +1,206 @@
+"""Rolling-origin selection: the folds choose the rounds, the model family and the calibration; then the final fit.
+
+Each fold's booster learns from labels observed before its validation block and is early-stopped
+on it. One number of rounds is chosen for all folds (the best mean validation curve), and the
+family, ``trees`` or ``additive`` (one split per tree: a boosted additive model, steadier when the
+periods drift), by the within-cutoff ROC-AUC of the folds at those rounds: how well leads are
+ranked against each other on one date, which is what a team does; the level is the calibrator's
+job. A plain logistic regression on the same features is measured on the same folds, for the
+ship gates. The final booster learns from the whole pool with the chosen rounds and family.
+
+Calibration: the fold boosters' out-of-fold margins of the newest validation block(s) are the
+newest labelled data; the calibrator is fitted there (scikit-learn's ``ensemble=False`` recipe:
+fitted on out-of-fold margins, applied to the final booster). Before that the folds test it:
+fitted on one block and applied to the next, it must not make ECE worse than the raw booster's
+probabilities; when it would, the raw probabilities are kept and the run says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from leadtemp.core.config import AUTO, Params
+from leadtemp.core.features import FeatureSpec, feature_matrix
+from leadtemp.core.metrics import expected_calibration_error, ranking_metrics, within_period_auc
+from leadtemp.modelling.booster import dataset, leaf_size, lightgbm_params
+from leadtemp.modelling.calibration import MIN_END_BLOCK, Calibrator, fit_calibrator
+
+# additive: stumps learn one feature at a time, so they get twice the learning rate (fewer rounds to converge)
+FAMILIES = {"trees": {}, "additive": {"num_leaves": 2, "max_depth": 1}}
+ADDITIVE_RATE = 2.0
+RAW = Calibrator("sigmoid", slope=1.0, intercept=0.0)  # the booster's own probability: 1 / (1 + e^-margin)
+MIN_CALIBRATION_CONVERSIONS = 50  # the calibrator's rows reach back over older blocks until they hold this many
+
+
+@dataclass
+class Candidate:
+    """One family on the folds: rounds, each fold's validation margins, and the selection score."""
+
+    family: str
+    rounds: int
+    margins: list[np.ndarray]
+    fold_auc: list[float]
+    score: float
+
+
+@dataclass
+class Selection:
+    """What the folds chose, and everything measured on the way (logged with the run)."""
+
+    family: str
+    rounds: int
+    min_data_in_leaf: int
+    calibration: str                 # the calibration method, or "raw" when it lost on the folds
+    metrics: dict[str, float] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def family_params(family: str, params: Params, rows: int) -> dict:
+    base = lightgbm_params(params, rows)
+    rate = base["learning_rate"] * (ADDITIVE_RATE if family == "additive" else 1.0)
+    return {**base, **FAMILIES[family], "learning_rate": rate}
+
+
+def _score(y: np.ndarray, margin: np.ndarray, period: np.ndarray) -> float:
+    """ROC-AUC within each period (rows without one left out); pooled ROC-AUC when no period holds both labels."""
+    known = pd.notna(period)
+    within = within_period_auc(y[known], margin[known], period[known]) if known.any() else float("nan")
+    return within if np.isfinite(within) else ranking_metrics(y, margin)["roc_auc"]
+
+
+def _curves(pool: pd.DataFrame, folds: list[tuple[np.ndarray, np.ndarray]], spec: FeatureSpec, lgb_params: dict,
+            params: Params) -> tuple[list, list[np.ndarray]]:
+    """Each fold's early-stopped booster and its validation curve (one value per round)."""
+    import lightgbm as lgb
+
+    metric = params.model.early_stopping_metric
+    boosters, curves = [], []
+    for fit, valid in folds:
+        record: dict = {}
+        dtrain = dataset(pool.loc[fit], spec, weighted=params.snapshots.weight_per_lead)
+        booster = lgb.train(lgb_params, dtrain, num_boost_round=params.model.max_rounds,
+                            valid_sets=[dataset(pool.loc[valid], spec, reference=dtrain)], valid_names=["fold"],
+                            callbacks=[lgb.early_stopping(params.model.early_stopping_rounds, verbose=False),
+                                       lgb.record_evaluation(record)])
+        boosters.append(booster)
+        curves.append(np.asarray(record["fold"][metric], dtype=float))
+    return boosters, curves
+
+
+def _rounds(curves: list[np.ndarray], metric: str) -> int:
+    """The number of rounds with the best mean validation curve (a fold that stopped early keeps its last value)."""
+    longest = max(len(c) for c in curves)
+    mean = np.mean([np.pad(c, (0, longest - len(c)), mode="edge") for c in curves], axis=0)
+    return int((np.argmin(mean) if metric == "binary_logloss" else np.argmax(mean)) + 1)
+
+
+def evaluate_family(family: str, pool: pd.DataFrame, folds, period: np.ndarray, spec: FeatureSpec,
+                    params: Params) -> Candidate:
+    lgb_params = family_params(family, params, int(np.mean([f.sum() for f, _ in folds])))
+    boosters, curves = _curves(pool, folds, spec, lgb_params, params)
+    rounds = _rounds(curves, params.model.early_stopping_metric)
+    margins, aucs, weights = [], [], []
+    for booster, (_, valid) in zip(boosters, folds):
+        rows = pool.loc[valid]
+        margin = booster.predict(rows[spec.columns], raw_score=True, num_iteration=min(rounds, booster.current_iteration()))
+        margins.append(margin)
+        aucs.append(_score(rows["label"].to_numpy(), margin, period[valid]))
+        weights.append(len(rows))
+    return Candidate(family, rounds, margins, aucs, float(np.average(aucs, weights=weights)))
+
+
+def logistic_fold_auc(pool: pd.DataFrame, folds, period: np.ndarray, spec: FeatureSpec) -> list[float]:
+    """A plain logistic regression on the same features (one-hot categories, standardised numbers with a
+    missing flag), fitted and scored like the boosters on each fold: the baseline the ship gates compare with."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    numeric = [c for c in spec.columns if c not in spec.categorical]
+    codes = list(spec.categorical)
+    aucs = []
+    for fit, valid in folds:
+        steps = []
+        if numeric:
+            steps.append(("numeric", make_pipeline(SimpleImputer(strategy="median", add_indicator=True,
+                                                                 keep_empty_features=True), StandardScaler()), numeric))
+        if codes:
+            steps.append(("codes", make_pipeline(SimpleImputer(strategy="constant", fill_value=-1.0),
+                                                 OneHotEncoder(handle_unknown="ignore", min_frequency=20)), codes))
+        model = make_pipeline(ColumnTransformer(steps), LogisticRegression(C=1.0, max_iter=300, tol=1e-3))
+        x_fit, x_valid = (_matrix(pool.loc[m], spec) for m in (fit, valid))
+        model.fit(x_fit, pool.loc[fit, "label"].to_numpy())
+        aucs.append(_score(pool.loc[valid, "label"].to_numpy(), model.decision_function(x_valid), period[valid]))
+    return aucs
+
+
+def _matrix(rows: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
+    return pd.DataFrame(feature_matrix(rows, spec), columns=spec.columns)
+
+
+def choose_calibration(candidate: Candidate, labels: list[np.ndarray], method: str) -> tuple[str, dict[str, float]]:
+    """The calibration ``method``, unless fitted on one block and applied to the next it makes ECE worse than raw."""
+    if len(labels) < 2:
+        return method, {}
+    calibrated, raw, rows = 0.0, 0.0, 0
+    for k in range(1, len(labels)):
+        fitted = fit_calibrator(candidate.margins[k - 1], labels[k - 1], method)
+        n = len(labels[k])
+        calibrated += n * expected_calibration_error(labels[k], fitted(candidate.margins[k]))
+        raw += n * expected_calibration_error(labels[k], RAW(candidate.margins[k]))
+        rows += n
+    scores = {"folds_calibrated_ece": calibrated / rows, "folds_raw_ece": raw / rows}
+    return (method if scores["folds_calibrated_ece"] <= scores["folds_raw_ece"] else "raw"), scores
+
+
+def calibration_rows(labels: list[np.ndarray]) -> int:
+    """How many of the newest blocks the calibrator learns from: the newest, and older ones until
+    they hold ``MIN_CALIBRATION_CONVERSIONS`` conversions (or ``MIN_END_BLOCK`` rows per end step)."""
+    total, count = 0, 0
+    for y in reversed(labels):
+        total += int(y.sum())
+        count += 1
+        if total >= MIN_CALIBRATION_CONVERSIONS and sum(len(v) for v in labels[-count:]) >= 4 * MIN_END_BLOCK:
+            break
+    return count
+
+
+def select(pool: pd.DataFrame, folds: list[tuple[np.ndarray, np.ndarray]], period: np.ndarray, spec: FeatureSpec,
+           params: Params) -> tuple[Selection, np.ndarray, np.ndarray]:
+    """Choose family, rounds and calibration on the folds; ``period``: each pool row's date for the within-period
+    ROC-AUC (its cutoff for periodic snapshots, its month for label tables; missing: pooled only).
+
+    Returns the selection and the calibration rows' out-of-fold margins and labels (the newest blocks).
+    """
+    families = list(FAMILIES) if params.model.family == AUTO else [params.model.family]
+    candidates = [evaluate_family(f, pool, folds, period, spec, params) for f in families]
+    best = max(candidates, key=lambda c: c.score)
+    labels = [pool.loc[valid, "label"].to_numpy() for _, valid in folds]
+    calibration, scores = choose_calibration(best, labels, params.calibration.method)
+    logistic = logistic_fold_auc(pool, folds, period, spec)
+    weights = [len(y) for y in labels]
+    metrics = {f"folds_{c.family}_roc_auc": c.score for c in candidates}
+    metrics.update(scores, folds=float(len(folds)), folds_roc_auc=best.score,
+                   folds_logistic_roc_auc=float(np.average(logistic, weights=weights)), rounds=float(best.rounds))
+    notes = []
+    if len(candidates) > 1:
+        notes.append("model family " + best.family + " (within-cutoff ROC-AUC on the folds: "
+                     + ", ".join(f"{c.family} {c.score:.3f}" for c in candidates) + ")")
+    if calibration == "raw":
+        notes.append(f"calibration: {params.calibration.method} made ECE worse on the folds "
+                     f"({scores['folds_calibrated_ece']:.4f} vs raw {scores['folds_raw_ece']:.4f}); the booster's own "
+                     "probabilities are kept")
+    newest = calibration_rows(labels)
+    selection = Selection(best.family, best.rounds, leaf_size(params, len(pool)), calibration, metrics, notes)
+    return selection, np.concatenate(best.margins[-newest:]), np.concatenate(labels[-newest:])
+
+
+def calibrator_for(selection: Selection, margin: np.ndarray, y: np.ndarray, method: str) -> Calibrator:
+    return RAW if selection.calibration == "raw" else fit_calibrator(margin, y, method)
+
+

@@ -162,7 +162,8 @@ def score(
         "Rows of the same as-of date and model version are replaced, so a rerun leaves one row per lead.")] = None,
     rejects: Annotated[Optional[str], typer.Option(
         "--rejects", help="Where leads that cannot be scored go, with the reason: a CSV/Parquet file (default: "
-        "next to --out, scores.csv -> scores.rejects.csv) or a table of --db (default WRITE_TABLE_rejects). "
+        "beside --out, same name and format with .rejects before the extension: scores.parquet -> "
+        "scores.rejects.parquet) or a table of --db (default WRITE_TABLE_rejects). "
         "Outputs are checked before any work: never an input, never the same as --out.")] = None,
     chunk_size: Annotated[int, typer.Option(
         "--chunk-size", min=100, help="Leads per partition: memory grows with it, not with the database.")] = 50_000,

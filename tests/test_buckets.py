@@ -160,6 +160,32 @@ def test_batch_scoring_reports_the_bucket_warnings(small_result, small_sim, para
     assert any(w.startswith("no lead is hot or warm") for w in done.warnings), done.warnings
 
 
+def test_cli_score_prints_the_bucket_warning_on_stderr(small_result, small_sim, tmp_path):
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    from conftest import ROOT
+    from leadtemp.cli import app
+
+    small_sim.leads.to_parquet(tmp_path / "leads.parquet")
+    small_sim.interactions.to_parquet(tmp_path / "events.parquet")
+    everyone_hot = dataclasses.replace(small_result.scorer, buckets=BucketCutoffs(hot=0.0, warm=0.0, method="probability"))
+    import mlflow
+
+    from leadtemp.adapters.pyfunc import pyfunc_arguments
+
+    mlflow.pyfunc.save_model(str(tmp_path / "model"),
+                             **pyfunc_arguments(everyone_hot, everyone_hot.save(tmp_path / "scorer"), None))
+    result = CliRunner().invoke(app, ["score", "--as-of", "2024-06-01", "--model", str(tmp_path / "model"), "--no-reasons",
+                                      "--leads", "leads.parquet", "--interactions", "events.parquet",
+                                      "--out", "scores.parquet", "--params", str(ROOT / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.stderr.splitlines() if line.startswith("warning: no lead is warm or cold")]
+    assert len(warned) == 1 and "hot 100%" in warned[0]
+    assert (tmp_path / "scores.rejects.parquet").exists()  # the rejects follow --out's name and format
+
+
 # -- the honest interval ---------------------------------------------------------------------------------------------
 
 def test_the_weighted_auc_of_a_resample_is_sklearns():

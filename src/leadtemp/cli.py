@@ -84,6 +84,11 @@ def _print_gates(console, gates) -> None:
         console.print(f"{mark} {gate.name}: {gate.detail}")
 
 
+def _rate(value: float, fmt: str = "{:.1%}") -> str:
+    """A conversion rate for a table; an empty bucket has none and reads "empty", never "nan%"."""
+    return "empty" if value != value else fmt.format(value)
+
+
 def _print_training(result, logged) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -110,8 +115,8 @@ def _print_training(result, logged) -> None:
         console.print("; ".join(k for k in kinds if k))
     table = Table("bucket", "leads", "converted", "rate", "95% interval")
     for row in result.buckets.itertuples():
-        table.add_row(row.bucket, str(row.leads), str(row.converted), f"{row.rate:.1%}",
-                      f"{row.rate_low:.1%}-{row.rate_high:.1%}")
+        table.add_row(row.bucket, str(row.leads), str(row.converted), _rate(row.rate),
+                      "—" if row.leads == 0 else f"{row.rate_low:.1%}-{row.rate_high:.1%}")
     console.print(table)
     _print_gates(console, result.gates)
     alias = " (alias champion)" if logged.champion else ""
@@ -157,7 +162,8 @@ def score(
         "Rows of the same as-of date and model version are replaced, so a rerun leaves one row per lead.")] = None,
     rejects: Annotated[Optional[str], typer.Option(
         "--rejects", help="Where leads that cannot be scored go, with the reason: a CSV/Parquet file (default: "
-        "next to --out, scores.csv -> scores.rejects.csv) or a table of --db (default WRITE_TABLE_rejects). "
+        "beside --out, same name and format with .rejects before the extension: scores.parquet -> "
+        "scores.rejects.parquet) or a table of --db (default WRITE_TABLE_rejects). "
         "Outputs are checked before any work: never an input, never the same as --out.")] = None,
     chunk_size: Annotated[int, typer.Option(
         "--chunk-size", min=100, help="Leads per partition: memory grows with it, not with the database.")] = 50_000,
@@ -296,8 +302,7 @@ def backtest(
     for row in table.itertuples():
         out.add_row(row.quarter, row.trained_through, f"{int(row.rows):,}", f"{row.positive_rate:.1%}",
                     f"{row.roc_auc:.3f}", f"{getattr(row, 'thermometer_roc_auc', float('nan')):.3f}", f"{row.pr_auc:.3f}",
-                    f"{row.ece:.4f}", f"{row.lift_at_10:.2f}", f"{row.hot_rate:.1%}", f"{row.warm_rate:.1%}",
-                    f"{row.cold_rate:.1%}")
+                    f"{row.ece:.4f}", f"{row.lift_at_10:.2f}", _rate(row.hot_rate), _rate(row.warm_rate), _rate(row.cold_rate))
     console.print(out)
     console.print(f"mean ROC-AUC {table['roc_auc'].mean():.3f}; MLflow run {done.run_id}")
 
@@ -324,7 +329,7 @@ def _print_retrain(report, logged, dry_run: bool) -> str:
                 ("hot conversion", "hot_rate", "{:.1%}", None), ("warm conversion", "warm_rate", "{:.1%}", None),
                 ("cold conversion", "cold_rate", "{:.1%}", None)]
         for label, key, fmt, thermo in rows:
-            table.add_row(label, fmt.format(m[key]), fmt.format(c[key]) if c else "-",
+            table.add_row(label, _rate(m[key], fmt), _rate(c[key], fmt) if c else "-",
                           fmt.format(m[thermo]) if thermo and thermo in m else "")
         console.print(table)
         console.print(f"challenger vs champion: {report.verdict()}")

@@ -31,6 +31,7 @@ from leadtemp.adapters.sources import Source, Target
 from leadtemp.core.config import Params
 from leadtemp.core.errors import ConfigError
 from leadtemp.core.metrics import BUCKETS
+from leadtemp.modelling.buckets import bucket_warnings
 from leadtemp.modelling.partition import (
     DEFAULT_CHUNK,
     EVENT_SCHEMA,
@@ -178,11 +179,12 @@ def score_spark(
     not_eligible = results.where(F.col("kind") == "count").agg(F.sum("not_eligible")).first()[0] or 0
     results.unpersist()
     echo(f"spark: {n_leads:,} leads in {n} partitions")
+    buckets = {b: int(buckets.get(b, 0)) for b in BUCKETS}
     return BatchResult(
         scored=int(counts.get("scored", 0)), rejected_leads=int(sources.get("leads", 0)),
         rejected_interactions=int(sources.get("interactions", 0)), not_eligible=int(not_eligible), leads_read=n_leads,
-        partitions=n, resumed_partitions=0, buckets={b: int(buckets.get(b, 0)) for b in BUCKETS},
-        seconds=time.monotonic() - started, target=str(target), rejects=str(rejects_name))
+        partitions=n, resumed_partitions=0, buckets=buckets, seconds=time.monotonic() - started, target=str(target),
+        rejects=str(rejects_name), warnings=bucket_warnings(buckets))
 
 
 def _write(spark, frame, path, table) -> None:

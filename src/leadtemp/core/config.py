@@ -217,7 +217,7 @@ class Retrain:
     bucket_order: bool = True
     min_conversions: int = 30
     max_label_rate_ratio: float = 3.0
-    bootstrap: int = 200
+    bootstrap: int = 1000
 
 
 @dataclass(frozen=True)

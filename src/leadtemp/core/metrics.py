@@ -95,6 +95,55 @@ def auc_interval(auc: float, positives: int, negatives: int, confidence: float =
     return float(auc - z * se), float(auc + z * se)
 
 
+def _weighted_auc(group: np.ndarray, n_groups: int, y: np.ndarray, weight: np.ndarray) -> float:
+    """ROC-AUC with row weights, from each row's tie group of the score (lowest score first).
+
+    A tied positive/negative pair counts one half, as in ``roc_auc_score(..., sample_weight=weight)``.
+    """
+    pos = np.bincount(group, weights=weight * y, minlength=n_groups)
+    neg = np.bincount(group, weights=weight * (1 - y), minlength=n_groups)
+    below = np.cumsum(neg) - neg
+    return float(np.sum(pos * (below + 0.5 * neg)) / (pos.sum() * neg.sum()))
+
+
+def lead_bootstrap_aucs(y: np.ndarray, scores: list[np.ndarray], leads: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """ROC-AUC of each score on ``n`` bootstrap resamples of leads, not rows: shape (kept resamples, len(scores)).
+
+    A lead's rows (its snapshots at several cutoffs) are drawn together, so the spread is that of a
+    sample of leads; counting a lead's correlated snapshots as independent rows would make it too
+    narrow. Every score sees the same resamples (paired). A resample with one label only is skipped.
+    The tie groups of each score are found once; a resample then costs two ``bincount`` over the rows.
+    """
+    y = np.asarray(y, dtype=float)
+    codes, uniques = pd.factorize(np.asarray(leads))
+    ties = []
+    for score in scores:
+        _, group = np.unique(np.asarray(score, dtype=float), return_inverse=True)
+        ties.append((group.ravel(), int(group.max()) + 1))
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        weight = np.bincount(rng.integers(len(uniques), size=len(uniques)), minlength=len(uniques))[codes]
+        drawn = y[weight > 0]
+        if drawn.min() != drawn.max():
+            out.append([_weighted_auc(group, size, y, weight) for group, size in ties])
+    return np.array(out, dtype=float).reshape(-1, len(scores))
+
+
+def lead_auc_interval(y: np.ndarray, score: np.ndarray, leads: np.ndarray, n: int, seed: int,
+                      confidence: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of a ROC-AUC by :func:`lead_bootstrap_aucs`: honest when a lead has many rows.
+
+    A table of one row per lead gives each row its own lead, i.e. the ordinary bootstrap.
+    NaN when no resample holds both labels (or ``n`` is 0).
+    """
+    aucs = lead_bootstrap_aucs(y, [score], leads, n, seed)[:, 0]
+    if aucs.size == 0:
+        return float("nan"), float("nan")
+    low, high = np.quantile(aucs, [0.5 - confidence / 2, 0.5 + confidence / 2])
+    return float(low), float(high)
+
+
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
     if n == 0:
         return float("nan"), float("nan")

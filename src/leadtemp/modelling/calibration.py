@@ -38,6 +38,22 @@ class Calibrator:
             p = 1.0 / (1.0 + np.exp(-(self.slope * margin + self.intercept)))
         return np.clip(p, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
 
+    def bounds(self) -> tuple[float, float]:
+        """The lowest and highest probability this calibrator can give, whatever the margin.
+
+        Isotonic: its end steps (often the floor: a bottom block without conversions); sigmoid: the
+        floor and ceiling (``1 - floor``), or one value when the slope is 0. A bucket cut-off at or
+        below the lowest leaves the cold bucket empty for every lead ever scored.
+        """
+        if self.method == "isotonic":
+            ends = np.array([self.knots_y[0], self.knots_y[-1]])
+        elif self.slope == 0:
+            ends = np.full(2, 1.0 / (1.0 + np.exp(-self.intercept)))
+        else:
+            ends = np.array([0.0, 1.0])
+        low, high = np.clip(ends, PROBABILITY_FLOOR, 1 - PROBABILITY_FLOOR)
+        return float(low), float(high)
+
 
 def fit_calibrator(margin: np.ndarray, y: np.ndarray, method: str) -> Calibrator:
     margin, y = np.asarray(margin, dtype=float), np.asarray(y, dtype=float)

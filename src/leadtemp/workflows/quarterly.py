@@ -21,7 +21,14 @@ from leadtemp.core.config import Params, Retrain
 from leadtemp.core.drift import drift_report
 from leadtemp.core.errors import ConfigError, NotEnoughHistory, TrainingDataError
 from leadtemp.core.features import build_training_frame, feature_matrix
-from leadtemp.core.metrics import BUCKETS, bucket_shares, bucket_table, classification_metrics, ranking_metrics
+from leadtemp.core.metrics import (
+    BUCKETS,
+    bucket_shares,
+    bucket_table,
+    classification_metrics,
+    lead_bootstrap_aucs,
+    ranking_metrics,
+)
 from leadtemp.core.schema import CONVERTED_AT, CREATED_AT, LEAD_ID, TIMESTAMP
 from leadtemp.core.snapshots import build_snapshots, cutoff_dates, eligible_leads, observed_until
 from leadtemp.modelling.results import Backtest, Fold, Gate, RetrainReport
@@ -120,19 +127,10 @@ def auc_difference(y: np.ndarray, new: np.ndarray, old: np.ndarray, groups: np.n
                    seed: int) -> tuple[float, float, float]:
     """ROC-AUC(new) - ROC-AUC(old) with a paired bootstrap over leads (a lead's rows at several cutoffs move together)."""
     diff = float(roc_auc_score(y, new) - roc_auc_score(y, old))
-    if n == 0:
+    aucs = lead_bootstrap_aucs(y, [new, old], groups, n, seed)
+    if aucs.size == 0:
         return diff, float("nan"), float("nan")
-    codes, uniques = pd.factorize(groups)
-    rng = np.random.default_rng(seed)
-    diffs = []
-    for _ in range(n):
-        weight = np.bincount(rng.integers(len(uniques), size=len(uniques)), minlength=len(uniques))[codes]
-        drawn = y[weight > 0]
-        if drawn.min() != drawn.max():
-            diffs.append(roc_auc_score(y, new, sample_weight=weight) - roc_auc_score(y, old, sample_weight=weight))
-    if not diffs:
-        return diff, float("nan"), float("nan")
-    low, high = np.quantile(diffs, [0.025, 0.975])
+    low, high = np.quantile(aucs[:, 0] - aucs[:, 1], [0.025, 0.975])
     return diff, float(low), float(high)
 
 

@@ -35,6 +35,7 @@ from leadtemp.core.errors import SchemaError
 from leadtemp.core.metrics import BUCKETS
 from leadtemp.core.ports import ProgressFactory, ScoringRun, TableSource
 from leadtemp.core.schema import LEAD_ID, DateRules
+from leadtemp.modelling.buckets import bucket_warnings
 from leadtemp.modelling.partition import (
     DEFAULT_CHUNK,
     EVENT_SCHEMA,
@@ -117,13 +118,14 @@ def score_in_batches(
         finished = True
     finally:
         run.close(finished)
+    counts = {b: int(buckets.get(b, 0)) for b in BUCKETS}
     return BatchResult(
         scored=sum(v[0] for v in done.values()), rejected_leads=int(rejected.get("leads", 0)),
         rejected_interactions=int(rejected.get("interactions", 0)),
         not_eligible=sum(v[2] for v in done.values()), leads_read=manifest["leads"], partitions=n,
-        resumed_partitions=resumed, buckets={b: int(buckets.get(b, 0)) for b in BUCKETS},
-        seconds=time.monotonic() - started, target=run.target, rejects=run.rejects,
-        warnings=[w for w in (period_warning(scorer, as_of),) if w] + unseen.warnings(scorer))
+        resumed_partitions=resumed, buckets=counts, seconds=time.monotonic() - started, target=run.target,
+        rejects=run.rejects,
+        warnings=[w for w in (period_warning(scorer, as_of),) if w] + unseen.warnings(scorer) + bucket_warnings(counts))
 
 
 def _resumable(manifest: dict | None, inputs: dict, echo: Callable[[str], None]) -> dict | None:

@@ -7,7 +7,7 @@ import pandas as pd
 
 from leadtemp.core.cadence import MIN_CONVERSIONS, Cadence, resolve_cadence
 from leadtemp.core.checks import check_amount, check_identifiers, check_leakage, leakage_report
-from leadtemp.core.config import Params
+from leadtemp.core.config import Params, Retrain
 from leadtemp.core.errors import TrainingDataError
 from leadtemp.core.features import FeatureSpec, attribute_features, build_training_frame, fit_feature_spec
 from leadtemp.core.metrics import (
@@ -15,6 +15,7 @@ from leadtemp.core.metrics import (
     auc_interval,
     bucket_table,
     classification_metrics,
+    lead_auc_interval,
     ranking_metrics,
     within_period_auc,
 )
@@ -110,35 +111,90 @@ def _evaluate(scorer: LeadScorer, parts: dict[str, pd.DataFrame]) -> tuple[pd.Da
     return test, metrics
 
 
-def ship_gates(test: pd.DataFrame, metrics: dict[str, float], buckets: pd.DataFrame) -> list[Gate]:
+def ship_gates(test: pd.DataFrame, metrics: dict[str, float], buckets: pd.DataFrame, scorer: LeadScorer | None = None,
+               resamples: int = Retrain.bootstrap, seed: int = 0) -> list[Gate]:
     """What a newly trained model must show on its test slice before it may become champion.
 
     A model that fails is still logged and registered (so it can be inspected), never given the
     alias: a constant model, one that ranks no better than chance, one that loses to the
-    thermometer rule the sales team already has, or buckets that do not separate.
+    thermometer rule the sales team already has, or buckets that do not separate. ``scorer`` (its
+    calibrator and cut-offs) lets the bucket gate look past the test slice; ``resamples`` and
+    ``seed``: the lead-clustered bootstrap of the ROC-AUC interval (``retrain.bootstrap``, ``model.seed``).
     """
     y = test["label"].to_numpy()
-    positives, negatives = int(y.sum()), int(len(y) - y.sum())
+    positives = int(y.sum())
     distinct = np.unique(test["margin"].to_numpy()).size
     gates = [Gate("not a constant model", distinct > 1,
                   f"{distinct} distinct score(s) on {len(y):,} test rows" + ("" if distinct > 1 else
                   ": the booster learned nothing; give more conversions (or more history) to learn from"))]
-    low, high = auc_interval(metrics["roc_auc"], positives, negatives)
+    low, high, how = ranking_interval(test, metrics["roc_auc"], resamples, seed)
     gates.append(Gate("ranks better than chance", low > 0.5,
-                      f"test ROC-AUC {metrics['roc_auc']:.3f} (95% interval {low:.3f}..{high:.3f}, "
+                      f"test ROC-AUC {metrics['roc_auc']:.3f} (95% interval {low:.3f}..{high:.3f}, {how}; "
                       f"{positives:,} conversions)" + ("" if low > 0.5 else
                       ": no evidence the model ranks leads; more conversions or more informative attributes would help")))
     thermometer = test["thermometer_score"].to_numpy() if "thermometer_score" in test.columns else None
     if thermometer is not None and np.unique(thermometer).size > 1:
         gates.append(Gate("beats the thermometer", metrics["roc_auc"] > metrics["thermometer_roc_auc"],
                           f"test ROC-AUC {metrics['roc_auc']:.3f} vs thermometer rule {metrics['thermometer_roc_auc']:.3f}"))
-    rows = buckets.set_index("bucket")
-    empty = [b for b in BUCKETS if rows.loc[b, "leads"] == 0]
-    hot, cold = rows.loc[BUCKETS[0], "rate"], rows.loc[BUCKETS[-1], "rate"]
-    gates.append(Gate("buckets separate", not empty and hot > cold,
-                      f"empty on the test slice: {empty}" if empty else
-                      f"test conversion hot {hot:.1%} vs cold {cold:.1%}"))
+    gates.append(buckets_gate(buckets, scorer))
     return gates
+
+
+def ranking_interval(test: pd.DataFrame, auc: float, resamples: int, seed: int) -> tuple[float, float, str]:
+    """95% interval of the test ROC-AUC, and how it was found.
+
+    A lead's snapshots at several cutoffs are correlated, so the leads, not the rows, are resampled
+    (a one-row-per-lead table: the ordinary bootstrap); Hanley & McNeil over the rows would count
+    each snapshot as new evidence. With ``resamples`` 0: Hanley & McNeil on the number of distinct
+    converted and non-converted leads, a cheaper approximation that still counts leads, not rows.
+    """
+    y = test["label"].to_numpy()
+    leads = test[LEAD_ID].to_numpy() if LEAD_ID in test.columns else np.arange(len(test))
+    score = test["probability"] if "probability" in test.columns else test["margin"]
+    n_leads = pd.unique(leads).size
+    if resamples > 0:
+        low, high = lead_auc_interval(y, score.to_numpy(), leads, resamples, seed)
+        if not np.isnan(low):
+            return low, high, f"bootstrap of {n_leads:,} leads, {resamples} resamples"
+    converted = pd.unique(leads[y == 1]).size
+    low, high = auc_interval(auc, converted, pd.unique(leads[y == 0]).size)
+    return low, high, f"Hanley-McNeil on {n_leads:,} leads"
+
+
+def buckets_gate(buckets: pd.DataFrame, scorer: LeadScorer | None = None) -> Gate:
+    """Buckets separate: every bucket can hold leads and holds some, on the calibration and the test slice; hot > cold.
+
+    A cut-off on the calibrator's floor (or past its ceiling) leaves a bucket empty for every lead
+    ever scored, whatever the test slice shows; ``scorer`` (when given) lets the gate see it, and the
+    calibration slice's shares (where the cut-offs were fitted, kept in the model's profile).
+    """
+    rows = buckets.set_index("bucket")
+    problems = []
+    shares = {}
+    if scorer is not None:
+        low, high = scorer.calibrator.bounds()
+        cut = scorer.buckets
+        for name, value in (("warm", cut.warm), ("hot", cut.hot)):
+            if value <= low:
+                problems.append(f"the {name} cut-off {value:.4g} is at the calibrator's lowest probability {low:.4g}, "
+                                f"so no lead can ever be {'cold' if name == 'warm' else 'warm or cold'}")
+            elif value > high:
+                problems.append(f"the {name} cut-off {value:.4g} is above the calibrator's highest probability {high:.4g}, "
+                                f"so no lead can ever be {name}" + (" or hot" if name == "warm" else ""))
+        shares = scorer.meta.get("profile", {}).get("bucket_shares", {})
+        if empty := [b for b in BUCKETS if b in shares and shares[b] == 0]:
+            problems.append(f"empty on the calibration slice (where the cut-offs were fitted): {', '.join(empty)}")
+    if empty := [b for b in BUCKETS if rows.loc[b, "leads"] == 0]:
+        problems.append(f"empty on the test slice: {', '.join(empty)}")
+    fitted = "calibration slice " + ", ".join(f"{b} {shares[b]:.1%}" for b in BUCKETS if b in shares) if shares else ""
+    if problems:
+        return Gate("buckets separate", False, "; ".join(problems) + (f" ({fitted})" if fitted else "") +
+                    ": the calibrated probabilities do not spread over three buckets (an isotonic calibrator gives every "
+                    "lead below its lowest step one probability); a longer horizon or more conversions give it more "
+                    "steps, or set fixed cut-offs (buckets.method: probability) above its floor")
+    hot, cold = rows.loc[BUCKETS[0], "rate"], rows.loc[BUCKETS[-1], "rate"]
+    return Gate("buckets separate", hot > cold, (f"{fitted}; " if fitted else "") + f"test conversion hot {hot:.1%} vs cold {cold:.1%}"
+                + ("" if hot > cold else ": hot leads convert no more than cold ones"))
 
 
 def _slices(frame: pd.DataFrame, leads: pd.DataFrame, spec: FeatureSpec, params: Params,
@@ -227,7 +283,7 @@ def _train_rolling(leads: pd.DataFrame, interactions: pd.DataFrame, params: Para
         scorer=scorer, splits=splits, test=test, metrics=metrics, buckets=buckets,
         fingerprint=fingerprint(leads, interactions, frame, until, source_hashes),
         leakage=leakage, warnings=[*cadence.notes, *selection.notes, *notes],
-        gates=ship_gates(test, metrics, buckets) + fold_gates(metrics),
+        gates=ship_gates(test, metrics, buckets, scorer, params.retrain.bootstrap, params.model.seed) + fold_gates(metrics),
     )
 
 
@@ -274,7 +330,8 @@ def _train_chain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params
     return TrainingResult(
         scorer=scorer, splits=splits, test=test, metrics=metrics, buckets=buckets,
         fingerprint=fingerprint(leads, interactions, frame, until, source_hashes),
-        leakage=leakage, warnings=notes, gates=ship_gates(test, metrics, buckets),
+        leakage=leakage, warnings=notes,
+        gates=ship_gates(test, metrics, buckets, scorer, params.retrain.bootstrap, params.model.seed),
     )
 
 
@@ -379,11 +436,11 @@ def _train_label_table(leads: pd.DataFrame, params: Params, source_hashes: dict[
             **({"observed_until": str(until)} if pd.notna(until) else {})})
         selection = None
     test, metrics = _evaluate(scorer, parts)
-    gates = ship_gates(test, metrics, bucket_table(test["label"], test["bucket"]))
+    buckets = bucket_table(test["label"], test["bucket"])
+    gates = ship_gates(test, metrics, buckets, scorer, params.retrain.bootstrap, params.model.seed)
     if selection is not None:
         metrics.update(selection.metrics)
         gates += fold_gates(metrics)
-    buckets = bucket_table(test["label"], test["bucket"])
     return TrainingResult(
         scorer=scorer, splits=splits, test=test, metrics=metrics, buckets=buckets,
         fingerprint=fingerprint(leads, empty_interactions(), frame, until, source_hashes),

@@ -172,6 +172,9 @@ def score(
     no_reasons: Annotated[bool, typer.Option("--no-reasons", help="Skip the reasons (faster).")] = False,
     fail_on_rejects: Annotated[bool, typer.Option(
         "--fail-on-rejects", help="Exit with code 3 when any lead was rejected (the outputs are written first).")] = False,
+    include_lost: Annotated[bool, typer.Option(
+        "--include-lost", help="Also score leads lost before --as-of (closed as lost or disqualified, not reopened "
+        "since), marked by the output column lost_since. Default: they are counted and skipped.")] = False,
     model: ModelOpt = None,
     params: ParamsOpt = Path("params.yaml"),
     leads: Annotated[Optional[str], typer.Option(
@@ -181,9 +184,10 @@ def score(
 ) -> None:
     """Score every lead eligible at --as-of: lead_id, as_of, model_version, probability, score, bucket, rank, reasons.
 
-    Eligible: created before --as-of and not converted before it; with a label column, every lead whose
-    label is still empty. The leads are read in chunks with their interactions, so memory stays flat
-    however large the database. A lead with bad values (or a bad interaction, or a duplicate id) is not
+    Eligible: created before --as-of, not converted before it and not lost at it (closed as lost or
+    disqualified, not reopened since: --include-lost scores those too, marked); with a label column,
+    every lead whose label is still empty. The leads are read in chunks with their interactions, so
+    memory stays flat however large the database. A lead with bad values (or a bad interaction, or a duplicate id) is not
     scored but written to the rejects output with its reason. Killed or crashed? Run the same command
     again: it resumes, and the output gets exactly one row per lead.
     """
@@ -193,8 +197,13 @@ def score(
     when = _as_of(as_of, p.data.mode)
     result, version = run(p, when, out=out, db=db, leads_table=leads_table, interactions_table=interactions_table,
                           write_table=write_table, rejects=rejects, chunk_size=chunk_size, work_dir=work_dir,
-                          engine=engine, reasons=not no_reasons, model=model, echo=lambda m: typer.echo(m, err=True))
+                          engine=engine, reasons=not no_reasons, model=model, echo=lambda m: typer.echo(m, err=True),
+                          include_lost=include_lost)
     skipped = "not yet created or already converted" if p.data.mode == "events" else "already have an outcome"
+    if result.lost:
+        skipped += (f", {result.lost:,} lost before {when.date()} and scored, marked by lost_since" if include_lost else
+                    f", {result.lost:,} skipped as lost before {when.date()} (closed as lost and not reopened; "
+                    "--include-lost scores them)")
     resumed = f"; resumed {result.resumed_partitions} of {result.partitions} partitions" if result.resumed_partitions else ""
     typer.echo(f"scored {result.scored:,} of {result.leads_read:,} leads as of {when.date()} with model version {version} "
                f"({result.not_eligible:,} {skipped}, {result.rejected_leads:,} rejected) in {result.seconds:.1f} s{resumed}: "

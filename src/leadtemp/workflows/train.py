@@ -9,6 +9,7 @@ from leadtemp.core.checks import check_amount, check_identifiers, check_leakage,
 from leadtemp.core.config import Params
 from leadtemp.core.errors import TrainingDataError
 from leadtemp.core.features import FeatureSpec, attribute_features, build_training_frame, fit_feature_spec
+from leadtemp.core.lifecycle import LossRules, loss_spells
 from leadtemp.core.metrics import (
     BUCKETS,
     auc_interval,
@@ -17,7 +18,7 @@ from leadtemp.core.metrics import (
     ranking_metrics,
     within_period_auc,
 )
-from leadtemp.core.schema import CONVERTED_AT, CREATED_AT, LABEL, LEAD_ID, empty_interactions
+from leadtemp.core.schema import CONVERTED_AT, CREATED_AT, LABEL, LEAD_ID, LOST_AT, empty_interactions
 from leadtemp.core.snapshots import (
     build_snapshots,
     creation_snapshots,
@@ -66,7 +67,7 @@ def fingerprint(leads: pd.DataFrame, interactions: pd.DataFrame, frame: pd.DataF
 def unused_columns(leads: pd.DataFrame, params: Params) -> list[str]:
     """Input columns in no role at all: said out loud, so a forgotten attribute is noticed."""
     d = params.data
-    known = {LEAD_ID, CREATED_AT, CONVERTED_AT, LABEL, *d.categorical, *d.numeric, *d.excluded,
+    known = {LEAD_ID, CREATED_AT, CONVERTED_AT, LABEL, LOST_AT, *d.categorical, *d.numeric, *d.excluded,
              *(c for c in vars(d.columns).values() if c)}
     if d.created_from_row_order is not None:
         known.add(d.created_from_row_order.month_column)
@@ -176,14 +177,16 @@ def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,
                            params.splits.calibration_cutoffs, params.splits.validation_cutoffs)
     # The categories are learned from the leads created before the last validation cutoff: judged there.
     check_identifiers(leads.loc[leads[CREATED_AT] < splits.validation.max()], params.data.categorical)
+    rules = LossRules.of(params)  # lost leads are not at risk (core/lifecycle.py); None: the data cannot say
+    spells = loss_spells(leads, interactions, rules) if rules is not None else None
     spec = fit_feature_spec(leads, interactions, params.features, params.data.categorical,
-                            params.data.numeric, before=splits.validation.max())
+                            params.data.numeric, before=splits.validation.max(), lifecycle=rules)
     used = splits.train.append([splits.validation, splits.calibration, splits.test])
-    snaps = build_snapshots(leads, used, s.horizon_days, until).assign(snapshot="periodic")
+    snaps = build_snapshots(leads, used, s.horizon_days, until, spells=spells).assign(snapshot="periodic")
     periodic_slice = np.select([snaps["cutoff"].isin(getattr(splits, n)) for n in SLICES], SLICES, "")
     snaps = snaps.assign(slice=periodic_slice)
     if s.at_creation:
-        created = creation_snapshots(leads, s.horizon_days, until, skip=used)
+        created = creation_snapshots(leads, s.horizon_days, until, skip=used, spells=spells)
         created = created.assign(snapshot="creation",
                                  slice=slices_of_times(created["cutoff"], splits, s.horizon_days, until))
         snaps = pd.concat([snaps, created.loc[created["slice"] != ""]], ignore_index=True)

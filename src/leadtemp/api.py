@@ -134,10 +134,11 @@ def load_model(params: Params, model: str | None = None) -> tuple[LeadScorer, st
 
 def simulate(params: Params | str | Path = "params.yaml", out: str | Path = "data/sim", leads: int | None = None,
              seed: int | None = None, start: str | None = None, months: int | None = None,
-             shift_at: str | None = None):
+             shift_at: str | None = None, lost: bool | None = None):
     """Simulate a CRM (defaults from params' ``simulate`` section) and write it to ``out``.
 
-    Returns the simulated data and the files written.
+    ``lost``: tell the story of lost leads (a ``lost_at`` column, ``disqualified`` events, recycled
+    leads, and ``losses.parquet``, the truth of every loss). Returns the simulated data and the files written.
     """
     from leadtemp.adapters.files import write_table
     from leadtemp.simulate import simulate as run
@@ -150,11 +151,13 @@ def simulate(params: Params | str | Path = "params.yaml", out: str | Path = "dat
         if not first < parse_as_of(shift_at, option="--shift-at") < first + pd.DateOffset(months=months or s.months):
             raise ConfigError(f"--shift-at {shift_at} must fall inside the simulated period")
     data = run(leads or s.leads, seed if seed is not None else s.seed, start or s.start, months or s.months,
-               p.snapshots.horizon_days, shift_at=shift_at)
+               p.snapshots.horizon_days, shift_at=shift_at, lost=s.lost if lost is None else lost)
     out = Path(out)
     written = [write_table(data.leads, out / "leads.parquet"),
                write_table(data.interactions, out / "interactions.parquet"),
                write_table(data.truth, out / "truth.parquet")]
+    if data.losses is not None:
+        written.append(write_table(data.losses, out / "losses.parquet"))
     return data, written
 
 

@@ -63,19 +63,26 @@ def simulate(
     shift_at: Annotated[Optional[str], typer.Option(
         "--shift-at", help="From this day (YYYY-MM-DD) on, the world changes: a new lead source `partner` (a quarter of "
         "new leads, converting like the best referrals) and the SMS channel goes dead (default: simulate.shift_at).")] = None,
+    lost: Annotated[Optional[bool], typer.Option(
+        "--lost/--no-lost", help="Lost leads are recorded: disqualified (a `disqualified` event and lost_at), closed "
+        "silently weeks later (lost_at only) or not at all, and some come back (default: simulate.lost); "
+        "losses.parquet holds the truth. Train with data.columns.lost_at: lost_at (docs/simulator.md).")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Generate a synthetic lead database with a known truth (see docs/domain.md)."""
     from leadtemp.api import simulate as run
 
     p = _params(params)
-    data, written = run(p, out, leads, seed, start, months, shift_at)
+    data, written = run(p, out, leads, seed, start, months, shift_at, lost)
     for path in written:
         typer.echo(f"wrote {path}")
     if shift_at := shift_at or p.simulate.shift_at:
         typer.echo(f"from {shift_at} on: new lead source 'partner', no more inbound SMS")
     typer.echo(f"{len(data.leads)} leads, {len(data.interactions)} interactions, "
                f"{data.leads['converted_at'].notna().mean():.1%} converted")
+    if data.losses is not None:
+        typer.echo(f"{data.leads['lost_at'].notna().mean():.1%} closed as lost (lost_at); "
+                   f"{data.losses['recycled_on'].notna().sum()} of {len(data.losses)} losses came back")
 
 
 def _print_gates(console, gates) -> None:
@@ -267,7 +274,7 @@ def demo(
     p = _params(params)
     if not (data / "leads.parquet").exists():
         console.print(f"simulating {p.simulate.leads} leads into {data} ...")
-        simulate(out=data, leads=None, seed=None, start=None, months=None, shift_at=None, params=params)
+        simulate(out=data, leads=None, seed=None, start=None, months=None, shift_at=None, lost=None, params=params)
     console.print("training ...")
     trained, scored, as_of, out = run(p, data)
     _print_training(trained.result, trained.logged)

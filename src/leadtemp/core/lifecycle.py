@@ -73,8 +73,7 @@ def loss_spells(leads: pd.DataFrame, interactions: pd.DataFrame, rules: LossRule
     if LOST_AT in leads.columns:
         closed = leads.loc[leads[LOST_AT].notna(), [LEAD_ID, LOST_AT]]
         losses.append((closed[LEAD_ID].to_numpy(dtype=object), _ns(closed[LOST_AT])))
-    types = interactions[TYPE].to_numpy(dtype=object) if len(interactions) else np.array([], dtype=object)
-    is_loss = np.isin(types, np.asarray(rules.lost_types, dtype=object)) if rules.lost_types else np.zeros(len(types), bool)
+    is_loss = interactions[TYPE].isin(rules.lost_types).to_numpy(dtype=bool)
     if is_loss.any():
         losses.append((interactions[LEAD_ID].to_numpy(dtype=object)[is_loss], _ns(interactions[TIMESTAMP].to_numpy()[is_loss])))
     if not losses or not sum(len(ids) for ids, _ in losses):
@@ -87,17 +86,14 @@ def loss_spells(leads: pd.DataFrame, interactions: pd.DataFrame, rules: LossRule
     np.minimum.at(first_loss, loss_code, loss_t)
 
     # Reopenings that can matter: of leads that were ever lost, at or after their first loss.
-    if len(interactions):
-        inbound = interactions[DIRECTION].to_numpy(dtype=object) == "inbound"
-        reopening = (inbound & ~is_loss) | (np.isin(types, np.asarray(rules.reopening_types, dtype=object))
-                                            if rules.reopening_types else False)
-        code = lost_leads.get_indexer(interactions[LEAD_ID].to_numpy(dtype=object))
-        t = _ns(interactions[TIMESTAMP].to_numpy())
-        pick = reopening & (code >= 0)
-        pick[pick] = t[pick] >= first_loss[code[pick]]
-        open_code, open_t = code[pick], t[pick]
-    else:
-        open_code, open_t = np.zeros(0, np.int64), np.zeros(0, np.int64)
+    reopening = ((interactions[DIRECTION].eq("inbound").to_numpy(dtype=bool) & ~is_loss)
+                 | interactions[TYPE].isin(rules.reopening_types).to_numpy(dtype=bool))
+    candidates = np.flatnonzero(reopening)
+    code = _codes(lost_leads, interactions[LEAD_ID].iloc[candidates])
+    t = _ns(interactions[TIMESTAMP].to_numpy()[candidates])
+    pick = code >= 0
+    pick[pick] = t[pick] >= first_loss[code[pick]]
+    open_code, open_t = code[pick], t[pick]
 
     # Edges in (lead, time) order; the state after each moment is read at the last edge of that moment.
     code = np.concatenate([loss_code, open_code])
@@ -130,6 +126,18 @@ def loss_spells(leads: pd.DataFrame, interactions: pd.DataFrame, rules: LossRule
         LOST_FROM: _times(t[starts]),
         LOST_UNTIL: _times(until),
     })
+
+
+def _codes(index: pd.Index, values: pd.Series) -> np.ndarray:
+    """Position of each value in ``index`` (-1: absent), hashed in Arrow (pandas' get_indexer on text is slower)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if not len(values):
+        return np.zeros(0, np.int64)
+    found = pc.index_in(pa.array(values.array, type=pa.string()),
+                        value_set=pa.array(index.to_numpy(dtype=object), type=pa.string()))
+    return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
 def _times(ns: np.ndarray) -> np.ndarray:

@@ -283,6 +283,7 @@ def _score(crm, tmp_path, *extra, leads=None):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_lost_leads_are_counted_and_skipped_and_include_lost_scores_them_marked(crm, tmp_path):
     home, _ = crm
     leads = pd.read_parquet(home / "data" / "leads.parquet")
@@ -311,6 +312,7 @@ def test_lost_leads_are_counted_and_skipped_and_include_lost_scores_them_marked(
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 def test_reopened_leads_carry_the_feature_and_can_get_the_reason(crm):
     from leadtemp.adapters.pyfunc import load_scorer
     from leadtemp.core.reasons import factor_table, group_contributions
@@ -331,6 +333,7 @@ def test_reopened_leads_carry_the_feature_and_can_get_the_reason(crm):
 
 
 @pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("row_change, words", [
     (lambda f: f.assign(lost_at=f["lost_at"].where(f.index != 5, f["created_at"] - pd.Timedelta(days=1))),
      "lost before they were created"),

@@ -136,10 +136,11 @@ def load_model(params: Params, model: str | None = None) -> tuple[LeadScorer, st
 
 def simulate(params: Params | str | Path = "params.yaml", out: str | Path = "data/sim", leads: int | None = None,
              seed: int | None = None, start: str | None = None, months: int | None = None,
-             shift_at: str | None = None):
+             shift_at: str | None = None, lost: bool | None = None):
     """Simulate a CRM (defaults from params' ``simulate`` section) and write it to ``out``.
 
-    Returns the simulated data and the files written.
+    ``lost``: tell the story of lost leads (a ``lost_at`` column, ``disqualified`` events, recycled
+    leads, and ``losses.parquet``, the truth of every loss). Returns the simulated data and the files written.
     """
     from leadtemp.adapters.files import write_table
     from leadtemp.simulate import simulate as run
@@ -152,11 +153,14 @@ def simulate(params: Params | str | Path = "params.yaml", out: str | Path = "dat
         if not first < parse_as_of(shift_at, option="--shift-at") < first + pd.DateOffset(months=months or s.months):
             raise ConfigError(f"--shift-at {shift_at} must fall inside the simulated period")
     data = run(leads or s.leads, seed if seed is not None else s.seed, start or s.start, months or s.months,
-               p.snapshots.horizon_days if p.snapshots.horizon_days != AUTO else SIMULATED_HORIZON, shift_at=shift_at)
+               p.snapshots.horizon_days if p.snapshots.horizon_days != AUTO else SIMULATED_HORIZON, shift_at=shift_at,
+               lost=s.lost if lost is None else lost)
     out = Path(out)
     written = [write_table(data.leads, out / "leads.parquet"),
                write_table(data.interactions, out / "interactions.parquet"),
                write_table(data.truth, out / "truth.parquet")]
+    if data.losses is not None:
+        written.append(write_table(data.losses, out / "losses.parquet"))
     return data, written
 
 
@@ -180,10 +184,14 @@ def train(params: Params | str | Path = "params.yaml", leads: pd.DataFrame | Non
 
 def score_leads(leads: pd.DataFrame, interactions: pd.DataFrame, as_of: str | pd.Timestamp,
                 params: Params | str | Path = "params.yaml", model: str | None = None,
-                reasons: bool = True) -> pd.DataFrame:
-    """Score frames in memory: every lead eligible at ``as_of``, ranked, with reasons."""
+                reasons: bool = True, include_lost: bool = False) -> pd.DataFrame:
+    """Score frames in memory: every lead eligible at ``as_of``, ranked, with reasons.
+
+    Leads lost at ``as_of`` (closed as lost and not reopened) are left out; ``include_lost`` scores them
+    too, marked by the column ``lost_since``.
+    """
     scorer, _ = load_model(params_with(params), model)
-    return scorer.score(leads, interactions, pd.Timestamp(as_of), reasons=reasons)
+    return scorer.score(leads, interactions, pd.Timestamp(as_of), reasons=reasons, include_lost=include_lost)
 
 
 def score(
@@ -203,11 +211,13 @@ def score(
     model: str | None = None,
     echo: Callable[[str], None] = print,
     interactive: bool | None = None,
+    include_lost: bool = False,
 ) -> tuple[BatchResult, str]:
     """Score every lead eligible at ``as_of`` from files or database tables into a file or a table.
 
     Streamed, partitioned by lead and resumable: run the same call again after a crash. Returns the
-    run's counts and the model version that scored.
+    run's counts and the model version that scored. Leads lost at ``as_of`` are counted and skipped;
+    ``include_lost`` scores them too, marked in the output column ``lost_since``.
     """
     p = params_with(params)
     when = parse_as_of(as_of, p.data.mode)
@@ -235,23 +245,25 @@ def score(
     if engine == "spark":
         from leadtemp.adapters.spark import score_spark
 
-        return score_spark(scorer, p, when, lead_source, event_source, target, reasons=reasons, echo=echo), version
+        return score_spark(scorer, p, when, lead_source, event_source, target, reasons=reasons, echo=echo,
+                           include_lost=include_lost), version
     return score_sources(scorer, p, when, lead_source, event_source, target, chunk_size=chunk_size, work_dir=work_dir,
-                         reasons=reasons, echo=echo, interactive=interactive), version
+                         reasons=reasons, echo=echo, interactive=interactive, include_lost=include_lost), version
 
 
 def score_sources(scorer: LeadScorer, params: Params, as_of: pd.Timestamp, leads, interactions, target,
                   chunk_size: int = DEFAULT_CHUNK, work_dir: Path | None = None, reasons: bool = True,
-                  echo: Callable[[str], None] = print, interactive: bool | None = None) -> BatchResult:
+                  echo: Callable[[str], None] = print, interactive: bool | None = None,
+                  include_lost: bool = False) -> BatchResult:
     """The local engine on this machine: ``leads``/``interactions`` are :class:`~leadtemp.adapters.sources.Source`
     (files, folders, database tables), ``target`` a :class:`~leadtemp.adapters.sources.Target`."""
     from leadtemp.adapters.progress import Progress
     from leadtemp.adapters.staging import LocalScoringRun
     from leadtemp.workflows.score import score_in_batches
 
-    return score_in_batches(scorer, params, as_of, leads, interactions, LocalScoringRun(target, work_dir),
+    return score_in_batches(scorer, params, as_of, leads, interactions, LocalScoringRun(target, work_dir, include_lost),
                             lambda total, what: Progress(echo, total, what, interactive),
-                            chunk_size=chunk_size, reasons=reasons, echo=echo)
+                            chunk_size=chunk_size, reasons=reasons, echo=echo, include_lost=include_lost)
 
 
 def demo(params: Params | str | Path, data: str | Path) -> tuple[Trained, pd.DataFrame, pd.Timestamp, Path]:
@@ -298,7 +310,7 @@ def explain(params: Params | str | Path, lead_id: str, as_of: str | pd.Timestamp
         features = attribute_features(one.reset_index(drop=True), when, scorer.spec)
     if features.empty:
         raise SchemaError(f"lead {lead_id!r} is not scorable as of {when.date()}: created on or after it, "
-                          "or converted before it")
+                          "converted before it, or lost (closed as lost and not reopened) before it")
     scored = scorer.score_features(features, reasons=False).iloc[0]
     contrib = scorer.contributions(features)
     grouped = group_contributions(contrib, scorer.spec).iloc[0]

@@ -63,19 +63,26 @@ def simulate(
     shift_at: Annotated[Optional[str], typer.Option(
         "--shift-at", help="From this day (YYYY-MM-DD) on, the world changes: a new lead source `partner` (a quarter of "
         "new leads, converting like the best referrals) and the SMS channel goes dead (default: simulate.shift_at).")] = None,
+    lost: Annotated[Optional[bool], typer.Option(
+        "--lost/--no-lost", help="Lost leads are recorded: disqualified (a `disqualified` event and lost_at), closed "
+        "silently weeks later (lost_at only) or not at all, and some come back (default: simulate.lost); "
+        "losses.parquet holds the truth. Train with data.columns.lost_at: lost_at (docs/simulator.md).")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Generate a synthetic lead database with a known truth (see docs/domain.md)."""
     from leadtemp.api import simulate as run
 
     p = _params(params)
-    data, written = run(p, out, leads, seed, start, months, shift_at)
+    data, written = run(p, out, leads, seed, start, months, shift_at, lost)
     for path in written:
         typer.echo(f"wrote {path}")
     if shift_at := shift_at or p.simulate.shift_at:
         typer.echo(f"from {shift_at} on: new lead source 'partner', no more inbound SMS")
     typer.echo(f"{len(data.leads)} leads, {len(data.interactions)} interactions, "
                f"{data.leads['converted_at'].notna().mean():.1%} converted")
+    if data.losses is not None:
+        typer.echo(f"{data.leads['lost_at'].notna().mean():.1%} closed as lost (lost_at); "
+                   f"{data.losses['recycled_on'].notna().sum()} of {len(data.losses)} losses came back")
 
 
 def _print_gates(console, gates) -> None:
@@ -178,6 +185,9 @@ def score(
     no_reasons: Annotated[bool, typer.Option("--no-reasons", help="Skip the reasons (faster).")] = False,
     fail_on_rejects: Annotated[bool, typer.Option(
         "--fail-on-rejects", help="Exit with code 3 when any lead was rejected (the outputs are written first).")] = False,
+    include_lost: Annotated[bool, typer.Option(
+        "--include-lost", help="Also score leads lost before --as-of (closed as lost or disqualified, not reopened "
+        "since), marked by the output column lost_since. Default: they are counted and skipped.")] = False,
     model: ModelOpt = None,
     params: ParamsOpt = Path("params.yaml"),
     leads: Annotated[Optional[str], typer.Option(
@@ -187,9 +197,10 @@ def score(
 ) -> None:
     """Score every lead eligible at --as-of: lead_id, as_of, model_version, probability, score, bucket, rank, reasons.
 
-    Eligible: created before --as-of and not converted before it; with a label column, every lead whose
-    label is still empty. The leads are read in chunks with their interactions, so memory stays flat
-    however large the database. A lead with bad values (or a bad interaction, or a duplicate id) is not
+    Eligible: created before --as-of, not converted before it and not lost at it (closed as lost or
+    disqualified, not reopened since: --include-lost scores those too, marked); with a label column,
+    every lead whose label is still empty. The leads are read in chunks with their interactions, so
+    memory stays flat however large the database. A lead with bad values (or a bad interaction, or a duplicate id) is not
     scored but written to the rejects output with its reason. Killed or crashed? Run the same command
     again: it resumes, and the output gets exactly one row per lead.
     """
@@ -199,8 +210,13 @@ def score(
     when = _as_of(as_of, p.data.mode)
     result, version = run(p, when, out=out, db=db, leads_table=leads_table, interactions_table=interactions_table,
                           write_table=write_table, rejects=rejects, chunk_size=chunk_size, work_dir=work_dir,
-                          engine=engine, reasons=not no_reasons, model=model, echo=lambda m: typer.echo(m, err=True))
+                          engine=engine, reasons=not no_reasons, model=model, echo=lambda m: typer.echo(m, err=True),
+                          include_lost=include_lost)
     skipped = "not yet created or already converted" if p.data.mode == "events" else "already have an outcome"
+    if result.lost:
+        skipped += (f", {result.lost:,} lost before {when.date()} and scored, marked by lost_since" if include_lost else
+                    f", {result.lost:,} skipped as lost before {when.date()} (closed as lost and not reopened; "
+                    "--include-lost scores them)")
     resumed = f"; resumed {result.resumed_partitions} of {result.partitions} partitions" if result.resumed_partitions else ""
     typer.echo(f"scored {result.scored:,} of {result.leads_read:,} leads as of {when.date()} with model version {version} "
                f"({result.not_eligible:,} {skipped}, {result.rejected_leads:,} rejected) in {result.seconds:.1f} s{resumed}: "
@@ -264,7 +280,7 @@ def demo(
     p = _params(params)
     if not (data / "leads.parquet").exists():
         console.print(f"simulating {p.simulate.leads} leads into {data} ...")
-        simulate(out=data, leads=None, seed=None, start=None, months=None, shift_at=None, params=params)
+        simulate(out=data, leads=None, seed=None, start=None, months=None, shift_at=None, lost=None, params=params)
     console.print("training ...")
     trained, scored, as_of, out = run(p, data)
     _print_training(trained.result, trained.logged)

@@ -30,6 +30,7 @@ import pandas as pd
 from leadtemp.adapters.sources import Source, Target
 from leadtemp.core.config import Params
 from leadtemp.core.errors import ConfigError
+from leadtemp.core.lifecycle import LOST_SINCE
 from leadtemp.core.metrics import BUCKETS
 from leadtemp.modelling.buckets import bucket_warnings
 from leadtemp.modelling.partition import (
@@ -48,7 +49,7 @@ from leadtemp.modelling.scorer import OUTPUT_COLUMNS, REASON_COLUMNS, LeadScorer
 PART, ROW_INDEX = "_leadtemp_part", "_leadtemp_row"
 RESULT_SCHEMA = ("kind string, lead_id string, probability double, score long, bucket string, margin double, "
                  "reason_1 string, reason_2 string, reason_3 string, source string, row long, reason string, "
-                 "not_eligible long")
+                 "not_eligible long, lost long, lost_since timestamp")
 
 
 def session(app_name: str = "leadtemp score"):
@@ -109,8 +110,10 @@ def score_spark(
     echo: Callable[[str], None] = print,
     partitions: int | None = None,
     spark=None,
+    include_lost: bool = False,
 ) -> BatchResult:
-    """Score every lead as of ``as_of`` on Spark; same rows as :func:`leadtemp.workflows.score.score_in_batches`."""
+    """Score every lead as of ``as_of`` on Spark; same rows as :func:`leadtemp.workflows.score.score_in_batches`
+    (``include_lost``: leads lost at ``as_of`` too, marked by ``lost_since``)."""
     from pyspark.sql import functions as F
 
     started = time.monotonic()
@@ -146,9 +149,10 @@ def score_spark(
             events[ROW] = ev[ROW_INDEX].to_numpy()[events.index.to_numpy()]
         else:
             events = EVENT_SCHEMA.empty_table().to_pandas()
-        scored, rejects, not_eligible = score_partition(canon, events, worker_scorer, as_of, reasons)
+        scored, rejects, not_eligible, lost = score_partition(canon, events, worker_scorer, as_of, reasons, include_lost)
         out = [scored.drop(columns=["as_of", "model_version"]).assign(kind="scored"),
-               rejects.assign(kind="rejected"), pd.DataFrame({"kind": ["count"], "not_eligible": [not_eligible]})]
+               rejects.assign(kind="rejected"),
+               pd.DataFrame({"kind": ["count"], "not_eligible": [not_eligible], "lost": [lost]})]
         columns = [c.split()[0] for c in RESULT_SCHEMA.split(", ")]
         result = pd.concat(out, ignore_index=True).reindex(columns=columns)
         # PySpark's Arrow path takes plain object columns for text, not pandas 3's Arrow-backed str.
@@ -158,13 +162,15 @@ def score_spark(
                .applyInPandas(score_group, RESULT_SCHEMA)).cache()
     scored = results.where(F.col("kind") == "scored")
     ordered = scored.orderBy(F.col("probability").desc(), F.col("margin").desc(), F.col("lead_id").asc())
-    base = ordered.select("lead_id", "probability", "score", "bucket", *REASON_COLUMNS)
+    base = ordered.select("lead_id", "probability", "score", "bucket", *REASON_COLUMNS,
+                          *([LOST_SINCE] if include_lost else []))
     from pyspark.sql.types import LongType, StructField, StructType
 
     ranked = base.rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1] + 1)).toDF(
         StructType([*base.schema.fields, StructField("rank", LongType(), False)]))
     stamp = F.lit(as_of.to_pydatetime()).cast("timestamp")
-    ranked = ranked.withColumn("as_of", stamp).withColumn("model_version", F.lit(version)).select(*OUTPUT_COLUMNS)
+    ranked = ranked.withColumn("as_of", stamp).withColumn("model_version", F.lit(version)).select(
+        *OUTPUT_COLUMNS, *([LOST_SINCE] if include_lost else []))
     rejected = (results.where(F.col("kind") == "rejected").withColumn("as_of", stamp)
                 .withColumn("model_version", F.lit(version)).select(*REJECT_COLUMNS))
     if target.url is not None:
@@ -176,7 +182,8 @@ def score_spark(
     counts = dict(results.groupBy("kind").count().collect())
     buckets = dict(scored.groupBy("bucket").count().collect())
     sources = dict(rejected.groupBy("source").count().collect())
-    not_eligible = results.where(F.col("kind") == "count").agg(F.sum("not_eligible")).first()[0] or 0
+    totals = results.where(F.col("kind") == "count").agg(F.sum("not_eligible"), F.sum("lost")).first()
+    not_eligible, lost = totals[0] or 0, totals[1] or 0
     results.unpersist()
     echo(f"spark: {n_leads:,} leads in {n} partitions")
     buckets = {b: int(buckets.get(b, 0)) for b in BUCKETS}
@@ -184,7 +191,7 @@ def score_spark(
         scored=int(counts.get("scored", 0)), rejected_leads=int(sources.get("leads", 0)),
         rejected_interactions=int(sources.get("interactions", 0)), not_eligible=int(not_eligible), leads_read=n_leads,
         partitions=n, resumed_partitions=0, buckets=buckets, seconds=time.monotonic() - started, target=str(target),
-        rejects=str(rejects_name), warnings=bucket_warnings(buckets))
+        rejects=str(rejects_name), warnings=bucket_warnings(buckets), lost=int(lost), include_lost=include_lost)
 
 
 def _write(spark, frame, path, table) -> None:

@@ -27,6 +27,7 @@ from leadtemp.adapters.files import write_batches
 from leadtemp.adapters.paths import RunFolder, storage_errors
 from leadtemp.adapters.sources import READ_BATCH, Target, database_errors, frame_from_rows
 from leadtemp.core.errors import ConfigError
+from leadtemp.core.lifecycle import LOST_SINCE
 from leadtemp.core.schema import LEAD_ID
 from leadtemp.modelling.partition import REJECT_COLUMNS, partition_of
 from leadtemp.modelling.scorer import OUTPUT_COLUMNS
@@ -79,13 +80,21 @@ class PartitionFiles:
             return (pq.read_table(path) if path.exists() else self.schema.empty_table()).to_pandas()
 
 
-def output_table(metadata: sa.MetaData, name: str, margin: bool = False) -> sa.Table:
+def output_table(metadata: sa.MetaData, name: str, margin: bool = False, lost_since: bool = False) -> sa.Table:
+    """The scores table; ``margin``: the staging form (margin and partition, no rank, always ``lost_since``);
+    ``lost_since``: the output of a run that scores lost leads too (``--include-lost``), marked."""
     columns = [sa.Column("lead_id", sa.String, primary_key=not margin), sa.Column("as_of", sa.DateTime, primary_key=not margin),
                sa.Column("model_version", sa.String, primary_key=not margin), sa.Column("probability", sa.Float(53)),
                sa.Column("score", sa.Integer), sa.Column("bucket", sa.String)]
     columns += [sa.Column("margin", sa.Float(53)), sa.Column("part", sa.Integer)] if margin else [sa.Column("rank", sa.BigInteger)]
     columns += [sa.Column(f"reason_{i}", sa.Text) for i in (1, 2, 3)]
+    if margin or lost_since:
+        columns.append(sa.Column(LOST_SINCE, sa.DateTime))
     return sa.Table(name, metadata, *columns)
+
+
+def output_columns(include_lost: bool) -> list[str]:
+    return OUTPUT_COLUMNS + ([LOST_SINCE] if include_lost else [])
 
 
 def rejects_table(metadata: sa.MetaData, name: str, part: bool = False) -> sa.Table:
@@ -129,7 +138,7 @@ class Staging:
         self.done = sa.Table(f"leadtemp_stage_done_{self.key}", self.metadata,
                              sa.Column("part", sa.Integer, primary_key=True), sa.Column("scored", sa.BigInteger),
                              sa.Column("rejected", sa.BigInteger), sa.Column("not_eligible", sa.BigInteger),
-                             sa.Column("manifest", sa.Text))
+                             sa.Column("manifest", sa.Text), sa.Column("lost", sa.BigInteger))
 
     def create(self) -> None:
         self.metadata.create_all(self.engine)
@@ -137,7 +146,7 @@ class Staging:
     def drop(self) -> None:
         self.metadata.drop_all(self.engine)
 
-    def finished(self, manifest: str) -> dict[int, tuple[int, int, int]]:
+    def finished(self, manifest: str) -> dict[int, tuple[int, int, int, int]]:
         """Partitions done under this manifest (staged under another one are discarded)."""
         with self.engine.begin() as conn:
             rows = conn.execute(sa.select(self.done)).all()
@@ -145,12 +154,15 @@ class Staging:
             self.drop()
             self.create()
             return {}
-        return {r.part: (r.scored, r.rejected, r.not_eligible) for r in rows}
+        return {r.part: (r.scored, r.rejected, r.not_eligible, r.lost or 0) for r in rows}
 
-    def write(self, part: int, scored: pd.DataFrame, rejects: pd.DataFrame, not_eligible: int, manifest: str) -> None:
+    def write(self, part: int, scored: pd.DataFrame, rejects: pd.DataFrame, not_eligible: int, manifest: str,
+              lost: int = 0) -> None:
         """One partition's rows and its done mark, in one transaction (all or nothing)."""
         rows = scored.drop(columns=["as_of", "model_version"]).assign(
             as_of=self.as_of.to_pydatetime(), model_version=self.model_version, part=part)
+        if LOST_SINCE not in rows.columns:
+            rows[LOST_SINCE] = pd.NaT
         rej = rejects.assign(as_of=self.as_of.to_pydatetime(), model_version=self.model_version, part=part)
         with self.engine.begin() as conn:  # a partition without its done mark has no staged rows either
             for table, frame in ((self.rows, rows), (self.rejects, rej)):
@@ -158,7 +170,7 @@ class Staging:
                     records = frame[[c.name for c in table.columns]].astype(object).where(frame.notna(), None)
                     conn.execute(table.insert(), records.to_dict("records"))
             conn.execute(self.done.insert(), [{"part": part, "scored": len(scored), "rejected": len(rejects),
-                                               "not_eligible": not_eligible, "manifest": manifest}])
+                                               "not_eligible": not_eligible, "manifest": manifest, "lost": lost}])
 
     def ranked(self) -> sa.Select:
         """The staged rows with their rank over the whole run (the order of :func:`rank_order`)."""
@@ -166,17 +178,18 @@ class Staging:
         rank = sa.func.row_number().over(order_by=[s.probability.desc(), s.margin.desc(),
                                                    _byte_order(s.lead_id, self.engine.dialect.name)])
         return sa.select(s.lead_id, s.as_of, s.probability, s.score, s.bucket, rank.label("rank"),
-                         s.reason_1, s.reason_2, s.reason_3, s.model_version)
+                         s.reason_1, s.reason_2, s.reason_3, s.model_version, s.lost_since)
 
     def rejected(self) -> sa.Select:
         r = self.rejects.c
         return sa.select(*(getattr(r, c) for c in REJECT_COLUMNS)).order_by(r.part, r.source, r.row)
 
 
-def publish_to_database(staging: Staging, table_name: str, rejects_name: str) -> None:
+def publish_to_database(staging: Staging, table_name: str, rejects_name: str, include_lost: bool = False) -> None:
     """Replace this run's (as_of, model_version) rows in the output tables, in one transaction."""
     metadata = sa.MetaData()
-    target = output_table(metadata, table_name)
+    target = output_table(metadata, table_name, lost_since=include_lost)
+    columns = output_columns(include_lost)
     rejects = rejects_table(metadata, rejects_name)
     _check_columns(staging.engine, target)
     _check_columns(staging.engine, rejects)
@@ -185,7 +198,7 @@ def publish_to_database(staging: Staging, table_name: str, rejects_name: str) ->
         for table in (target, rejects):
             conn.execute(sa.delete(table).where(table.c.as_of == staging.as_of.to_pydatetime(),
                                                 table.c.model_version == staging.model_version))
-        conn.execute(target.insert().from_select(OUTPUT_COLUMNS, sa.select(*(ranked.c[c] for c in OUTPUT_COLUMNS))))
+        conn.execute(target.insert().from_select(columns, sa.select(*(ranked.c[c] for c in columns))))
         conn.execute(rejects.insert().from_select(REJECT_COLUMNS, staging.rejected()))
 
 
@@ -195,16 +208,17 @@ def _select_batches(engine: sa.Engine, query: sa.Select) -> Iterator[pd.DataFram
         columns = list(result.keys())
         for rows in result.partitions():
             frame = frame_from_rows(rows, columns)
-            if "as_of" in frame.columns:
-                frame["as_of"] = pd.to_datetime(frame["as_of"])
+            for column in ("as_of", LOST_SINCE):
+                if column in frame.columns:
+                    frame[column] = pd.to_datetime(frame[column])
             yield frame
 
 
-def publish_to_files(staging: Staging, out: Path, rejects_out: Path) -> None:
+def publish_to_files(staging: Staging, out: Path, rejects_out: Path, include_lost: bool = False) -> None:
     """Write the ranked rows (best first) and the rejects to files, each appearing at once."""
     query = staging.ranked()
     query = query.order_by(query.selected_columns["rank"])
-    write_batches(out, _select_batches(staging.engine, query), OUTPUT_COLUMNS)
+    write_batches(out, _select_batches(staging.engine, query), output_columns(include_lost))
     write_batches(rejects_out, _select_batches(staging.engine, staging.rejected()), REJECT_COLUMNS)
 
 
@@ -218,8 +232,8 @@ class LocalScoringRun:
     touched. The same run again (same key) finds the folder and resumes; a finished run removes it.
     """
 
-    def __init__(self, target: Target, work_dir: Path | None = None):
-        self._target, self.work_dir = target, work_dir
+    def __init__(self, target: Target, work_dir: Path | None = None, include_lost: bool = False):
+        self._target, self.work_dir, self.include_lost = target, work_dir, include_lost
         self.target, self.rejects = str(target), str(target.rejects_name)
         self.folder: RunFolder | None = None
         self.work: Path | None = None
@@ -236,7 +250,8 @@ class LocalScoringRun:
                 staging = self._staging()
                 with self._errors():
                     metadata = sa.MetaData()
-                    _check_columns(staging.engine, output_table(metadata, self._target.table), create=False)
+                    _check_columns(staging.engine, output_table(metadata, self._target.table,
+                                                                lost_since=self.include_lost), create=False)
                     _check_columns(staging.engine, rejects_table(metadata, str(self._target.rejects_name)), create=False)
             except BaseException:
                 self.close(False)
@@ -279,24 +294,24 @@ class LocalScoringRun:
             self.staging = staging
         return self.staging
 
-    def finished(self, manifest_id: str) -> dict[int, tuple[int, int, int]]:
+    def finished(self, manifest_id: str) -> dict[int, tuple[int, int, int, int]]:
         staging = self._staging()
         with self._errors():
             return staging.finished(manifest_id)
 
     def stage(self, part: int, scored: pd.DataFrame, rejects: pd.DataFrame, not_eligible: int,
-              manifest_id: str) -> None:
+              manifest_id: str, lost: int = 0) -> None:
         staging = self._staging()
         with self._errors():
-            staging.write(part, scored, rejects, not_eligible, manifest_id)
+            staging.write(part, scored, rejects, not_eligible, manifest_id, lost)
 
     def publish(self) -> tuple[dict[str, int], dict[str, int]]:
         staging, t = self._staging(), self._target
         with self._errors():
             if t.path is not None:
-                publish_to_files(staging, t.path, Path(t.rejects_name))
+                publish_to_files(staging, t.path, Path(t.rejects_name), self.include_lost)
             else:
-                publish_to_database(staging, t.table, str(t.rejects_name))
+                publish_to_database(staging, t.table, str(t.rejects_name), self.include_lost)
             with self.engine.connect() as conn:
                 s = staging.rows.c
                 buckets = dict(conn.execute(sa.select(s.bucket, sa.func.count()).group_by(s.bucket)).all())

@@ -205,6 +205,7 @@ class Simulate:
     start: str = "2023-01-01"
     months: int = 30
     shift_at: str | None = None
+    lost: bool = False   # lost leads recorded (disqualified, closed silently) and recycled: docs/simulator.md
 
 
 @dataclass(frozen=True)
@@ -350,11 +351,24 @@ class Params:
                 problems.append(f"events.{name}.kind: {e.kind!r} is not one of {list(EVENT_KINDS)}")
             if (e.kind == "outcome") != (e.ends is not None) or (e.ends is not None and e.ends not in OUTCOME_ENDS):
                 problems.append(f"events.{name}: an outcome needs ends: lost or won, and only outcomes have ends")
+        problems += _lost_problems(self)
         if not 0 < self.drift.psi_warn <= self.drift.psi_alert:
             problems.append("drift: need 0 < psi_warn <= psi_alert")
         if problems:
             raise ConfigError("; ".join(problems))
         return self
+
+
+def _lost_problems(p: Params) -> list[str]:
+    """Lost leads (issue 18): ``lost_at`` is a column of its own, and a type cannot both close and reopen a lead."""
+    problems = []
+    c = p.data.columns
+    if c.lost_at is not None and c.lost_at in {c.lead_id, c.created_at, c.converted_at, c.label}:
+        problems.append(f"data.columns.lost_at: {c.lost_at!r} is already another role's column")
+    if both := sorted(set(p.lost_types()) & set(p.reopening_types())):
+        problems.append(f"events: {both} close a lead as lost (outcome, ends: lost) and reopen it (reopens: true); "
+                        "choose one")
+    return problems
 
 
 def _date_problems(d: Data) -> list[str]:

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from leadtemp.core.config import Features
+from leadtemp.core.lifecycle import REOPENED_AT, LossRules, loss_spells, lost_state
 from leadtemp.core.schema import CREATED_AT, DIRECTION, LEAD_ID, TIMESTAMP, TYPE
 
 DAY = np.timedelta64(1, "D")
@@ -49,6 +50,13 @@ class FeatureSpec:
     thermometer: dict[str, float] = field(default_factory=dict)
     mode: str = "events"   # events: snapshots with behaviour; labels: attributes of a label table (one row per lead)
     timed: bool = True     # False: the training table had no time at all
+    # Lost and reopened leads (LossRules.to_dict(): lost_types, reopening_types); {} = the data had no way to
+    # lose a lead. When set, the model has the feature days_since_reopened and lost types are no channel.
+    lifecycle: dict = field(default_factory=dict)
+
+    @property
+    def loss_rules(self) -> LossRules:
+        return LossRules.from_dict(self.lifecycle)
 
     @property
     def behaviour_columns(self) -> list[str]:
@@ -58,7 +66,8 @@ class FeatureSpec:
         for prefix in [c.name for c in self.channels] + ["inbound", "outbound"]:
             cols += [f"{prefix}_{w}d" for w in self.windows_days]
             cols += [f"{prefix}_days_since_last", f"{prefix}_decayed"]
-        return cols + ["days_since_first_inbound", "just_turned_active", "inbound_trend", "lead_age_days"]
+        cols += ["days_since_first_inbound", "just_turned_active", "inbound_trend", "lead_age_days"]
+        return cols + (["days_since_reopened"] if self.lifecycle else [])
 
     @property
     def columns(self) -> list[str]:
@@ -82,6 +91,7 @@ class FeatureSpec:
             thermometer=dict(raw.get("thermometer", {})),
             mode=LEGACY_MODES.get(raw.get("mode", "events"), raw.get("mode", "events")),
             timed=bool(raw.get("timed", True)),
+            lifecycle=dict(raw.get("lifecycle", {})),
         )
 
 
@@ -94,12 +104,16 @@ def fit_feature_spec(
     before: pd.Timestamp | None,
     mode: str = "events",
     timed: bool = True,
+    lifecycle: LossRules | None = None,
 ) -> FeatureSpec:
     """Learn channels and categories from rows strictly before ``before`` (the training data).
 
-    ``before=None``: the caller passes only training rows (tables with a final label).
+    ``before=None``: the caller passes only training rows (tables with a final label). ``lifecycle``:
+    how leads are lost and reopened (:meth:`LossRules.of`); lost types never become channels.
     """
     past = interactions if before is None else interactions.loc[interactions[TIMESTAMP] < before]
+    if lifecycle is not None and lifecycle.lost_types:
+        past = past.loc[~past[TYPE].isin(lifecycle.lost_types)]
     counts = past.groupby([TYPE, DIRECTION]).size().sort_values(ascending=False, kind="stable")
     channels = tuple(Channel(t, d) for t, d in counts.index[: settings.max_channels]) if mode == "events" else ()
     old_leads = leads if before is None else leads.loc[leads[CREATED_AT] < before]
@@ -116,6 +130,7 @@ def fit_feature_spec(
         thermometer=dict(settings.thermometer),
         mode=mode,
         timed=timed,
+        lifecycle=lifecycle.to_dict() if lifecycle is not None and mode == "events" else {},
     )
 
 
@@ -134,8 +149,11 @@ def prepare_events(interactions: pd.DataFrame, spec: FeatureSpec, sort: bool = T
     """Interactions with integer channel codes; unknown channels keep only direction.
 
     ``sort``: in time order, so that :func:`features_as_of` cuts each date with a binary search
-    (training reads one prepared log at many cutoffs); scoring one date needs no order.
+    (training reads one prepared log at many cutoffs); scoring one date needs no order. Interactions of
+    a lost type are left out: a lost lead is not scored, and a reopened one carries only ``days_since_reopened``.
     """
+    if spec.lifecycle and spec.lifecycle.get("lost_types"):
+        interactions = interactions.loc[~interactions[TYPE].isin(spec.lifecycle["lost_types"])]
     kind, kinds = pd.factorize(interactions[TYPE], sort=False)
     inbound = (interactions[DIRECTION] == "inbound").to_numpy(dtype=bool)
     # A small lookup per distinct (type, direction): channel code and thermometer heat.
@@ -231,6 +249,8 @@ def features_as_of(
     prior = _group_count(pos[inbound & (age >= TREND_RECENT_DAYS) & (age < TREND_RECENT_DAYS + TREND_PRIOR_DAYS)], n)
     values[row["inbound_trend"]] = np.log((recent + 0.5) / TREND_RECENT_DAYS) - np.log((prior + 0.5) / TREND_PRIOR_DAYS)
     values[row["lead_age_days"]] = (as_of.to_datetime64() - leads[CREATED_AT].to_numpy()) / DAY
+    if spec.lifecycle:
+        values[row["days_since_reopened"]] = _days_since_reopened(leads, as_of)
 
     behaviour = pd.DataFrame(values.T, columns=names, index=leads.index, copy=False)
     out = pd.concat([
@@ -241,6 +261,15 @@ def features_as_of(
     heat = events["heat"].to_numpy()[past][keep]
     out["thermometer_score"] = _group_count(pos, n, heat * decay)
     return out.reset_index(drop=True)
+
+
+def _days_since_reopened(leads: pd.DataFrame, as_of: pd.Timestamp) -> np.ndarray:
+    """Days from the end of each lead's latest lost spell to ``as_of`` (NaN: never reopened); the leads come with
+    ``reopened_at`` as of this very date (:func:`leadtemp.core.snapshots.scorable_leads`)."""
+    if REOPENED_AT not in leads.columns:
+        raise ValueError("this model has days_since_reopened: pass leads with their reopened_at as of the date "
+                         "(leadtemp.core.snapshots.scorable_leads)")
+    return (as_of.to_datetime64() - leads[REOPENED_AT].to_numpy(dtype="datetime64[ns]")) / DAY
 
 
 def attribute_features(leads: pd.DataFrame, as_of: pd.Timestamp | None, spec: FeatureSpec) -> pd.DataFrame:
@@ -265,10 +294,14 @@ def build_training_frame(
     """
     events = prepare_events(interactions, spec)
     by_id = leads.set_index(LEAD_ID, drop=False)
-    extra = [c for c in snapshots.columns if c not in (LEAD_ID, "cutoff", "label")]
+    extra = [c for c in snapshots.columns if c not in (LEAD_ID, "cutoff", "label", REOPENED_AT)]
     # Attributes do not depend on the date: built once for all rows, behaviour per date.
     per_date = replace(spec, categorical={}, numeric=()) if spec.mode == "events" else spec
     snapshots = snapshots.sort_values("cutoff", kind="stable")
+    if spec.lifecycle:  # each row's reopening as of its own cutoff
+        spells = loss_spells(leads, interactions, spec.loss_rules)
+        state = lost_state(spells, snapshots[LEAD_ID].to_numpy(), snapshots["cutoff"].to_numpy())
+        snapshots = snapshots.assign(**{REOPENED_AT: state[REOPENED_AT].to_numpy()})
     rows_of = None
     parts = []
     for cutoff, snap in snapshots.groupby("cutoff", sort=True):
@@ -278,7 +311,10 @@ def build_training_frame(
                 rows_of = events.groupby(LEAD_ID, sort=False).indices
             found = [rows_of[i] for i in snap[LEAD_ID].to_numpy() if i in rows_of]
             subset = events.iloc[np.sort(np.concatenate(found))] if found else events.iloc[:0]
-        frame = features_as_of(by_id.loc[snap[LEAD_ID]].reset_index(drop=True), subset, cutoff, per_date)
+        these = by_id.loc[snap[LEAD_ID]].reset_index(drop=True)
+        if spec.lifecycle:
+            these[REOPENED_AT] = snap[REOPENED_AT].to_numpy()
+        frame = features_as_of(these, subset, cutoff, per_date)
         frame["label"] = snap["label"].to_numpy()
         for column in extra:
             frame[column] = snap[column].to_numpy()

@@ -60,11 +60,11 @@ class ScoringRun(Protocol):
     def save_manifest(self, manifest: dict) -> None:
         """Mark the partition step done (written last, atomically)."""
 
-    def finished(self, manifest_id: str) -> dict[int, tuple[int, int, int]]:
-        """Partitions already staged under this manifest: part -> (scored, rejected, not eligible)."""
+    def finished(self, manifest_id: str) -> dict[int, tuple[int, int, int, int]]:
+        """Partitions already staged under this manifest: part -> (scored, rejected, not eligible, lost)."""
 
     def stage(self, part: int, scored: pd.DataFrame, rejects: pd.DataFrame, not_eligible: int,
-              manifest_id: str) -> None:
+              manifest_id: str, lost: int = 0) -> None:
         """One partition's rows and its done mark, all or nothing."""
 
     def publish(self) -> tuple[dict[str, int], dict[str, int]]:

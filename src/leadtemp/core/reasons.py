@@ -37,6 +37,7 @@ OUTBOUND_WORDS = {
     "sms": ("we texted them", "texts from us"),
 }
 PLUS, MINUS = "(+)", "(\u2212)"
+REOPENED_GROUP = "reopened"  # lost and reopened leads (core/lifecycle.py): days_since_reopened
 
 
 def _days(d: float) -> str:
@@ -67,6 +68,8 @@ def feature_groups(spec: FeatureSpec) -> list[Group]:
         groups += [window_group("inbound"), window_group("outbound")]
         groups += [Group("activation", ("days_since_first_inbound", "just_turned_active")),
                    Group("trend", ("inbound_trend",)), Group("lead_age", ("lead_age_days",))]
+        if spec.lifecycle:
+            groups.append(Group(REOPENED_GROUP, ("days_since_reopened",)))
     groups += [Group(col, (col,)) for col in [*spec.categorical, *spec.numeric]]
     return groups
 
@@ -111,6 +114,8 @@ def describe_group(key: str, row: pd.Series, spec: FeatureSpec, labels: dict[str
         return "contact from them is steady this week"
     if key == "lead_age":
         return f"lead is {_days(row['lead_age_days'])} old"
+    if key == REOPENED_GROUP:
+        return describe_reopening(row["days_since_reopened"])
     label = labels.get(key, key.replace("_", " "))
     value = row[key]
     if pd.isna(value):
@@ -118,6 +123,13 @@ def describe_group(key: str, row: pd.Series, spec: FeatureSpec, labels: dict[str
     if isinstance(value, float):
         value = int(value) if value.is_integer() else f"{value:.4g}"
     return f"{label}: {value}"
+
+
+def describe_reopening(days_since_reopened: float) -> str:
+    """Words for a lead that was lost (or disqualified) and came back; NaN: it never did."""
+    if pd.isna(days_since_reopened):
+        return "never closed as lost and reopened"
+    return f"reopened {_days(days_since_reopened)} ago"
 
 
 def group_contributions(contrib: np.ndarray, spec: FeatureSpec) -> pd.DataFrame:
@@ -143,12 +155,13 @@ def _worded_from(key: str, spec: FeatureSpec, channels: dict) -> list[str]:
     if key in channels or key in ("inbound", "outbound"):
         return [f"{key}_{w}d" for w in spec.windows_days] + [f"{key}_days_since_last"]
     return {"activation": ["days_since_first_inbound", "just_turned_active"], "trend": ["inbound_trend"],
-            "lead_age": ["lead_age_days"]}.get(key, [key])
+            "lead_age": ["lead_age_days"], REOPENED_GROUP: ["days_since_reopened"]}.get(key, [key])
 
 
 def _in_whole_days(column: str) -> bool:
     """Columns :func:`describe_group` words through ``_days``, i.e. rounded to whole days."""
-    return column.endswith("days_since_last") or column in ("days_since_first_inbound", "lead_age_days")
+    return column.endswith("days_since_last") or column in ("days_since_first_inbound", "lead_age_days",
+                                                            "days_since_reopened")
 
 
 def top_reasons(

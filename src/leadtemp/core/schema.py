@@ -1,7 +1,8 @@
 """The data contract and its checks: where bad input is caught, once, and reported precisely.
 
 Leads: ``lead_id`` (text), ``created_at`` (timestamp), optional ``converted_at`` (timestamp, empty
-when not converted) and attribute columns declared in params.yaml.
+when not converted), optional ``lost_at`` (timestamp: closed as lost or disqualified, empty while
+open; mapped by ``data.columns.lost_at``) and attribute columns declared in params.yaml.
 Interactions: ``lead_id``, ``timestamp``, ``type`` (free vocabulary), ``direction`` (``inbound`` =
 the lead acted, ``outbound`` = we acted), optional numeric ``value``.
 
@@ -25,6 +26,7 @@ from leadtemp.core.config import Data, InteractionColumns, LeadColumns, RowOrder
 from leadtemp.core.errors import SchemaError
 
 LEAD_ID, CREATED_AT, CONVERTED_AT, LABEL = "lead_id", "created_at", "converted_at", "label"
+LOST_AT = "lost_at"  # when the CRM closed the lead as lost or disqualified (NaT: open, or no such column)
 TIMESTAMP, TYPE, DIRECTION, VALUE = "timestamp", "type", "direction", "value"
 DIRECTIONS = ("inbound", "outbound")
 MAX_EXAMPLES = 5
@@ -369,8 +371,9 @@ def validate_leads(
     """Check the leads table and return a normalised copy under leadtemp's column names.
 
     Output columns: ``lead_id`` (text), ``created_at`` and ``converted_at`` (datetime, NaT when the
-    table has none), ``label`` (nullable 0/1, only when ``columns.label`` is set; missing from the
-    input = every lead still open), the attribute columns, and every other input column untouched.
+    table has none), ``lost_at`` (datetime, only when ``columns.lost_at`` maps it), ``label`` (nullable
+    0/1, only when ``columns.label`` is set; missing from the input = every lead still open), the
+    attribute columns, and every other input column untouched.
 
     With ``problems`` (a :class:`RowProblems` of the table's length), bad values are recorded per row
     instead of raised, and duplicate ids are left to the caller (batch scoring sees a lead's every
@@ -380,7 +383,7 @@ def validate_leads(
     columns, dates = columns or LeadColumns(), dates or DateRules()
     categorical, numeric = list(categorical), list(numeric)
     id_col = columns.lead_id
-    required = [c for c in (id_col, columns.created_at) if c] + categorical + numeric
+    required = [c for c in (id_col, columns.created_at, columns.lost_at) if c] + categorical + numeric
     _require_columns(leads, required, source)
     frame = _mark_missing(leads.reset_index(drop=True), missing_values)
     n = len(frame)
@@ -392,8 +395,9 @@ def validate_leads(
               frame, id_col, problems)
         if problems is None:
             _fail(source, id_col, ids.duplicated(keep=False).to_numpy(), "have a duplicate lead id", frame, id_col)
-    roles = {c for c in (id_col, columns.created_at, columns.converted_at, columns.label) if c}
-    out = frame.drop(columns=[c for c in frame.columns if c in roles or c in (LEAD_ID, CREATED_AT, CONVERTED_AT, LABEL)])
+    roles = {c for c in (id_col, columns.created_at, columns.converted_at, columns.label, columns.lost_at) if c}
+    out = frame.drop(columns=[c for c in frame.columns
+                              if c in roles or c in (LEAD_ID, CREATED_AT, CONVERTED_AT, LABEL, LOST_AT)])
     out.insert(0, LEAD_ID, ids.fillna("").astype(str).to_numpy())
     if row_order is not None:
         created = months_from_row_order(frame, row_order, source, id_col)  # whole-table rule: always raises
@@ -411,6 +415,8 @@ def validate_leads(
         _fail(source, columns.converted_at, (converted < created).to_numpy(), "convert before they were created",
               shown, id_col, problems)
     out.insert(2, CONVERTED_AT, converted.to_numpy())
+    if columns.lost_at is not None:
+        out.insert(3, LOST_AT, _lost_times(frame, columns, source, created, converted, id_col, problems, dates).to_numpy())
     if columns.label is not None:
         label = (parse_label(frame, columns.label, source, id_col, problems) if columns.label in frame.columns
                  else pd.Series(pd.NA, index=frame.index, dtype="Int8"))
@@ -418,6 +424,23 @@ def validate_leads(
     for column in numeric:
         out[column] = parse_numbers(frame, column, source, id_col, problems)
     return out
+
+
+def _lost_times(frame: pd.DataFrame, columns: LeadColumns, source: str, created: pd.Series, converted: pd.Series,
+                id_col: str | None, problems: RowProblems | None, dates: DateRules) -> pd.Series:
+    """The ``lost_at`` column (``columns.lost_at``, required once mapped), read like ``converted_at``.
+
+    A loss before the creation time, or at the very moment of the conversion, is a bad value: the
+    lead cannot be both won and lost at once, and no one closes a lead that did not exist yet.
+    """
+    lost = parse_timestamps(frame, columns.lost_at, source, required=False, id_column=id_col, problems=problems,
+                            rules=dates)
+    shown = frame.assign(**{columns.lost_at: lost})
+    _fail(source, columns.lost_at, (lost < created).to_numpy(), "are lost before they were created", shown, id_col,
+          problems)
+    _fail(source, columns.lost_at, (lost == converted).to_numpy(),
+          "are lost at the moment they converted (converted and lost at once)", shown, id_col, problems)
+    return lost
 
 
 def parse_numbers(frame: pd.DataFrame, column: str, source: str, id_column: str | None,

@@ -1,7 +1,8 @@
 """Point-in-time snapshots: cutoffs, eligibility, horizon labels and time-ordered splits.
 
 A snapshot of a lead at cutoff ``t`` is what we knew strictly before ``t``. A lead is eligible when
-it was created before ``t`` and had not converted before ``t``. Its label is 1 when it converts at or
+it was created before ``t``, had not converted before ``t`` and is not lost at ``t`` (closed as lost
+or disqualified and not reopened since: :mod:`leadtemp.core.lifecycle`). Its label is 1 when it converts at or
 after ``t`` and no later than ``t + horizon`` (a conversion stamped exactly at ``t`` was not yet
 known at ``t``, so it is an outcome, not history). Snapshots whose horizon ends after the observed
 data are censored: dropped, never counted as negatives.
@@ -15,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from leadtemp.core.errors import NotEnoughHistory
+from leadtemp.core.lifecycle import LOST, LOST_SINCE, REOPENED_AT, LossRules, loss_spells, lost_state
 from leadtemp.core.schema import CONVERTED_AT, CREATED_AT, LABEL, LEAD_ID, TIMESTAMP
 
 
@@ -41,6 +43,33 @@ def eligible_leads(leads: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
     return leads.loc[mask]
 
 
+def scorable_leads(leads: pd.DataFrame, interactions: pd.DataFrame, as_of: pd.Timestamp, rules: LossRules,
+                   include_lost: bool = False) -> tuple[pd.DataFrame, int]:
+    """The one eligibility rule of scoring (in memory, batch partitions, Spark): open leads at ``as_of``.
+
+    Eligible (:func:`eligible_leads`) and not lost at ``as_of``; ``include_lost`` keeps the lost ones too.
+    Returns a copy of those leads with ``lost_since`` (NaT unless lost) and ``reopened_at`` (the end of
+    the latest lost spell, NaT if never reopened) added, and how many eligible leads were lost at
+    ``as_of`` (kept with ``include_lost``, else left out).
+    """
+    eligible = eligible_leads(leads, as_of).reset_index(drop=True)
+    state = lost_state(loss_spells(eligible, interactions, rules), eligible[LEAD_ID].to_numpy(), as_of)
+    lost = state[LOST].to_numpy()
+    out = eligible.assign(**{LOST_SINCE: state[LOST_SINCE].to_numpy(), REOPENED_AT: state[REOPENED_AT].to_numpy()})
+    if not include_lost:
+        out = out.loc[~lost].reset_index(drop=True)
+    return out, int(lost.sum())
+
+
+def drop_lost(snapshots: pd.DataFrame, spells: pd.DataFrame | None) -> pd.DataFrame:
+    """Snapshots (lead_id, cutoff, ...) without the rows whose lead was lost at its cutoff: a lost lead is at risk
+    of nothing and is never scored, so it is never a training row either (``spells``: :func:`loss_spells`)."""
+    if spells is None or not len(spells) or not len(snapshots):
+        return snapshots
+    lost = lost_state(spells, snapshots[LEAD_ID].to_numpy(), snapshots["cutoff"].to_numpy())[LOST].to_numpy()
+    return snapshots.loc[~lost].reset_index(drop=True)
+
+
 def open_leads(leads: pd.DataFrame, as_of: pd.Timestamp | None) -> pd.DataFrame:
     """Leads of a one-row-per-lead table still without an outcome (and created before ``as_of``)."""
     mask = pd.Series(True, index=leads.index)
@@ -56,8 +85,12 @@ def build_snapshots(
     cutoffs: pd.DatetimeIndex,
     horizon_days: int,
     until: pd.Timestamp,
+    spells: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """One row per (eligible lead, cutoff) whose horizon is observed: lead_id, cutoff, label."""
+    """One row per (eligible lead, cutoff) whose horizon is observed: lead_id, cutoff, label.
+
+    ``spells`` (:func:`~leadtemp.core.lifecycle.loss_spells`): leads lost at a cutoff are not at risk there.
+    """
     horizon = pd.Timedelta(days=horizon_days)
     parts = []
     for cutoff in cutoffs:
@@ -70,18 +103,19 @@ def build_snapshots(
     if not parts:
         return pd.DataFrame({LEAD_ID: pd.Series(dtype=str), "cutoff": pd.Series(dtype="datetime64[ns]"),
                              "label": pd.Series(dtype=np.int8)})
-    return pd.concat(parts, ignore_index=True)
+    return drop_lost(pd.concat(parts, ignore_index=True), spells)
 
 
 def creation_snapshots(leads: pd.DataFrame, horizon_days: int, until: pd.Timestamp,
-                       skip: pd.DatetimeIndex | None = None) -> pd.DataFrame:
+                       skip: pd.DatetimeIndex | None = None, spells: pd.DataFrame | None = None) -> pd.DataFrame:
     """One snapshot per lead at the first midnight after its creation: what a team scoring new leads each morning sees.
 
     Same rules as a periodic cutoff: the lead was created strictly before its cutoff (always, by
     construction), is eligible only if not converted before it, is labelled 1 when it converts in
     [cutoff, cutoff + horizon], and is censored (dropped) when that window is not fully observed.
     ``skip``: periodic cutoffs already used; a creation snapshot on one of them is the same snapshot
-    as the periodic one, so it is not repeated. Columns: lead_id, cutoff, label.
+    as the periodic one, so it is not repeated. ``spells``: as in :func:`build_snapshots` (a lead
+    disqualified on its first day is not at risk the next morning). Columns: lead_id, cutoff, label.
     """
     horizon = pd.Timedelta(days=horizon_days)
     cutoff = leads[CREATED_AT].dt.normalize() + pd.Timedelta(days=1)
@@ -90,8 +124,8 @@ def creation_snapshots(leads: pd.DataFrame, horizon_days: int, until: pd.Timesta
     if skip is not None:
         keep &= ~cutoff.isin(skip)
     label = (converted.notna() & (converted <= cutoff + horizon)).astype(np.int8)
-    return pd.DataFrame({LEAD_ID: leads.loc[keep, LEAD_ID].to_numpy(), "cutoff": cutoff[keep].to_numpy(),
-                         "label": label[keep].to_numpy()})
+    return drop_lost(pd.DataFrame({LEAD_ID: leads.loc[keep, LEAD_ID].to_numpy(), "cutoff": cutoff[keep].to_numpy(),
+                                   "label": label[keep].to_numpy()}), spells)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import pyarrow as pa
 
 from leadtemp.core.config import Params
 from leadtemp.core.errors import ConfigError
+from leadtemp.core.lifecycle import LOST_SINCE
 from leadtemp.core.ports import TableSource
 from leadtemp.core.schema import (
     CONVERTED_AT,
@@ -20,6 +21,7 @@ from leadtemp.core.schema import (
     DIRECTION,
     LABEL,
     LEAD_ID,
+    LOST_AT,
     TIMESTAMP,
     TYPE,
     DateRules,
@@ -27,7 +29,6 @@ from leadtemp.core.schema import (
     validate_interactions,
     validate_leads,
 )
-from leadtemp.core.snapshots import eligible_leads, open_leads
 from leadtemp.modelling.scorer import OUTPUT_COLUMNS, LeadScorer
 
 REJECT = "_reject"  # per-row reason a partition row cannot be used (None = fine)
@@ -40,7 +41,9 @@ _SINGULAR = (("are not parsable timestamps", "is not a parsable timestamp"), ("a
              ("have an empty lead id", "is empty"), ("convert before they were created", "is before the creation time"),
              ("are not numbers", "is not a number"), ("have an empty type", "is empty"),
              ("have a direction other than", "is not one of"), ("are not an outcome", "is not an outcome"),
-             ("are not finite numbers", "is not a finite number"), ("are outside", "is outside"))
+             ("are not finite numbers", "is not a finite number"), ("are outside", "is outside"),
+             ("are lost before they were created", "is before the creation time"),
+             ("are lost at the moment they converted", "is the conversion time"))
 
 
 def _singular(reason: str) -> str:
@@ -58,7 +61,7 @@ def partition_of(lead_ids: pd.Series | np.ndarray, n: int) -> np.ndarray:
 def lead_schema(scorer: LeadScorer) -> pa.Schema:
     spec = scorer.spec
     fields = [(LEAD_ID, pa.string()), (CREATED_AT, pa.timestamp("ns")), (CONVERTED_AT, pa.timestamp("ns")),
-              (LABEL, pa.int8())]
+              (LOST_AT, pa.timestamp("ns")), (LABEL, pa.int8())]
     fields += [(c, pa.string()) for c in spec.categorical] + [(c, pa.float64()) for c in spec.numeric]
     return pa.schema(fields + [(REJECT, pa.string()), (ROW, pa.int64())])
 
@@ -80,6 +83,8 @@ def canonical_leads(raw: pd.DataFrame, source: str, params: Params, scorer: Lead
                            missing_values=d.missing_values, row_order=d.created_from_row_order, problems=problems,
                            dates=dates or DateRules.of(d))
     out = pd.DataFrame({LEAD_ID: leads[LEAD_ID], CREATED_AT: leads[CREATED_AT], CONVERTED_AT: leads[CONVERTED_AT],
+                        LOST_AT: leads[LOST_AT] if LOST_AT in leads.columns else pd.Series(pd.NaT, index=leads.index,
+                                                                                         dtype="datetime64[ns]"),
                         LABEL: leads[LABEL] if LABEL in leads.columns else pd.Series(pd.NA, index=leads.index,
                                                                                      dtype="Int8")})
     for column in spec.categorical:  # as text, exactly as features._attributes reads it
@@ -107,11 +112,14 @@ def canonical_events(raw: pd.DataFrame, source: str, params: Params, first_row: 
 
 
 def score_partition(leads: pd.DataFrame, events: pd.DataFrame, scorer: LeadScorer, as_of: pd.Timestamp,
-                    reasons: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+                    reasons: bool = True, include_lost: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, int, int]:
     """Score one partition: canonical leads and all their events (with ``_reject`` reasons).
 
-    Returns the scored rows (output columns without ``rank``, plus ``margin``), the rejected rows
-    (``lead_id, source, row, reason``) and the number of valid leads not eligible at ``as_of``.
+    Returns the scored rows (output columns without ``rank``, plus ``margin`` and ``lost_since``), the
+    rejected rows (``lead_id, source, row, reason``), the number of valid leads not eligible at ``as_of``
+    (not yet created, or converted) and the number of eligible leads lost at ``as_of`` (not scored,
+    unless ``include_lost``: then scored with ``lost_since`` set). Eligibility is
+    :meth:`LeadScorer.eligible`, the rule of every scoring path.
     A lead is rejected for a bad value of its own, a duplicate id (every copy) or a bad interaction.
     Interactions of a lead that is not in the leads table are rejected as ``interactions`` rows.
     """
@@ -141,14 +149,18 @@ def score_partition(leads: pd.DataFrame, events: pd.DataFrame, scorer: LeadScore
     good[LABEL] = good[LABEL].astype("Int8")
     for column in scorer.spec.categorical:
         good[column] = good[column].astype("string")
-    eligible = eligible_leads(good, as_of) if scorer.spec.mode == "events" else open_leads(good, as_of)
     valid_events = events.loc[~orphan & events[REJECT].isna()].drop(columns=[REJECT, ROW])
+    eligible, lost = scorer.eligible(good, valid_events, as_of, include_lost)
     valid_events = valid_events.loc[valid_events[LEAD_ID].isin(pd.Index(eligible[LEAD_ID]))]
     if len(eligible):
-        scored = scorer.score_rows(scorer.features(eligible, valid_events, as_of), reasons=reasons)
+        scored = scorer.score_rows(scorer.features_of(eligible, valid_events, as_of), reasons=reasons)
+        scored[LOST_SINCE] = (eligible[LOST_SINCE].to_numpy() if LOST_SINCE in eligible.columns
+                              else np.full(len(eligible), np.datetime64("NaT", "ns")))
     else:
-        scored = pd.DataFrame({c: [] for c in OUTPUT_COLUMNS if c != "rank"} | {"margin": []})
-    return scored, pd.concat(rejects, ignore_index=True), len(good) - len(eligible)
+        scored = pd.DataFrame({c: [] for c in OUTPUT_COLUMNS if c != "rank"} | {"margin": [], LOST_SINCE: []})
+        scored[LOST_SINCE] = scored[LOST_SINCE].astype("datetime64[ns]")
+    not_eligible = len(good) - len(eligible) - (0 if include_lost else lost)
+    return scored, pd.concat(rejects, ignore_index=True), not_eligible, lost
 
 
 def interactions_read(scorer: LeadScorer, interactions: TableSource | None) -> TableSource | None:

@@ -118,3 +118,5 @@ class BatchResult:
     target: str
     rejects: str
     warnings: list[str] = field(default_factory=list)  # what the model never saw in training, said once
+    lost: int = 0          # eligible leads lost at as_of: skipped, or scored and marked (include_lost)
+    include_lost: bool = False

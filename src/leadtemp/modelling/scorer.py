@@ -20,9 +20,10 @@ import pandas as pd
 
 from leadtemp.core.errors import ConfigError
 from leadtemp.core.features import FeatureSpec, attribute_features, feature_matrix, features_as_of, prepare_events
+from leadtemp.core.lifecycle import LOST_SINCE
 from leadtemp.core.reasons import group_contributions, top_reasons
 from leadtemp.core.schema import LEAD_ID
-from leadtemp.core.snapshots import eligible_leads, open_leads
+from leadtemp.core.snapshots import open_leads, scorable_leads
 from leadtemp.modelling.buckets import BucketCutoffs
 from leadtemp.modelling.calibration import Calibrator
 
@@ -85,18 +86,32 @@ class LeadScorer:
             self._fast = ExactContributions(self.booster)
         return self._fast(feature_matrix(features, self.spec), margin)
 
-    def features(self, leads: pd.DataFrame, interactions: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
-        """Features of the leads eligible at ``as_of``.
+    def eligible(self, leads: pd.DataFrame, interactions: pd.DataFrame, as_of: pd.Timestamp,
+                 include_lost: bool = False) -> tuple[pd.DataFrame, int]:
+        """The leads to score at ``as_of`` and how many eligible ones were lost then (left out unless ``include_lost``).
 
-        Eligible: created before ``as_of`` and not converted before it; for a model trained on a
-        table with final labels, every lead without an outcome yet (and, when the table has time,
-        created before ``as_of``).
+        Eligible: created before ``as_of``, not converted before it and not lost at it (closed as lost and
+        not reopened since, by the model's loss rules and the leads' ``lost_at``:
+        :func:`~leadtemp.core.snapshots.scorable_leads`); for a model trained on a table with final
+        labels, every lead without an outcome yet (and, when the table has time, created before ``as_of``).
         """
         as_of = pd.Timestamp(as_of)
         if self.spec.mode == "events":
-            eligible = eligible_leads(leads, as_of).reset_index(drop=True)
+            return scorable_leads(leads, interactions, as_of, self.spec.loss_rules, include_lost)
+        return open_leads(leads, as_of), 0
+
+    def features_of(self, eligible: pd.DataFrame, interactions: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+        """Features of leads already found eligible by :meth:`eligible`, aligned with them."""
+        as_of = pd.Timestamp(as_of)
+        if self.spec.mode == "events":
             return features_as_of(eligible, prepare_events(interactions, self.spec, sort=False), as_of, self.spec)
-        return attribute_features(open_leads(leads, as_of), as_of, self.spec)
+        return attribute_features(eligible, as_of, self.spec)
+
+    def features(self, leads: pd.DataFrame, interactions: pd.DataFrame, as_of: pd.Timestamp,
+                 include_lost: bool = False) -> pd.DataFrame:
+        """Features of the leads eligible at ``as_of`` (see :meth:`eligible`)."""
+        eligible, _ = self.eligible(leads, interactions, as_of, include_lost)
+        return self.features_of(eligible, interactions, as_of)
 
     def score_rows(self, features: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:
         """Unranked scores of a feature frame: the output columns without ``rank``, plus ``margin``.
@@ -125,15 +140,28 @@ class LeadScorer:
         out["margin"] = margin
         return out
 
-    def score_features(self, features: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:
-        """Scores, buckets, ranks and reasons for a feature frame (one as_of)."""
+    def score_features(self, features: pd.DataFrame, reasons: bool = True,
+                       lost_since: np.ndarray | None = None) -> pd.DataFrame:
+        """Scores, buckets, ranks and reasons for a feature frame (one as_of).
+
+        ``lost_since`` (aligned with ``features``): add the column that marks leads scored although lost.
+        """
         out = self.score_rows(features, reasons)
         out["rank"] = rank_order(out)
-        return out.sort_values("rank", kind="stable").reset_index(drop=True)[OUTPUT_COLUMNS]
+        columns = OUTPUT_COLUMNS
+        if lost_since is not None:
+            out[LOST_SINCE] = lost_since
+            columns = OUTPUT_COLUMNS + [LOST_SINCE]
+        return out.sort_values("rank", kind="stable").reset_index(drop=True)[columns]
 
     def score(self, leads: pd.DataFrame, interactions: pd.DataFrame, as_of: pd.Timestamp,
-              reasons: bool = True) -> pd.DataFrame:
-        return self.score_features(self.features(leads, interactions, as_of), reasons=reasons)
+              reasons: bool = True, include_lost: bool = False) -> pd.DataFrame:
+        """Score the leads eligible at ``as_of``; ``include_lost``: the lost ones too, marked by ``lost_since``."""
+        eligible, _ = self.eligible(leads, interactions, as_of, include_lost)
+        lost_since = eligible[LOST_SINCE].to_numpy() if include_lost and LOST_SINCE in eligible.columns else None
+        if include_lost and lost_since is None:  # a model of a label table: nothing is ever lost
+            lost_since = np.full(len(eligible), np.datetime64("NaT", "ns"))
+        return self.score_features(self.features_of(eligible, interactions, as_of), reasons, lost_since)
 
     # -- storing ---------------------------------------------------------------------------------
     def fingerprint(self) -> str:

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from leadtemp.core.schema import DIRECTION, LABEL, LEAD_ID, TYPE
-from leadtemp.core.snapshots import eligible_leads, open_leads
 from leadtemp.modelling.partition import REJECT, ROW
 from leadtemp.modelling.scorer import LeadScorer
 
@@ -39,7 +38,8 @@ class Unseen:
         spec = scorer.spec
         good = leads.loc[leads[REJECT].isna()].drop(columns=[REJECT, ROW])
         good[LABEL] = good[LABEL].astype("Int8")
-        eligible = eligible_leads(good, as_of) if spec.mode == "events" else open_leads(good, as_of)
+        valid = events.loc[events[REJECT].isna()] if spec.mode == "events" else events
+        eligible, _ = scorer.eligible(good, valid, as_of)  # the leads the run scores (lost ones are not)
         self.leads += len(eligible)
         for column, categories in spec.categorical.items():
             values = eligible[column].astype("string")
@@ -49,7 +49,8 @@ class Unseen:
         if spec.mode != "events" or events.empty:
             return
         known = pd.MultiIndex.from_tuples([(c.type, c.direction) for c in spec.channels], names=[TYPE, DIRECTION])
-        mine = events.loc[events[REJECT].isna() & events[LEAD_ID].isin(pd.Index(eligible[LEAD_ID]))]
+        mine = valid.loc[valid[LEAD_ID].isin(pd.Index(eligible[LEAD_ID]))
+                         & ~valid[TYPE].isin(spec.loss_rules.lost_types)]  # lost types are never channels
         new = mine.loc[~pd.MultiIndex.from_frame(mine[[TYPE, DIRECTION]]).isin(known)]
         self.unseen_types += new[LEAD_ID].nunique()
         pairs = new.drop_duplicates([LEAD_ID, TYPE, DIRECTION])

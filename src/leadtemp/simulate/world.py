@@ -23,6 +23,13 @@ The generative story (hidden from the model, documented for the tests):
   the SMS gateway stops working, so leads' texts are no longer received (no inbound ``sms`` events).
   A model trained before the change has never seen a partner lead and still waits for texts; one
   trained after it has learnt both.
+* ``lost=True`` (optional, off by default so every other world stays as it was) tells the story of
+  lost leads (LOST_STORY, below). When a lead's hidden state turns lost, the team records it in one
+  of three ways: it **disqualifies** the lead within a week (an outbound ``disqualified`` event and the
+  CRM's ``lost_at`` at that moment), a rep closes it as lost **silently** weeks later (``lost_at``
+  only, no event), or nobody records it. And lost leads **recycle**: a lost lead may warm up again
+  and reach out (inbound) months later, and then convert like any warm lead; a close that would
+  fall after that comeback never happens. ``SimulatedData.losses`` is the truth of every loss.
 * ``truth.parquet`` holds, for every lead eligible at the first day of each month, its hidden
   state and the exact probability of converting within the horizon, computed by propagating the
   same transition matrices the simulation uses.
@@ -68,6 +75,11 @@ COUNTRIES = {"LV": 0.25, "RO": 0.25, "PL": 0.3, "IL": 0.15, "other": 0.05}
 SHIFT_SOURCE, SHIFT_SOURCE_SHARE, SHIFT_SOURCE_EFFECT = "partner", 0.25, 1.2
 SHIFT_SILENT_CHANNEL = ("sms", "inbound")
 POTENTIAL_EFFECT = {"low": -0.8, "standard": 0.0, "high": 0.5}
+# The story of lost leads (``lost=True``): daily chance a lost lead comes back (warm), and how a loss is recorded.
+RECYCLE_RATE = 0.002
+LOST_STORY = {"disqualified": 0.45, "silent": 0.40, "unrecorded": 0.15}
+DISQUALIFY_DAYS, SILENT_CLOSE_DAYS = (1, 7), (14, 60)   # from the hidden loss to the CRM's lost_at
+DISQUALIFIED = "disqualified"  # the outbound interaction type of a disqualification
 FLAG_EFFECT = {"need": 0.4, "want": 0.3, "funds": 0.3, "authority": 0.3}
 
 
@@ -76,10 +88,15 @@ class SimulatedData:
     leads: pd.DataFrame
     interactions: pd.DataFrame
     truth: pd.DataFrame
+    # lost=True only: one row per hidden loss: lead_id, lost_on (the hidden state turned lost), story
+    # (disqualified | silent | unrecorded), closed_at (the CRM's lost_at, NaT if never), recycled_on (NaT if never)
+    losses: pd.DataFrame | None = None
 
 
-def transition_matrix(z: np.ndarray, market: float | np.ndarray) -> np.ndarray:
-    """Daily transition probabilities, shape (len(z), 5, 5); rows are the current state."""
+def transition_matrix(z: np.ndarray, market: float | np.ndarray, recycle: float = 0.0) -> np.ndarray:
+    """Daily transition probabilities, shape (len(z), 5, 5); rows are the current state.
+
+    ``recycle``: daily chance a lost lead turns warm again (0: lost is absorbing, as by default)."""
     z = np.asarray(z, dtype=float)
     market = np.broadcast_to(np.asarray(market, dtype=float), z.shape)
     ez, ez2 = np.exp(z), np.exp(0.5 * z)
@@ -94,7 +111,8 @@ def transition_matrix(z: np.ndarray, market: float | np.ndarray) -> np.ndarray:
     p[:, HOT, WARM] = 0.015
     p[:, HOT, LOST] = 0.004
     p[:, HOT, CONVERTED] = np.minimum(0.02 * ez2 * market, 0.3)
-    p[:, LOST, LOST] = 1.0
+    p[:, LOST, LOST] = 1.0 - recycle
+    p[:, LOST, WARM] = recycle
     p[:, CONVERTED, CONVERTED] = 1.0
     for s in (COLD, WARM, HOT):
         p[:, s, s] = 1.0 - p[:, s].sum(axis=1)
@@ -155,13 +173,13 @@ def _personal(ids: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
     })
 
 
-def _oracle(z: np.ndarray, state: np.ndarray, day: int, horizon_days: int) -> np.ndarray:
+def _oracle(z: np.ndarray, state: np.ndarray, day: int, horizon_days: int, recycle: float = 0.0) -> np.ndarray:
     """P(converted within horizon_days | state at the start of ``day``), exactly."""
     keys, inverse = np.unique(np.column_stack([z, state]), axis=0, return_inverse=True)
     dist = np.zeros((len(keys), N_STATES))
     dist[np.arange(len(keys)), keys[:, 1].astype(int)] = 1.0
     for step in range(horizon_days):
-        p = transition_matrix(keys[:, 0], market_factor(day + step))
+        p = transition_matrix(keys[:, 0], market_factor(day + step), recycle)
         dist = np.einsum("ki,kij->kj", dist, p)
     return dist[inverse.ravel(), CONVERTED]
 
@@ -173,6 +191,7 @@ def simulate(
     months: int = 30,
     horizon_days: int = 90,
     shift_at: str | pd.Timestamp | None = None,
+    lost: bool = False,
 ) -> SimulatedData:
     """Simulate ``months`` of leads, their interactions and conversions; deterministic per seed.
 
@@ -180,7 +199,13 @@ def simulate(
     from its own random stream, so before that day it is the same world as without it: the same
     leads and attributes, the same behaviour (conversion times and call lengths, drawn at the end,
     differ by chance).
+
+    ``lost``: lost leads are recorded (disqualified, closed silently, or not at all) and may recycle,
+    as the module docstring says; the leads get a ``lost_at`` column and the data a ``losses`` truth.
+    Off, the world is exactly the one of earlier versions.
     """
+    recycle = RECYCLE_RATE if lost else 0.0
+    losses, comebacks = [], []
     rng = np.random.default_rng(seed)
     start = pd.Timestamp(start).normalize()
     end = start + pd.DateOffset(months=months)
@@ -215,7 +240,7 @@ def simulate(
                 "lead_id": ids[eligible],
                 "cutoff": start + pd.Timedelta(days=day),
                 "state": STATE_NAMES[state[eligible]],
-                "p_convert": _oracle(z[eligible], state[eligible], day, horizon_days),
+                "p_convert": _oracle(z[eligible], state[eligible], day, horizon_days, recycle),
             }))
         s = state[live]
         for rates, direction in ((INBOUND_RATE, "inbound"), (OUTBOUND_RATE, "outbound")):
@@ -230,7 +255,7 @@ def simulate(
                 kind = OUTBOUND_TYPES[rng.choice(len(OUTBOUND_TYPES), size=who.size, p=OUTBOUND_MIX)]
             events.append((who, np.full(who.size, day), rng.random(who.size) * 86400, kind, direction))
         # The state moves at the end of the day; a conversion happens during that day.
-        p = transition_matrix(z[live], market_factor(day))[np.arange(live.size), s]
+        p = transition_matrix(z[live], market_factor(day), recycle)[np.arange(live.size), s]
         nxt = (rng.random(live.size)[:, None] > np.cumsum(p, axis=1)).sum(axis=1).clip(max=N_STATES - 1)
         # Warming up is acting (docs/domain.md section 1): the lead reaches out as its state rises.
         warmed = live[(nxt > s) & (nxt <= HOT)]
@@ -238,10 +263,23 @@ def simulate(
             cum = np.cumsum(INBOUND_MIX[nxt[(nxt > s) & (nxt <= HOT)]], axis=1)
             kind = INBOUND_TYPES[(rng.random(warmed.size)[:, None] > cum).sum(axis=1).clip(max=len(INBOUND_TYPES) - 1)]
             events.append((warmed, np.full(warmed.size, day), 86400 * (1 - 0.25 * rng.random(warmed.size)), kind, "inbound"))
+        if lost:
+            losses.append((live[(nxt == LOST) & (s != LOST)], day))
+            back = live[(s == LOST) & (nxt == WARM)]
+            if back.size:  # a recycled lead reaches out as it warms up again
+                cum = np.cumsum(INBOUND_MIX[np.full(back.size, WARM)], axis=1)
+                kind = INBOUND_TYPES[(rng.random(back.size)[:, None] > cum).sum(axis=1).clip(max=len(INBOUND_TYPES) - 1)]
+                events.append((back, np.full(back.size, day), 86400 * (1 - 0.25 * rng.random(back.size)), kind, "inbound"))
+                comebacks.append((back, day))
         newly = live[(nxt == CONVERTED) & (s != CONVERTED)]
         converted_day[newly] = day
         state[live] = nxt
 
+    if lost:
+        story = _lost_story(losses, comebacks, n_days, np.random.default_rng([seed, 2]))
+        closed = story.loc[(story["story"] == DISQUALIFIED) & story["closed_day"].notna()]
+        events.append((closed["lead"].to_numpy(), np.floor(closed["closed_day"]).to_numpy().astype(int),
+                       (closed["closed_day"] % 1).to_numpy() * 86400, np.full(len(closed), DISQUALIFIED), "outbound"))
     who = np.concatenate([e[0] for e in events])
     day = np.concatenate([e[1] for e in events])
     sec = np.concatenate([e[2] for e in events])
@@ -276,4 +314,43 @@ def simulate(
         attrs,
     ], axis=1)
     truth = pd.concat(truth_parts, ignore_index=True)
-    return SimulatedData(leads=leads, interactions=interactions, truth=truth)
+    if not lost:
+        return SimulatedData(leads=leads, interactions=interactions, truth=truth)
+    recorded = story.loc[story["closed_day"].notna()].sort_values("closed_day").drop_duplicates("lead", keep="last")
+    lost_day = np.full(n_leads, np.nan)
+    lost_day[recorded["lead"].to_numpy()] = recorded["closed_day"].to_numpy()
+    leads.insert(3, "lost_at", seconds(lost_day))
+    truth_of_losses = pd.DataFrame({
+        "lead_id": ids[story["lead"].to_numpy()],
+        "lost_on": start + pd.to_timedelta(story["day"].to_numpy() + 1, unit="D"),
+        "story": story["story"].to_numpy(),
+        "closed_at": seconds(story["closed_day"].to_numpy()),
+        "recycled_on": start + pd.to_timedelta(story["comeback_day"].to_numpy(), unit="D"),
+    })
+    return SimulatedData(leads=leads, interactions=interactions, truth=truth, losses=truth_of_losses)
+
+
+def _lost_story(losses: list, comebacks: list, n_days: int, rng: np.random.Generator) -> pd.DataFrame:
+    """How the team records each hidden loss (LOST_STORY), and the lead's comeback after it, if any.
+
+    One row per loss: lead (position), day (the state turned lost at its end), comeback_day (NaN: none),
+    story, closed_day (days from the start, fractional; NaN: never recorded). A close planned after the
+    lead's comeback, or after the simulated period, never happens (the story stays, without a close).
+    """
+    def frame(parts, day):
+        leads = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, int)
+        days = np.concatenate([np.full(p[0].size, p[1]) for p in parts]) if parts else np.zeros(0, int)
+        return pd.DataFrame({"lead": leads, day: days.astype(float)}).sort_values(day, kind="stable")
+
+    lost, back = frame(losses, "day"), frame(comebacks, "comeback_day")
+    story = pd.merge_asof(lost, back, left_on="day", right_on="comeback_day", by="lead", direction="forward",
+                          allow_exact_matches=False)
+    names = np.array(list(LOST_STORY))
+    story["story"] = names[rng.choice(len(names), size=len(story), p=np.array(list(LOST_STORY.values())))]
+    low = np.where(story["story"] == DISQUALIFIED, DISQUALIFY_DAYS[0], SILENT_CLOSE_DAYS[0])
+    high = np.where(story["story"] == DISQUALIFIED, DISQUALIFY_DAYS[1], SILENT_CLOSE_DAYS[1])
+    close = story["day"].to_numpy() + 1 + low + rng.random(len(story)) * (high - low)
+    happens = ((story["story"] != "unrecorded") & (close < n_days)
+               & ~(close >= story["comeback_day"].fillna(np.inf))).to_numpy()
+    story["closed_day"] = np.where(happens, close, np.nan)
+    return story.reset_index(drop=True)

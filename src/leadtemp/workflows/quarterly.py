@@ -21,6 +21,7 @@ from leadtemp.core.config import Params, Retrain
 from leadtemp.core.drift import drift_report
 from leadtemp.core.errors import ConfigError, NotEnoughHistory, TrainingDataError
 from leadtemp.core.features import build_training_frame, feature_matrix
+from leadtemp.core.lifecycle import loss_spells
 from leadtemp.core.metrics import (
     BUCKETS,
     bucket_shares,
@@ -30,7 +31,7 @@ from leadtemp.core.metrics import (
     ranking_metrics,
 )
 from leadtemp.core.schema import CONVERTED_AT, CREATED_AT, LEAD_ID, TIMESTAMP
-from leadtemp.core.snapshots import build_snapshots, cutoff_dates, eligible_leads, observed_until
+from leadtemp.core.snapshots import build_snapshots, cutoff_dates, drop_lost, eligible_leads, observed_until
 from leadtemp.modelling.results import Backtest, Fold, Gate, RetrainReport
 from leadtemp.modelling.scorer import LeadScorer
 from leadtemp.workflows.train import train
@@ -58,8 +59,10 @@ def _quarter(t: pd.Timestamp) -> str:
 
 def score_window(scorer: LeadScorer, leads: pd.DataFrame, interactions: pd.DataFrame, cutoffs: pd.DatetimeIndex,
                  until: pd.Timestamp) -> pd.DataFrame:
-    """Every eligible lead at each cutoff, with its label, the scorer's margin, probability and bucket."""
-    snaps = build_snapshots(leads, cutoffs, scorer.horizon_days, until)
+    """Every eligible lead at each cutoff (lost ones are not: the scorer's loss rules and the leads' lost_at),
+    with its label, the scorer's margin, probability and bucket."""
+    spells = loss_spells(leads, interactions, scorer.spec.loss_rules)
+    snaps = build_snapshots(leads, cutoffs, scorer.horizon_days, until, spells=spells)
     if snaps.empty:
         raise TrainingDataError(f"no labelled snapshots at {list(cutoffs.strftime('%Y-%m-%d'))}")
     frame = build_training_frame(snaps, leads, interactions, scorer.spec)
@@ -154,6 +157,7 @@ def _new_quarter(scorer: LeadScorer, leads: pd.DataFrame, interactions: pd.DataF
     cutoffs = cutoffs[(cutoffs >= through - QUARTER) & (cutoffs < through)]
     parts = [eligible_leads(leads, c)[[LEAD_ID]].assign(cutoff=c) for c in cutoffs]
     snaps = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame({LEAD_ID: [], "cutoff": []})
+    snaps = drop_lost(snaps, loss_spells(leads, interactions, scorer.spec.loss_rules))
     if snaps.empty:
         return pd.DataFrame()
     return build_training_frame(snaps.assign(label=np.nan), leads, interactions, scorer.spec)

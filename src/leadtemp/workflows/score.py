@@ -63,11 +63,13 @@ def run_key(leads: TableSource, interactions: TableSource | None, target: str, a
 
 
 def run_inputs(leads: TableSource, interactions: TableSource | None, scorer: LeadScorer, chunk_size: int,
-               reasons: bool) -> dict:
+               reasons: bool, include_lost: bool = False) -> dict:
     """What must be unchanged for a run to resume: what the sources hold, the model's content (not only its
     version number) and the settings that shape the partitions and rows. Kept in the manifest."""
     inputs = {"leads": leads.fingerprint(), "interactions": interactions.fingerprint() if interactions else None,
               "model": scorer.fingerprint(), "chunk": chunk_size, "reasons": reasons}
+    if include_lost:
+        inputs["include_lost"] = True
     return json.loads(json.dumps(inputs, default=str))  # as the manifest stores it
 
 
@@ -82,13 +84,18 @@ def score_in_batches(
     chunk_size: int = DEFAULT_CHUNK,
     reasons: bool = True,
     echo: Callable[[str], None] = print,
+    include_lost: bool = False,
 ) -> BatchResult:
-    """Score every lead of ``leads`` as of ``as_of`` into ``run``'s target; resumable (see the module doc)."""
+    """Score every lead of ``leads`` as of ``as_of`` into ``run``'s target; resumable (see the module doc).
+
+    Leads lost at ``as_of`` are counted and skipped; ``include_lost`` scores them too, marked by ``lost_since``
+    (the run must write that column: :class:`~leadtemp.core.ports.ScoringRun` built for it).
+    """
     started = time.monotonic()
     as_of = pd.Timestamp(as_of)
     version = str(scorer.meta.get("model_version", ""))
     interactions = interactions_read(scorer, interactions)
-    inputs = run_inputs(leads, interactions, scorer, chunk_size, reasons)
+    inputs = run_inputs(leads, interactions, scorer, chunk_size, reasons, include_lost)
     run.start(run_key(leads, interactions, run.target, as_of, version), as_of, version)
     finished = False
     try:
@@ -109,9 +116,10 @@ def score_in_batches(
             unseen.add(part_leads, part_events, scorer, as_of)  # done partitions too: one count per run
             if k in done:
                 continue
-            scored, rejects, not_eligible = score_partition(part_leads, part_events, scorer, as_of, reasons)
-            run.stage(k, scored, rejects, not_eligible, manifest["id"])
-            done[k] = (len(scored), len(rejects), not_eligible)
+            scored, rejects, not_eligible, lost = score_partition(part_leads, part_events, scorer, as_of, reasons,
+                                                                  include_lost)
+            run.stage(k, scored, rejects, not_eligible, manifest["id"], lost)
+            done[k] = (len(scored), len(rejects), not_eligible, lost)
             shown.advance(len(part_leads))
         shown.close()
         buckets, rejected = run.publish()
@@ -125,7 +133,8 @@ def score_in_batches(
         not_eligible=sum(v[2] for v in done.values()), leads_read=manifest["leads"], partitions=n,
         resumed_partitions=resumed, buckets=counts, seconds=time.monotonic() - started, target=run.target,
         rejects=run.rejects,
-        warnings=[w for w in (period_warning(scorer, as_of),) if w] + unseen.warnings(scorer) + bucket_warnings(counts))
+        warnings=[w for w in (period_warning(scorer, as_of),) if w] + unseen.warnings(scorer) + bucket_warnings(counts),
+        lost=sum(v[3] for v in done.values()), include_lost=include_lost)
 
 
 def _resumable(manifest: dict | None, inputs: dict, echo: Callable[[str], None]) -> dict | None:

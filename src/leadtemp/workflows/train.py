@@ -10,6 +10,7 @@ from leadtemp.core.checks import check_amount, check_identifiers, check_leakage,
 from leadtemp.core.config import Params, Retrain
 from leadtemp.core.errors import TrainingDataError
 from leadtemp.core.features import FeatureSpec, attribute_features, build_training_frame, fit_feature_spec
+from leadtemp.core.lifecycle import LossRules, loss_spells
 from leadtemp.core.metrics import (
     BUCKETS,
     auc_interval,
@@ -19,7 +20,7 @@ from leadtemp.core.metrics import (
     ranking_metrics,
     within_period_auc,
 )
-from leadtemp.core.schema import CONVERTED_AT, CREATED_AT, LABEL, LEAD_ID, empty_interactions
+from leadtemp.core.schema import CONVERTED_AT, CREATED_AT, LABEL, LEAD_ID, LOST_AT, empty_interactions
 from leadtemp.core.snapshots import (
     build_snapshots,
     creation_snapshots,
@@ -68,7 +69,7 @@ def fingerprint(leads: pd.DataFrame, interactions: pd.DataFrame, frame: pd.DataF
 def unused_columns(leads: pd.DataFrame, params: Params) -> list[str]:
     """Input columns in no role at all: said out loud, so a forgotten attribute is noticed."""
     d = params.data
-    known = {LEAD_ID, CREATED_AT, CONVERTED_AT, LABEL, *d.categorical, *d.numeric, *d.excluded,
+    known = {LEAD_ID, CREATED_AT, CONVERTED_AT, LABEL, LOST_AT, *d.categorical, *d.numeric, *d.excluded,
              *(c for c in vars(d.columns).values() if c)}
     if d.created_from_row_order is not None:
         known.add(d.created_from_row_order.month_column)
@@ -233,19 +234,22 @@ def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,
     until = observed_until(leads, interactions, params.snapshots.observed_until)
     cadence = resolve_cadence(leads, until, params)
     params = cadence.apply(params)
+    rules = LossRules.of(params)  # lost leads are not at risk (core/lifecycle.py); None: the data cannot say
+    spells = loss_spells(leads, interactions, rules) if rules is not None else None
     if params.splits.method == "chain":
-        return _train_chain(leads, interactions, params, until, source_hashes or {})
-    return _train_rolling(leads, interactions, params, until, cadence, source_hashes or {})
+        return _train_chain(leads, interactions, params, until, source_hashes or {}, rules, spells)
+    return _train_rolling(leads, interactions, params, until, cadence, source_hashes or {}, rules, spells)
 
 
-def _snapshots(leads: pd.DataFrame, used: pd.DatetimeIndex, slice_of, params: Params, until: pd.Timestamp) -> pd.DataFrame:
+def _snapshots(leads: pd.DataFrame, used: pd.DatetimeIndex, slice_of, params: Params, until: pd.Timestamp,
+               spells: pd.DataFrame | None) -> pd.DataFrame:
     """Periodic snapshots at ``used`` and (``snapshots.at_creation``) creation snapshots, each with its slice;
-    snapshots ``slice_of`` leaves out (embargoed, censored) are dropped."""
+    snapshots ``slice_of`` leaves out (embargoed, censored) are dropped, and so are leads lost at their cutoff."""
     h = params.snapshots.horizon_days
-    snaps = build_snapshots(leads, used, h, until).assign(snapshot="periodic")
+    snaps = build_snapshots(leads, used, h, until, spells=spells).assign(snapshot="periodic")
     snaps = snaps.assign(slice=slice_of(snaps["cutoff"]))
     if params.snapshots.at_creation:
-        created = creation_snapshots(leads, h, until, skip=used)
+        created = creation_snapshots(leads, h, until, skip=used, spells=spells)
         created = created.assign(snapshot="creation", slice=slice_of(created["cutoff"]))
         snaps = pd.concat([snaps, created.loc[created["slice"] != ""]], ignore_index=True)
     snaps = snaps.loc[snaps["slice"] != ""].reset_index(drop=True)
@@ -254,7 +258,8 @@ def _snapshots(leads: pd.DataFrame, used: pd.DatetimeIndex, slice_of, params: Pa
 
 
 def _train_rolling(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, until: pd.Timestamp,
-                   cadence: Cadence, source_hashes: dict[str, str]) -> TrainingResult:
+                   cadence: Cadence, source_hashes: dict[str, str], rules: LossRules | None,
+                   spells: pd.DataFrame | None) -> TrainingResult:
     """The test slice is the newest cutoffs; the pool before it (labels observed before the test) feeds the
     rolling-origin folds, the final booster and the calibrator (modelling/select.py)."""
     splits = cadence.splits
@@ -265,8 +270,8 @@ def _train_rolling(leads: pd.DataFrame, interactions: pd.DataFrame, params: Para
     before = splits.trained_through - splits.horizon
     check_identifiers(leads.loc[leads[CREATED_AT] < before], params.data.categorical)
     spec = fit_feature_spec(leads, interactions, params.features, params.data.categorical, params.data.numeric,
-                            before=before)
-    snaps = _snapshots(leads, used, lambda t: splits.slice_of(t, until), params, until)
+                            before=before, lifecycle=rules)
+    snaps = _snapshots(leads, used, lambda t: splits.slice_of(t, until), params, until, spells)
     frame = build_training_frame(snaps, leads, interactions, spec)
     parts, leakage, notes = _slices(frame, leads, spec, params, names=("train", "test"))
     pool = parts["train"]
@@ -301,7 +306,7 @@ def fold_gates(metrics: dict[str, float]) -> list[Gate]:
 
 
 def _train_chain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, until: pd.Timestamp,
-                 source_hashes: dict[str, str]) -> TrainingResult:
+                 source_hashes: dict[str, str], rules: LossRules | None, spells: pd.DataFrame | None) -> TrainingResult:
     """``splits.method: chain``: train < validation < calibration < test, two embargoes of one horizon."""
     s = params.snapshots
     labelled = [c for c in cutoff_dates(leads, until, s.frequency) if c + pd.Timedelta(days=s.horizon_days) <= until]
@@ -310,7 +315,7 @@ def _train_chain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params
     # The categories are learned from the leads created before the last validation cutoff: judged there.
     check_identifiers(leads.loc[leads[CREATED_AT] < splits.validation.max()], params.data.categorical)
     spec = fit_feature_spec(leads, interactions, params.features, params.data.categorical,
-                            params.data.numeric, before=splits.validation.max())
+                            params.data.numeric, before=splits.validation.max(), lifecycle=rules)
     used = splits.train.append([splits.validation, splits.calibration, splits.test])
 
     def slice_of(times: pd.Series) -> np.ndarray:
@@ -318,7 +323,7 @@ def _train_chain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params
         periodic = np.select([times.isin(getattr(splits, n)) for n in SLICES], SLICES, "")
         return np.where(times.isin(used), periodic, slices_of_times(times, splits, s.horizon_days, until))
 
-    snaps = _snapshots(leads, used, slice_of, params, until)
+    snaps = _snapshots(leads, used, slice_of, params, until, spells)
     frame = build_training_frame(snaps, leads, interactions, spec)
     parts, leakage, notes = _slices(frame, leads, spec, params)
 

@@ -465,4 +465,9 @@ def load_params(path: str | Path = "params.yaml") -> Params:
         raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return params_from_dict(raw, where=str(path))
+    try:
+        return params_from_dict(raw, where=str(path))
+    except ConfigError as exc:  # the checks across sections name the keys; say which file they are in
+        if str(exc).startswith(str(path)):
+            raise
+        raise ConfigError(f"{path}: {exc}") from None

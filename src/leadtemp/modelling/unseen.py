@@ -50,7 +50,8 @@ class Unseen:
             return
         known = pd.MultiIndex.from_tuples([(c.type, c.direction) for c in spec.channels], names=[TYPE, DIRECTION])
         mine = events.loc[events[REJECT].isna() & events[LEAD_ID].isin(pd.Index(eligible[LEAD_ID]))]
-        new = mine.loc[~pd.MultiIndex.from_frame(mine[[TYPE, DIRECTION]]).isin(known)]
+        touch = mine[TYPE].map(spec.kind).eq("touch").to_numpy()  # declared steps and outcomes have no channel
+        new = mine.loc[~pd.MultiIndex.from_frame(mine[[TYPE, DIRECTION]]).isin(known) & touch]
         self.unseen_types += new[LEAD_ID].nunique()
         pairs = new.drop_duplicates([LEAD_ID, TYPE, DIRECTION])
         self.types.update(f"'{t}' {d}" for t, d in zip(pairs[TYPE], pairs[DIRECTION]))

@@ -26,6 +26,7 @@ from leadtemp.core.snapshots import (
     slices_of_times,
     split_cutoffs,
 )
+from leadtemp.core.vocabulary import thermometer_not_applicable, vocabulary_notes
 from leadtemp.modelling.fit import fit_scorer, fit_scorer_cross_fitted
 from leadtemp.modelling.results import Gate, RowSplits, TrainingResult
 from leadtemp.modelling.scorer import LeadScorer
@@ -88,7 +89,7 @@ def _evaluate(scorer: LeadScorer, parts: dict[str, pd.DataFrame]) -> tuple[pd.Da
     metrics = classification_metrics(test["label"], test["probability"])
     raw = classification_metrics(test["label"], test["raw_probability"])
     metrics.update({f"raw_{k}": raw[k] for k in ("roc_auc", "ece", "brier", "log_loss")})
-    if "thermometer_score" in test.columns:
+    if "thermometer_score" in test.columns and thermometer_not_applicable(test["thermometer_score"], "") is None:
         metrics["thermometer_roc_auc"] = ranking_metrics(test["label"], test["thermometer_score"])["roc_auc"]
     if "snapshot" in test.columns:  # snapshots: pooled metrics of each kind, and ranking within each periodic cutoff
         periodic = test["snapshot"].to_numpy() == "periodic"
@@ -124,10 +125,8 @@ def ship_gates(test: pd.DataFrame, metrics: dict[str, float], buckets: pd.DataFr
                       f"test ROC-AUC {metrics['roc_auc']:.3f} (95% interval {low:.3f}..{high:.3f}, "
                       f"{positives:,} conversions)" + ("" if low > 0.5 else
                       ": no evidence the model ranks leads; more conversions or more informative attributes would help")))
-    thermometer = test["thermometer_score"].to_numpy() if "thermometer_score" in test.columns else None
-    if thermometer is not None and np.unique(thermometer).size > 1:
-        gates.append(Gate("beats the thermometer", metrics["roc_auc"] > metrics["thermometer_roc_auc"],
-                          f"test ROC-AUC {metrics['roc_auc']:.3f} vs thermometer rule {metrics['thermometer_roc_auc']:.3f}"))
+    if "thermometer_score" in test.columns:
+        gates.append(thermometer_gate(test["thermometer_score"], metrics, "test"))
     rows = buckets.set_index("bucket")
     empty = [b for b in BUCKETS if rows.loc[b, "leads"] == 0]
     hot, cold = rows.loc[BUCKETS[0], "rate"], rows.loc[BUCKETS[-1], "rate"]
@@ -135,6 +134,14 @@ def ship_gates(test: pd.DataFrame, metrics: dict[str, float], buckets: pd.DataFr
                       f"empty on the test slice: {empty}" if empty else
                       f"test conversion hot {hot:.1%} vs cold {cold:.1%}"))
     return gates
+
+
+def thermometer_gate(scores: pd.Series, metrics: dict[str, float], where: str) -> Gate:
+    """The model against the thermometer rule, or "not applicable (why)" when the rule ranks nobody here."""
+    if (why := thermometer_not_applicable(scores, f"{where} rows")) is not None or "thermometer_roc_auc" not in metrics:
+        return Gate("thermometer", True, why or "not applicable (no thermometer score)", applicable=False)
+    return Gate("beats the thermometer", metrics["roc_auc"] > metrics["thermometer_roc_auc"],
+                f"{where} ROC-AUC {metrics['roc_auc']:.3f} vs thermometer rule {metrics['thermometer_roc_auc']:.3f}")
 
 
 def _slices(frame: pd.DataFrame, leads: pd.DataFrame, spec: FeatureSpec,
@@ -177,7 +184,7 @@ def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,
     # The categories are learned from the leads created before the last validation cutoff: judged there.
     check_identifiers(leads.loc[leads[CREATED_AT] < splits.validation.max()], params.data.categorical)
     spec = fit_feature_spec(leads, interactions, params.features, params.data.categorical,
-                            params.data.numeric, before=splits.validation.max())
+                            params.data.numeric, before=splits.validation.max(), events=params.events)
     used = splits.train.append([splits.validation, splits.calibration, splits.test])
     snaps = build_snapshots(leads, used, s.horizon_days, until).assign(snapshot="periodic")
     periodic_slice = np.select([snaps["cutoff"].isin(getattr(splits, n)) for n in SLICES], SLICES, "")
@@ -191,6 +198,7 @@ def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,
     check_amount(snaps[LEAD_ID].nunique(), converters, params.checks)
     frame = build_training_frame(snaps, leads, interactions, spec)
     parts, leakage, notes = _slices(frame, leads, spec, params)
+    notes += vocabulary_notes(interactions, params.features, params.events)
 
     scorer = fit_scorer(parts, spec, params, {
         "trained_through": str(splits.calibration.max() + pd.Timedelta(days=s.horizon_days)),

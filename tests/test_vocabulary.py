@@ -13,6 +13,7 @@ import re
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from leadtemp.cli import _thermometer_not_applicable, app
@@ -116,6 +117,18 @@ def test_quoted_labels_and_yaml_merges_are_fine(tmp_path):
     events = load_params(path).events
     assert events["W_Call"].label == "12" and events["W_Call"].thermometer == 3.0
     assert events["A_CHECKED"] == EventType(label="application checked", kind="step")
+
+
+def test_the_documented_examples_are_valid_params():
+    from conftest import ROOT
+
+    doc = (ROOT / "docs" / "own-data.md").read_text().split("## Your own event vocabulary", 1)[1]
+    example = params_from_dict(yaml.safe_load(doc.split("```yaml\n", 1)[1].split("```", 1)[0]))
+    assert example.events["O_Sent (mail and online)"] == EventType(label="offer sent", kind="step")
+    assert example.lost_types() == ("A_Denied", "A_Cancelled")
+    commented = re.search(r"^# events:\n((?:#  .*\n)+)", (ROOT / "params.yaml").read_text(), re.M).group(1)
+    events = params_from_dict(yaml.safe_load("events:\n" + re.sub(r"^# ", "", commented, flags=re.M))).events
+    assert events["O_Returned"].thermometer == 2.0 and events["A_Denied"].ends == "lost"
 
 
 # -- the thermometer rule ----------------------------------------------------------------------------

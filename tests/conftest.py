@@ -67,9 +67,10 @@ TIER_OF_MODULE = {
     "test_leakage": "unit", "test_metrics": "unit", "test_treeshap": "model", "test_model": "model",
     "test_cli": "e2e", "test_batch": "e2e", "test_quarterly": "e2e", "test_own_data": "e2e",
     "test_hostile_inputs": "e2e", "test_fresh_clone": "e2e", "test_paths": "e2e", "test_model_safety": "e2e",
-    "test_trust": "model", "test_types": "unit", "test_buckets": "model",
+    "test_trust": "model", "test_types": "unit", "test_buckets": "model", "test_vocabulary": "model",
 }
-SLOW_FIXTURES = {"quality_sim", "quality_result", "shifted", "champion", "world", "trained", "in_home", "hostile_home"}
+SLOW_FIXTURES = {"quality_sim", "quality_result", "shifted", "champion", "world", "trained", "in_home", "hostile_home",
+                  "vocab_trained"}
 EXTERNAL_NAMES = {"BANK", "XEDU"}  # tests that read ../shared/data/external name these
 
 

@@ -88,6 +88,8 @@ def simulate(
 def _print_gates(console, gates) -> None:
     for gate in gates:
         mark = "[green]pass[/green]" if gate.passed else "[bold red]FAIL[/bold red]"
+        if not gate.applicable:
+            mark = "[dim]n/a[/dim]"
         console.print(f"{mark} {gate.name}: {gate.detail}")
 
 
@@ -316,11 +318,24 @@ def backtest(
                 "lift@10%", "hot", "warm", "cold", title="labels fitted up to 'fitted to'; conversion rate by bucket "
                 "on the right", title_justify="left")
     for row in table.itertuples():
+        thermo = getattr(row, "thermometer_roc_auc", float("nan"))
         out.add_row(row.quarter, row.trained_through, f"{int(row.rows):,}", f"{row.positive_rate:.1%}",
-                    f"{row.roc_auc:.3f}", f"{getattr(row, 'thermometer_roc_auc', float('nan')):.3f}", f"{row.pr_auc:.3f}",
+                    f"{row.roc_auc:.3f}", "n/a" if thermo != thermo else f"{thermo:.3f}", f"{row.pr_auc:.3f}",
                     f"{row.ece:.4f}", f"{row.lift_at_10:.2f}", _rate(row.hot_rate), _rate(row.warm_rate), _rate(row.cold_rate))
     console.print(out)
+    for line in _thermometer_not_applicable(table):
+        console.print(line)
     console.print(f"mean ROC-AUC {table['roc_auc'].mean():.3f}; MLflow run {done.run_id}")
+
+
+def _thermometer_not_applicable(table) -> list[str]:
+    """One line per backtest quarter where the thermometer ranks nobody (its column says n/a there)."""
+    from leadtemp.core.vocabulary import not_applicable_reason
+
+    if "thermometer_constant" not in table.columns:
+        return []
+    return [f"thermometer, {row.quarter}: {not_applicable_reason(row.thermometer_constant, int(row.rows), 'snapshots')}"
+            for row in table.itertuples() if row.thermometer_constant == row.thermometer_constant]
 
 
 def _print_retrain(report, logged, dry_run: bool) -> str:
@@ -346,7 +361,7 @@ def _print_retrain(report, logged, dry_run: bool) -> str:
                 ("cold conversion", "cold_rate", "{:.1%}", None)]
         for label, key, fmt, thermo in rows:
             table.add_row(label, _rate(m[key], fmt), _rate(c[key], fmt) if c else "-",
-                          fmt.format(m[thermo]) if thermo and thermo in m else "")
+                          fmt.format(m[thermo]) if thermo and thermo in m else "n/a" if thermo else "")
         console.print(table)
         console.print(f"challenger vs champion: {report.verdict()}")
     if report.drift is not None:

@@ -63,7 +63,7 @@ def _log_plots(result: TrainingResult, tmp: Path) -> None:
     curves = {"calibrated": result.test["probability"].to_numpy(), "raw booster": result.test["raw_probability"].to_numpy()}
     plot_reliability(y, curves, tmp / "reliability.png")
     gains = {"leadtemp": curves["calibrated"]}
-    if "thermometer_score" in result.test.columns:
+    if "thermometer_roc_auc" in result.metrics:  # not where it is not applicable (the same score for every lead)
         gains["thermometer"] = result.test["thermometer_score"].to_numpy()
     plot_gains(y, gains, tmp / "gains.png")
     plot_shap_summary(result.scorer, result.test, tmp / "shap_summary.png")
@@ -226,7 +226,7 @@ def log_backtest(backtest: Backtest, params: Params) -> str:
         mlflow.log_table(table, "backtest.json")
         mlflow.log_text(table.to_csv(index=False), "backtest.csv")
         for name in ("roc_auc", "pr_auc", "ece", "lift_at_10", "thermometer_roc_auc"):
-            if name in table.columns:
+            if name in table.columns and table[name].notna().any():  # the thermometer: not where it is not applicable
                 mlflow.log_metric(f"mean_{name}", float(table[name].mean()))
         for fold in backtest.folds:
             with mlflow.start_run(run_name=f"backtest {fold.quarter}", nested=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -138,7 +139,7 @@ class EventType:
     ``reopens``: this type, after a loss, makes the lead open again.
     """
 
-    label: str | None = None
+    label: str | None = field(default=None, metadata={"text": True})  # words, never a number: no coercion
     kind: str = "touch"
     thermometer: float | None = None
     ends: str | None = None
@@ -352,6 +353,7 @@ class Params:
             if (e.kind == "outcome") != (e.ends is not None) or (e.ends is not None and e.ends not in OUTCOME_ENDS):
                 problems.append(f"events.{name}: an outcome needs ends: lost or won, and only outcomes have ends")
         problems += _lost_problems(self)
+        problems += _vocabulary_problems(self)
         if not 0 < self.drift.psi_warn <= self.drift.psi_alert:
             problems.append("drift: need 0 < psi_warn <= psi_alert")
         if problems:
@@ -368,6 +370,23 @@ def _lost_problems(p: Params) -> list[str]:
     if both := sorted(set(p.lost_types()) & set(p.reopening_types())):
         problems.append(f"events: {both} close a lead as lost (outcome, ends: lost) and reopen it (reopens: true); "
                         "choose one")
+    return problems
+
+
+def _vocabulary_problems(p: Params) -> list[str]:
+    """Labels are words, thermometer places are non-negative numbers and belong to touches only."""
+    problems = []
+    for name, e in p.events.items():
+        if e.label is not None and not e.label.strip():
+            problems.append(f"events.{name}.label: empty; leave it out to use the raw type name")
+        if e.thermometer is not None:
+            if not (math.isfinite(e.thermometer) and e.thermometer >= 0):
+                problems.append(f"events.{name}.thermometer: {e.thermometer!r} is not a non-negative number")
+            if e.kind != "touch":
+                problems.append(f"events.{name}.thermometer: only a touch (a contact the lead makes) has a place on "
+                                f"the thermometer, and {name!r} is a {e.kind}")
+    if bad := sorted(t for t, w in p.features.thermometer.items() if not (math.isfinite(w) and w >= 0)):
+        problems.append(f"features.thermometer: the weights of {bad} are not non-negative numbers")
     return problems
 
 
@@ -411,6 +430,10 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         names = {f.name for f in dataclasses.fields(tp)}
         if unknown := sorted(set(value) - names):
             raise ConfigError(f"{where}: unknown keys {unknown}; known: {sorted(names)}")
+        for f in dataclasses.fields(tp):
+            if f.metadata.get("text") and f.name in value and not isinstance(value[f.name], (str, type(None))):
+                raise ConfigError(f"{where}.{f.name}: expected text (in quotes if it looks like a number or "
+                                  f"yes/no), got {value[f.name]!r}")
         return tp(**{k: _coerce(hints[k], v, f"{where}.{k}") for k, v in value.items()})
     if origin in (types.UnionType, typing.Union):
         args = typing.get_args(tp)
@@ -450,13 +473,52 @@ def params_from_dict(raw: dict[str, Any] | None, where: str = "params") -> Param
     return _coerce(Params, raw or {}, where).validate()
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML silently keeps the last one).
+
+    A type declared twice under ``events`` (say once as a step, once as a touch) must not quietly become
+    whichever came last; the same holds for any section. Keys brought in by a YAML merge (``<<: *base``)
+    may still be overridden, as YAML means them to be.
+    """
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: dict = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    first = seen.get(key)
+                    seen.setdefault(key, line)
+                except TypeError:  # an unhashable key: the parent class says what is wrong
+                    continue
+                if first is not None:
+                    raise _DuplicateKey(f"line {line}: {key!r} is given twice in the same "
+                                        f"section (first on line {first}); YAML would silently keep only the last, "
+                                        "so say it once")
+        return super().construct_mapping(node, deep=deep)
+
+
+class _DuplicateKey(ConfigError):
+    pass
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and check a params file; a missing or malformed file is a ConfigError naming it."""
+    """Read and check a params file; a missing or malformed file, or a key given twice, is a ConfigError naming it."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: params file not found (pass --params FILE)")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
-    return params_from_dict(raw, where=str(path))
+    try:
+        return params_from_dict(raw, where=str(path))
+    except ConfigError as exc:  # the checks across sections name the keys; say which file they are in
+        if str(exc).startswith(str(path)):
+            raise
+        raise ConfigError(f"{path}: {exc}") from None

@@ -3,24 +3,29 @@
 Every feature of a lead at ``as_of`` is computed from interactions strictly before ``as_of``.
 A *channel* is an interaction (type, direction) pair, e.g. ``phone_call`` / ``inbound``; the
 channels the model knows are fixed at training time and stored in the :class:`FeatureSpec`.
+Only touches (contacts) make channels and contact counts; types declared as steps give "reached",
+"days since" and "steps in the last 7 days"; outcomes give nothing (:mod:`leadtemp.core.vocabulary`).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 import pandas as pd
 
-from leadtemp.core.config import Features
+from leadtemp.core.config import EventType, Features
 from leadtemp.core.lifecycle import REOPENED_AT, LossRules, loss_spells, lost_state
 from leadtemp.core.schema import CREATED_AT, DIRECTION, LEAD_ID, TIMESTAMP, TYPE
+from leadtemp.core.vocabulary import STEP, TOUCH, kind_of, thermometer_weights
 
 DAY = np.timedelta64(1, "D")
 DIRECTION_SHORT = {"inbound": "in", "outbound": "out"}
 LEGACY_MODES = {"outcomes": "labels"}  # scorer.json written before the data shapes had one name each
 TREND_RECENT_DAYS, TREND_PRIOR_DAYS = 7, 30
+STEPS_RECENT_DAYS = 7
+NOT_A_STEP, UNTRACKED_STEP = -2, -1  # codes of prepared events that are no step / a step type the spec does not track
 
 
 def _slug(text: str) -> str:
@@ -57,6 +62,32 @@ class FeatureSpec:
     @property
     def loss_rules(self) -> LossRules:
         return LossRules.from_dict(self.lifecycle)
+    # The user's vocabulary (params ``events``) and the declared step types seen in training, most frequent first.
+    vocabulary: dict[str, EventType] = field(default_factory=dict)
+    steps: tuple[str, ...] = ()
+
+    def kind(self, type_: str) -> str:
+        return kind_of(self.vocabulary, type_)
+
+    @property
+    def step_columns(self) -> dict[str, str]:
+        """Column prefix of each tracked step type (``step_<slug>``, numbered if two types share a slug) → type."""
+        out: dict[str, str] = {}
+        for t in self.steps:
+            name = base = f"step_{_slug(t)}"
+            i = 2
+            while name in out:
+                name, i = f"{base}_{i}", i + 1
+            out[name] = t
+        return out
+
+    @property
+    def step_features(self) -> list[str]:
+        """Columns of the steps: none unless the vocabulary declares a step type (older models have none)."""
+        if not any(e.kind == STEP for e in self.vocabulary.values()):
+            return []
+        cols = [f"{name}_{stat}" for name in self.step_columns for stat in ("reached", "days_since")]
+        return cols + [f"steps_{STEPS_RECENT_DAYS}d"]
 
     @property
     def behaviour_columns(self) -> list[str]:
@@ -66,7 +97,7 @@ class FeatureSpec:
         for prefix in [c.name for c in self.channels] + ["inbound", "outbound"]:
             cols += [f"{prefix}_{w}d" for w in self.windows_days]
             cols += [f"{prefix}_days_since_last", f"{prefix}_decayed"]
-        cols += ["days_since_first_inbound", "just_turned_active", "inbound_trend", "lead_age_days"]
+        cols += ["days_since_first_inbound", "just_turned_active", "inbound_trend", "lead_age_days", *self.step_features]
         return cols + (["days_since_reopened"] if self.lifecycle else [])
 
     @property
@@ -77,7 +108,7 @@ class FeatureSpec:
     def to_dict(self) -> dict:
         out = asdict(self)
         out["channels"] = [asdict(c) for c in self.channels]
-        return out
+        return out  # asdict turns the vocabulary's EventTypes into plain dicts
 
     @classmethod
     def from_dict(cls, raw: dict) -> FeatureSpec:
@@ -92,7 +123,14 @@ class FeatureSpec:
             mode=LEGACY_MODES.get(raw.get("mode", "events"), raw.get("mode", "events")),
             timed=bool(raw.get("timed", True)),
             lifecycle=dict(raw.get("lifecycle", {})),
+            # scorer.json before the vocabulary (format 1): every type a touch, no steps
+            vocabulary={t: EventType(**{k: v for k, v in e.items() if k in EVENT_TYPE_FIELDS})
+                        for t, e in raw.get("vocabulary", {}).items()},
+            steps=tuple(raw.get("steps", ())),
         )
+
+
+EVENT_TYPE_FIELDS = {f.name for f in fields(EventType)}
 
 
 def fit_feature_spec(
@@ -105,17 +143,29 @@ def fit_feature_spec(
     mode: str = "events",
     timed: bool = True,
     lifecycle: LossRules | None = None,
+    events: dict[str, EventType] | None = None,
 ) -> FeatureSpec:
-    """Learn channels and categories from rows strictly before ``before`` (the training data).
+    """Learn channels, step types and categories from rows strictly before ``before`` (the training data).
 
     ``before=None``: the caller passes only training rows (tables with a final label). ``lifecycle``:
-    how leads are lost and reopened (:meth:`LossRules.of`); lost types never become channels.
+    how leads are lost and reopened (:meth:`LossRules.of`); lost types never become channels. ``events``:
+    the user's vocabulary (params ``events``); only touches make channels, the declared steps seen most
+    often (at most ``max_channels``) get step features.
     """
+    events = dict(events or {})
     past = interactions if before is None else interactions.loc[interactions[TIMESTAMP] < before]
     if lifecycle is not None and lifecycle.lost_types:
         past = past.loc[~past[TYPE].isin(lifecycle.lost_types)]
-    counts = past.groupby([TYPE, DIRECTION]).size().sort_values(ascending=False, kind="stable")
+    kinds = {t: kind_of(events, t) for t in past[TYPE].unique()} if events else {}
+    is_kind = past[TYPE].map(kinds) if events else None
+    touches = past if not events else past.loc[(is_kind == TOUCH).to_numpy()]
+    counts = touches.groupby([TYPE, DIRECTION]).size().sort_values(ascending=False, kind="stable")
     channels = tuple(Channel(t, d) for t, d in counts.index[: settings.max_channels]) if mode == "events" else ()
+    steps: tuple[str, ...] = ()
+    if events and mode == "events":
+        step_counts = past.loc[(is_kind == STEP).to_numpy(), TYPE].value_counts(sort=False)
+        step_counts = step_counts.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
+        steps = tuple(step_counts.index[: settings.max_channels])
     old_leads = leads if before is None else leads.loc[leads[CREATED_AT] < before]
     categories = {
         col: tuple(sorted(old_leads[col].dropna().astype(str).unique())) for col in categorical
@@ -127,10 +177,12 @@ def fit_feature_spec(
         just_active_days=settings.just_active_days,
         categorical=categories,
         numeric=tuple(numeric),
-        thermometer=dict(settings.thermometer),
+        thermometer=thermometer_weights(settings, events),
         mode=mode,
         timed=timed,
         lifecycle=lifecycle.to_dict() if lifecycle is not None and mode == "events" else {},
+        vocabulary=events,
+        steps=steps,
     )
 
 
@@ -148,6 +200,9 @@ def _attributes(leads: pd.DataFrame, spec: FeatureSpec) -> pd.DataFrame:
 def prepare_events(interactions: pd.DataFrame, spec: FeatureSpec, sort: bool = True) -> pd.DataFrame:
     """Interactions with integer channel codes; unknown channels keep only direction.
 
+    ``touch``: the row is a contact (steps and outcomes are not); ``step``: the index of a tracked step
+    type in ``spec.steps``, ``UNTRACKED_STEP`` for another declared step, ``NOT_A_STEP`` otherwise.
+
     ``sort``: in time order, so that :func:`features_as_of` cuts each date with a binary search
     (training reads one prepared log at many cutoffs); scoring one date needs no order. Interactions of
     a lost type are left out: a lost lead is not scored, and a reopened one carries only ``days_since_reopened``.
@@ -160,7 +215,12 @@ def prepare_events(interactions: pd.DataFrame, spec: FeatureSpec, sort: bool = T
     codes = {(c.type, c.direction): i for i, c in enumerate(spec.channels)}
     lookup = np.array([[codes.get((t, "outbound"), -1), codes.get((t, "inbound"), -1)] for t in kinds],
                       dtype=np.int32).reshape(-1, 2)
-    heat = np.array([spec.thermometer.get(t, 0.0) for t in kinds], dtype=float)
+    kind_names = [spec.kind(t) for t in kinds]
+    touch = np.array([k == TOUCH for k in kind_names], dtype=bool)
+    tracked = {t: i for i, t in enumerate(spec.steps)}
+    step = np.array([tracked.get(t, UNTRACKED_STEP) if k == STEP else NOT_A_STEP for t, k in zip(kinds, kind_names)],
+                    dtype=np.int32)
+    heat = np.array([spec.thermometer.get(t, 0.0) if k == TOUCH else 0.0 for t, k in zip(kinds, kind_names)], dtype=float)
     stamps = interactions[TIMESTAMP].to_numpy()
     # Arrays are sorted one by one: cheaper than sorting a frame.
     order = np.argsort(stamps, kind="stable") if sort else np.arange(len(stamps))
@@ -170,6 +230,8 @@ def prepare_events(interactions: pd.DataFrame, spec: FeatureSpec, sort: bool = T
         "channel": lookup[kind[order], inbound[order].astype(np.intp)] if len(kind) else np.zeros(0, dtype=np.int32),
         "inbound": inbound[order],
         "heat": np.where(inbound, heat[kind], 0.0)[order] if len(kind) else np.zeros(0),
+        "touch": touch[kind[order]] if len(kind) else np.zeros(0, dtype=bool),
+        "step": step[kind[order]] if len(kind) else np.zeros(0, dtype=np.int32),
     })
 
 
@@ -213,6 +275,17 @@ def features_as_of(
     age = (as_of.to_datetime64() - stamps[past][keep]) / DAY
     channel = events["channel"].to_numpy()[past][keep]
     inbound = events["inbound"].to_numpy()[past][keep]
+    heat = events["heat"].to_numpy()[past][keep]
+    names = spec.behaviour_columns
+    values = np.empty((len(names), n))
+    row = {name: i for i, name in enumerate(names)}
+    if spec.step_features:
+        step = events["step"].to_numpy()[past][keep]
+        _step_features(values, row, spec, n, pos, age, step)
+    if "touch" in events.columns:  # only contacts from here on: steps and outcomes are not
+        touch = events["touch"].to_numpy()[past][keep]
+        if not touch.all():
+            pos, age, channel, inbound, heat = pos[touch], age[touch], channel[touch], inbound[touch], heat[touch]
     decay = np.exp(-np.log(2) * age / spec.half_life_days)
 
     # Channel and direction groups share one code space: lead * (k + 2) + group.
@@ -225,9 +298,6 @@ def features_as_of(
     size = n * width
 
     # Every behaviour column is a row of one (columns, leads) array: the frame wraps it without copying.
-    names = spec.behaviour_columns
-    values = np.empty((len(names), n))
-    row = {name: i for i, name in enumerate(names)}
     prefixes = [c.name for c in spec.channels] + ["inbound", "outbound"]
 
     def put(stat: str, block: np.ndarray) -> None:
@@ -258,7 +328,6 @@ def features_as_of(
         behaviour,
         _attributes(leads, spec),
     ], axis=1)
-    heat = events["heat"].to_numpy()[past][keep]
     out["thermometer_score"] = _group_count(pos, n, heat * decay)
     return out.reset_index(drop=True)
 
@@ -270,6 +339,21 @@ def _days_since_reopened(leads: pd.DataFrame, as_of: pd.Timestamp) -> np.ndarray
         raise ValueError("this model has days_since_reopened: pass leads with their reopened_at as of the date "
                          "(leadtemp.core.snapshots.scorable_leads)")
     return (as_of.to_datetime64() - leads[REOPENED_AT].to_numpy(dtype="datetime64[ns]")) / DAY
+
+
+def _step_features(values: np.ndarray, row: dict[str, int], spec: FeatureSpec, n: int, pos: np.ndarray,
+                   age: np.ndarray, step: np.ndarray) -> None:
+    """Fill the step columns of ``values`` from the past events (lead row ``pos``, age in days, step code)."""
+    m = len(spec.steps)
+    tracked = step >= 0
+    last = np.full(n * m, np.inf)
+    np.minimum.at(last, pos[tracked] * m + step[tracked], age[tracked])
+    last = last.reshape(n, m).T if m else last.reshape(0, n)
+    for j, name in enumerate(spec.step_columns):
+        values[row[f"{name}_reached"]] = np.isfinite(last[j])
+        values[row[f"{name}_days_since"]] = np.where(np.isinf(last[j]), np.nan, last[j])
+    any_step = step != NOT_A_STEP
+    values[row[f"steps_{STEPS_RECENT_DAYS}d"]] = _group_count(pos[any_step & (age < STEPS_RECENT_DAYS)], n)
 
 
 def attribute_features(leads: pd.DataFrame, as_of: pd.Timestamp | None, spec: FeatureSpec) -> pd.DataFrame:

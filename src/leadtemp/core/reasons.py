@@ -5,6 +5,10 @@ Contributions are exact path-dependent TreeSHAP values in log-odds, from LightGB
 summed back into groups a rep knows ("phone calls from them", "company size"), and each group is
 worded from the lead's own values with the direction of its effect: (+) raises, (−) lowers the
 chance to convert.
+
+Words come from the user's vocabulary (params ``events``) first: a touch type's ``label`` with
+"from them" / "from us"; a step as a step, never as a contact ("offer sent 3 days ago", "no offer
+sent yet"). Types without a label keep their raw code, in quotes.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from leadtemp.core.features import FeatureSpec
+from leadtemp.core.features import STEPS_RECENT_DAYS, FeatureSpec
 
 # (what they did, what it is called) for inbound actions, hottest first (docs/domain.md section 1).
 INBOUND_WORDS = {
@@ -70,6 +74,9 @@ def feature_groups(spec: FeatureSpec) -> list[Group]:
                    Group("trend", ("inbound_trend",)), Group("lead_age", ("lead_age_days",))]
         if spec.lifecycle:
             groups.append(Group(REOPENED_GROUP, ("days_since_reopened",)))
+    if spec.step_features:
+        groups += [Group(name, (f"{name}_reached", f"{name}_days_since")) for name in spec.step_columns]
+        groups += [Group(STEP_PACE, (f"steps_{STEPS_RECENT_DAYS}d",))]
     groups += [Group(col, (col,)) for col in [*spec.categorical, *spec.numeric]]
     return groups
 
@@ -82,6 +89,17 @@ def _activity(row: pd.Series, prefix: str, windows: tuple[int, ...], done: str, 
     return f"no {noun} for {_days(last)}" if pd.notna(last) else f"no {noun} yet"
 
 
+STEP_PACE = "step_pace"  # the group of "steps in the last 7 days"
+
+
+def _step(row, name: str, type_: str, label: str | None) -> str:
+    """A step as a step: when it was reached, or that it was not yet (never a contact, never "from us")."""
+    since = row[f"{name}_days_since"]
+    if pd.isna(since):
+        return f"no {label} yet" if label else f"not yet reached '{type_}'"
+    return f"{label} {_days(since)} ago" if label else f"reached '{type_}' {_days(since)} ago"
+
+
 def describe_group(key: str, row: pd.Series, spec: FeatureSpec, labels: dict[str, str],
                    channels: dict | None = None) -> str:
     """The group's value in words, from the lead's own feature values (``channels``: name → Channel, if known)."""
@@ -89,11 +107,20 @@ def describe_group(key: str, row: pd.Series, spec: FeatureSpec, labels: dict[str
     channels = channels if channels is not None else {c.name: c for c in spec.channels}
     if key in channels:
         c = channels[key]
+        declared = spec.vocabulary.get(c.type)
         words = (INBOUND_WORDS if c.direction == "inbound" else OUTBOUND_WORDS).get(c.type)
-        if words is None:  # a type from the user's own vocabulary
-            phrase = f"'{c.type}' " + ("from them" if c.direction == "inbound" else "from us")
+        if (declared is not None and declared.label) or words is None:  # the user's own words, or the raw code
+            name = declared.label if declared is not None and declared.label else f"'{c.type}'"
+            phrase = f"{name} " + ("from them" if c.direction == "inbound" else "from us")
             words = (phrase, phrase)
         return _activity(row, key, windows, *words)
+    if key in (steps := spec.step_columns):
+        declared = spec.vocabulary.get(steps[key])
+        return _step(row, key, steps[key], declared.label if declared is not None else None)
+    if key == STEP_PACE:
+        n = row[f"steps_{STEPS_RECENT_DAYS}d"]
+        return (f"reached {int(round(n))} step" + ("s" if round(n) != 1 else "") + f" in the last {STEPS_RECENT_DAYS} days"
+                if n > 0 else f"no step reached in the last {STEPS_RECENT_DAYS} days")
     if key == "inbound":
         return _activity(row, key, windows, "contacted us", "contact from them")
     if key == "outbound":
@@ -154,14 +181,17 @@ def _worded_from(key: str, spec: FeatureSpec, channels: dict) -> list[str]:
     """The feature columns :func:`describe_group` reads to word group ``key``."""
     if key in channels or key in ("inbound", "outbound"):
         return [f"{key}_{w}d" for w in spec.windows_days] + [f"{key}_days_since_last"]
+    if key in spec.step_columns:
+        return [f"{key}_days_since"]
     return {"activation": ["days_since_first_inbound", "just_turned_active"], "trend": ["inbound_trend"],
-            "lead_age": ["lead_age_days"], REOPENED_GROUP: ["days_since_reopened"]}.get(key, [key])
+            "lead_age": ["lead_age_days"], REOPENED_GROUP: ["days_since_reopened"],
+            STEP_PACE: [f"steps_{STEPS_RECENT_DAYS}d"]}.get(key, [key])
 
 
 def _in_whole_days(column: str) -> bool:
     """Columns :func:`describe_group` words through ``_days``, i.e. rounded to whole days."""
-    return column.endswith("days_since_last") or column in ("days_since_first_inbound", "lead_age_days",
-                                                            "days_since_reopened")
+    return column.endswith(("days_since_last", "_days_since")) or column in ("days_since_first_inbound", "lead_age_days",
+                                                                             "days_since_reopened")
 
 
 def top_reasons(

@@ -74,7 +74,7 @@ class Gate:
     name: str
     passed: bool
     detail: str
-
+    applicable: bool = True  # False: nothing to judge here (the detail says why); it never blocks
 
 @dataclass
 class RetrainReport:

@@ -34,7 +34,9 @@ OUTPUT_COLUMNS = ["lead_id", "as_of", "probability", "score", "bucket", "rank",
                   "reason_1", "reason_2", "reason_3", "model_version"]
 REASON_COLUMNS = [c for c in OUTPUT_COLUMNS if c.startswith("reason_")]
 FAST_REASONS_MIN_ROWS = 5000  # below this, compiling the fast TreeSHAP tables costs more than it saves
-FORMAT_VERSION = 1  # of scorer.json; a folder without it was written before versions were recorded (same format)
+# Of scorer.json. A folder without it was written before versions were recorded (same format as 1);
+# 2 adds the event vocabulary and step types to the spec (a version-1 spec reads as: every type a touch).
+FORMAT_VERSION = 2
 BOOSTER_FILE = "booster.txt"
 REEXPORT = "re-export the model"  # what to do about a damaged model folder
 

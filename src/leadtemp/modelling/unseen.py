@@ -49,9 +49,10 @@ class Unseen:
         if spec.mode != "events" or events.empty:
             return
         known = pd.MultiIndex.from_tuples([(c.type, c.direction) for c in spec.channels], names=[TYPE, DIRECTION])
-        mine = valid.loc[valid[LEAD_ID].isin(pd.Index(eligible[LEAD_ID]))
-                         & ~valid[TYPE].isin(spec.loss_rules.lost_types)]  # lost types are never channels
-        new = mine.loc[~pd.MultiIndex.from_frame(mine[[TYPE, DIRECTION]]).isin(known)]
+        mine = valid.loc[valid[LEAD_ID].isin(pd.Index(eligible[LEAD_ID]))]
+        # declared steps and outcomes, and the types that close a lead as lost, have no channel
+        touch = (mine[TYPE].map(spec.kind).eq("touch") & ~mine[TYPE].isin(spec.loss_rules.lost_types)).to_numpy()
+        new = mine.loc[~pd.MultiIndex.from_frame(mine[[TYPE, DIRECTION]]).isin(known) & touch]
         self.unseen_types += new[LEAD_ID].nunique()
         pairs = new.drop_duplicates([LEAD_ID, TYPE, DIRECTION])
         self.types.update(f"'{t}' {d}" for t, d in zip(pairs[TYPE], pairs[DIRECTION]))

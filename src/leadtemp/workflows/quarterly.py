@@ -32,6 +32,7 @@ from leadtemp.core.metrics import (
 )
 from leadtemp.core.schema import CONVERTED_AT, CREATED_AT, LEAD_ID, TIMESTAMP
 from leadtemp.core.snapshots import build_snapshots, cutoff_dates, drop_lost, eligible_leads, observed_until
+from leadtemp.core.vocabulary import not_applicable_reason, thermometer_constant
 from leadtemp.modelling.results import Backtest, Fold, Gate, RetrainReport
 from leadtemp.modelling.scorer import LeadScorer
 from leadtemp.workflows.train import train
@@ -72,13 +73,19 @@ def score_window(scorer: LeadScorer, leads: pd.DataFrame, interactions: pd.DataF
 
 
 def window_metrics(frame: pd.DataFrame) -> dict[str, float]:
-    """ROC-AUC, PR-AUC, ECE, lift@10% and more, the thermometer baseline, and each bucket's share and rate."""
+    """ROC-AUC, PR-AUC, ECE, lift@10% and more, the thermometer baseline, and each bucket's share and rate.
+
+    A thermometer score that is the same on every row gives ``thermometer_constant`` (its value) instead
+    of metrics: it ranks nobody, so its ROC-AUC would be 0.5 by construction.
+    """
     y = frame["label"].to_numpy()
     if y.min() == y.max():
         raise TrainingDataError(f"{len(y):,} snapshots at {frame['cutoff'].min():%Y-%m-%d}..{frame['cutoff'].max():%Y-%m-%d} "
                                 f"all have label {int(y[0])}: no metric can be measured there")
     metrics = classification_metrics(y, frame["probability"])
-    if "thermometer_score" in frame.columns:
+    if "thermometer_score" in frame.columns and (level := thermometer_constant(frame["thermometer_score"])) is not None:
+        metrics["thermometer_constant"] = level
+    elif "thermometer_score" in frame.columns:
         thermo = ranking_metrics(y, frame["thermometer_score"])
         metrics.update(thermometer_roc_auc=thermo["roc_auc"], thermometer_lift_at_10=thermo["lift_at_10"])
     for row in bucket_table(y, frame["bucket"].to_numpy()).itertuples():
@@ -172,7 +179,10 @@ def challenger_gates(m: dict[str, float], trained_rate: float, g: Retrain) -> li
              f"(x{ratio:.2f}, allowed x{1 / g.max_label_rate_ratio:.2f}..x{g.max_label_rate_ratio:.2f})"),
         Gate("ROC-AUC floor", m["roc_auc"] >= g.min_auc, f"challenger ROC-AUC {m['roc_auc']:.3f} (need >= {g.min_auc:.3f})"),
     ]
-    if g.beat_thermometer and "thermometer_roc_auc" in m:
+    if g.beat_thermometer and "thermometer_constant" in m:
+        gates.append(Gate("thermometer", True, not_applicable_reason(m["thermometer_constant"], int(m["rows"]),
+                                                                     "snapshots of the window"), applicable=False))
+    elif g.beat_thermometer and "thermometer_roc_auc" in m:
         gates.append(Gate("beats the thermometer", m["roc_auc"] > m["thermometer_roc_auc"],
                           f"ROC-AUC {m['roc_auc']:.3f} vs thermometer baseline {m['thermometer_roc_auc']:.3f}"))
     gates.append(Gate("calibrated", m["ece"] <= g.max_ece, f"ECE {m['ece']:.4f} (need <= {g.max_ece})"))

@@ -29,6 +29,7 @@ from leadtemp.core.snapshots import (
     slices_of_times,
     split_cutoffs,
 )
+from leadtemp.core.vocabulary import thermometer_not_applicable, vocabulary_notes
 from leadtemp.modelling.fit import fit_scorer, fit_scorer_cross_fitted, fit_scorer_rolling
 from leadtemp.modelling.results import Gate, RowSplits, TrainingResult
 from leadtemp.modelling.scorer import LeadScorer
@@ -91,7 +92,7 @@ def _evaluate(scorer: LeadScorer, parts: dict[str, pd.DataFrame]) -> tuple[pd.Da
     metrics = classification_metrics(test["label"], test["probability"])
     raw = classification_metrics(test["label"], test["raw_probability"])
     metrics.update({f"raw_{k}": raw[k] for k in ("roc_auc", "ece", "brier", "log_loss")})
-    if "thermometer_score" in test.columns:
+    if "thermometer_score" in test.columns and thermometer_not_applicable(test["thermometer_score"], "") is None:
         metrics["thermometer_roc_auc"] = ranking_metrics(test["label"], test["thermometer_score"])["roc_auc"]
     if "snapshot" in test.columns:  # snapshots: pooled metrics of each kind, and ranking within each periodic cutoff
         periodic = test["snapshot"].to_numpy() == "periodic"
@@ -133,12 +134,18 @@ def ship_gates(test: pd.DataFrame, metrics: dict[str, float], buckets: pd.DataFr
                       f"test ROC-AUC {metrics['roc_auc']:.3f} (95% interval {low:.3f}..{high:.3f}, {how}; "
                       f"{positives:,} conversions)" + ("" if low > 0.5 else
                       ": no evidence the model ranks leads; more conversions or more informative attributes would help")))
-    thermometer = test["thermometer_score"].to_numpy() if "thermometer_score" in test.columns else None
-    if thermometer is not None and np.unique(thermometer).size > 1:
-        gates.append(Gate("beats the thermometer", metrics["roc_auc"] > metrics["thermometer_roc_auc"],
-                          f"test ROC-AUC {metrics['roc_auc']:.3f} vs thermometer rule {metrics['thermometer_roc_auc']:.3f}"))
+    if "thermometer_score" in test.columns:
+        gates.append(thermometer_gate(test["thermometer_score"], metrics, "test"))
     gates.append(buckets_gate(buckets, scorer))
     return gates
+
+
+def thermometer_gate(scores: pd.Series, metrics: dict[str, float], where: str) -> Gate:
+    """The model against the thermometer rule, or "not applicable (why)" when the rule ranks nobody here."""
+    if (why := thermometer_not_applicable(scores, f"{where} rows")) is not None or "thermometer_roc_auc" not in metrics:
+        return Gate("thermometer", True, why or "not applicable (no thermometer score)", applicable=False)
+    return Gate("beats the thermometer", metrics["roc_auc"] > metrics["thermometer_roc_auc"],
+                f"{where} ROC-AUC {metrics['roc_auc']:.3f} vs thermometer rule {metrics['thermometer_roc_auc']:.3f}")
 
 
 def ranking_interval(test: pd.DataFrame, auc: float, resamples: int, seed: int) -> tuple[float, float, str]:
@@ -270,10 +277,11 @@ def _train_rolling(leads: pd.DataFrame, interactions: pd.DataFrame, params: Para
     before = splits.trained_through - splits.horizon
     check_identifiers(leads.loc[leads[CREATED_AT] < before], params.data.categorical)
     spec = fit_feature_spec(leads, interactions, params.features, params.data.categorical, params.data.numeric,
-                            before=before, lifecycle=rules)
+                            before=before, lifecycle=rules, events=params.events)
     snaps = _snapshots(leads, used, lambda t: splits.slice_of(t, until), params, until, spells)
     frame = build_training_frame(snaps, leads, interactions, spec)
     parts, leakage, notes = _slices(frame, leads, spec, params, names=("train", "test"))
+    notes += vocabulary_notes(interactions, params.features, params.events)
     pool = parts["train"]
     period = pool["cutoff"].where(pool["snapshot"] == "periodic").to_numpy()  # within-cutoff: the periodic rows
     scorer, selection = fit_scorer_rolling(pool, splits.fold_masks(pool["cutoff"]), period, spec, params, {
@@ -315,7 +323,7 @@ def _train_chain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params
     # The categories are learned from the leads created before the last validation cutoff: judged there.
     check_identifiers(leads.loc[leads[CREATED_AT] < splits.validation.max()], params.data.categorical)
     spec = fit_feature_spec(leads, interactions, params.features, params.data.categorical,
-                            params.data.numeric, before=splits.validation.max(), lifecycle=rules)
+                            params.data.numeric, before=splits.validation.max(), lifecycle=rules, events=params.events)
     used = splits.train.append([splits.validation, splits.calibration, splits.test])
 
     def slice_of(times: pd.Series) -> np.ndarray:
@@ -326,6 +334,7 @@ def _train_chain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params
     snaps = _snapshots(leads, used, slice_of, params, until, spells)
     frame = build_training_frame(snaps, leads, interactions, spec)
     parts, leakage, notes = _slices(frame, leads, spec, params)
+    notes += vocabulary_notes(interactions, params.features, params.events)
 
     scorer = fit_scorer(parts, spec, params, {
         "trained_through": str(splits.calibration.max() + pd.Timedelta(days=s.horizon_days)),

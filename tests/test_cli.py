@@ -196,4 +196,4 @@ def test_too_little_history_is_refused_clearly(tmp_path):
     result = run("train", "--leads", str(tmp_path / "short" / "leads.parquet"),
                  "--interactions", str(tmp_path / "short" / "interactions.parquet"))
     assert result.exit_code == 2
-    assert "too few" in result.output and "give more history" in result.output
+    assert "too short" in result.output and "give more history" in result.output

@@ -122,6 +122,13 @@ def _print_training(result, logged) -> None:
             kinds.append(f"first morning after creation ROC-AUC {m['creation_roc_auc']:.3f} "
                          f"on {int(m['creation_rows'])} snapshots, ECE {m['creation_ece']:.4f}")
         console.print("; ".join(k for k in kinds if k))
+    if "within_month_roc_auc" in m:
+        console.print(f"ROC-AUC within each month of the test slice {m['within_month_roc_auc']:.3f}")
+    if "folds_roc_auc" in m:
+        sel = result.scorer.meta["selection"]
+        console.print(f"{int(m['folds'])} rolling-origin fold(s): within-cutoff ROC-AUC {m['folds_roc_auc']:.3f} "
+                      f"(logistic regression {m['folds_logistic_roc_auc']:.3f}); chosen: {sel['family']}, "
+                      f"{sel['rounds']} rounds, min_data_in_leaf {sel['min_data_in_leaf']}, calibration {sel['calibration']}")
     table = Table("bucket", "leads", "converted", "rate", "95% interval")
     for row in result.buckets.itertuples():
         table.add_row(row.bucket, str(row.leads), str(row.converted), _rate(row.rate),

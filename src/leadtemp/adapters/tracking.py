@@ -47,7 +47,7 @@ class LoggedModel:
 def _log_metrics(result: TrainingResult) -> None:
     import mlflow
 
-    mlflow.log_metrics({f"test_{k}" if not k.startswith(("validation", "best")) else k: v
+    mlflow.log_metrics({f"test_{k}" if not k.startswith(("validation", "best", "folds", "rounds")) else k: v
                         for k, v in result.metrics.items()})
     for row in result.buckets.itertuples():
         mlflow.log_metrics({f"test_{row.bucket}_{k}": getattr(row, k)
@@ -91,6 +91,13 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
     run_name = run_name or f"train through {result.scorer.meta['trained_through'][:10]}"
     with mlflow.start_run(run_name=run_name) as run:
         mlflow.log_params(params.flat())
+        # What `auto` settings became, and what the rolling-origin folds chose (the params above say "auto").
+        chosen = {**{f"chosen.{k}": v for k, v in result.scorer.meta.get("cadence", {}).items()},
+                  **{f"chosen.{k}": result.scorer.meta["selection"][k] for k in ("family", "rounds", "calibration",
+                                                                                  "min_data_in_leaf")
+                     if k in result.scorer.meta.get("selection", {})}}
+        if chosen:
+            mlflow.log_params(chosen)
         mlflow.log_params({f"fingerprint.{k}": v for k, v in result.fingerprint.items() if k != "lead_columns"})
         mlflow.set_tags({"git_commit": git_commit() or "unknown", "data_mode": params.data.mode,
                          "split": getattr(result.splits, "kind", "time-ordered cutoffs"),

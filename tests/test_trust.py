@@ -147,3 +147,28 @@ def test_the_top_probability_rests_on_enough_calibration_leads():
     assert highest < 0.99
     assert any(abs(highest - y[top[:n]].mean()) < 1e-12 for n in range(MIN_END_BLOCK, 400))
     assert np.all(np.diff(calibrator(np.sort(margin))) >= 0)  # still monotone
+
+
+def test_a_timed_label_table_trained_with_the_defaults_folds_by_time_and_saves_a_concrete_horizon(tmp_path):
+    """Defaults only (horizon_days: auto): a label table has no horizon, so the saved model keeps 90 days (its
+    "current for" window) and loads again; with time, the rolling-origin folds run and are reported."""
+    from leadtemp.core.config import params_from_dict
+    from leadtemp.core.schema import empty_interactions
+    from leadtemp.modelling.scorer import LeadScorer
+    from leadtemp.workflows.train import train
+
+    rng = np.random.default_rng(4)
+    n = 6000
+    x = rng.normal(size=n)
+    source = rng.choice(["web", "fair", "referral"], size=n)
+    p = 1 / (1 + np.exp(-(-2.2 + 1.2 * x + (source == "referral"))))
+    leads = pd.DataFrame({"lead_id": [f"L{i}" for i in range(n)],
+                          "created_at": pd.Timestamp("2023-01-01") + pd.to_timedelta(np.sort(rng.integers(0, 700, n)), unit="D"),
+                          "converted_at": pd.NaT, "label": (rng.random(n) < p).astype(float), "x": x, "source": source})
+    params = params_from_dict({"data": {"interactions": None, "columns": {"converted_at": None, "label": "label"},
+                                        "categorical": ["source"], "numeric": ["x"]}})
+    result = train(leads, empty_interactions(), params)
+    assert result.metrics["folds"] == 3 and result.metrics["folds_roc_auc"] > 0.7
+    assert result.metrics["within_month_roc_auc"] > 0.7
+    loaded = LeadScorer.load(result.scorer.save(tmp_path / "scorer"))
+    assert loaded.horizon_days == result.scorer.horizon_days == 90

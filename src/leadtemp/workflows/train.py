@@ -7,7 +7,7 @@ import pandas as pd
 
 from leadtemp.core.cadence import MIN_CONVERSIONS, Cadence, resolve_cadence
 from leadtemp.core.checks import check_amount, check_identifiers, check_leakage, leakage_report
-from leadtemp.core.config import Params, Retrain
+from leadtemp.core.config import AUTO, Params, Retrain
 from leadtemp.core.errors import TrainingDataError
 from leadtemp.core.features import FeatureSpec, attribute_features, build_training_frame, fit_feature_spec
 from leadtemp.core.lifecycle import LossRules, loss_spells
@@ -300,6 +300,7 @@ def _train_rolling(leads: pd.DataFrame, interactions: pd.DataFrame, params: Para
     )
 
 
+LABEL_TABLE_HORIZON = 90  # days: a label-table model's "current for" window (period warnings at scoring)
 LOGISTIC_TOLERANCE = 0.01  # within-cutoff ROC-AUC a plain logistic regression may lead by on the folds (noise)
 
 
@@ -407,6 +408,9 @@ def _train_label_table(leads: pd.DataFrame, params: Params, source_hashes: dict[
     """One row per lead with a final 0/1 label: attributes only, sliced by time or stratified at random."""
     if LABEL not in leads.columns:
         raise TrainingDataError("data.columns.label is set but the leads were read without it")
+    if params.snapshots.horizon_days == AUTO:
+        # A final label has no horizon; the scorer keeps 90 days as how long after its data it stays current.
+        params = params.replace(snapshots={"horizon_days": LABEL_TABLE_HORIZON})
     labelled = leads[LABEL].notna().to_numpy()
     notes = []
     if (~labelled).any():

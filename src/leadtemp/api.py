@@ -318,7 +318,7 @@ def explain(params: Params | str | Path, lead_id: str, as_of: str | pd.Timestamp
         lead_id=lead_id, as_of=when, model_version=version, probability=float(scored["probability"]),
         score=int(scored["score"]), bucket=str(scored["bucket"]),
         horizon_days=scorer.horizon_days if scorer.spec.mode == "events" else None,
-        factors=factor_table(features.iloc[0], grouped, scorer.spec, scorer.labels),
+        factors=factor_table(features.iloc[0], grouped, scorer.spec, scorer.labels, scorer.category_rates),
         base_value=float(contrib[0, -1]))
     if plot is not None:
         from leadtemp.adapters.paths import storage_errors

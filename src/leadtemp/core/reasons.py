@@ -9,16 +9,23 @@ chance to convert.
 Words come from the user's vocabulary (params ``events``) first: a touch type's ``label`` with
 "from them" / "from us"; a step as a step, never as a contact ("offer sent 3 days ago", "no offer
 sent yet"). Types without a label keep their raw code, in quotes.
+
+Attributes are worded with their label from params ``data.labels`` ("company size: 50-249"). A
+categorical whose values a rep cannot read (a *coded* column: many categories, or values that look
+like ids or hashes) is worded by what its value did in training instead: "landing page 22c2a9…:
+converts 19% (+)", from :func:`category_rates` stored in the scorer.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from leadtemp.core.features import STEPS_RECENT_DAYS, FeatureSpec
+from leadtemp.core.schema import LEAD_ID
 
 # (what they did, what it is called) for inbound actions, hottest first (docs/domain.md section 1).
 INBOUND_WORDS = {
@@ -42,6 +49,75 @@ OUTBOUND_WORDS = {
 }
 PLUS, MINUS = "(+)", "(\u2212)"
 REOPENED_GROUP = "reopened"  # lost and reopened leads (core/lifecycle.py): days_since_reopened
+
+
+# Coded categoricals (see category_rates). More than this many categories: a rep cannot know each
+# value's meaning by name (a lead source or a sector has a handful; landing pages and campaigns have hundreds).
+CODED_MAX_NAMED = 20
+CODE_SHOWN_CHARS = 6   # a code is shown as its first 6 characters + "…": short, and unique enough to find in the CRM
+RATE_PRIOR_ROWS = 20   # m of the m-estimate: a category's rate is pulled toward the overall rate by 20 pseudo-rows
+RARE_LEADS = 30        # a category of fewer training leads says "rarely seen", not a rate from a handful of leads
+# Ids and hashes: hex of 8+ characters with digits and letters (sha/md5 22c2a9f0…, a uuid), 6+ digits
+# (000123456), or a 12+ character token of letters and digits mixed (3f9Kx2Lq8ZaB). Dates and names
+# with digits ("2024-01-15", "Q1-2024-webinar") are no codes.
+_CODE = re.compile(r"(?=.*\d)(?=.*[a-fA-F])[0-9a-fA-F-]{8,}|\d{6,}|(?=.*\d)(?=.*[A-Za-z])[A-Za-z0-9]{12,}")
+
+
+def looks_like_code(value: str) -> bool:
+    """A value a rep cannot read: an id, a hash, a long token of letters and digits."""
+    return _CODE.fullmatch(value) is not None
+
+
+def is_coded(categories: tuple[str, ...]) -> bool:
+    """A categorical a rep cannot read by value: more than ``CODED_MAX_NAMED`` categories, or mostly codes."""
+    return len(categories) > CODED_MAX_NAMED or (
+        bool(categories) and 2 * sum(looks_like_code(c) for c in categories) >= len(categories))
+
+
+def short_code(value: str) -> str:
+    """An id or hash cut to its first ``CODE_SHOWN_CHARS`` characters + "…"; readable values stay whole."""
+    if looks_like_code(value) and len(value) > CODE_SHOWN_CHARS + 2:
+        return value[:CODE_SHOWN_CHARS] + "\u2026"
+    return value
+
+
+def category_rates(fitted: pd.DataFrame, spec: FeatureSpec) -> dict[str, dict[str, float | None]]:
+    """Training conversion rate of each category of each coded categorical; ``None``: rarely seen.
+
+    ``fitted``: the rows the booster learned from (a ``label`` column and the attribute columns;
+    never the test slice nor anything later, so a rate is as point-in-time as the booster). A rate
+    is the share of the category's rows that converted, smoothed toward the overall rate by an
+    m-estimate, (conversions + m·overall) / (rows + m) with m = ``RATE_PRIOR_ROWS``; a category of
+    fewer than ``RARE_LEADS`` distinct leads (or rows, without lead ids) gets ``None``. Only columns
+    of ``spec.categorical`` are read (never ``data.excluded``: those are no features). Columns that
+    are not coded are left out: their values are worded as they are.
+    """
+    y = fitted["label"].to_numpy(dtype=float)
+    overall = float(y.mean()) if len(y) else 0.0
+    ids = fitted[LEAD_ID].to_numpy() if LEAD_ID in fitted.columns else np.arange(len(fitted))
+    out = {}
+    for column, categories in spec.categorical.items():
+        if not is_coded(categories):
+            continue
+        codes = pd.Categorical(fitted[column].astype("string"), categories=list(categories)).codes
+        known = codes >= 0
+        rows = np.bincount(codes[known], minlength=len(categories))
+        conversions = np.bincount(codes[known], weights=y[known], minlength=len(categories))
+        pairs = pd.DataFrame({"lead": ids[known], "code": codes[known]}).drop_duplicates()
+        leads = np.bincount(pairs["code"].to_numpy(dtype=np.int64), minlength=len(categories))
+        rate = (conversions + RATE_PRIOR_ROWS * overall) / (rows + RATE_PRIOR_ROWS)
+        out[column] = {c: (float(rate[i]) if leads[i] >= RARE_LEADS else None) for i, c in enumerate(categories)}
+    return out
+
+
+def _percent(rate: float) -> str:
+    return "under 1%" if rate < 0.005 else f"{100 * rate:.0f}%"
+
+
+def describe_code(label: str, value: str, rates: dict[str, float | None]) -> str:
+    """A coded value in words: shortened, with its training conversion rate (or "rarely seen")."""
+    rate = rates.get(value)
+    return f"{label} {short_code(value)}: " + ("rarely seen" if rate is None else f"converts {_percent(rate)}")
 
 
 def _days(d: float) -> str:
@@ -101,8 +177,12 @@ def _step(row, name: str, type_: str, label: str | None) -> str:
 
 
 def describe_group(key: str, row: pd.Series, spec: FeatureSpec, labels: dict[str, str],
-                   channels: dict | None = None) -> str:
-    """The group's value in words, from the lead's own feature values (``channels``: name → Channel, if known)."""
+                   channels: dict | None = None, rates: dict[str, dict[str, float | None]] | None = None) -> str:
+    """The group's value in words, from the lead's own feature values (``channels``: name → Channel, if known).
+
+    ``rates``: :func:`category_rates` of the scorer; a column in it is worded as a code with its rate
+    (models saved before the rates word every category as it is).
+    """
     windows = spec.windows_days
     channels = channels if channels is not None else {c.name: c for c in spec.channels}
     if key in channels:
@@ -147,6 +227,8 @@ def describe_group(key: str, row: pd.Series, spec: FeatureSpec, labels: dict[str
     value = row[key]
     if pd.isna(value):
         return f"{label}: unknown"
+    if rates and key in rates:
+        return describe_code(label, str(value), rates[key])
     if isinstance(value, float):
         value = int(value) if value.is_integer() else f"{value:.4g}"
     return f"{label}: {value}"
@@ -200,6 +282,7 @@ def top_reasons(
     spec: FeatureSpec,
     labels: dict[str, str],
     k: int = 3,
+    rates: dict[str, dict[str, float | None]] | None = None,
 ) -> list[np.ndarray]:
     """The ``k`` groups with the largest absolute contribution per row, worded, with sign.
 
@@ -207,6 +290,7 @@ def top_reasons(
     zero (a factor the model never used is no reason). Each group is worded once per distinct value
     of what its words depend on (counts, whole days, a category) and sign, and the text is shared
     by every lead with those values: most leads of a large batch repeat a few hundred phrasings.
+    ``rates``: the scorer's :func:`category_rates` (coded categoricals).
     """
     values = grouped.to_numpy()
     order = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :k]
@@ -227,17 +311,17 @@ def top_reasons(
             list(columns) + ["(+)"], dropna=False, sort=False).ngroup().to_numpy()
         _, first = np.unique(codes, return_index=True)
         words = np.array([
-            f"{describe_group(key, _Row(columns, i), spec, labels, channels)} {PLUS if positive[i] else MINUS}"
+            f"{describe_group(key, _Row(columns, i), spec, labels, channels, rates)} {PLUS if positive[i] else MINUS}"
             for i in first], dtype=object)
         out[rows, slots] = words[codes]
     return [out[:, s] for s in range(k)]
 
 
 def factor_table(features_row: pd.Series, grouped_row: pd.Series, spec: FeatureSpec,
-                 labels: dict[str, str]) -> pd.DataFrame:
+                 labels: dict[str, str], rates: dict[str, dict[str, float | None]] | None = None) -> pd.DataFrame:
     """All groups of one lead, worded, with their contribution in log-odds, largest effect first."""
     table = pd.DataFrame({
-        "factor": [describe_group(k, features_row, spec, labels) for k in grouped_row.index],
+        "factor": [describe_group(k, features_row, spec, labels, rates=rates) for k in grouped_row.index],
         "effect": grouped_row.to_numpy(),
     }, index=grouped_row.index)
     return table.reindex(table["effect"].abs().sort_values(ascending=False, kind="stable").index)

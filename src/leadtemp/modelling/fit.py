@@ -9,6 +9,7 @@ from leadtemp.core.config import Params
 from leadtemp.core.drift import profile
 from leadtemp.core.features import FeatureSpec, feature_matrix
 from leadtemp.core.metrics import bucket_shares
+from leadtemp.core.reasons import category_rates
 from leadtemp.modelling.booster import fit_booster, fit_rounds, margin_roc_auc
 from leadtemp.modelling.buckets import fit_buckets
 from leadtemp.modelling.calibration import Calibrator, fit_calibrator
@@ -51,7 +52,8 @@ def fit_scorer_rolling(pool: pd.DataFrame, folds: list[tuple[np.ndarray, np.ndar
 
 def assemble_scorer(booster, cal_margin: np.ndarray, cal_label: pd.Series, spec: FeatureSpec, params: Params,
               meta: dict, fitted: pd.DataFrame, calibrator: Calibrator | None = None) -> LeadScorer:
-    """The scorer around a fitted booster; ``fitted``: the rows the booster learned from (profiled for drift).
+    """The scorer around a fitted booster; ``fitted``: the rows the booster learned from (profiled for drift,
+    and the source of the coded categoricals' conversion rates in reasons: never a test row).
 
     ``calibrator``: already chosen; by default fitted here on ``cal_margin`` with ``calibration.method``.
     """
@@ -66,6 +68,7 @@ def assemble_scorer(booster, cal_margin: np.ndarray, cal_label: pd.Series, spec:
         horizon_days=params.snapshots.horizon_days, labels=dict(params.data.labels),
         meta={**meta, "best_iteration": booster.current_iteration(), "versions": library_versions(),
               "profile": training_profile},
+        category_rates=category_rates(fitted, spec),
     )
 
 

@@ -36,6 +36,8 @@ REASON_COLUMNS = [c for c in OUTPUT_COLUMNS if c.startswith("reason_")]
 FAST_REASONS_MIN_ROWS = 5000  # below this, compiling the fast TreeSHAP tables costs more than it saves
 # Of scorer.json. A folder without it was written before versions were recorded (same format as 1);
 # 2 adds the event vocabulary and step types to the spec (a version-1 spec reads as: every type a touch).
+# The optional "category_rates" (coded categoricals' training conversion rates, for reasons) needs no new
+# version: a file without it words every category as it is, and a reader that predates it ignores it.
 FORMAT_VERSION = 2
 BOOSTER_FILE = "booster.txt"
 REEXPORT = "re-export the model"  # what to do about a damaged model folder
@@ -66,6 +68,8 @@ class LeadScorer:
     horizon_days: int
     labels: dict[str, str] = field(default_factory=dict)
     meta: dict = field(default_factory=dict)
+    # Coded categoricals: category → smoothed training conversion rate (None: rarely seen); core/reasons.py.
+    category_rates: dict[str, dict[str, float | None]] = field(default_factory=dict)
     _fast: object = field(default=None, init=False, repr=False, compare=False)
 
     # -- computing -------------------------------------------------------------------------------
@@ -132,7 +136,8 @@ class LeadScorer:
         })
         if reasons and len(out):
             contrib = self.contributions(features, margin)
-            words = top_reasons(features, group_contributions(contrib, self.spec), self.spec, self.labels)
+            words = top_reasons(features, group_contributions(contrib, self.spec), self.spec, self.labels,
+                                rates=self.category_rates)
             for name, column in zip(REASON_COLUMNS, words):
                 out[name] = column
         else:
@@ -167,7 +172,7 @@ class LeadScorer:
 
     # -- storing ---------------------------------------------------------------------------------
     def fingerprint(self) -> str:
-        """SHA-256 of everything that decides a score: booster, spec, calibrator, cut-offs, horizon, labels.
+        """SHA-256 of everything that decides a score: booster, spec, calibrator, cut-offs, horizon, labels, rates.
 
         Two scorers with the same fingerprint give the same rows, whatever their version number or run.
         """
@@ -176,8 +181,11 @@ class LeadScorer:
         return digest.hexdigest()
 
     def _settings(self) -> dict:
-        return {"spec": self.spec.to_dict(), "calibrator": vars(self.calibrator), "buckets": vars(self.buckets),
-                "horizon_days": self.horizon_days, "labels": self.labels}
+        settings = {"spec": self.spec.to_dict(), "calibrator": vars(self.calibrator), "buckets": vars(self.buckets),
+                    "horizon_days": self.horizon_days, "labels": self.labels}
+        if self.category_rates:  # absent when empty: a model saved before the rates keeps its fingerprint
+            settings["category_rates"] = self.category_rates
+        return settings
 
     def save(self, folder: str | Path) -> Path:
         folder = Path(folder)
@@ -216,6 +224,7 @@ class LeadScorer:
                 horizon_days=int(raw["horizon_days"]),
                 labels=raw.get("labels", {}),
                 meta=raw.get("meta", {}),
+                category_rates=_read_rates(raw.get("category_rates", {})),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{folder / 'scorer.json'}: damaged ({type(exc).__name__}: {exc}); {REEXPORT}") from None
@@ -224,6 +233,13 @@ class LeadScorer:
         except lgb.basic.LightGBMError as exc:
             raise ConfigError(f"{folder / BOOSTER_FILE}: damaged (LightGBM: {exc}); {REEXPORT}") from None
         return cls(booster=booster, **parts)
+
+
+def _read_rates(raw: dict) -> dict[str, dict[str, float | None]]:
+    """``category_rates`` of scorer.json (absent in models saved before them: {}); a bad one is a TypeError/ValueError."""
+    if not isinstance(raw, dict) or not all(isinstance(v, dict) for v in raw.values()):
+        raise TypeError("category_rates is not a mapping of columns to categories")
+    return {str(c): {str(k): None if r is None else float(r) for k, r in v.items()} for c, v in raw.items()}
 
 
 def _read_json(path: Path) -> dict:

@@ -169,8 +169,10 @@ def test_bank_marketing_end_to_end_with_time_from_row_order(tmp_path):
     run_ = mlflow.search_runs(experiment_names=["leadtemp-bank-marketing"], output_format="list")[0]
     assert run_.data.tags["split"] == "time-ordered" and run_.data.tags["out_of_time_check"] == "true"
     assert run_.data.params["data.columns.label"] == "y"
-    # Out of time the bank model ranks no better than chance (docs/benchmarks.md): registered, never champion.
-    assert "FAIL ranks better than chance" in trained.output and "not made champion" in trained.output
+    # Out of time the bank model ranks (rolling-origin folds), but its test months convert at ~31% against ~8%
+    # before: its probabilities are off by ~0.2 on average, so it is registered, never champion.
+    assert "pass ranks better than chance" in trained.output and "pass ranks better than chance on the folds" in trained.output
+    assert "FAIL probabilities hold on the test slice" in trained.output and "not made champion" in trained.output
     assert run_.data.tags["fit_to_ship"] == "false"
     model = ["--model", "models/bank-marketing/latest"]
 

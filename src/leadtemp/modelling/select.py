@@ -24,7 +24,8 @@ import pandas as pd
 
 from leadtemp.core.config import AUTO, Params
 from leadtemp.core.features import FeatureSpec, feature_matrix
-from leadtemp.core.metrics import expected_calibration_error, ranking_metrics, within_period_auc
+from leadtemp.core.metrics import expected_calibration_error, lead_auc_interval, ranking_metrics, within_period_auc
+from leadtemp.core.schema import LEAD_ID
 from leadtemp.modelling.booster import dataset, leaf_size, lightgbm_params
 from leadtemp.modelling.calibration import MIN_END_BLOCK, Calibrator, fit_calibrator
 
@@ -209,6 +210,13 @@ def select(pool: pd.DataFrame, folds: list[tuple[np.ndarray, np.ndarray]], perio
         notes.append(f"calibration: {params.calibration.method} made ECE worse on the folds "
                      f"({scores['folds_calibrated_ece']:.4f} vs raw {scores['folds_raw_ece']:.4f}); the booster's own "
                      "probabilities are kept")
+    # Evidence of ranking from the folds, independent of the test slice: each fold's margins centred (fold models
+    # differ in level), pooled, with a bootstrap of leads (a lead's snapshots move together).
+    centred = np.concatenate([m - m.mean() for m in best.margins])
+    ids = np.concatenate([(pool.loc[valid, LEAD_ID] if LEAD_ID in pool.columns else pool.index[valid]).to_numpy()
+                          for _, valid in folds])
+    low, high = lead_auc_interval(np.concatenate(labels), centred, ids, params.retrain.bootstrap or 200, params.model.seed)
+    metrics.update(folds_auc_low=low, folds_auc_high=high)
     newest = calibration_rows(labels)
     selection = Selection(best.family, best.rounds, leaf_size(params, len(pool)), calibration, metrics, notes)
     return selection, np.concatenate(best.margins[-newest:]), np.concatenate(labels[-newest:])

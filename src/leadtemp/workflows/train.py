@@ -114,7 +114,7 @@ def _evaluate(scorer: LeadScorer, parts: dict[str, pd.DataFrame]) -> tuple[pd.Da
 
 
 def ship_gates(test: pd.DataFrame, metrics: dict[str, float], buckets: pd.DataFrame, scorer: LeadScorer | None = None,
-               resamples: int = Retrain.bootstrap, seed: int = 0) -> list[Gate]:
+               resamples: int = Retrain.bootstrap, seed: int = 0, max_ece: float | None = None) -> list[Gate]:
     """What a newly trained model must show on its test slice before it may become champion.
 
     A model that fails is still logged and registered (so it can be inspected), never given the
@@ -125,9 +125,10 @@ def ship_gates(test: pd.DataFrame, metrics: dict[str, float], buckets: pd.DataFr
     """
     y = test["label"].to_numpy()
     positives = int(y.sum())
-    distinct = np.unique(test["margin"].to_numpy()).size
+    # Distinct calibrated probabilities: two margins the calibrator maps to one probability still score every lead alike.
+    distinct = np.unique(test["probability" if "probability" in test.columns else "margin"].to_numpy()).size
     gates = [Gate("not a constant model", distinct > 1,
-                  f"{distinct} distinct score(s) on {len(y):,} test rows" + ("" if distinct > 1 else
+                  f"{distinct} distinct probabilit{'y' if distinct == 1 else 'ies'} on {len(y):,} test rows" + ("" if distinct > 1 else
                   ": the booster learned nothing; give more conversions (or more history) to learn from"))]
     low, high, how = ranking_interval(test, metrics["roc_auc"], resamples, seed)
     gates.append(Gate("ranks better than chance", low > 0.5,
@@ -137,6 +138,14 @@ def ship_gates(test: pd.DataFrame, metrics: dict[str, float], buckets: pd.DataFr
     if "thermometer_score" in test.columns:
         gates.append(thermometer_gate(test["thermometer_score"], metrics, "test"))
     gates.append(buckets_gate(buckets, scorer))
+    if max_ece is not None:  # the scores are percentages a rep reads: they must hold on the newest data
+        ok = metrics["ece"] <= max_ece
+        gates.append(Gate("probabilities hold on the test slice", ok,
+                          f"test ECE {metrics['ece']:.3f} (at most {max_ece:.3f}; test conversion "
+                          f"{metrics['positive_rate']:.1%})" + ("" if ok else
+                          ": the calibrated chances are off by that much on average on the newest labelled data "
+                          "(its conversion rate moved?); the ranking may still hold, but the scores do not mean "
+                          "what they say: retrain when newer labels are in")))
     return gates
 
 
@@ -296,7 +305,8 @@ def _train_rolling(leads: pd.DataFrame, interactions: pd.DataFrame, params: Para
         scorer=scorer, splits=splits, test=test, metrics=metrics, buckets=buckets,
         fingerprint=fingerprint(leads, interactions, frame, until, source_hashes),
         leakage=leakage, warnings=[*cadence.notes, *selection.notes, *notes],
-        gates=ship_gates(test, metrics, buckets, scorer, params.retrain.bootstrap, params.model.seed) + fold_gates(metrics),
+        gates=ship_gates(test, metrics, buckets, scorer, params.retrain.bootstrap, params.model.seed,
+                         params.retrain.max_ece) + fold_gates(metrics),
     )
 
 
@@ -305,10 +315,17 @@ LOGISTIC_TOLERANCE = 0.01  # within-cutoff ROC-AUC a plain logistic regression m
 
 
 def fold_gates(metrics: dict[str, float]) -> list[Gate]:
-    """Gates measured on the rolling-origin folds: the model must rank at least as well as a plain logistic
-    regression on the same features (the family choice makes this a safety net, rarely hit)."""
+    """Gates measured on the rolling-origin folds, evidence independent of the test slice: the model ranks better
+    than chance there too (a model of noise passes the test slice's gate one time in forty; both at once, far
+    more rarely), and at least as well as a plain logistic regression on the same features (the family choice
+    makes this a safety net, rarely hit)."""
     mine, logistic = metrics["folds_roc_auc"], metrics["folds_logistic_roc_auc"]
-    return [Gate("no worse than a logistic regression", mine >= logistic - LOGISTIC_TOLERANCE,
+    low, high = metrics["folds_auc_low"], metrics["folds_auc_high"]
+    return [Gate("ranks better than chance on the folds", low > 0.5,
+                 f"out-of-fold ROC-AUC 95% interval {low:.3f}..{high:.3f} on {int(metrics['folds'])} fold(s)"
+                 + ("" if low > 0.5 else ": the folds show no evidence the model ranks leads; more conversions or "
+                                        "more informative attributes would help")),
+            Gate("no worse than a logistic regression", mine >= logistic - LOGISTIC_TOLERANCE,
                  f"within-cutoff ROC-AUC on the {int(metrics['folds'])} fold(s): {mine:.3f} vs logistic regression "
                  f"{logistic:.3f}" + ("" if mine >= logistic - LOGISTIC_TOLERANCE else
                                       ": the boosted model loses to a linear one; more history would help"))]
@@ -346,7 +363,7 @@ def _train_chain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params
         scorer=scorer, splits=splits, test=test, metrics=metrics, buckets=buckets,
         fingerprint=fingerprint(leads, interactions, frame, until, source_hashes),
         leakage=leakage, warnings=notes,
-        gates=ship_gates(test, metrics, buckets, scorer, params.retrain.bootstrap, params.model.seed),
+        gates=ship_gates(test, metrics, buckets, scorer, params.retrain.bootstrap, params.model.seed, params.retrain.max_ece),
     )
 
 
@@ -455,7 +472,7 @@ def _train_label_table(leads: pd.DataFrame, params: Params, source_hashes: dict[
         selection = None
     test, metrics = _evaluate(scorer, parts)
     buckets = bucket_table(test["label"], test["bucket"])
-    gates = ship_gates(test, metrics, buckets, scorer, params.retrain.bootstrap, params.model.seed)
+    gates = ship_gates(test, metrics, buckets, scorer, params.retrain.bootstrap, params.model.seed, params.retrain.max_ece)
     if selection is not None:
         metrics.update(selection.metrics)
         gates += fold_gates(metrics)

@@ -71,7 +71,8 @@ TIER_OF_MODULE = {
 }
 SLOW_FIXTURES = {"quality_sim", "quality_result", "shifted", "champion", "world", "trained", "in_home", "hostile_home",
                   "vocab_trained"}
-EXTERNAL_NAMES = {"BANK", "XEDU"}  # tests that read ../shared/data/external name these
+EXTERNAL_NAMES = {"XEDU"}  # tests that read ../shared/data/external name these
+SLOW_NAMES = {"BANK", "XEDU"}  # tests that train on a real dataset (bank marketing ships in data/external/)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -83,9 +84,10 @@ def pytest_collection_modifyitems(config, items):
         names = set(function.__code__.co_names) if function is not None else set()
         if "services" in item.keywords or SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.slow)
+        if names & SLOW_NAMES:
+            item.add_marker(pytest.mark.slow)
         if names & EXTERNAL_NAMES:
             item.add_marker(pytest.mark.external)
-            item.add_marker(pytest.mark.slow)
             if not SHARED.is_dir() and not os.environ.get("CI"):
                 item.add_marker(pytest.mark.skip(reason=f"needs the third-party datasets in {SHARED / 'data' / 'external'} "
                                                         "(CI has them; a test that needs them fails there when missing)"))

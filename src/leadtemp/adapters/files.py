@@ -22,19 +22,23 @@ from leadtemp.core.schema import DateRules, empty_interactions, validate_interac
 TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
 
 
-def _format(path: Path) -> str:
+def _format(path: Path, reading: bool = False) -> str:
+    """``csv`` or ``parquet`` by the file's suffix; a gzip-compressed CSV (``.csv.gz``) is read, never written."""
+    if reading and path.name.lower().endswith(".csv.gz"):
+        return "csv"
     try:
         return TABLE_SUFFIXES[path.suffix.lower()]
     except KeyError:
-        raise SchemaError(f"{path}: unsupported file type; use one of {sorted(TABLE_SUFFIXES)}") from None
+        known = sorted(TABLE_SUFFIXES) + ([".csv.gz"] if reading else [])
+        raise SchemaError(f"{path}: unsupported file type; use one of {known}") from None
 
 
 def read_table(path: str | Path, separator: str = ",") -> pd.DataFrame:
-    """A CSV or Parquet file as a DataFrame. CSV cells are all read as text (empty = missing): ids and
+    """A CSV (or gzip-compressed ``.csv.gz``) or Parquet file as a DataFrame. CSV cells are all read as text (empty = missing): ids and
     categories stay exactly as written (``000123``), and numbers and dates are parsed by their role
     in :mod:`leadtemp.core.schema`, never guessed here."""
     path = Path(path)
-    kind = _format(path)
+    kind = _format(path, reading=True)
     if not path.is_file():
         raise SchemaError(f"{path}: file not found")
     try:

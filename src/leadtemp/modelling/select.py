@@ -32,6 +32,7 @@ from leadtemp.modelling.calibration import MIN_END_BLOCK, Calibrator, fit_calibr
 FAMILIES = {"trees": {}, "additive": {"num_leaves": 2, "max_depth": 1}}
 ADDITIVE_RATE = 2.0
 RAW = Calibrator("sigmoid", slope=1.0, intercept=0.0)  # the booster's own probability: 1 / (1 + e^-margin)
+LOGISTIC_ROWS = 30_000  # rows a fold's logistic regression learns from at most (a seeded sample)
 MIN_CALIBRATION_CONVERSIONS = 50  # the calibrator's rows reach back over older blocks until they hold this many
 
 
@@ -71,18 +72,26 @@ def _score(y: np.ndarray, margin: np.ndarray, period: np.ndarray) -> float:
     return within if np.isfinite(within) else ranking_metrics(y, margin)["roc_auc"]
 
 
-def _curves(pool: pd.DataFrame, folds: list[tuple[np.ndarray, np.ndarray]], spec: FeatureSpec, lgb_params: dict,
-            params: Params) -> tuple[list, list[np.ndarray]]:
+def fold_datasets(pool: pd.DataFrame, folds: list[tuple[np.ndarray, np.ndarray]], spec: FeatureSpec,
+                  params: Params) -> list[tuple]:
+    """LightGBM datasets (training, validation) of each fold, binned once and shared by every family."""
+    out = []
+    for fit, valid in folds:
+        dtrain = dataset(pool.loc[fit], spec, weighted=params.snapshots.weight_per_lead)
+        out.append((dtrain, dataset(pool.loc[valid], spec, reference=dtrain)))
+    return out
+
+
+def _curves(datasets: list[tuple], lgb_params: dict, params: Params) -> tuple[list, list[np.ndarray]]:
     """Each fold's early-stopped booster and its validation curve (one value per round)."""
     import lightgbm as lgb
 
     metric = params.model.early_stopping_metric
     boosters, curves = [], []
-    for fit, valid in folds:
+    for dtrain, dvalid in datasets:
         record: dict = {}
-        dtrain = dataset(pool.loc[fit], spec, weighted=params.snapshots.weight_per_lead)
         booster = lgb.train(lgb_params, dtrain, num_boost_round=params.model.max_rounds,
-                            valid_sets=[dataset(pool.loc[valid], spec, reference=dtrain)], valid_names=["fold"],
+                            valid_sets=[dvalid], valid_names=["fold"],
                             callbacks=[lgb.early_stopping(params.model.early_stopping_rounds, verbose=False),
                                        lgb.record_evaluation(record)])
         boosters.append(booster)
@@ -97,10 +106,11 @@ def _rounds(curves: list[np.ndarray], metric: str) -> int:
     return int((np.argmin(mean) if metric == "binary_logloss" else np.argmax(mean)) + 1)
 
 
-def evaluate_family(family: str, pool: pd.DataFrame, folds, period: np.ndarray, spec: FeatureSpec,
-                    params: Params) -> Candidate:
+def evaluate_family(family: str, pool: pd.DataFrame, folds, datasets: list[tuple], period: np.ndarray,
+                    spec: FeatureSpec, params: Params) -> Candidate:
+    # One leaf size for every fold and family: LightGBM bins (and pre-filters) a dataset for it once.
     lgb_params = family_params(family, params, int(np.mean([f.sum() for f, _ in folds])))
-    boosters, curves = _curves(pool, folds, spec, lgb_params, params)
+    boosters, curves = _curves(datasets, lgb_params, params)
     rounds = _rounds(curves, params.model.early_stopping_metric)
     margins, aucs, weights = [], [], []
     for booster, (_, valid) in zip(boosters, folds):
@@ -112,7 +122,7 @@ def evaluate_family(family: str, pool: pd.DataFrame, folds, period: np.ndarray, 
     return Candidate(family, rounds, margins, aucs, float(np.average(aucs, weights=weights)))
 
 
-def logistic_fold_auc(pool: pd.DataFrame, folds, period: np.ndarray, spec: FeatureSpec) -> list[float]:
+def logistic_fold_auc(pool: pd.DataFrame, folds, period: np.ndarray, spec: FeatureSpec, seed: int = 0) -> list[float]:
     """A plain logistic regression on the same features (one-hot categories, standardised numbers with a
     missing flag), fitted and scored like the boosters on each fold: the baseline the ship gates compare with."""
     from sklearn.compose import ColumnTransformer
@@ -132,9 +142,12 @@ def logistic_fold_auc(pool: pd.DataFrame, folds, period: np.ndarray, spec: Featu
         if codes:
             steps.append(("codes", make_pipeline(SimpleImputer(strategy="constant", fill_value=-1.0),
                                                  OneHotEncoder(handle_unknown="ignore", min_frequency=20)), codes))
-        model = make_pipeline(ColumnTransformer(steps), LogisticRegression(C=1.0, max_iter=300, tol=1e-3))
-        x_fit, x_valid = (_matrix(pool.loc[m], spec) for m in (fit, valid))
-        model.fit(x_fit, pool.loc[fit, "label"].to_numpy())
+        model = make_pipeline(ColumnTransformer(steps), LogisticRegression(C=1.0, max_iter=200, tol=1e-3))
+        rows = np.flatnonzero(fit)
+        if len(rows) > LOGISTIC_ROWS:  # a linear baseline is settled long before this many rows
+            rows = np.sort(np.random.default_rng(seed).choice(rows, LOGISTIC_ROWS, replace=False))
+        x_fit, x_valid = _matrix(pool.iloc[rows], spec), _matrix(pool.loc[valid], spec)
+        model.fit(x_fit, pool["label"].to_numpy()[rows])
         aucs.append(_score(pool.loc[valid, "label"].to_numpy(), model.decision_function(x_valid), period[valid]))
     return aucs
 
@@ -178,11 +191,12 @@ def select(pool: pd.DataFrame, folds: list[tuple[np.ndarray, np.ndarray]], perio
     Returns the selection and the calibration rows' out-of-fold margins and labels (the newest blocks).
     """
     families = list(FAMILIES) if params.model.family == AUTO else [params.model.family]
-    candidates = [evaluate_family(f, pool, folds, period, spec, params) for f in families]
+    datasets = fold_datasets(pool, folds, spec, params)
+    candidates = [evaluate_family(f, pool, folds, datasets, period, spec, params) for f in families]
     best = max(candidates, key=lambda c: c.score)
     labels = [pool.loc[valid, "label"].to_numpy() for _, valid in folds]
     calibration, scores = choose_calibration(best, labels, params.calibration.method)
-    logistic = logistic_fold_auc(pool, folds, period, spec)
+    logistic = logistic_fold_auc(pool, folds, period, spec, params.model.seed)
     weights = [len(y) for y in labels]
     metrics = {f"folds_{c.family}_roc_auc": c.score for c in candidates}
     metrics.update(scores, folds=float(len(folds)), folds_roc_auc=best.score,

@@ -1,6 +1,7 @@
 """Prediction quality against what a user would otherwise pick, on the same rows, in one run.
 
-Datasets (real ones from ../shared/data/external, read through leadtemp's own example params):
+Datasets (real ones read through leadtemp's own example params: bank marketing ships in data/external,
+X Education is read from ../shared/data/external):
   bank-marketing     out of time: fixed (train on the first 80% of rows, test on the last 20%) and quarterly
   x-education        5-fold stratified (the table has no time), sales-team columns dropped
   x-education+sales  the same with the sales-team columns kept (leaky; reported separately, labelled)
@@ -260,7 +261,8 @@ def paired_difference(t: TestRows, ours: str, theirs: str, metric: str, draws: i
 def _labelled(params_file: Path, shared: Path, **changes):
     params = load_params(params_file)
     relative = Path(params.data.leads)
-    leads_path = shared / relative.relative_to("../shared") if str(relative).startswith("../shared") else relative
+    leads_path = (shared / relative.relative_to("../shared") if str(relative).startswith("../shared")
+                  else relative if relative.is_absolute() else ROOT / relative)
     params = params.replace(data={"leads": str(leads_path), **changes.pop("data", {})}, **changes)
     leads, _ = load_data(params)
     return params, leads

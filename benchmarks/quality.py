@@ -656,11 +656,11 @@ def log_to_mlflow(rows, goals, md_path: Path, json_path: Path) -> None:
 
 def _commit() -> str:
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h %s"], capture_output=True, text=True,
+        out = subprocess.run(["git", "-C", str(ROOT), "log", "-1", "--format=%h"], capture_output=True, text=True,
                              check=True).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "src"], capture_output=True,
                                text=True, check=True).stdout.strip()
-        return f"`{out[:9]}`" + (" (src modified)" if dirty else "")
+        return f"`{out}`" + (" (src modified)" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 

@@ -74,11 +74,13 @@ def test_a_batch_with_a_disagreeing_leaf_is_computed_by_lightgbm_itself(small_re
     np.testing.assert_allclose(got, scorer.booster.predict(X, pred_contrib=True), rtol=0, atol=1e-9)
 
 
-def test_scorer_uses_the_fast_path_for_large_batches_with_the_same_reasons(quality_result):
+def test_scorer_uses_the_fast_path_for_large_batches_with_the_same_reasons(small_result):
     from leadtemp.modelling.scorer import FAST_REASONS_MIN_ROWS
 
-    scorer = quality_result.scorer
-    rows = quality_result.test.head(FAST_REASONS_MIN_ROWS + 1000)
+    scorer = small_result.scorer
+    test = small_result.test
+    rows = pd.concat([test] * (FAST_REASONS_MIN_ROWS // len(test) + 2), ignore_index=True)  # a batch past the threshold
+    assert len(rows) > FAST_REASONS_MIN_ROWS
     got = scorer.contributions(rows)
     assert scorer._fast is not None and scorer._fast.last_fallbacks == 0
     want = scorer.booster.predict(rows[scorer.spec.columns], pred_contrib=True)

@@ -321,13 +321,14 @@ def backtest(
     console = Console(width=max(Console().width, 130))  # the table stays whole in logs and pipes (80 columns)
     done = run(_params(params, leads, interactions), quarters)
     table = done.backtest.table()
-    out = Table("quarter", "fitted to", "snapshots", "converted", "ROC-AUC", "thermometer", "PR-AUC", "ECE",
+    out = Table("quarter", "fitted to", "snapshots", "converted", "ROC-AUC", "within a cutoff", "thermometer", "PR-AUC", "ECE",
                 "lift@10%", "hot", "warm", "cold", title="labels fitted up to 'fitted to'; conversion rate by bucket "
                 "on the right", title_justify="left")
     for row in table.itertuples():
         thermo = getattr(row, "thermometer_roc_auc", float("nan"))
         out.add_row(row.quarter, row.trained_through, f"{int(row.rows):,}", f"{row.positive_rate:.1%}",
-                    f"{row.roc_auc:.3f}", "n/a" if thermo != thermo else f"{thermo:.3f}", f"{row.pr_auc:.3f}",
+                    f"{row.roc_auc:.3f}", f"{getattr(row, 'within_cutoff_roc_auc', float('nan')):.3f}",
+                    "n/a" if thermo != thermo else f"{thermo:.3f}", f"{row.pr_auc:.3f}",
                     f"{row.ece:.4f}", f"{row.lift_at_10:.2f}", _rate(row.hot_rate), _rate(row.warm_rate), _rate(row.cold_rate))
     console.print(out)
     for line in _thermometer_not_applicable(table):
@@ -362,12 +363,13 @@ def _print_retrain(report, logged, dry_run: bool) -> str:
                       f"{m['positive_rate']:.1%} converted within the horizon")
         champ = f"champion v{report.champion_version}" if c else "champion"
         table = Table("", "challenger", champ, "thermometer")
-        rows = [("ROC-AUC", "roc_auc", "{:.3f}", "thermometer_roc_auc"), ("PR-AUC", "pr_auc", "{:.3f}", None),
+        rows = [("ROC-AUC", "roc_auc", "{:.3f}", "thermometer_roc_auc"),
+                ("ROC-AUC within a cutoff", "within_cutoff_roc_auc", "{:.3f}", None), ("PR-AUC", "pr_auc", "{:.3f}", None),
                 ("ECE", "ece", "{:.4f}", None), ("lift@10%", "lift_at_10", "{:.2f}", "thermometer_lift_at_10"),
                 ("hot conversion", "hot_rate", "{:.1%}", None), ("warm conversion", "warm_rate", "{:.1%}", None),
                 ("cold conversion", "cold_rate", "{:.1%}", None)]
         for label, key, fmt, thermo in rows:
-            table.add_row(label, _rate(m[key], fmt), _rate(c[key], fmt) if c else "-",
+            table.add_row(label, _rate(m.get(key, float("nan")), fmt), _rate(c.get(key, float("nan")), fmt) if c else "-",
                           fmt.format(m[thermo]) if thermo and thermo in m else "n/a" if thermo else "")
         console.print(table)
         console.print(f"challenger vs champion: {report.verdict()}")

@@ -29,6 +29,7 @@ from leadtemp.core.metrics import (
     classification_metrics,
     lead_bootstrap_aucs,
     ranking_metrics,
+    within_period_auc,
 )
 from leadtemp.core.schema import CONVERTED_AT, CREATED_AT, LEAD_ID, TIMESTAMP
 from leadtemp.core.snapshots import build_snapshots, cutoff_dates, drop_lost, eligible_leads, observed_until
@@ -73,7 +74,8 @@ def score_window(scorer: LeadScorer, leads: pd.DataFrame, interactions: pd.DataF
 
 
 def window_metrics(frame: pd.DataFrame) -> dict[str, float]:
-    """ROC-AUC, PR-AUC, ECE, lift@10% and more, the thermometer baseline, and each bucket's share and rate.
+    """ROC-AUC (pooled and within each cutoff), PR-AUC, ECE, lift@10% and more, the thermometer baseline, and each
+    bucket's share and rate.
 
     A thermometer score that is the same on every row gives ``thermometer_constant`` (its value) instead
     of metrics: it ranks nobody, so its ROC-AUC would be 0.5 by construction.
@@ -83,6 +85,8 @@ def window_metrics(frame: pd.DataFrame) -> dict[str, float]:
         raise TrainingDataError(f"{len(y):,} snapshots at {frame['cutoff'].min():%Y-%m-%d}..{frame['cutoff'].max():%Y-%m-%d} "
                                 f"all have label {int(y[0])}: no metric can be measured there")
     metrics = classification_metrics(y, frame["probability"])
+    score = frame["margin"] if "margin" in frame.columns else frame["probability"]
+    metrics["within_cutoff_roc_auc"] = within_period_auc(y, score.to_numpy(), frame["cutoff"].to_numpy())
     if "thermometer_score" in frame.columns and (level := thermometer_constant(frame["thermometer_score"])) is not None:
         metrics["thermometer_constant"] = level
     elif "thermometer_score" in frame.columns:

@@ -24,7 +24,8 @@ def _copy_of_the_tests(tmp_path):
 
 def _external_tests(clone, ci: bool):
     env = {k: v for k, v in os.environ.items() if k != "CI"} | ({"CI": "true"} if ci else {})
-    return subprocess.run([sys.executable, "-m", "pytest", "tests", "-m", "external", "-q", "-rs", "-x", "-p",
+    # -n 0: in one process, so -x stops with pytest's own exit code 1 (under xdist an early stop is an interruption)
+    return subprocess.run([sys.executable, "-m", "pytest", "tests", "-m", "external", "-q", "-rs", "-x", "-n", "0", "-p",
                            "no:cacheprovider"], cwd=clone, env=env, capture_output=True, text=True, timeout=300)
 
 

@@ -242,7 +242,7 @@ def _assemble(canonical: pd.DataFrame, scored: pd.DataFrame, rejects: pd.DataFra
     created, converted = canonical[CREATED_AT].to_numpy(), canonical[CONVERTED_AT].to_numpy()
     status[rest & (created >= as_of.to_datetime64())] = NOT_YET_CREATED
     status[(status == "") & (converted < as_of.to_datetime64())] = CONVERTED
-    status[status == ""] = LOST
+    status[status == ""] = LOST if scorer.spec.mode == "events" else NOT_YET_CREATED
     empty = np.full(n, None, dtype=object)
     out = pd.DataFrame({LEAD_ID: canonical[LEAD_ID].to_numpy(dtype=object), "as_of": as_of.isoformat(), STATUS: status})
     ranks = rank_order(scored) if len(scored) else np.array([], dtype=np.int64)

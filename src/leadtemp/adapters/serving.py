@@ -8,7 +8,7 @@ registry, and the request is read by leadtemp's own contract
 (measured in benchmarks/serving.py, explained in docs/serving.md): every anticipated error is a 4xx whose
 ``message`` is leadtemp's one line (MLflow's server prefixes the whole input to it); the answer carries
 ``model_version``, ``run_id`` and ``warnings`` beside the ``predictions``; a request over the size limit
-is a 413 before it is read; no timeout can turn a large request into a 504.
+is a 413 (its body read and dropped, never held); no timeout can turn a large request into a 504.
 """
 
 from __future__ import annotations
@@ -111,14 +111,13 @@ def build_app(python_model, describe: dict):
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind != "application/json":
             return error(415, f"send JSON (Content-Type: application/json), not {kind or 'no content type'}", "BAD_REQUEST")
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-            return error(413, _too_large(int(declared)), "BAD_REQUEST")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_BODY_BYTES:
-                return error(413, _too_large(None), "BAD_REQUEST")
+        body, size = bytearray(), 0
+        async for chunk in request.stream():  # past the limit the rest is read and dropped, so the client
+            size += len(chunk)                # gets its 413 instead of a connection reset mid-upload
+            if size <= MAX_BODY_BYTES:
+                body += chunk
+        if size > MAX_BODY_BYTES:
+            return error(413, _too_large(size), "BAD_REQUEST")
         return await run_in_threadpool(score, bytes(body))
 
     async def ping(request: Request) -> Response:
@@ -131,9 +130,8 @@ def build_app(python_model, describe: dict):
                              Route("/health", ping), Route("/version", version)])
 
 
-def _too_large(size: int | None) -> str:
-    what = f"{size / 1e6:,.1f} MB" if size is not None else "larger than that"
-    return (f"the request body is {what}; the limit is {MAX_BODY_BYTES // 2**20} MiB and {MAX_LEADS:,} leads per "
+def _too_large(size: int) -> str:
+    return (f"the request body is {size / 2**20:,.1f} MiB; the limit is {MAX_BODY_BYTES // 2**20} MiB and {MAX_LEADS:,} leads per "
             "request: split it, or score files and tables with `leadtemp score`")
 
 

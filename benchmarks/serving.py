@@ -96,7 +96,7 @@ def request_body(leads: pd.DataFrame, events: pd.DataFrame, scorer, as_of: pd.Ti
     from leadtemp.adapters.pyfunc import nest
 
     frame = nest(leads, events.loc[events["lead_id"].isin(leads["lead_id"])], scorer)
-    frame["created_at"] = frame["created_at"].dt.strftime("%Y-%m-%dT%H:%M:%S")
+    frame["created_at"] = frame["created_at"].dt.strftime("%Y-%m-%dT%H:%M:%S.%f")
     records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
     return json.dumps({"dataframe_records": records, "params": {"as_of": str(as_of.date())}}).encode()
 

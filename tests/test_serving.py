@@ -86,7 +86,7 @@ def request(sim, lead_ids, scorer, statuses=True, as_of=AS_OF):
     frame = nest(leads, events, scorer, statuses=statuses)
     for column in ("created_at", "converted_at"):
         if column in frame.columns:
-            frame[column] = frame[column].dt.strftime("%Y-%m-%dT%H:%M:%S").astype(object).where(frame[column].notna(), None)
+            frame[column] = frame[column].dt.strftime("%Y-%m-%dT%H:%M:%S.%f").astype(object).where(frame[column].notna(), None)
     return {"dataframe_records": frame.astype(object).where(frame.notna(), None).to_dict(orient="records"),
             "params": {"as_of": as_of}}
 

@@ -281,7 +281,7 @@ def nest(leads: pd.DataFrame, interactions: pd.DataFrame | None, scorer: LeadSco
     out = leads[columns].astype({c: float for c in scorer.spec.numeric})
     if scorer.spec.mode != "events":
         return out
-    records = interactions.assign(timestamp=interactions["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S"))
+    records = interactions.assign(timestamp=interactions["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%f"))
     fields = ["timestamp", "type", "direction"] + (["value"] if "value" in records.columns else [])
     grouped = {lead: g[fields].to_dict("records") for lead, g in records.groupby("lead_id", sort=False)}
     out[NESTED] = [grouped.get(lead, []) for lead in leads["lead_id"]]

@@ -51,6 +51,7 @@ class Explanation:
     horizon_days: int | None   # None for a model trained on a final label
     factors: pd.DataFrame      # factor (words), effect (log-odds), largest effect first
     base_value: float          # the model's average margin: the waterfall starts here
+    run_id: str = ""           # the MLflow run that logged the model version
 
 
 @dataclass(frozen=True)
@@ -319,7 +320,7 @@ def explain(params: Params | str | Path, lead_id: str, as_of: str | pd.Timestamp
         score=int(scored["score"]), bucket=str(scored["bucket"]),
         horizon_days=scorer.horizon_days if scorer.spec.mode == "events" else None,
         factors=factor_table(features.iloc[0], grouped, scorer.spec, scorer.labels, scorer.category_rates),
-        base_value=float(contrib[0, -1]))
+        base_value=float(contrib[0, -1]), run_id=str(scorer.meta.get("run_id") or ""))
     if plot is not None:
         from leadtemp.adapters.paths import storage_errors
         from leadtemp.adapters.plots import plot_waterfall
@@ -366,6 +367,33 @@ def retrain(params: Params | str | Path = "params.yaml", through: str | pd.Times
     scorer, version = champion if champion else (None, None)
     report = run(lead_table, events, p, when, scorer, version)
     return Retrained(report, log_retrain(report, p, p.mlflow.export_dir, dry_run))
+
+
+def serve(params: Params | str | Path = "params.yaml", model: str | None = None, host: str = "127.0.0.1",
+          port: int | None = None, echo: Callable[[str], None] = print) -> None:
+    """Serve a model (default: the registry's champion) as a REST endpoint until interrupted (docs/serving.md)."""
+    quiet_mlflow()
+    from mlflow.exceptions import MlflowException
+
+    from leadtemp.adapters.pyfunc import load_served
+    from leadtemp.adapters.serving import DEFAULT_PORT
+    from leadtemp.adapters.serving import serve as run
+
+    p = params_with(params)
+    uri = model or f"models:/{p.mlflow.registered_model}@{CHAMPION}"
+    try:
+        loaded, scorer = load_served(uri)
+    except (MlflowException, OSError) as exc:
+        raise ConfigError(f"cannot load model {uri!r}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+    describe = {"model": uri, "model_version": scorer.meta["model_version"], "run_id": scorer.meta["run_id"]}
+    run(loaded.unwrap_python_model(), describe, host, port or DEFAULT_PORT, echo)
+
+
+def ui(host: str = "127.0.0.1", port: int | None = None, echo: Callable[[str], None] = print) -> int:
+    """MLflow's UI on the project's store (``MLFLOW_TRACKING_URI``, else ./mlflow.db) until interrupted."""
+    from leadtemp.adapters.serving import UI_PORT, run_ui
+
+    return run_ui(host, port or UI_PORT, echo)
 
 
 def rollback(params: Params | str | Path = "params.yaml") -> tuple[str, str, Path | None]:

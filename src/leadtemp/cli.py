@@ -260,7 +260,8 @@ def explain(
     p = _params(params, leads, interactions)
     why = run(p, lead_id, _as_of(as_of, p.data.mode), model, plot)
     console = Console()
-    console.print(f"lead {lead_id} as of {why.as_of.date()} (model version {why.model_version}): [bold]{why.bucket}[/bold], "
+    run = f", run {why.run_id}" if why.run_id and why.run_id != why.model_version else ""
+    console.print(f"lead {lead_id} as of {why.as_of.date()} (model version {why.model_version}{run}): [bold]{why.bucket}[/bold], "
                   f"score {why.score}, {why.probability:.1%} chance to convert"
                   + (f" within {why.horizon_days} days" if why.horizon_days is not None else ""))
     table = why.factors
@@ -298,8 +299,47 @@ def demo(
         top.add_row(str(row.rank), row.lead_id, row.bucket, str(row.score), "\n".join([row.reason_1, row.reason_2, row.reason_3]))
     console.print(top)
     console.print(f"all {len(scored)} scores: {out}")
-    mlflow = Path(sys.executable).parent / "mlflow"  # works as printed, with or without the venv activated
-    typer.echo(f"open the MLflow UI with: {mlflow} ui --backend-store-uri sqlite:///mlflow.db  (then http://127.0.0.1:5000)")
+    extra = [] if params == Path("params.yaml") else ["--params", str(params)]
+    typer.echo(f"look at the run and the model in MLflow's UI: {_self_command('ui')}")
+    typer.echo(f"serve the champion as a REST endpoint: {_self_command('serve', *extra)}  (docs/serving.md)")
+
+
+def _self_command(*args: str) -> str:
+    """A leadtemp command line that works as printed, pasted with or without the venv activated."""
+    import shlex
+
+    script = Path(sys.executable).parent / "leadtemp"
+    head = [str(script)] if script.is_file() else [sys.executable, "-m", "leadtemp"]
+    return shlex.join([*head, *args])
+
+
+@app.command()
+@_errors
+def serve(
+    model: ModelOpt = None,
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 5001,
+    host: Annotated[str, typer.Option(
+        "--host", help="Address to listen on; 127.0.0.1 answers this machine only (0.0.0.0: every interface).")] = "127.0.0.1",
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Serve the model as a REST endpoint: POST leads with their interactions to /invocations, get every lead
+    back scored (probability, score, bucket, rank, reasons) or with the reason it is not (docs/serving.md).
+    """
+    from leadtemp.api import serve as run
+
+    run(_params(params), model, host, port, echo=typer.echo)
+
+
+@app.command()
+@_errors
+def ui(
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 5000,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """Open MLflow's UI on this project's runs and models (MLFLOW_TRACKING_URI, else ./mlflow.db)."""
+    from leadtemp.api import ui as run
+
+    raise typer.Exit(run(host, port, echo=typer.echo))
 
 
 @app.command()

@@ -1,14 +1,18 @@
-"""The MLflow pyfunc that packages a :class:`~leadtemp.modelling.scorer.LeadScorer`.
+"""The MLflow pyfunc that packages a :class:`~leadtemp.modelling.scorer.LeadScorer`, and its request contract.
 
-Input: one row per lead (``lead_id``, ``created_at``, optional ``converted_at``, the attribute
-columns) with its interactions nested in an ``interactions`` column (a list of
-``{timestamp, type, direction, value}``), and the as-of date as the predict parameter ``as_of``.
-Output: the scoring columns of :data:`~leadtemp.modelling.scorer.OUTPUT_COLUMNS` for the leads eligible
-at ``as_of``, ranked.
+Input: one row per lead under leadtemp's column names (``lead_id``, ``created_at``, the attribute
+columns, and for a model of events its interactions nested in an ``interactions`` column: a list of
+``{timestamp, type, direction[, value]}``, ``[]`` for a lead with none), and the scoring date as the
+predict parameter ``as_of``. Output: one row per lead of the request, in its order (:data:`ANSWER_COLUMNS`):
+scored, or with a ``status`` saying why not. The contract is checked here, by leadtemp, wherever the
+model runs (``leadtemp serve``, ``mlflow models serve``, ``mlflow.pyfunc.load_model(...).predict``):
+an anticipated error is an ``MlflowException`` with ``INVALID_PARAMETER_VALUE`` (HTTP 400) whose
+message is one line. docs/serving.md describes it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -16,57 +20,268 @@ import numpy as np
 import pandas as pd
 
 from leadtemp.core.config import LeadColumns
-from leadtemp.core.errors import ConfigError
-from leadtemp.core.schema import CREATED_AT, validate_interactions, validate_leads
-from leadtemp.modelling.scorer import OUTPUT_COLUMNS, REEXPORT, LeadScorer
+from leadtemp.core.errors import ConfigError, LeadtempError, SchemaError
+from leadtemp.core.schema import (
+    CONVERTED_AT,
+    CREATED_AT,
+    ISO,
+    LEAD_ID,
+    LOST_AT,
+    DateRules,
+    RowProblems,
+    validate_interactions,
+    validate_leads,
+)
+from leadtemp.modelling.partition import REJECT, ROW, canonical_rows, row_reasons, score_partition
+from leadtemp.modelling.scorer import REASON_COLUMNS, REEXPORT, LeadScorer, rank_order
+from leadtemp.modelling.unseen import Unseen, period_warning
 
 SCORER_ARTIFACT = "scorer"
 MLMODEL = "MLmodel"
 NESTED = "interactions"
+EVENT_FIELDS = ("timestamp", "type", "direction", "value")
+MAX_LEADS = 10_000  # per request: one request stays a few seconds; bigger batches belong to `leadtemp score`
+STATUS = "status"
+SCORED, CONVERTED, NOT_YET_CREATED, LOST, REJECTED = "scored", "converted", "not_yet_created", "lost", "rejected"
+ANSWER_COLUMNS = ["lead_id", "as_of", STATUS, "probability", "score", "bucket", "rank", *REASON_COLUMNS,
+                  "model_version", "run_id"]
+SOURCE = "request"
 
 
 class LeadTempModel(mlflow.pyfunc.PythonModel):
     def load_context(self, context) -> None:
         self.scorer = LeadScorer.load(context.artifacts[SCORER_ARTIFACT])
+        run_id = self.scorer.meta.get("run_id") or _run_id_of(Path(context.artifacts[SCORER_ARTIFACT]).parents[1])
+        self.scorer.meta.setdefault("run_id", run_id or "")
 
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
-        as_of = (params or {}).get("as_of")
-        if not as_of:
-            raise ValueError("pass the scoring date as params={'as_of': 'YYYY-MM-DD'}")
-        leads, interactions = unnest(model_input, self.scorer)
-        return self.scorer.score(leads, interactions, pd.Timestamp(as_of))
+        """Every lead of the request, scored or with its status; ``attrs["warnings"]`` says what was unseen."""
+        from mlflow.exceptions import MlflowException
+
+        if not self.scorer.meta.get("model_version"):  # `mlflow models serve` of a registered model: ask the registry
+            run_id = self.scorer.meta.get("run_id", "")
+            self.scorer.meta["model_version"] = _registry_version(run_id) or run_id
+        try:
+            return answer(self.scorer, model_input, params or {})
+        except LeadtempError as exc:
+            raise MlflowException.invalid_parameter_value(str(exc)) from None
 
 
-def input_roles(scorer: LeadScorer) -> LeadColumns:
-    """The pyfunc input uses leadtemp's own column names; label tables have no conversion time."""
+# -- the request contract -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RequestColumns:
+    """The columns of a request: those the model needs, those it reads when given, and status-only ones."""
+
+    required: tuple[str, ...]
+    optional: tuple[str, ...]
+    status_only: tuple[str, ...]   # never features: they only say a lead is no longer open (never in the signature)
+
+    @property
+    def known(self) -> tuple[str, ...]:
+        return self.required + self.optional + self.status_only
+
+
+def request_columns(scorer: LeadScorer) -> RequestColumns:
     spec = scorer.spec
+    events = spec.mode == "events"
+    required = [LEAD_ID] + ([CREATED_AT] if spec.timed else []) + ([NESTED] if events else [])
+    optional = [*spec.categorical, *spec.numeric] + ([LOST_AT] if events and spec.lifecycle else [])
+    return RequestColumns(tuple(required), tuple(optional), (CONVERTED_AT,) if events else ())
+
+
+def parse_request_as_of(params: dict, scorer: LeadScorer) -> pd.Timestamp:
+    """The ``as_of`` parameter: an ISO 8601 date, required for a model of events (else today)."""
+    value = params.get("as_of")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if scorer.spec.mode == "events":
+            raise SchemaError('params.as_of is missing: give the scoring date, e.g. "params": {"as_of": "2025-07-01"}')
+        return pd.Timestamp.today().normalize()
+    try:
+        when = pd.to_datetime(str(value).strip(), format="ISO8601", utc=True)
+    except (ValueError, TypeError):
+        when = pd.NaT
+    if pd.isna(when):
+        raise SchemaError(f"params.as_of {value!r} is not a date: use YYYY-MM-DD (ISO 8601)")
+    when = when.tz_convert("UTC").tz_localize(None)
+    window = DateRules()
+    if not pd.Timestamp(window.earliest) <= when < pd.Timestamp(window.latest):
+        raise SchemaError(f"params.as_of {value!r} is outside {window.earliest} .. {window.latest}")
+    return when.as_unit("ns")
+
+
+def check_request(frame: pd.DataFrame, scorer: LeadScorer) -> None:
+    """The request's shape, before any row is read: size, columns, every lead's interactions a list."""
+    if len(frame) > MAX_LEADS:
+        raise SchemaError(f"the request holds {len(frame):,} leads; the limit is {MAX_LEADS:,} per request: "
+                          "split it, or score files and tables with `leadtemp score`")
+    if len(frame) == 0:
+        raise SchemaError("the request holds no leads")
+    cols = request_columns(scorer)
+    names = [str(c) for c in frame.columns]
+    if missing := [c for c in cols.required if c not in names]:
+        hint = "; give [] for a lead without interactions" if NESTED in missing else ""
+        raise SchemaError(f"missing column(s) {missing}: this model needs {list(cols.required)}{hint}")
+    if unknown := [c for c in names if c not in cols.known]:
+        raise SchemaError(f"column(s) the model does not read: {unknown}; it reads {list(cols.required + cols.optional)}"
+                          + (f" and {list(cols.status_only)}" if cols.status_only else ""))
+    if NESTED in names:
+        nested = frame[NESTED].to_numpy(dtype=object)
+        bad = [i for i, events in enumerate(nested) if not isinstance(events, (list, tuple, np.ndarray))]
+        if bad:
+            raise SchemaError(f"{NESTED}: {len(bad)} lead(s) without a list of interactions, e.g. row {bad[0] + 1} "
+                              f"(lead {_id_at(frame, bad[0])!r}); give [] for a lead without interactions")
+
+
+def _id_at(frame: pd.DataFrame, i: int) -> object:
+    return frame[LEAD_ID].iloc[i] if LEAD_ID in frame.columns else None
+
+
+def flat_events(frame: pd.DataFrame) -> pd.DataFrame:
+    """The nested interactions as one table: lead_id, the event fields, ``_row`` (the event's place in its lead, from 1)."""
+    import pyarrow as pa
+
+    nested = frame[NESTED].to_numpy(dtype=object)
+    counts = np.fromiter((len(x) for x in nested), dtype=np.int64, count=len(nested))
+    rows = [event for events in nested for event in events]
+    try:  # Arrow reads a list of objects in C++; anything irregular goes the slow way below, for a precise message
+        table = pa.array(rows) if rows else None
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        table = None
+    if table is not None and pa.types.is_struct(table.type) and table.null_count == 0:
+        events = pa.Table.from_struct_array(table).to_pandas()
+    else:
+        events = _events_one_by_one(rows, frame, counts)
+    if unknown := sorted(set(events.columns) - set(EVENT_FIELDS)):
+        raise SchemaError(f"{NESTED}: field(s) the model does not read: {unknown}; an interaction is "
+                          "{timestamp, type, direction[, value]}")
+    events = events.reindex(columns=[f for f in EVENT_FIELDS if f in events.columns or f != "value"])
+    events.insert(0, LEAD_ID, np.repeat(frame[LEAD_ID].astype(str).to_numpy(dtype=object), counts))
+    starts = np.repeat(np.cumsum(counts) - counts, counts)
+    events[ROW] = np.arange(len(rows), dtype=np.int64) - starts + 1
+    return events
+
+
+def _events_one_by_one(rows: list, frame: pd.DataFrame, counts: np.ndarray) -> pd.DataFrame:
+    bad = next((i for i, e in enumerate(rows) if not isinstance(e, dict)), None)
+    if bad is not None:
+        lead = int(np.searchsorted(np.cumsum(counts), bad, side="right"))
+        raise SchemaError(f"{NESTED}: row {lead + 1} (lead {_id_at(frame, lead)!r}): an interaction is not an object "
+                          f"{{timestamp, type, direction[, value]}}")
+    keys = sorted(set().union(*rows)) if rows else []
+    return pd.DataFrame({k: pd.Series([e.get(k) for e in rows], dtype=object) for k in keys}, index=range(len(rows)))
+
+
+def _iso_rules(*sources: tuple[str, tuple[str, ...]]) -> DateRules:
+    """Request timestamps are ISO 8601 only: a handful of leads cannot tell day from month."""
+    return DateRules(settled={(source, c): ISO for source, columns in sources for c in columns})
+
+
+def answer(scorer: LeadScorer, frame: pd.DataFrame, params: dict) -> pd.DataFrame:
+    """Every lead of a request, in its order: scored, or ``status`` converted / not_yet_created / lost / rejected: why.
+
+    Raises a :class:`~leadtemp.core.errors.SchemaError` (one line) for a request that breaks the contract.
+    ``params``: ``as_of`` (see :func:`parse_request_as_of`), ``reasons`` (default true).
+    """
+    spec = scorer.spec
+    as_of = parse_request_as_of(params, scorer)
+    reasons = params.get("reasons", True)
+    if not isinstance(reasons, (bool, np.bool_)):
+        raise SchemaError(f"params.reasons {reasons!r}: use true or false")
+    check_request(frame, scorer)
+    frame = frame.reset_index(drop=True)
+    cols = request_columns(scorer)
+    absent = [c for c in (*spec.categorical, *spec.numeric) if c not in frame.columns]
+    leads_in = frame.drop(columns=[NESTED], errors="ignore").assign(**{c: None for c in absent})
+    roles = LeadColumns(created_at=CREATED_AT if spec.timed else None,
+                        converted_at=CONVERTED_AT if CONVERTED_AT in cols.status_only else None, label=None,
+                        lost_at=LOST_AT if LOST_AT in frame.columns else None)
+    problems = RowProblems(len(frame))
+    leads = validate_leads(leads_in, SOURCE, spec.categorical, spec.numeric, columns=roles, problems=problems,
+                           dates=_iso_rules((SOURCE, (CREATED_AT, CONVERTED_AT, LOST_AT))))
+    canonical = canonical_rows(leads, problems, scorer, 1)
     if spec.mode == "events":
-        return LeadColumns()
-    return LeadColumns(created_at=CREATED_AT if spec.timed else None, converted_at=None, label=None)
+        raw = flat_events(frame)
+        event_problems = RowProblems(len(raw))
+        events = validate_interactions(raw, f"{SOURCE} {NESTED}", None, problems=event_problems,
+                                       dates=_iso_rules((f"{SOURCE} {NESTED}", ("timestamp",))))
+        events = events[[LEAD_ID, "timestamp", "type", "direction"]].assign(
+            **{REJECT: row_reasons(event_problems), ROW: raw[ROW].to_numpy()})
+        events = events.loc[event_problems.bad | (events["timestamp"] < as_of).to_numpy()]
+    else:
+        events = pd.DataFrame({LEAD_ID: pd.Series(dtype=object), REJECT: pd.Series(dtype=object),
+                               ROW: pd.Series(dtype="int64")})
+    scored, rejects, _, _ = score_partition(canonical, events, scorer, as_of, reasons=bool(reasons))
+    out = _assemble(canonical, scored, rejects, as_of, scorer)
+    unseen = Unseen()  # counted over the leads scored, whatever their share
+    valid = events.loc[events[REJECT].isna()] if spec.mode == "events" else events
+    unseen.count(canonical.loc[(out[STATUS] == SCORED).to_numpy()], valid, scorer)
+    for column in absent:  # said once below, not once per column
+        unseen.missing.pop(column, None)
+    warnings = [w for w in (period_warning(scorer, as_of),) if w] + unseen.warnings(scorer, share=0)
+    if absent:
+        warnings.insert(0, f"column(s) not in the request, read as empty for every lead: {absent}")
+    out.attrs["warnings"] = warnings
+    return out
 
 
-def unnest(model_input: pd.DataFrame, scorer: LeadScorer) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split the nested pyfunc input into validated leads and interactions tables."""
-    spec = scorer.spec
-    leads = validate_leads(model_input.drop(columns=[NESTED], errors="ignore"), "model input",
-                           spec.categorical, spec.numeric, columns=input_roles(scorer))
-    nested = model_input[NESTED] if NESTED in model_input.columns else pd.Series([[]] * len(model_input))
-    ids = np.repeat(leads["lead_id"].to_numpy(), [len(x) if x is not None else 0 for x in nested])
-    rows = [event for events in nested if events is not None for event in events]
-    events = pd.DataFrame.from_records(rows, columns=["timestamp", "type", "direction", "value"])
-    events.insert(0, "lead_id", ids)
-    return leads, validate_interactions(events, "model input interactions", leads["lead_id"])
+def _assemble(canonical: pd.DataFrame, scored: pd.DataFrame, rejects: pd.DataFrame, as_of: pd.Timestamp,
+              scorer: LeadScorer) -> pd.DataFrame:
+    """One row per request row: the scores of the scored ones (ranked among them), the status of the rest."""
+    n = len(canonical)
+    status = np.full(n, "", dtype=object)
+    lead_rejects = rejects.loc[rejects["source"] == "leads"]
+    rejected = np.zeros(n, dtype=bool)
+    positions = lead_rejects["row"].to_numpy(dtype=np.int64) - 1
+    rejected[positions] = True
+    status[positions] = [f"{REJECTED}: {r}" for r in lead_rejects["reason"]]
+    where = {lead: i for i, lead in enumerate(canonical[LEAD_ID]) if not rejected[i]}
+    scored_at = np.array([where[lead] for lead in scored[LEAD_ID]], dtype=np.int64)
+    status[scored_at] = SCORED
+    rest = status == ""
+    created, converted = canonical[CREATED_AT].to_numpy(), canonical[CONVERTED_AT].to_numpy()
+    status[rest & (created >= as_of.to_datetime64())] = NOT_YET_CREATED
+    status[(status == "") & (converted < as_of.to_datetime64())] = CONVERTED
+    status[status == ""] = LOST if scorer.spec.mode == "events" else NOT_YET_CREATED
+    empty = np.full(n, None, dtype=object)
+    out = pd.DataFrame({LEAD_ID: canonical[LEAD_ID].to_numpy(dtype=object), "as_of": as_of.isoformat(), STATUS: status})
+    ranks = rank_order(scored) if len(scored) else np.array([], dtype=np.int64)
+    for column, values in (("probability", scored["probability"].astype(float).tolist()),
+                           ("score", scored["score"].astype(int).tolist()), ("bucket", scored["bucket"].tolist()),
+                           ("rank", ranks.astype(int).tolist()),
+                           *((c, scored[c].tolist()) for c in REASON_COLUMNS)):
+        full = empty.copy()
+        full[scored_at] = values
+        out[column] = pd.Series(full, dtype=object)  # None where not scored: JSON null under any server, never NaN
+    out["model_version"] = str(scorer.meta.get("model_version") or "")
+    out["run_id"] = str(scorer.meta.get("run_id") or "")
+    return out[ANSWER_COLUMNS]
 
 
-def nest(leads: pd.DataFrame, interactions: pd.DataFrame | None, scorer: LeadScorer) -> pd.DataFrame:
+# -- building requests and the signature ----------------------------------------------------------
+
+def input_columns(scorer: LeadScorer) -> list[str]:
+    """Columns of the pyfunc input besides ``interactions``: never the excluded (personal) columns, never the outcome."""
+    cols = request_columns(scorer)
+    return [c for c in cols.required + cols.optional if c != NESTED]
+
+
+def nest(leads: pd.DataFrame, interactions: pd.DataFrame | None, scorer: LeadScorer,
+         statuses: bool = False) -> pd.DataFrame:
     """The pyfunc input for ``leads``: the signature's columns and types, interactions nested.
 
-    A model trained on a label table takes no interactions (pass None).
+    A model trained on a label table takes no interactions (pass None). ``statuses``: also pass
+    ``converted_at``, so a lead converted before the date is answered ``converted`` instead of scored
+    (``leadtemp serve`` and a loaded python model read it; ``mlflow models serve`` drops what its
+    signature does not list).
     """
-    out = leads[input_columns(scorer)].astype({c: float for c in scorer.spec.numeric})
+    columns = [c for c in input_columns(scorer) if c in leads.columns or c != LOST_AT]
+    if statuses:
+        columns += [c for c in request_columns(scorer).status_only if c in leads.columns]
+    out = leads[columns].astype({c: float for c in scorer.spec.numeric})
     if scorer.spec.mode != "events":
         return out
-    records = interactions.assign(timestamp=interactions["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S"))
+    records = interactions.assign(timestamp=interactions["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%f"))
     fields = ["timestamp", "type", "direction"] + (["value"] if "value" in records.columns else [])
     grouped = {lead: g[fields].to_dict("records") for lead, g in records.groupby("lead_id", sort=False)}
     out[NESTED] = [grouped.get(lead, []) for lead in leads["lead_id"]]
@@ -74,32 +289,50 @@ def nest(leads: pd.DataFrame, interactions: pd.DataFrame | None, scorer: LeadSco
 
 
 def signature(scorer: LeadScorer):
+    """What the model reads, as MLflow shows it on the registry page (docs/serving.md has the details).
+
+    ``interactions`` is declared an array of any: MLflow's own check of a nested object type costs
+    ~20 ms per lead of 50 interactions (more than scoring); leadtemp checks each interaction itself.
+    """
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import Array, ColSpec, Object, ParamSchema, ParamSpec, Property, Schema
+    from mlflow.types.schema import AnyType, Array, ColSpec, ParamSchema, ParamSpec, Schema
 
-    event = Object([Property("timestamp", "string"), Property("type", "string"),
-                    Property("direction", "string"), Property("value", "double", required=False)])
-    events = scorer.spec.mode == "events"
-    inputs = [ColSpec("string", "lead_id")]
-    if scorer.spec.timed:
-        inputs += [ColSpec("datetime", "created_at", required=events)]
-    if events:
-        inputs += [ColSpec("datetime", "converted_at", required=False)]
-    inputs += [ColSpec("string", c, required=False) for c in scorer.spec.categorical]
-    inputs += [ColSpec("double", c, required=False) for c in scorer.spec.numeric]
-    if events:
-        inputs += [ColSpec(Array(event), NESTED, required=False)]
-    kinds = {"probability": "double", "score": "long", "rank": "long", "as_of": "datetime"}
-    outputs = [ColSpec(kinds.get(c, "string"), c) for c in OUTPUT_COLUMNS]
-    return ModelSignature(Schema(inputs), Schema(outputs), ParamSchema([ParamSpec("as_of", "string", "")]))
-
-
-def input_columns(scorer: LeadScorer) -> list[str]:
-    """Columns of the pyfunc input: never the excluded (personal) columns."""
     spec = scorer.spec
-    roles = ["lead_id", "created_at", "converted_at"] if spec.mode == "events" else (
-        ["lead_id", "created_at"] if spec.timed else ["lead_id"])
-    return [*roles, *spec.categorical, *spec.numeric]
+    cols = request_columns(scorer)
+    kinds = {LEAD_ID: "string", CREATED_AT: "datetime", LOST_AT: "datetime", **{c: "string" for c in spec.categorical},
+             **{c: "double" for c in spec.numeric}}
+    inputs = [ColSpec(Array(AnyType()) if c == NESTED else kinds[c], c, required=c in cols.required)
+              for c in cols.required + cols.optional]
+    types = {"probability": "double", "score": "long", "rank": "long"}
+    outputs = [ColSpec(types.get(c, "string"), c, required=c in (LEAD_ID, "as_of", STATUS, "model_version", "run_id"))
+               for c in ANSWER_COLUMNS]
+    return ModelSignature(Schema(inputs), Schema(outputs),
+                          ParamSchema([ParamSpec("as_of", "string", ""), ParamSpec("reasons", "boolean", True)]))
+
+
+def _run_id_of(model_dir: Path) -> str:
+    """The run id an MLmodel file records ("" where there is none)."""
+    import yaml
+
+    try:
+        raw = yaml.safe_load((model_dir / MLMODEL).read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return ""
+    return str(raw.get("run_id") or "") if isinstance(raw, dict) else ""
+
+
+def _registry_version(run_id: str) -> str:
+    """The registry version of the model logged by ``run_id``, "" when the registry cannot tell (no store, not registered)."""
+    if not run_id:
+        return ""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = MlflowClient().search_model_versions(f"run_id = '{run_id}'")
+    except (MlflowException, OSError):
+        return ""
+    return str(max(int(v.version) for v in found)) if found else ""
 
 
 def pip_requirements() -> list[str]:
@@ -126,24 +359,35 @@ def pyfunc_arguments(scorer: LeadScorer, scorer_dir: str | Path, example) -> dic
 def load_scorer(model: str) -> tuple[LeadScorer, str]:
     """A scorer from a model URI (``models:/name@alias``, ``runs:/…``) or an exported folder.
 
-    Returns the scorer and its model version ("3" for registry version 3, else the run id). A missing
-    or damaged model is a :class:`~leadtemp.core.errors.ConfigError` naming the file (one line).
+    Returns the scorer and its model version (see :func:`load_served`). A missing or damaged model is
+    a :class:`~leadtemp.core.errors.ConfigError` naming the file (one line).
+    """
+    _, scorer = load_served(model)
+    return scorer, scorer.meta["model_version"]
+
+
+def load_served(model: str):
+    """The loaded pyfunc and its scorer, whose meta names the model: ``model_version`` and ``run_id``.
+
+    ``model_version`` is the registry version ("3"): recorded in an exported folder, resolved from the
+    alias or version of a ``models:/`` URI, or looked up by run id; a model never registered (a dry run)
+    goes by its run id. ``run_id`` is the MLflow run that logged it.
     """
     loaded = _load_pyfunc(model)
     scorer = loaded.unwrap_python_model().scorer
+    run_id = str(scorer.meta.get("run_id") or loaded.metadata.run_id or "")
     version = str(scorer.meta.get("model_version") or "")
     if not version and model.startswith("models:/"):
         from mlflow import MlflowClient
 
         name, _, ref = model.removeprefix("models:/").partition("@")
-        client = MlflowClient()
         if ref:
-            version = client.get_model_version_by_alias(name, ref).version
+            version = MlflowClient().get_model_version_by_alias(name, ref).version
         else:
             version = model.rstrip("/").rsplit("/", 1)[-1]
-    version = version or (loaded.metadata.run_id or "")
-    scorer.meta["model_version"] = version
-    return scorer, version
+    version = version or _registry_version(run_id) or run_id
+    scorer.meta.update(model_version=str(version), run_id=run_id)
+    return loaded, scorer
 
 
 def _load_pyfunc(model: str):

@@ -161,7 +161,8 @@ def _example_as_of(result: TrainingResult) -> pd.Timestamp:
 
 
 def _input_example(result: TrainingResult) -> pd.DataFrame:
-    """Three synthetic leads shaped like the real input: no real ids, no personal columns."""
+    """Three synthetic leads shaped like the real input: no real ids, no personal columns, no outcome, and
+    no missing value (MLflow writes the example as JSON, where a missing value would be a bare NaN)."""
     from leadtemp.adapters.pyfunc import nest
 
     spec = result.scorer.spec
@@ -169,8 +170,7 @@ def _input_example(result: TrainingResult) -> pd.DataFrame:
     leads = pd.DataFrame({
         "lead_id": ["example-1", "example-2", "example-3"],
         "created_at": [cutoff - pd.Timedelta(days=d) for d in (40, 100, 10)],
-        "converted_at": pd.Series([pd.NaT] * 3, dtype="datetime64[ns]"),
-        **{c: [cats[0] if cats else None, cats[-1] if cats else None, None] for c, cats in spec.categorical.items()},
+        **{c: [cats[i * (len(cats) - 1) // 2] if cats else "" for i in range(3)] for c, cats in spec.categorical.items()},
         **{c: [0.0] * 3 for c in spec.numeric},
     })
     channel = spec.channels[0] if spec.channels else None

@@ -53,6 +53,11 @@ def _singular(reason: str) -> str:
     return reason
 
 
+def row_reasons(problems: RowProblems) -> list[str | None]:
+    """Each row's first problem, worded for one row (None: the row is fine)."""
+    return [_singular(r) if r is not None else None for r in problems.reason]
+
+
 def partition_of(lead_ids: pd.Series | np.ndarray, n: int) -> np.ndarray:
     """The partition of each lead id: a stable hash (the same in every process and run) modulo ``n``."""
     return (pd.util.hash_array(np.asarray(lead_ids, dtype=object)) % np.uint64(n)).astype(np.int64)
@@ -82,6 +87,12 @@ def canonical_leads(raw: pd.DataFrame, source: str, params: Params, scorer: Lead
     leads = validate_leads(raw, source, spec.categorical, spec.numeric, columns=d.columns,
                            missing_values=d.missing_values, row_order=d.created_from_row_order, problems=problems,
                            dates=dates or DateRules.of(d))
+    return canonical_rows(leads, problems, scorer, first_row)
+
+
+def canonical_rows(leads: pd.DataFrame, problems: RowProblems, scorer: LeadScorer, first_row: int) -> pd.DataFrame:
+    """Validated leads (:func:`~leadtemp.core.schema.validate_leads` with ``problems``) as canonical rows."""
+    spec = scorer.spec
     out = pd.DataFrame({LEAD_ID: leads[LEAD_ID], CREATED_AT: leads[CREATED_AT], CONVERTED_AT: leads[CONVERTED_AT],
                         LOST_AT: leads[LOST_AT] if LOST_AT in leads.columns else pd.Series(pd.NaT, index=leads.index,
                                                                                          dtype="datetime64[ns]"),
@@ -91,7 +102,7 @@ def canonical_leads(raw: pd.DataFrame, source: str, params: Params, scorer: Lead
         out[column] = leads[column].astype("string")
     for column in spec.numeric:
         out[column] = leads[column]
-    out[REJECT] = [_singular(r) if r is not None else None for r in problems.reason]
+    out[REJECT] = row_reasons(problems)
     out[ROW] = np.arange(first_row, first_row + len(out), dtype=np.int64)
     return out
 
@@ -105,7 +116,7 @@ def canonical_events(raw: pd.DataFrame, source: str, params: Params, first_row: 
     events = validate_interactions(raw, source, None, params.data.interaction_columns, problems=problems,
                                    dates=dates or DateRules.of(params.data))
     out = events[[LEAD_ID, TIMESTAMP, TYPE, DIRECTION]].copy()
-    out[REJECT] = [_singular(r) if r is not None else None for r in problems.reason]
+    out[REJECT] = row_reasons(problems)
     out[ROW] = np.arange(first_row, first_row + len(out), dtype=np.int64)
     keep = problems.bad | (out[TIMESTAMP] < as_of).to_numpy()
     return out.loc[keep]

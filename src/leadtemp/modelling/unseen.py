@@ -40,35 +40,43 @@ class Unseen:
         good[LABEL] = good[LABEL].astype("Int8")
         valid = events.loc[events[REJECT].isna()] if spec.mode == "events" else events
         eligible, _ = scorer.eligible(good, valid, as_of)  # the leads the run scores (lost ones are not)
+        self.count(eligible, valid, scorer)
+
+    def count(self, eligible: pd.DataFrame, valid: pd.DataFrame, scorer: LeadScorer) -> None:
+        """Count leads already known to be scored, with their valid interactions."""
+        spec = scorer.spec
         self.leads += len(eligible)
         for column, categories in spec.categorical.items():
             values = eligible[column].astype("string")
             self.categories[column] += int((values.notna() & ~values.isin(categories)).sum())
         for column in [*spec.categorical, *spec.numeric]:
             self.missing[column] += int(eligible[column].isna().sum())
-        if spec.mode != "events" or events.empty:
+        if spec.mode != "events" or valid.empty:
             return
         known = pd.MultiIndex.from_tuples([(c.type, c.direction) for c in spec.channels], names=[TYPE, DIRECTION])
         mine = valid.loc[valid[LEAD_ID].isin(pd.Index(eligible[LEAD_ID]))]
         # declared steps and outcomes, and the types that close a lead as lost, have no channel
-        touch = (mine[TYPE].map(spec.kind).eq("touch") & ~mine[TYPE].isin(spec.loss_rules.lost_types)).to_numpy()
+        kinds = {t: spec.kind(t) for t in mine[TYPE].unique()}  # per type, not per event
+        touch = (mine[TYPE].map(kinds).eq("touch") & ~mine[TYPE].isin(spec.loss_rules.lost_types)).to_numpy()
         new = mine.loc[~pd.MultiIndex.from_frame(mine[[TYPE, DIRECTION]]).isin(known) & touch]
         self.unseen_types += new[LEAD_ID].nunique()
         pairs = new.drop_duplicates([LEAD_ID, TYPE, DIRECTION])
         self.types.update(f"'{t}' {d}" for t, d in zip(pairs[TYPE], pairs[DIRECTION]))
 
-    def warnings(self, scorer: LeadScorer) -> list[str]:
+    def warnings(self, scorer: LeadScorer, share: float = UNSEEN_SHARE) -> list[str]:
+        """Unseen types and categories met by more than ``share`` of the leads (0: by any), and attributes
+        empty far more often than in training."""
         n = self.leads
         if not n:
             return []
         out = []
-        if self.unseen_types > UNSEEN_SHARE * n:
+        if self.unseen_types > share * n:
             examples = ", ".join(name for name, _ in self.types.most_common(EXAMPLES))
             out.append(f"{_share(self.unseen_types, n)} have interactions of types the model never saw in training "
                        f"({examples}{', ...' if len(self.types) > EXAMPLES else ''}): they count only in the "
                        "inbound/outbound totals")
         for column, count in self.categories.items():
-            if count > UNSEEN_SHARE * n:
+            if count > share * n:
                 out.append(f"{_share(count, n)} have a value of '{column}' the model never saw in training: "
                            "it reads as missing")
         trained = scorer.meta.get("missing_share", {})

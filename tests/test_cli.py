@@ -60,6 +60,11 @@ def test_run_logs_metrics_plots_fingerprint_without_personal_data(in_home):
                    "test_thermometer_roc_auc", "test_hot_rate", "test_hot_rate_low", "test_cold_leads"):
         assert metric in run.data.metrics
     assert "fingerprint.sha256_leads" in run.data.params
+    # What the auto settings became and what the folds chose, beside the params that say "auto".
+    assert run.data.params["snapshots.horizon_days"] == "auto" and run.data.params["chosen.horizon_days"] == "90"
+    assert run.data.params["chosen.family"] in {"trees", "additive"} and "folds_roc_auc" in run.data.metrics
+    # The MLflow UI opens the experiment on its runs (model training), not on the GenAI traces view.
+    assert client.get_experiment_by_name("leadtemp").tags["mlflow.experimentKind"] == "custom_model_development"
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert plots == {"plots/reliability.png", "plots/gains.png", "plots/shap_summary.png"}
     # No personal data anywhere in what the run stored.

@@ -44,6 +44,21 @@ class LoggedModel:
     export_path: Path | None
 
 
+# MLflow 3's UI opens an experiment without this tag in its GenAI view (traces: "No data available") and hides
+# the runs; "custom_model_development" is the UI's own value for model training (mlflow.experimentKind).
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def use_experiment(name: str) -> None:
+    """Make ``name`` the active experiment (created if new), tagged so the MLflow UI opens on its runs."""
+    import mlflow
+
+    experiment = mlflow.set_experiment(name)
+    if experiment.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND["mlflow.experimentKind"]:
+        for key, value in EXPERIMENT_KIND.items():
+            mlflow.set_experiment_tag(key, value)
+
+
 def _log_metrics(result: TrainingResult) -> None:
     import mlflow
 
@@ -86,7 +101,7 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
 
     from leadtemp.adapters.pyfunc import pyfunc_arguments
 
-    mlflow.set_experiment(params.mlflow.experiment)
+    use_experiment(params.mlflow.experiment)
     name = params.mlflow.registered_model
     run_name = run_name or f"train through {result.scorer.meta['trained_through'][:10]}"
     with mlflow.start_run(run_name=run_name) as run:
@@ -225,7 +240,7 @@ def log_backtest(backtest: Backtest, params: Params) -> str:
     """One parent run with the table; a child run per quarter with its metrics. Returns the parent run id."""
     import mlflow
 
-    mlflow.set_experiment(params.mlflow.experiment)
+    use_experiment(params.mlflow.experiment)
     table = backtest.table()
     with mlflow.start_run(run_name=f"backtest {len(backtest.folds)} quarters") as parent:
         mlflow.log_params(params.flat())
@@ -281,7 +296,7 @@ def log_retrain(report: RetrainReport, params: Params, export_dir: str | Path | 
 
     run_name = f"retrain through {report.through:%Y-%m-%d}"
     if report.challenger is None:  # nothing to log but the decision
-        mlflow.set_experiment(params.mlflow.experiment)
+        use_experiment(params.mlflow.experiment)
         with mlflow.start_run(run_name=run_name):
             mlflow.log_params(params.flat())
             _log_retrain(report, dry_run)

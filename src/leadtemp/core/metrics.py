@@ -215,6 +215,16 @@ def classification_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     }
 
 
+def chance_ece(p: np.ndarray, draws: int = 100, seed: int = 0, quantile: float = 0.95) -> float:
+    """The ECE that perfectly calibrated probabilities ``p`` still reach by chance in ``quantile`` of ``draws`` label
+    sets drawn from ``p``: ten bins of a few hundred rows each are noisy, so an ECE of 0.01-0.02 on a few
+    thousand rows is no evidence of miscalibration."""
+    p = np.asarray(p, dtype=float)
+    rng = np.random.default_rng(seed)
+    return float(np.quantile([expected_calibration_error((rng.random(p.size) < p).astype(float), p)
+                              for _ in range(draws)], quantile))
+
+
 def within_period_auc(y: np.ndarray, score: np.ndarray, period: np.ndarray) -> float:
     """ROC-AUC inside each period (leads a team ranks against each other on one day), averaged with row weights.
 

@@ -42,7 +42,7 @@ def fit_scorer_rolling(pool: pd.DataFrame, folds: list[tuple[np.ndarray, np.ndar
     learns from the whole pool; the calibrator and bucket cut-offs from the newest blocks' out-of-fold margins."""
     selection, cal_margin, cal_label = select(pool, folds, period, spec, params)
     booster = fit_rounds(pool, spec, params, selection.rounds, family_params(selection.family, params, len(pool)))
-    calibrator = calibrator_for(selection, cal_margin, cal_label, params.calibration.method)
+    calibrator = calibrator_for(selection, cal_margin, cal_label)
     meta = {**meta, "validation_roc_auc": selection.metrics["folds_roc_auc"],
             "selection": {"family": selection.family, "rounds": selection.rounds, "calibration": selection.calibration,
                           "min_data_in_leaf": selection.min_data_in_leaf, **selection.metrics}}

@@ -15,6 +15,7 @@ from leadtemp.core.metrics import (
     BUCKETS,
     auc_interval,
     bucket_table,
+    chance_ece,
     classification_metrics,
     lead_auc_interval,
     ranking_metrics,
@@ -139,9 +140,11 @@ def ship_gates(test: pd.DataFrame, metrics: dict[str, float], buckets: pd.DataFr
         gates.append(thermometer_gate(test["thermometer_score"], metrics, "test"))
     gates.append(buckets_gate(buckets, scorer))
     if max_ece is not None:  # the scores are percentages a rep reads: they must hold on the newest data
-        ok = metrics["ece"] <= max_ece
+        chance = chance_ece(test["probability"].to_numpy(), seed=seed)
+        ok = metrics["ece"] - chance <= max_ece
         gates.append(Gate("probabilities hold on the test slice", ok,
-                          f"test ECE {metrics['ece']:.3f} (at most {max_ece:.3f}; test conversion "
+                          f"test ECE {metrics['ece']:.3f}; calibrated probabilities reach {chance:.3f} by chance on "
+                          f"{len(test):,} rows (95%), and the rest may be at most {max_ece:.3f} (test conversion "
                           f"{metrics['positive_rate']:.1%})" + ("" if ok else
                           ": the calibrated chances are off by that much on average on the newest labelled data "
                           "(its conversion rate moved?); the ranking may still hold, but the scores do not mean "

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from leadtemp.core.cadence import RollingSplits
 from leadtemp.core.drift import DriftReport
 from leadtemp.core.snapshots import SplitCutoffs
 from leadtemp.modelling.scorer import LeadScorer
@@ -27,7 +28,7 @@ class RowSplits:
 @dataclass
 class TrainingResult:
     scorer: LeadScorer
-    splits: SplitCutoffs | RowSplits
+    splits: RollingSplits | SplitCutoffs | RowSplits
     test: pd.DataFrame          # test slice: features, label, margin, raw and calibrated probability
     metrics: dict[str, float]
     buckets: pd.DataFrame       # per-bucket conversion on the test slice

@@ -65,6 +65,14 @@ def test_run_logs_metrics_plots_fingerprint_without_personal_data(in_home):
     assert run.data.params["chosen.family"] in {"trees", "additive"} and "folds_roc_auc" in run.data.metrics
     # The MLflow UI opens the experiment on its runs (model training), not on the GenAI traces view.
     assert client.get_experiment_by_name("leadtemp").tags["mlflow.experimentKind"] == "custom_model_development"
+    # The run, the registered version and the registry say what the model is: its cut-offs, quality and period.
+    hot = float(run.data.params["chosen.hot_cutoff"])
+    assert f"calibrated chance ≥ {hot:.3f}" in run.data.tags["mlflow.note.content"]
+    version = client.get_model_version("leadtemp", run.data.tags["registered_version"])
+    assert version.description == run.data.tags["mlflow.note.content"] and "Fit to ship" in version.description
+    assert version.tags["trained_through"] == run.data.tags["mlflow.note.content"].split("labels learned up to ")[1][:10]
+    assert float(version.tags["test_roc_auc"]) == round(run.data.metrics["test_roc_auc"], 3)
+    assert "hot / warm / cold" in client.get_registered_model("leadtemp").description
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert plots == {"plots/reliability.png", "plots/gains.png", "plots/shap_summary.png"}
     # No personal data anywhere in what the run stored.

@@ -124,6 +124,10 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
         mlflow.log_dict({"fit_to_ship": result.fit_to_ship, "gates": [dataclasses.asdict(g) for g in result.gates]},
                         "gates.json")
         mlflow.set_tag("fit_to_ship", str(result.fit_to_ship).lower())
+        mlflow.set_tag("mlflow.note.content", model_summary(result))  # the run page's description
+        # The bucket cut-offs in force (the buckets.* params above are settings, not the cut-offs of this model).
+        mlflow.log_params({"chosen.hot_cutoff": round(result.scorer.buckets.hot, 6),
+                           "chosen.warm_cutoff": round(result.scorer.buckets.warm, 6)})
         mlflow.log_table(result.leakage, "leakage_check.json")
         if result.warnings:
             mlflow.log_text("\n".join(result.warnings) + "\n", "warnings.txt")
@@ -141,6 +145,7 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
                 return LoggedModel(run.info.run_id, info.model_uri, None, False, None)
             version = str(info.registered_model_version)
             client = MlflowClient()
+            describe_version(client, name, version, result)
             # A model that failed a ship gate (constant, no better than chance, ...) is never champion.
             champion = (claim_champion and result.fit_to_ship
                         and CHAMPION not in client.get_registered_model(name).aliases)
@@ -153,6 +158,56 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
                 if champion:
                     export_champion(Path(export_dir), version)
     return LoggedModel(run.info.run_id, info.model_uri, version, champion, export)
+
+
+def model_summary(result: TrainingResult) -> str:
+    """The verdict in Markdown for the run, the registered version and the registry page: what hot, warm and cold
+    mean with the cut-offs in force, how well it ranks, how its buckets converted, what it learned from.
+    No personal data: counts, dates and rates only."""
+    m, meta, cut = result.metrics, result.scorer.meta, result.scorer.buckets
+    rows = result.buckets.set_index("bucket")
+    test = result.splits.describe().get("test", "")
+
+    def bucket(name: str) -> str:
+        r = rows.loc[name]
+        rate = "empty" if r["leads"] == 0 else f"{r['rate']:.1%} ({r['rate_low']:.1%}–{r['rate_high']:.1%})"
+        return f"{int(r['leads']):,} test rows, converted {rate}"
+
+    lines = [
+        f"**{'Fit to ship' if result.fit_to_ship else 'NOT fit to ship'}** "
+        + ("" if result.fit_to_ship else "(failed: " + ", ".join(g.name for g in result.gates if not g.passed) + ")"),
+        "",
+        f"- **hot**: calibrated chance ≥ {cut.hot:.3f}: {bucket('hot')}",
+        f"- **warm**: ≥ {cut.warm:.3f}: {bucket('warm')}",
+        f"- **cold**: below {cut.warm:.3f}: {bucket('cold')}",
+        f"- test slice {test}: ROC-AUC {m['roc_auc']:.3f}"
+        + (f", within a cutoff {m['within_cutoff_roc_auc']:.3f}" if "within_cutoff_roc_auc" in m else "")
+        + (f", thermometer rule {m['thermometer_roc_auc']:.3f}" if "thermometer_roc_auc" in m else "")
+        + f"; ECE {m['ece']:.3f}",
+        f"- labels learned up to {str(meta.get('trained_through', ''))[:10]}; data up to "
+        f"{str(meta.get('observed_until', ''))[:10]}",
+    ]
+    if "cadence" in meta:
+        c = meta["cadence"]
+        lines.append(f"- horizon {c['horizon_days']} days, cutoffs {c['frequency']}")
+    return "\n".join(lines) + "\n"
+
+
+def describe_version(client, name: str, version: str, result: TrainingResult) -> None:
+    """Description and tags of a registered version (and of the registered model, once) for the registry pages."""
+    summary = model_summary(result)
+    client.update_model_version(name, version, description=summary)
+    m, meta = result.metrics, result.scorer.meta
+    tags = {"trained_through": str(meta.get("trained_through", ""))[:10], "fit_to_ship": str(result.fit_to_ship).lower(),
+            "test_roc_auc": f"{m['roc_auc']:.3f}", "test_ece": f"{m['ece']:.4f}",
+            "hot_cutoff": f"{result.scorer.buckets.hot:.4f}", "warm_cutoff": f"{result.scorer.buckets.warm:.4f}"}
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    if not client.get_registered_model(name).description:
+        client.update_registered_model(name, description=(
+            "leadtemp lead scoring: the calibrated chance that a lead converts within the horizon, and its bucket "
+            "(hot / warm / cold). Each version's description gives its cut-offs, test quality and data period; the "
+            "alias `champion` is the version scoring uses."))
 
 
 def export_champion(export_dir: Path, version: str) -> Path | None:

@@ -97,3 +97,25 @@ def test_creation_snapshots_take_the_slice_of_their_time_and_respect_the_embargo
     # A time in the embargo gap after validation is dropped, never moved into a later slice.
     assert got[s.calibration.min() - pd.Timedelta(days=10)] == ""
     assert {"train", "validation", "calibration", "test"} <= set(names)
+
+
+def test_folds_are_trimmed_from_the_oldest_until_every_kept_fold_has_enough_conversions():
+    """A fold's block runs to the next fold's start, so a fold short of conversions can only go with every older
+    one: the newest run of folds that all pass is kept."""
+    from leadtemp.core.cadence import plan_rolling, trim_folds
+
+    labelled = pd.date_range("2024-01-01", "2024-12-01", freq="MS")
+    splits = plan_rolling(labelled, horizon_days=30, test_cutoffs=2, fold_cutoffs=1, folds=3)
+    assert [f"{s:%m}" for s in splits.starts] == ["08", "09", "10"]
+
+    def snaps(converting: dict[str, int]) -> pd.DataFrame:
+        rows = [{"lead_id": f"{c:%m}-{i}", "cutoff": c, "label": int(i < converting.get(f"{c:%m}", 25))}
+                for c in labelled for i in range(100)]
+        return pd.DataFrame(rows)
+
+    until = pd.Timestamp("2025-01-15")
+    assert len(trim_folds(splits, snaps({}), until).starts) == 3
+    assert [f"{s:%m}" for s in trim_folds(splits, snaps({"09": 5}), until).starts] == ["10"]  # the middle block is short
+    assert [f"{s:%m}" for s in trim_folds(splits, snaps({"08": 5}), until).starts] == ["09", "10"]
+    assert trim_folds(splits, snaps({"10": 5}), until) is None       # the newest block is short: no fold is left
+    assert trim_folds(splits, snaps({"12": 5, "11": 5}), until) is None  # too few conversions in the test slice

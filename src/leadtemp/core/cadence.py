@@ -120,12 +120,12 @@ def trim_folds(splits: RollingSplits, snaps: pd.DataFrame, until: pd.Timestamp,
         return None
     pool = snaps.loc[where == "train"]
     masks = splits.fold_masks(pool["cutoff"])
-    keep = [k for k, (fit, valid) in enumerate(masks)
-            if _converters(pool, fit) >= minimum and _converters(pool, valid) >= minimum]
-    # Folds are nested (a later fold trains on more), so the kept ones are the newest.
-    if not keep:
+    enough = [_converters(pool, fit) >= minimum and _converters(pool, valid) >= minimum for fit, valid in masks]
+    # A fold's block runs to the next fold's start, so only the oldest folds can go: keep the newest run that all pass.
+    first = len(enough) - next((i for i, ok in enumerate(reversed(enough)) if not ok), len(enough))
+    if first == len(enough):
         return None
-    return RollingSplits(splits.test, splits.starts[keep[0]:], splits.horizon_days, splits.pool_cutoffs)
+    return RollingSplits(splits.test, splits.starts[first:], splits.horizon_days, splits.pool_cutoffs)
 
 
 @dataclass(frozen=True)

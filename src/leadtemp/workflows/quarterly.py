@@ -242,16 +242,13 @@ def _compare_with_champion(report: RetrainReport, champion: LeadScorer, mine: pd
                                     params.drift.psi_warn, params.drift.psi_alert)
 
 
-def _same_cadence(params: Params, champion: LeadScorer | None, leads: pd.DataFrame, interactions: pd.DataFrame,
-                  through: pd.Timestamp) -> Params:
+def _same_cadence(params: Params, champion: LeadScorer | None, leads: pd.DataFrame, through: pd.Timestamp) -> Params:
     """Concrete horizon and frequency for a challenger: the champion's, so both predict the same thing and are
     judged on the same snapshots; without a champion, what the known history supports (core/cadence.py)."""
-    cadence = (champion.meta.get("cadence") if champion is not None else None) or {"frequency": "MS"}  # older: monthly
-    if champion is not None:
-        params = params.replace(snapshots={"horizon_days": champion.horizon_days,
-                                           "frequency": cadence["frequency"]})
-    until = observed_until(leads, interactions, str(through))
-    return resolve_cadence(leads, until, params).apply(params)
+    if champion is not None:  # a champion trained before the cadence was recorded used monthly cutoffs
+        frequency = (champion.meta.get("cadence") or {}).get("frequency", "MS")
+        params = params.replace(snapshots={"horizon_days": champion.horizon_days, "frequency": frequency})
+    return resolve_cadence(leads, pd.Timestamp(through), params).apply(params)
 
 
 def retrain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, through: pd.Timestamp,
@@ -269,7 +266,7 @@ def retrain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, thr
         raise ConfigError(f"--through {through:%Y-%m-%d} is after the end of the data ({end:%Y-%m-%d}): "
                           "leads not yet converted there would count as never converting")
     leads, interactions = known_at(leads, interactions, through)
-    params = _same_cadence(params, champion, leads, interactions, through)
+    params = _same_cadence(params, champion, leads, through)
     g = params.retrain
     report = RetrainReport(through, None, champion_version)
     if missing := quarters_without_conversions(leads, through):

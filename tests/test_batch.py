@@ -204,7 +204,12 @@ def test_kill_9_mid_run_then_rerun_resumes_with_every_lead_exactly_once(world, e
                "--params", str(ROOT / "params.yaml"), *out]
     env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"}
     def staging_db() -> Path | None:  # for a file output: in the run's own folder, named after its key
-        return db if target == "table" else next((tmp_path / "work").glob("leadtemp-score-*/staging.sqlite"), None)
+        if target == "table":
+            return db
+        try:  # the CLI's write probe creates --work-dir and removes it again: it may vanish under glob
+            return next((tmp_path / "work").glob("leadtemp-score-*/staging.sqlite"), None)
+        except FileNotFoundError:
+            return None
 
     victim = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
     deadline = time.monotonic() + 300

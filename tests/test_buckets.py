@@ -18,7 +18,7 @@ from leadtemp.core.metrics import (
     lead_bootstrap_aucs,
 )
 from leadtemp.modelling.buckets import BucketCutoffs, bucket_warnings, fit_buckets
-from leadtemp.modelling.calibration import PROBABILITY_FLOOR, fit_calibrator
+from leadtemp.modelling.calibration import PROBABILITY_FLOOR, Calibrator, fit_calibrator
 from leadtemp.workflows.train import buckets_gate, ship_gates
 
 
@@ -125,10 +125,11 @@ def test_the_training_table_never_prints_nan(capsys):
         warnings=[], test=pd.DataFrame({"label": y}), splits=SimpleNamespace(describe=lambda: {"test": "2024"}),
         metrics={"rows": 100.0, "positive_rate": 0.5, "roc_auc": 0.6, "pr_auc": 0.6, "lift_at_10": 1.2, "raw_ece": 0.01,
                  "ece": 0.01},
-        buckets=table, gates=[Gate("buckets separate", False, "empty on the test slice: cold")], fit_to_ship=False)
+        buckets=table, gates=[Gate("buckets separate", False, "empty on the test slice: cold")], fit_to_ship=False,
+        scorer=SimpleNamespace(calibrator=Calibrator("sigmoid", ceiling=0.62)))
     _print_training(result, SimpleNamespace(champion=False, run_id="r", version="1", export_path="models/v1"))
     out = capsys.readouterr().out
-    assert "nan" not in out.lower() and "empty" in out
+    assert "nan" not in out.lower() and "empty" in out and "highest probability shown: 0.620" in out
 
 
 # -- score warns ------------------------------------------------------------------------------------------------

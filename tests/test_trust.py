@@ -149,6 +149,46 @@ def test_the_top_probability_rests_on_enough_calibration_leads():
     assert np.all(np.diff(calibrator(np.sort(margin))) >= 0)  # still monotone
 
 
+@pytest.mark.parametrize("method", ["sigmoid", "raw"])
+def test_a_sigmoid_promises_no_more_at_the_top_than_the_best_calibration_leads_delivered(method):
+    """Platt scaling (or the booster's own probability) keeps rising past the last calibration lead: a lead there
+    was shown 0.9999 while the best-scored calibration leads converted at about half that. Capped, the top is the
+    upper end of the 95% interval of the top block's conversion rate, and leads above it keep their order."""
+    from leadtemp.core.metrics import wilson_interval
+    from leadtemp.modelling.calibration import MIN_END_BLOCK, Calibrator, fit_calibrator, with_ceiling
+    from leadtemp.modelling.scorer import rank_order
+
+    rng = np.random.default_rng(7)
+    margin = rng.normal(size=5000) * 1.5
+    y = (rng.random(5000) < np.minimum(0.5, 1 / (1 + np.exp(-(margin - 1))))).astype(float)  # saturates at 50%
+    fitted = fit_calibrator(margin, y, "sigmoid") if method == "sigmoid" else Calibrator("sigmoid")
+    far = np.array([margin.max() + 1, margin.max() + 5, margin.max() + 20])
+    assert fitted(far).max() > 0.9  # the defect: an uncapped sigmoid promises near-certainty out there
+    capped = with_ceiling(fitted, margin, y)
+    top = np.argsort(-margin)[:MIN_END_BLOCK]
+    low, high = wilson_interval(int(y[top].sum()), MIN_END_BLOCK)
+    assert capped.ceiling == pytest.approx(high) and high < 0.75
+    assert capped(far).max() <= high and capped.bounds()[1] == pytest.approx(high)
+    inside = np.sort(margin)[: len(margin) // 2]  # below the top, the cap changes nothing
+    assert np.array_equal(capped(inside), fitted(inside))
+    scored = pd.DataFrame({"lead_id": ["a", "b", "c"], "probability": capped(far), "margin": far})
+    assert list(rank_order(scored)) == [3, 2, 1], "tied at the ceiling, the higher margin ranks first"
+
+
+def test_an_isotonic_top_step_is_left_alone_and_the_ceiling_survives_saving(tmp_path):
+    from leadtemp.modelling.calibration import Calibrator, fit_calibrator, with_ceiling
+
+    rng = np.random.default_rng(3)
+    margin = rng.normal(size=3000)
+    y = (rng.random(3000) < 1 / (1 + np.exp(-(margin - 1)))).astype(float)
+    isotonic = fit_calibrator(margin, y, "isotonic")
+    capped = with_ceiling(isotonic, margin, y)
+    grid = np.linspace(margin.min() - 1, margin.max() + 1, 500)
+    assert np.array_equal(capped(grid), isotonic(grid)), "the top step is a pooled rate of enough leads already"
+    assert Calibrator(**capped.to_dict()) == capped
+    assert "ceiling" not in Calibrator("sigmoid").to_dict(), "a model saved before ceilings keeps its fingerprint"
+
+
 def test_a_timed_label_table_trained_with_the_defaults_folds_by_time_and_saves_a_concrete_horizon(tmp_path):
     """Defaults only (horizon_days: auto): a label table has no horizon, so the saved model keeps 90 days (its
     "current for" window) and loads again; with time, the rolling-origin folds run and are reported."""

@@ -115,6 +115,9 @@ def _print_training(result, logged) -> None:
     console.print(f"ROC-AUC {m['roc_auc']:.3f}{baseline}, "
                   f"PR-AUC {m['pr_auc']:.3f}, lift@10% {m['lift_at_10']:.2f}, "
                   f"ECE {m['raw_ece']:.4f} raw -> {m['ece']:.4f} calibrated")
+    if (ceiling := result.scorer.calibrator.ceiling) is not None:
+        console.print(f"highest probability shown: {ceiling:.3f} (95% upper end of the conversion rate of the "
+                      "best-scored calibration leads; leads above it keep their order by margin)")
     if "within_cutoff_roc_auc" in m:
         kinds = [f"periodic cutoffs ROC-AUC {m['periodic_roc_auc']:.3f} (within a cutoff {m['within_cutoff_roc_auc']:.3f})"
                  if "periodic_roc_auc" in m else ""]

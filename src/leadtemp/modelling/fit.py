@@ -12,7 +12,7 @@ from leadtemp.core.metrics import bucket_shares
 from leadtemp.core.reasons import category_rates
 from leadtemp.modelling.booster import fit_booster, fit_rounds, margin_roc_auc
 from leadtemp.modelling.buckets import fit_buckets
-from leadtemp.modelling.calibration import Calibrator, fit_calibrator
+from leadtemp.modelling.calibration import Calibrator, fit_calibrator, with_ceiling
 from leadtemp.modelling.scorer import LeadScorer
 from leadtemp.modelling.select import Selection, calibrator_for, family_params, select
 
@@ -55,9 +55,11 @@ def assemble_scorer(booster, cal_margin: np.ndarray, cal_label: pd.Series, spec:
     """The scorer around a fitted booster; ``fitted``: the rows the booster learned from (profiled for drift,
     and the source of the coded categoricals' conversion rates in reasons: never a test row).
 
-    ``calibrator``: already chosen; by default fitted here on ``cal_margin`` with ``calibration.method``.
+    ``calibrator``: already chosen; by default fitted here on ``cal_margin`` with ``calibration.method``. Either way
+    it is capped at the top at what the calibration rows support (``with_ceiling``).
     """
     calibrator = calibrator or fit_calibrator(cal_margin, cal_label, params.calibration.method)
+    calibrator = with_ceiling(calibrator, cal_margin, cal_label)
     cal_probability = calibrator(cal_margin)
     b = params.buckets
     buckets = fit_buckets(cal_probability, b.method, b.hot_share, b.warm_share, b.hot_probability, b.warm_probability)

@@ -181,7 +181,7 @@ class LeadScorer:
         return digest.hexdigest()
 
     def _settings(self) -> dict:
-        settings = {"spec": self.spec.to_dict(), "calibrator": vars(self.calibrator), "buckets": vars(self.buckets),
+        settings = {"spec": self.spec.to_dict(), "calibrator": self.calibrator.to_dict(), "buckets": vars(self.buckets),
                     "horizon_days": self.horizon_days, "labels": self.labels}
         if self.category_rates:  # absent when empty: a model saved before the rates keeps its fingerprint
             settings["category_rates"] = self.category_rates
@@ -219,7 +219,7 @@ class LeadScorer:
             parts = dict(
                 spec=FeatureSpec.from_dict(raw["spec"]),
                 calibrator=Calibrator(cal["method"], tuple(cal["knots_x"]), tuple(cal["knots_y"]),
-                                      cal["slope"], cal["intercept"]),
+                                      cal["slope"], cal["intercept"], cal.get("ceiling")),
                 buckets=BucketCutoffs(**raw["buckets"]),
                 horizon_days=int(raw["horizon_days"]),
                 labels=raw.get("labels", {}),

@@ -189,6 +189,28 @@ def test_an_isotonic_top_step_is_left_alone_and_the_ceiling_survives_saving(tmp_
     assert "ceiling" not in Calibrator("sigmoid").to_dict(), "a model saved before ceilings keeps its fingerprint"
 
 
+def test_the_share_of_a_columns_variation_between_periods_tells_context_from_lead_attributes():
+    """Context (issue 12, point 4): a macro rate or a campaign code is fixed by the period; an attribute of the lead,
+    or a rare flag that is 'no' in every month, is not; with fewer than 3 periods nothing can be said."""
+    from leadtemp.core.checks import context_columns, period_share
+
+    rng = np.random.default_rng(2)
+    period = np.repeat([f"2024-{m:02d}" for m in range(1, 9)], 300)
+    level = dict(zip(np.unique(period), rng.normal(size=8)))
+    frame = pd.DataFrame({
+        "euribor": [level[p] for p in period] + rng.normal(scale=0.02, size=len(period)),
+        "age": rng.normal(40, 10, len(period)),
+        "month": [p[-2:] for p in period],
+        "default": np.where(rng.random(len(period)) < 0.03, "yes", "no"),
+        "code": [int(p[-2:]) for p in period],  # a month coded as a number, declared categorical
+    })
+    assert period_share(frame["euribor"], period) > 0.99 and period_share(frame["age"], period) < 0.05
+    assert period_share(frame["month"], period) == pytest.approx(1.0) and period_share(frame["default"], period) < 0.05
+    assert context_columns(frame, list(frame.columns), period, categorical=["month", "default", "code"]) == {
+        "euribor": pytest.approx(period_share(frame["euribor"], period), abs=1e-4), "month": 1.0, "code": 1.0}
+    assert np.isnan(period_share(frame["euribor"][:600], period[:600]))  # two periods only
+
+
 def test_a_timed_label_table_trained_with_the_defaults_folds_by_time_and_saves_a_concrete_horizon(tmp_path):
     """Defaults only (horizon_days: auto): a label table has no horizon, so the saved model keeps 90 days (its
     "current for" window) and loads again; with time, the rolling-origin folds run and are reported."""
@@ -205,10 +227,17 @@ def test_a_timed_label_table_trained_with_the_defaults_folds_by_time_and_saves_a
     leads = pd.DataFrame({"lead_id": [f"L{i}" for i in range(n)],
                           "created_at": pd.Timestamp("2023-01-01") + pd.to_timedelta(np.sort(rng.integers(0, 700, n)), unit="D"),
                           "converted_at": pd.NaT, "label": (rng.random(n) < p).astype(float), "x": x, "source": source})
+    month = leads["created_at"].dt.to_period("M")
+    walk = pd.Series(rng.normal(size=month.nunique()).cumsum(), index=month.unique())
+    leads["rate_index"] = month.map(walk).to_numpy() + rng.normal(scale=0.01, size=n)  # a macro rate of the month
+    leads["campaign"] = "C" + month.dt.quarter.astype(str).to_numpy()                   # a campaign per quarter
     params = params_from_dict({"data": {"interactions": None, "columns": {"converted_at": None, "label": "label"},
-                                        "categorical": ["source"], "numeric": ["x"]}})
+                                        "categorical": ["source", "campaign"], "numeric": ["x", "rate_index"]}})
     result = train(leads, empty_interactions(), params)
     assert result.metrics["folds"] == 3 and result.metrics["folds_roc_auc"] > 0.7
     assert result.metrics["within_month_roc_auc"] > 0.7
+    [context] = [w for w in result.warnings if w.startswith("columns that describe the month")]
+    assert "'rate_index' (100%)" in context and "'campaign' (100%)" in context
+    assert "'x'" not in context and "'source'" not in context
     loaded = LeadScorer.load(result.scorer.save(tmp_path / "scorer"))
     assert loaded.horizon_days == result.scorer.horizon_days == 90

@@ -94,6 +94,57 @@ def check_leakage(report: pd.DataFrame, checks: Checks) -> list[str]:
     return list(leaky["column"])
 
 
+CONTEXT_SHARE = 0.95    # a column whose variation is at least this share between periods describes the period
+CONTEXT_MIN_PERIODS = 3  # ... judged over at least this many periods, each with CONTEXT_MIN_ROWS filled rows
+CONTEXT_MIN_ROWS = 20
+
+
+def period_share(values: pd.Series, period: np.ndarray, categorical: bool = False) -> float:
+    """The share of a column's variation that lies between periods rather than within them.
+
+    Numbers: the correlation ratio eta² (between-period sum of squares over the total). Categories: the
+    uncertainty coefficient 1 - H(value | period) / H(value). 1.0: the period alone fixes the value (a
+    macro rate, a campaign setting, the month itself); about 0: the value varies as much inside a period
+    as overall. NaN when the column does not vary or fewer than ``CONTEXT_MIN_PERIODS`` periods hold
+    ``CONTEXT_MIN_ROWS`` filled rows.
+    """
+    frame = pd.DataFrame({"v": values.to_numpy(), "p": np.asarray(period)}).dropna()
+    sizes = frame.groupby("p")["v"].size()
+    frame = frame.loc[frame["p"].isin(sizes.index[sizes >= CONTEXT_MIN_ROWS])]
+    if frame["p"].nunique() < CONTEXT_MIN_PERIODS:
+        return float("nan")
+    numeric = pd.api.types.is_numeric_dtype(values) and not isinstance(values.dtype, pd.CategoricalDtype)
+    if numeric and not categorical:
+        v = frame["v"].astype(float)
+        total = float(((v - v.mean()) ** 2).sum())
+        if total <= 0:
+            return float("nan")
+        means = v.groupby(frame["p"]).transform("mean")
+        return 1.0 - float(((v - means) ** 2).sum()) / total
+
+    text = frame["v"].astype("string")
+    q = text.value_counts().to_numpy(dtype=float) / len(frame)
+    overall = float(-(q * np.log(q)).sum())
+    if overall <= 0:
+        return float("nan")
+    joint = frame.assign(v=text).groupby(["p", "v"]).size()
+    n_pv = joint.to_numpy(dtype=float)
+    n_p = joint.groupby(level=0).transform("sum").to_numpy(dtype=float)
+    within = float(-(n_pv / len(frame) * np.log(n_pv / n_p)).sum())  # H(value | period)
+    return 1.0 - within / overall
+
+
+def context_columns(frame: pd.DataFrame, columns: list[str], period: np.ndarray,
+                    categorical: Iterable[str] = ()) -> dict[str, float]:
+    """Attribute columns that describe the period more than the lead (``period_share`` >= ``CONTEXT_SHARE``), with
+    their shares: macro indicators, campaign settings, a month name. A tree learns each period's base rate from
+    them, which says nothing about a new period; it cannot rank leads of one date against each other either."""
+    codes = set(categorical)  # category codes are labels, not amounts, whatever their dtype
+    shares = {c: period_share(frame[c], period, c in codes) for c in columns if c in frame.columns}
+    return {c: round(v, 4) for c, v in sorted(shares.items(), key=lambda kv: -kv[1] if np.isfinite(kv[1]) else 0)
+            if np.isfinite(v) and v >= CONTEXT_SHARE}
+
+
 def _personal_shape(values: pd.Series) -> str | None:
     """'emails' or 'phone numbers' when most of a sample of the (filled, text) values have that shape.
 

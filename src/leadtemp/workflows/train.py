@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 
 from leadtemp.core.cadence import MIN_CONVERSIONS, Cadence, resolve_cadence
-from leadtemp.core.checks import check_amount, check_identifiers, check_leakage, leakage_report
+from leadtemp.core.checks import check_amount, check_identifiers, check_leakage, context_columns, leakage_report
 from leadtemp.core.config import AUTO, Params, Retrain
 from leadtemp.core.errors import TrainingDataError
 from leadtemp.core.features import FeatureSpec, attribute_features, build_training_frame, fit_feature_spec
@@ -234,7 +234,26 @@ def _slices(frame: pd.DataFrame, leads: pd.DataFrame, spec: FeatureSpec, params:
              for c, a in leakage.loc[leakage["column"].isin(allowed)].itertuples(index=False)]
     if unused := unused_columns(leads, params):
         notes.append(f"columns in no role (not categorical, numeric or excluded), not used: {unused}")
+    pool = parts["train"].drop_duplicates(LEAD_ID) if LEAD_ID in parts["train"].columns else parts["train"]
+    if context := context_columns(pool, [*params.data.categorical, *params.data.numeric], _creation_month(pool, leads),
+                                  params.data.categorical):
+        notes.append(CONTEXT_NOTE.format(", ".join(f"'{c}' ({v:.0%})" for c, v in context.items())))
     return parts, leakage, notes
+
+
+CONTEXT_NOTE = ("columns that describe the month more than the lead (share of their variation between creation months): "
+                "{}. The model learns each past month's conversion level from them, and a new month may bring values "
+                "it never saw, so its level there is a guess: the calibrator, fitted on the newest labelled "
+                "data, sets the level, and the gate 'probabilities hold on the test slice' checks it. They cannot rank "
+                "leads of the same day against each other; if they are not meant to describe the lead, list them in "
+                "data.excluded")
+
+
+def _creation_month(rows: pd.DataFrame, leads: pd.DataFrame) -> np.ndarray:
+    """Each row's lead creation month (the period a lead attribute belongs to)."""
+    created = rows[CREATED_AT] if CREATED_AT in rows.columns else rows[LEAD_ID].map(
+        leads.drop_duplicates(LEAD_ID).set_index(LEAD_ID)[CREATED_AT])
+    return pd.to_datetime(created).dt.to_period("M").astype(str).where(created.notna()).to_numpy()
 
 
 def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,

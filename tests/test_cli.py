@@ -119,8 +119,10 @@ def test_score_with_the_registry_alias_then_explain(in_home):
     result = run("score", "--as-of", "2024-11-15", "--out", "scores.csv", *files)
     assert result.exit_code == 0, result.output
     scores = pd.read_csv(home / "scores.csv")
-    assert list(scores.columns) == OUTPUT_COLUMNS
+    assert list(scores.columns) == OUTPUT_COLUMNS and OUTPUT_COLUMNS[-2:] == ["model_version", "run_id"]
     assert (scores["model_version"] == 1).all()
+    # One model identity: the registry version, and beside it the MLflow run that logged that version.
+    assert (scores["run_id"] == mlflow.MlflowClient().get_model_version("leadtemp", "1").run_id).all()
     assert scores["rank"].tolist() == list(range(1, len(scores) + 1))
     assert scores["probability"].is_monotonic_decreasing
     assert set(scores["bucket"]) <= {"hot", "warm", "cold"} and scores["score"].between(1, 99).all()
@@ -163,7 +165,7 @@ def test_exported_folder_scores_offline(in_home):
     offline = pd.read_parquet(home / "offline.parquet")
     registry = pd.read_csv(home / "scores.csv")
     assert offline["lead_id"].tolist() == registry["lead_id"].tolist()
-    assert (offline["model_version"] == "1").all()
+    assert (offline["model_version"] == "1").all() and offline["run_id"].tolist() == registry["run_id"].tolist()
     pd.testing.assert_series_equal(offline["probability"], registry["probability"], check_exact=False, rtol=1e-12)
 
 

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 
 from conftest import ROOT
 from leadtemp.adapters.sources import Source, Target
+from leadtemp.adapters.staging import output_table
 from leadtemp.api import score_sources
 from services import postgres_server
 
@@ -39,7 +40,8 @@ def world(small_sim, small_result):
         clones.append(some.assign(lead_id=prefix + some["lead_id"]))
         mine = events[events["lead_id"].isin(some["lead_id"])]
         clone_events.append(mine.assign(lead_id=prefix + mine["lead_id"]))
-    scorer = dataclasses.replace(small_result.scorer, meta={**small_result.scorer.meta, "model_version": "3"})
+    scorer = dataclasses.replace(small_result.scorer, meta={**small_result.scorer.meta, "model_version": "3",
+                                                            "run_id": "0123abcd"})
     return pd.concat(clones, ignore_index=True), pd.concat(clone_events, ignore_index=True), scorer
 
 
@@ -56,7 +58,7 @@ def _same_scores(got: pd.DataFrame, want: pd.DataFrame) -> None:
     np.testing.assert_array_equal(got["probability"].to_numpy(dtype=float), want["probability"].to_numpy())
     for column in ("score", "bucket", "reason_1", "reason_2", "reason_3"):
         assert got[column].astype(str).tolist() == want[column].astype(str).tolist(), column
-    assert (got["model_version"].astype(str) == "3").all()
+    assert (got["model_version"].astype(str) == "3").all() and (got["run_id"] == "0123abcd").all()  # one model identity
     assert (pd.to_datetime(got["as_of"]) == AS_OF).all()
 
 
@@ -121,6 +123,25 @@ def _database_round_trip(url: str, world, expected, params, tmp_path) -> None:
 
 def test_sqlite_database_in_and_out_is_idempotent_and_exact(world, expected, params, tmp_path):
     _database_round_trip(f"sqlite:///{tmp_path / 'crm.db'}", world, expected, params, tmp_path)
+
+
+def test_a_scores_table_from_before_run_id_gets_the_column_and_keeps_its_rows(world, params, tmp_path):
+    leads, events, scorer = world
+    url = f"sqlite:///{tmp_path / 'crm.db'}"
+    _load(url, leads.head(300), events[events["lead_id"].isin(leads["lead_id"].head(300))], LEADS_TABLE, EVENTS_TABLE)
+    engine = sa.create_engine(url)
+    old = sa.Table(SCORES_TABLE, sa.MetaData(), *(c._copy() for c in output_table(sa.MetaData(), "x").columns
+                                                   if c.name != "run_id"))
+    old.create(engine)
+    with engine.begin() as conn:
+        conn.execute(old.insert(), [{"lead_id": "old", "as_of": AS_OF.to_pydatetime(), "model_version": "1"}])
+    score_sources(scorer, params, AS_OF, Source.database(url, LEADS_TABLE), Source.database(url, EVENTS_TABLE),
+                  Target(url=url, table=SCORES_TABLE), work_dir=tmp_path / "w", echo=lambda m: None)
+    with engine.connect() as conn:
+        rows = pd.read_sql(sa.select(sa.Table(SCORES_TABLE, sa.MetaData(), autoload_with=conn)), conn)
+    engine.dispose()
+    assert rows.loc[rows["lead_id"] == "old", "run_id"].isna().all()          # kept, with no run known
+    assert (rows.loc[rows["model_version"] == "3", "run_id"] == "0123abcd").all() and len(rows) > 1
 
 
 @pytest.mark.services

@@ -1,5 +1,6 @@
 """End to end through the CLI: simulate → train → score → explain, model loaded via the registry alias."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,13 @@ PARAMS = str(ROOT / "params.yaml")
 
 def run(*args):
     return runner.invoke(app, [*args, "--params", PARAMS], env={"COLUMNS": "250"})
+
+
+def defined_metrics() -> list[re.Pattern]:
+    """The metric names docs/glossary.md#metrics defines, placeholders such as ``<bucket>`` as patterns."""
+    section = (ROOT / "docs" / "glossary.md").read_text().split("## Metrics", 1)[1]
+    return [re.compile(re.sub(r"<[a-z]+>", "[a-z0-9_.]+", re.escape(name).replace(r"\<", "<").replace(r"\>", ">")))
+            for name in re.findall(r"`([a-z_.<>0-9]+)`", section)]
 
 
 @pytest.fixture(scope="module")
@@ -56,9 +64,21 @@ def test_run_logs_metrics_plots_fingerprint_without_personal_data(in_home):
     home, _ = in_home
     client = mlflow.MlflowClient()
     run = client.search_runs([client.get_experiment_by_name("leadtemp").experiment_id])[0]
-    for metric in ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier", "test_ece", "test_lift_at_10",
-                   "test_thermometer_roc_auc", "test_hot_rate", "test_hot_rate_low", "test_cold_leads"):
+    for metric in ("test_roc_auc", "test_pr_auc", "test_log_loss", "test_brier", "test_ece", "test_lift_in_top_10pct",
+                   "test_conversions_in_top_half", "test_thermometer_roc_auc", "test_hot_conversion",
+                   "test_hot_conversion_low95", "test_cold_leads", "test_uncalibrated_ece"):
         assert metric in run.data.metrics
+    assert not {"test_top_half_capture", "test_hot_rate_low", "test_lift_at_10", "test_raw_ece"} & set(run.data.metrics)
+    # Every metric the run logs is defined in the glossary, by the name the run page shows.
+    defined = defined_metrics()
+    assert [m for m in run.data.metrics if not any(d.fullmatch(m) for d in defined)] == []
+    # The run name states the data period: the first lead's creation to the end of the labels learned from.
+    version_tags = client.get_model_version("leadtemp", run.data.tags["registered_version"]).tags
+    first = run.data.params["fingerprint.created_from"][:10]
+    assert run.info.run_name == f"train {first}\u2026{version_tags['trained_through']}"
+    # Settings not in force are not logged: the cut-offs are shares of the calibration rows here.
+    assert run.data.params["buckets.method"] == "share" and "buckets.hot_probability" not in run.data.params
+    assert not any(k.startswith("simulate.") for k in run.data.params)
     assert "fingerprint.sha256_leads" in run.data.params
     # What the auto settings became and what the folds chose, beside the params that say "auto".
     assert run.data.params["snapshots.horizon_days"] == "auto" and run.data.params["chosen.horizon_days"] == "90"
@@ -75,6 +95,15 @@ def test_run_logs_metrics_plots_fingerprint_without_personal_data(in_home):
     assert "hot / warm / cold" in client.get_registered_model("leadtemp").description
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert plots == {"plots/reliability.png", "plots/gains.png", "plots/shap_summary.png"}
+    # Every plot's title names the test period, its rows and its conversions (the PNG's Title text).
+    from PIL import Image
+
+    rows, converted = int(run.data.metrics["test_rows"]), round(run.data.metrics["test_rows"] * run.data.metrics["test_conversion_rate"])
+    period = run.data.tags["mlflow.note.content"].split("test slice ")[1][:10]   # the first test cutoff
+    for png in plots:
+        title = Image.open(mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=png,
+                                                               dst_path=str(home / "titles"))).info["Title"]
+        assert f"\u2014 test {period}\u2026" in title and f"{rows:,} rows of " in title and f", {converted:,} conversions" in title
     # No personal data anywhere in what the run stored.
     local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, dst_path=str(home / "dl"))
     leads = pd.read_parquet(home / "sim" / "leads.parquet")
@@ -90,8 +119,10 @@ def test_score_with_the_registry_alias_then_explain(in_home):
     result = run("score", "--as-of", "2024-11-15", "--out", "scores.csv", *files)
     assert result.exit_code == 0, result.output
     scores = pd.read_csv(home / "scores.csv")
-    assert list(scores.columns) == OUTPUT_COLUMNS
+    assert list(scores.columns) == OUTPUT_COLUMNS and OUTPUT_COLUMNS[-2:] == ["model_version", "run_id"]
     assert (scores["model_version"] == 1).all()
+    # One model identity: the registry version, and beside it the MLflow run that logged that version.
+    assert (scores["run_id"] == mlflow.MlflowClient().get_model_version("leadtemp", "1").run_id).all()
     assert scores["rank"].tolist() == list(range(1, len(scores) + 1))
     assert scores["probability"].is_monotonic_decreasing
     assert set(scores["bucket"]) <= {"hot", "warm", "cold"} and scores["score"].between(1, 99).all()
@@ -134,7 +165,7 @@ def test_exported_folder_scores_offline(in_home):
     offline = pd.read_parquet(home / "offline.parquet")
     registry = pd.read_csv(home / "scores.csv")
     assert offline["lead_id"].tolist() == registry["lead_id"].tolist()
-    assert (offline["model_version"] == "1").all()
+    assert (offline["model_version"] == "1").all() and offline["run_id"].tolist() == registry["run_id"].tolist()
     pd.testing.assert_series_equal(offline["probability"], registry["probability"], check_exact=False, rtol=1e-12)
 
 

@@ -138,3 +138,83 @@ def test_plots_accept_tied_scores(tmp_path):
     y, p = _tied(500, seed=4)
     assert plot_reliability(y, {"model": p}, tmp_path / "r.png").is_file()
     assert plot_gains(y, {"model": p, "constant": np.zeros(len(y))}, tmp_path / "g.png").is_file()
+
+
+# -- what the MLflow pages show: titles, gains marks, drivers, metric names ---------------------------
+
+def test_plot_titles_name_the_period_rows_leads_and_conversions(tmp_path):
+    from PIL import Image
+
+    from leadtemp.adapters.plots import reliability_figure, slice_caption
+
+    test = pd.DataFrame({"lead_id": ["a", "a", "b", "c"], "label": [0, 1, 0, 1],
+                         "cutoff": pd.to_datetime(["2024-11-01", "2025-01-30", "2024-12-01", "2025-01-01"])})
+    about = slice_caption(test)
+    assert about == "test 2024-11-01\u20262025-01-30, 4 rows of 3 leads, 2 conversions"
+    assert slice_caption(test.drop(columns="cutoff").iloc[[0, 2, 3]]) == "test, 3 leads, 1 conversion"
+    fig, ax = reliability_figure(test["label"].to_numpy(), {"model": np.array([0.1, 0.8, 0.2, 0.7])}, 2, about=about)
+    assert ax.get_title() == "Reliability\n" + about
+    y, p = _tied(500, seed=4)
+    path = plot_gains(y, {"model": p}, tmp_path / "g.png", about=about)
+    assert Image.open(path).info["Title"] == "Cumulative gains \u2014 " + about  # what MLflow's page shows
+
+
+def test_gains_are_marked_at_10_and_20_percent_for_every_curve():
+    from leadtemp.adapters.plots import gains_at, gains_figure
+
+    y = np.array([1, 0, 1, 0, 0, 0, 0, 0, 0, 1] * 10)
+    best = np.where(y == 1, 0.9, 0.1)               # every conversion first: 30 of 30 by the top 30%
+    worst = -best                                   # every conversion last
+    assert gains_at(y, best) == {0.1: pytest.approx(10 / 30), 0.2: pytest.approx(20 / 30)}
+    assert gains_at(y, worst) == {0.1: pytest.approx(0.0), 0.2: pytest.approx(0.0)}
+    assert gains_at(y, np.zeros(len(y))) == {0.1: pytest.approx(0.1), 0.2: pytest.approx(0.2)}  # ties: random order
+    fig, ax = gains_figure(y, {"leadtemp": best, "thermometer": worst})
+    marks = sorted(t.get_text() for t in ax.texts)
+    assert marks == ["0% at 10%", "0% at 20%", "33% at 10%", "67% at 20%"]
+    colours = {t.get_text(): t.get_color() for t in ax.texts}
+    assert colours["33% at 10%"] == ax.get_lines()[0].get_color() != colours["0% at 10%"]
+
+
+def test_driver_plot_groups_features_as_the_reasons_do_in_their_words(small_result):
+    from leadtemp.adapters.plots import DRIVER_AXIS, driver_figure, driver_table
+    from leadtemp.core.reasons import feature_groups, group_name
+
+    scorer = small_result.scorer
+    table = driver_table(scorer, small_result.test, sample=300)
+    groups = feature_groups(scorer.spec)
+    assert sorted(table["group"]) == sorted(g.key for g in groups)      # one bar per reason group
+    assert not any("_" in name for name in table["name"])               # no internal feature name is shown
+    assert {"calls from them", "lead source", "company size"} <= set(table["name"])
+    assert (table["effect_pp"] >= 0).all() and table["effect_pp"].is_monotonic_decreasing
+    assert table["effect_pp"].iloc[0] > 0.5                             # the top group moves the chance by points
+    # A group's name is the noun its reason uses: "no calls from them for 3 days".
+    channel = next(c for c in scorer.spec.channels if c.type == "phone_call" and c.direction == "inbound")
+    assert group_name(channel.name, scorer.spec, scorer.labels) == "calls from them"
+    fig, ax = driver_figure(table, about="test x")
+    assert [t.get_text() for t in ax.get_yticklabels()][-1] == table["name"].iloc[0]   # largest on top
+    assert ax.get_xlabel() == DRIVER_AXIS and "percentage points" in DRIVER_AXIS
+    assert len({tuple(b.get_facecolor()) for b in ax.patches}) == 1                # one colour, no category code
+
+
+def test_logged_metric_names_say_what_they_are():
+    from leadtemp.adapters.tracking import logged_metrics, metric_name
+
+    renamed = {"top_half_capture": "conversions_in_top_half", "lift_at_10": "lift_in_top_10pct",
+               "hot_rate_low": "hot_conversion_low95", "cold_rate_high": "cold_conversion_high95",
+               "warm_rate": "warm_conversion", "hot_converted": "hot_conversions", "hot_share": "hot_share_of_leads",
+               "raw_ece": "uncalibrated_ece", "creation_positive_rate": "new_lead_conversion_rate",
+               "periodic_rows": "periodic_rows", "thermometer_lift_at_10": "thermometer_lift_in_top_10pct",
+               "folds_auc_low": "folds_roc_auc_low95", "best_iteration": "booster_rounds", "roc_auc": "roc_auc"}
+    assert {k: metric_name(k) for k in renamed} == renamed
+    assert logged_metrics({"top_half_capture": 0.9, "ece": float("nan")}, "test_") == {"test_conversions_in_top_half": 0.9}
+
+
+def test_settings_not_in_force_are_not_logged(params):
+    from leadtemp.adapters.tracking import params_in_force
+
+    shares = params_in_force(params.replace(buckets={"method": "share"}))
+    assert "buckets.hot_share" in shares and "buckets.hot_probability" not in shares and "buckets.warm_probability" not in shares
+    fixed = params_in_force(params.replace(buckets={"method": "probability"}))
+    assert fixed["buckets.hot_probability"] == params.buckets.hot_probability and "buckets.hot_share" not in fixed
+    assert not any(k.startswith("simulate.") for k in shares)
+    assert "splits.fold_cutoffs" in shares and "splits.calibration_cutoffs" not in shares and "splits.test_fraction" not in shares

@@ -134,8 +134,16 @@ def test_backtest_prints_a_table_per_quarter_and_logs_a_parent_with_children(shi
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent[0].info.run_id]
     assert len(parent) == 1 and sorted(r.data.tags["quarter"] for r in children) == ["2024Q4", "2025Q1"]
     for child in children:
-        assert {"roc_auc", "pr_auc", "ece", "lift_at_10", "thermometer_roc_auc", "hot_rate", "cold_rate"} <= set(child.data.metrics)
+        assert {"roc_auc", "pr_auc", "ece", "lift_in_top_10pct", "conversions_in_top_half", "thermometer_roc_auc",
+                "hot_conversion", "cold_share_of_leads"} <= set(child.data.metrics)
+        assert not {"lift_at_10", "hot_rate", "top_half_capture"} & set(child.data.metrics)
         assert child.data.params["trained_with_data_before"] in ("2024-10-01", "2025-01-01")
+        # The run name states the quarter tested and the data its model learned from.
+        assert child.info.run_name == (f"backtest {child.data.tags['quarter']}: train "
+                                       f"{child.data.params['fingerprint.created_from'][:10]}\u2026"
+                                       f"{child.data.params['trained_through']}")
+    assert parent[0].info.run_name.startswith("backtest 2024Q4\u20262025Q1, first model train ")
+    assert "mean_lift_in_top_10pct" in parent[0].data.metrics
 
 
 def test_backtest_asks_only_for_quarters_it_can_label(shifted, tmp_path):
@@ -160,6 +168,12 @@ def test_a_challenger_that_learnt_the_change_is_promoted_and_the_old_champion_ke
                              "tags.kind = 'retrain'")[0]
     assert run.data.tags["decision"] == "promote"
     assert run.data.metrics["window_challenger_roc_auc"] > run.data.metrics["window_champion_roc_auc"]
+    assert "window_champion_hot_conversion" in run.data.metrics and "window_champion_hot_rate" not in run.data.metrics
+    # The run name: the challenger's data period and the window both models were compared on.
+    window = run.data.params["retrain.window"].split(", ")
+    assert run.info.run_name == (f"retrain {run.data.params['fingerprint.created_from'][:10]}\u2026"
+                                 f"{client.get_model_version('leadtemp', '2').tags['trained_through']}, "
+                                 f"compared on {window[0]}\u2026{window[-1]}")
     # The drift report names what changed: the dead SMS channel and the new source, a major shift each.
     drift = json.loads(Path(client.download_artifacts(run.info.run_id, "drift_report.json")).read_text())
     level = {row["feature"]: row["level"] for row in drift["features"]}

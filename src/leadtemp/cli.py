@@ -207,7 +207,7 @@ def score(
     interactions: Annotated[Optional[str], typer.Option(
         "--interactions", help="Interactions: CSV/Parquet file or folder of part files; overrides data.interactions.")] = None,
 ) -> None:
-    """Score every lead eligible at --as-of: lead_id, as_of, model_version, probability, score, bucket, rank, reasons.
+    """Score every lead eligible at --as-of: lead_id, as_of, probability, score, bucket, rank, reasons, model_version, run_id.
 
     Eligible: created before --as-of, not converted before it and not lost at it (closed as lost or
     disqualified, not reopened since: --include-lost scores those too, marked); with a label column,

@@ -124,7 +124,7 @@ def score_spark(
                           "data.created_from_row_order: both depend on one machine reading the table in order")
     interactions = interactions_read(scorer, interactions)
     spark = spark or session()
-    version = str(scorer.meta.get("model_version", ""))
+    version, run_id = str(scorer.meta.get("model_version", "")), str(scorer.meta.get("run_id") or "")
     lead_frame, lead_columns = _read(spark, leads, d.csv_separator, (d.columns.lead_id, *scorer.spec.categorical))
     n_leads = lead_frame.count()
     n = partitions or max(1, -(-n_leads // DEFAULT_CHUNK))
@@ -150,7 +150,7 @@ def score_spark(
         else:
             events = EVENT_SCHEMA.empty_table().to_pandas()
         scored, rejects, not_eligible, lost = score_partition(canon, events, worker_scorer, as_of, reasons, include_lost)
-        out = [scored.drop(columns=["as_of", "model_version"]).assign(kind="scored"),
+        out = [scored.drop(columns=["as_of", "model_version", "run_id"]).assign(kind="scored"),
                rejects.assign(kind="rejected"),
                pd.DataFrame({"kind": ["count"], "not_eligible": [not_eligible], "lost": [lost]})]
         columns = [c.split()[0] for c in RESULT_SCHEMA.split(", ")]
@@ -169,7 +169,8 @@ def score_spark(
     ranked = base.rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1] + 1)).toDF(
         StructType([*base.schema.fields, StructField("rank", LongType(), False)]))
     stamp = F.lit(as_of.to_pydatetime()).cast("timestamp")
-    ranked = ranked.withColumn("as_of", stamp).withColumn("model_version", F.lit(version)).select(
+    ranked = ranked.withColumn("as_of", stamp).withColumn("model_version", F.lit(version)).withColumn(
+        "run_id", F.lit(run_id)).select(
         *OUTPUT_COLUMNS, *([LOST_SINCE] if include_lost else []))
     rejected = (results.where(F.col("kind") == "rejected").withColumn("as_of", stamp)
                 .withColumn("model_version", F.lit(version)).select(*REJECT_COLUMNS))

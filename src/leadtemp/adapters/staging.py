@@ -84,7 +84,8 @@ def output_table(metadata: sa.MetaData, name: str, margin: bool = False, lost_si
     """The scores table; ``margin``: the staging form (margin and partition, no rank, always ``lost_since``);
     ``lost_since``: the output of a run that scores lost leads too (``--include-lost``), marked."""
     columns = [sa.Column("lead_id", sa.String, primary_key=not margin), sa.Column("as_of", sa.DateTime, primary_key=not margin),
-               sa.Column("model_version", sa.String, primary_key=not margin), sa.Column("probability", sa.Float(53)),
+               sa.Column("model_version", sa.String, primary_key=not margin), sa.Column("run_id", sa.String),
+               sa.Column("probability", sa.Float(53)),
                sa.Column("score", sa.Integer), sa.Column("bucket", sa.String)]
     columns += [sa.Column("margin", sa.Float(53)), sa.Column("part", sa.Integer)] if margin else [sa.Column("rank", sa.BigInteger)]
     columns += [sa.Column(f"reason_{i}", sa.Text) for i in (1, 2, 3)]
@@ -117,6 +118,12 @@ def _check_columns(engine: sa.Engine, table: sa.Table, create: bool = True) -> N
             table.create(engine)
         return
     found = {c["name"] for c in inspector.get_columns(table.name)}
+    if "run_id" in table.columns and "run_id" not in found:
+        # Tables written before scores carried their MLflow run: the column is added, empty for the old rows.
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"ALTER TABLE {engine.dialect.identifier_preparer.quote(table.name)} "
+                                 "ADD COLUMN run_id VARCHAR(64)"))
+        found.add("run_id")
     if missing := [c.name for c in table.columns if c.name not in found]:
         raise ConfigError(f"table {table.name!r} exists without the columns {missing}; "
                           f"write to a new table or add them")
@@ -178,7 +185,7 @@ class Staging:
         rank = sa.func.row_number().over(order_by=[s.probability.desc(), s.margin.desc(),
                                                    _byte_order(s.lead_id, self.engine.dialect.name)])
         return sa.select(s.lead_id, s.as_of, s.probability, s.score, s.bucket, rank.label("rank"),
-                         s.reason_1, s.reason_2, s.reason_3, s.model_version, s.lost_since)
+                         s.reason_1, s.reason_2, s.reason_3, s.model_version, s.run_id, s.lost_since)
 
     def rejected(self) -> sa.Select:
         r = self.rejects.c

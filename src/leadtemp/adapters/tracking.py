@@ -17,9 +17,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from leadtemp.adapters.plots import plot_gains, plot_reliability, plot_shap_summary
+from leadtemp.adapters.plots import plot_gains, plot_reliability, plot_shap_summary, slice_caption
 from leadtemp.core.config import CHAMPION, PREVIOUS, Params
 from leadtemp.core.errors import ConfigError
+from leadtemp.core.metrics import BUCKETS
 from leadtemp.core.schema import CREATED_AT
 from leadtemp.modelling.fit import library_versions
 from leadtemp.modelling.results import Backtest, RetrainReport, TrainingResult
@@ -59,14 +60,55 @@ def use_experiment(name: str) -> None:
             mlflow.set_experiment_tag(key, value)
 
 
+# Metric names as MLflow shows them: what each number is, for a reader outside ML (docs/glossary.md#metrics defines
+# every one). The workflows' own keys (result.metrics, the backtest table, the CLI) keep their short names.
+RENAMED = {
+    "lift_at_10": "lift_in_top_10pct",
+    "top_half_capture": "conversions_in_top_half",
+    "positive_rate": "conversion_rate",
+    "rows": "rows",
+    "folds": "folds_count",
+    "folds_auc_low": "folds_roc_auc_low95",
+    "folds_auc_high": "folds_roc_auc_high95",
+    "folds_raw_ece": "folds_uncalibrated_ece",
+    "rounds": "folds_chosen_rounds",
+    "best_iteration": "booster_rounds",
+}
+# Prefixes: the uncalibrated booster's metrics, the test slice's two snapshot kinds, the thermometer rule's.
+_PREFIXES = {"raw_": "uncalibrated_", "creation_": "new_lead_", "periodic_": "periodic_", "thermometer_": "thermometer_"}
+# Per bucket (hot, warm, cold): the bucket table's columns, and the backtest's and retrain window's rate and share.
+_BUCKET_COLUMNS = {"leads": "leads", "converted": "conversions", "rate": "conversion", "rate_low": "conversion_low95",
+                   "rate_high": "conversion_high95", "share": "share_of_leads"}
+
+
+def metric_name(key: str) -> str:
+    """The name a workflow metric is logged under (``top_half_capture`` → ``conversions_in_top_half``,
+    ``hot_rate_low`` → ``hot_conversion_low95``, ``raw_ece`` → ``uncalibrated_ece``); others keep theirs."""
+    if key in RENAMED:
+        return RENAMED[key]
+    bucket, _, column = key.partition("_")
+    if bucket in BUCKETS and column in _BUCKET_COLUMNS:
+        return f"{bucket}_{_BUCKET_COLUMNS[column]}"
+    for old, new in _PREFIXES.items():
+        if key.startswith(old):
+            return new + metric_name(key[len(old):])
+    return key
+
+
+def logged_metrics(metrics: dict[str, float], prefix: str = "") -> dict[str, float]:
+    """``metrics`` under their :func:`metric_name`, with ``prefix``; NaN (not measured) left out."""
+    return {prefix + metric_name(k): float(v) for k, v in metrics.items() if pd.notna(v)}
+
+
 def _log_metrics(result: TrainingResult) -> None:
     import mlflow
 
-    mlflow.log_metrics({f"test_{k}" if not k.startswith(("validation", "best", "folds", "rounds")) else k: v
-                        for k, v in result.metrics.items()})
+    on_test = {k: v for k, v in result.metrics.items() if not k.startswith(("validation", "best", "folds", "rounds"))}
+    mlflow.log_metrics({**logged_metrics(on_test, "test_"),
+                        **logged_metrics({k: v for k, v in result.metrics.items() if k not in on_test})})
     for row in result.buckets.itertuples():
-        mlflow.log_metrics({f"test_{row.bucket}_{k}": getattr(row, k)
-                            for k in ("leads", "converted", "rate", "rate_low", "rate_high")})
+        mlflow.log_metrics(logged_metrics({f"{row.bucket}_{k}": getattr(row, k)
+                                           for k in ("leads", "converted", "rate", "rate_low", "rate_high")}, "test_"))
     mlflow.log_table(result.buckets, "bucket_table.json")
 
 
@@ -76,14 +118,44 @@ def _log_plots(result: TrainingResult, tmp: Path) -> None:
 
     y = result.test["label"].to_numpy()
     curves = {"calibrated": result.test["probability"].to_numpy(), "raw booster": result.test["raw_probability"].to_numpy()}
-    plot_reliability(y, curves, tmp / "reliability.png")
+    about = slice_caption(result.test)  # every title: the test period, its rows and conversions
+    plot_reliability(y, curves, tmp / "reliability.png", about=about)
     gains = {"leadtemp": curves["calibrated"]}
     if "thermometer_roc_auc" in result.metrics:  # not where it is not applicable (the same score for every lead)
         gains["thermometer"] = result.test["thermometer_score"].to_numpy()
-    plot_gains(y, gains, tmp / "gains.png")
-    plot_shap_summary(result.scorer, result.test, tmp / "shap_summary.png")
+    plot_gains(y, gains, tmp / "gains.png", about=about)
+    plot_shap_summary(result.scorer, result.test, tmp / "shap_summary.png", about=about)
     for png in ("reliability.png", "gains.png", "shap_summary.png"):
         mlflow.log_artifact(str(tmp / png), "plots")
+
+
+def params_in_force(params: Params) -> dict:
+    """The flattened params without the settings this run does not use, so none is read as the model's: the
+    bucket settings of the other method (``buckets.hot_probability`` when the cut-offs are shares), the splits of
+    the other method or data shape, and ``simulate.*`` (the simulator's, not training's)."""
+    flat = params.flat()
+    unused = {"buckets.hot_probability", "buckets.warm_probability"} if params.buckets.method == "share" else \
+        {"buckets.hot_share", "buckets.warm_share"}
+    if params.data.mode == "labels":
+        unused |= {"splits.test_cutoffs", "splits.fold_cutoffs", "splits.calibration_cutoffs", "splits.validation_cutoffs"}
+        if params.splits.method == "chain":
+            unused.add("splits.folds")
+    else:
+        unused |= {"splits.test_fraction", "splits.calibration_fraction", "splits.validation_fraction"}
+        unused |= ({"splits.calibration_cutoffs", "splits.validation_cutoffs"} if params.splits.method == "rolling"
+                   else {"splits.folds", "splits.fold_cutoffs"})
+    return {k: v for k, v in flat.items() if k not in unused and not k.startswith("simulate.")}
+
+
+def _day(value) -> str:
+    """A date as YYYY-MM-DD, or "?" where there is none (NaT, "no time")."""
+    when = pd.Timestamp(value) if value is not None and str(value) not in ("", "no time") else pd.NaT
+    return "?" if pd.isna(when) else f"{when:%Y-%m-%d}"
+
+
+def data_period(result: TrainingResult) -> str:
+    """The data a model learned from: its first lead's creation to ``trained_through``, e.g. 2024-01-01…2025-01-30."""
+    return f"{_day(result.fingerprint.get('created_from'))}\u2026{_day(result.scorer.meta.get('trained_through'))}"
 
 
 def log_run(result: TrainingResult, params: Params, export_dir: str | Path | None = None, *,
@@ -103,9 +175,9 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
 
     use_experiment(params.mlflow.experiment)
     name = params.mlflow.registered_model
-    run_name = run_name or f"train through {result.scorer.meta['trained_through'][:10]}"
+    run_name = run_name or f"train {data_period(result)}"
     with mlflow.start_run(run_name=run_name) as run:
-        mlflow.log_params(params.flat())
+        mlflow.log_params(params_in_force(params))
         # What `auto` settings became, and what the rolling-origin folds chose (the params above say "auto").
         chosen = {**{f"chosen.{k}": v for k, v in result.scorer.meta.get("cadence", {}).items()},
                   **{f"chosen.{k}": result.scorer.meta["selection"][k] for k in ("family", "rounds", "calibration",
@@ -291,29 +363,48 @@ def load_champion(params: Params) -> tuple[LeadScorer, str] | None:
     return load_scorer(f"models:/{name}@{CHAMPION}")
 
 
+def backtest_run_name(backtest: Backtest) -> str:
+    """The quarters tested and the data the first model learned from, e.g. "backtest 2024Q1…2024Q4, first model
+    train 2023-01-01…2023-12-01"."""
+    if not backtest.folds:
+        return "backtest (no quarter)"
+    first, last = backtest.folds[0], backtest.folds[-1]
+    return f"backtest {first.quarter}\u2026{last.quarter}, first model train {data_period(first.result)}"
+
+
+def retrain_run_name(report: RetrainReport) -> str:
+    """The challenger's data period and the window both models are compared on, e.g. "retrain 2023-01-01…2024-11-01,
+    compared on 2024-08-01…2024-10-01"; a retrain without a challenger names the date it was run through."""
+    name = (f"retrain {data_period(report.challenger)}" if report.challenger is not None
+            else f"retrain through {report.through:%Y-%m-%d} (no challenger)")
+    if len(report.window):
+        name += f", compared on {report.window.min():%Y-%m-%d}\u2026{report.window.max():%Y-%m-%d}"
+    return name
+
+
 def log_backtest(backtest: Backtest, params: Params) -> str:
     """One parent run with the table; a child run per quarter with its metrics. Returns the parent run id."""
     import mlflow
 
     use_experiment(params.mlflow.experiment)
     table = backtest.table()
-    with mlflow.start_run(run_name=f"backtest {len(backtest.folds)} quarters") as parent:
-        mlflow.log_params(params.flat())
+    with mlflow.start_run(run_name=backtest_run_name(backtest)) as parent:
+        mlflow.log_params(params_in_force(params))
         mlflow.set_tags({"kind": "backtest", "git_commit": git_commit() or "unknown"})
         mlflow.log_table(table, "backtest.json")
         mlflow.log_text(table.to_csv(index=False), "backtest.csv")
         for name in ("roc_auc", "pr_auc", "ece", "lift_at_10", "thermometer_roc_auc"):
             if name in table.columns and table[name].notna().any():  # the thermometer: not where it is not applicable
-                mlflow.log_metric(f"mean_{name}", float(table[name].mean()))
+                mlflow.log_metric(f"mean_{metric_name(name)}", float(table[name].mean()))
         for fold in backtest.folds:
-            with mlflow.start_run(run_name=f"backtest {fold.quarter}", nested=True):
+            with mlflow.start_run(run_name=f"backtest {fold.quarter}: train {data_period(fold.result)}", nested=True):
                 mlflow.set_tags({"kind": "backtest quarter", "quarter": fold.quarter,
                                  "prediction_sha256": fold.result.prediction_sha256})
                 mlflow.log_params({"quarter": fold.quarter, "trained_with_data_before": str(fold.start.date()),
                                    "trained_through": fold.result.scorer.meta["trained_through"][:10]})
                 mlflow.log_params({f"fingerprint.{k}": v for k, v in fold.result.fingerprint.items()
                                    if k != "lead_columns"})
-                mlflow.log_metrics({k: float(v) for k, v in fold.metrics.items() if pd.notna(v)})
+                mlflow.log_metrics(logged_metrics(fold.metrics))
     return parent.info.run_id
 
 
@@ -326,7 +417,7 @@ def _log_retrain(report: RetrainReport, dry_run: bool) -> None:
     mlflow.log_params({"retrain.through": str(report.through.date()),
                        "retrain.window": ", ".join(report.window.strftime("%Y-%m-%d"))})
     for who, metrics in (("challenger", report.challenger_metrics), ("champion", report.champion_metrics)):
-        mlflow.log_metrics({f"window_{who}_{k}": float(v) for k, v in metrics.items() if pd.notna(v)})
+        mlflow.log_metrics(logged_metrics(metrics, f"window_{who}_"))
     if report.auc_difference is not None:
         diff, low, high = report.auc_difference
         mlflow.log_metrics({k: v for k, v in (("window_auc_difference", diff), ("window_auc_difference_low", low),
@@ -349,11 +440,11 @@ def log_retrain(report: RetrainReport, params: Params, export_dir: str | Path | 
     import mlflow
     from mlflow import MlflowClient
 
-    run_name = f"retrain through {report.through:%Y-%m-%d}"
+    run_name = retrain_run_name(report)
     if report.challenger is None:  # nothing to log but the decision
         use_experiment(params.mlflow.experiment)
         with mlflow.start_run(run_name=run_name):
-            mlflow.log_params(params.flat())
+            mlflow.log_params(params_in_force(params))
             _log_retrain(report, dry_run)
         return None
     logged = log_run(report.challenger, params, None if dry_run else export_dir, register=not dry_run,

@@ -234,6 +234,28 @@ def describe_group(key: str, row: pd.Series, spec: FeatureSpec, labels: dict[str
     return f"{label}: {value}"
 
 
+def group_name(key: str, spec: FeatureSpec, labels: dict[str, str]) -> str:
+    """What a group is called, in the words :func:`describe_group` uses for one lead, without the lead's values
+    ("calls from them", "company size"): the label of a bar on the driver plot."""
+    channels = {c.name: c for c in spec.channels}
+    if key in channels:
+        c = channels[key]
+        declared = spec.vocabulary.get(c.type)
+        words = (INBOUND_WORDS if c.direction == "inbound" else OUTBOUND_WORDS).get(c.type)
+        if (declared is not None and declared.label) or words is None:
+            name = declared.label if declared is not None and declared.label else f"'{c.type}'"
+            return f"{name} " + ("from them" if c.direction == "inbound" else "from us")
+        return words[1]
+    if key in (steps := spec.step_columns):
+        declared = spec.vocabulary.get(steps[key])
+        return declared.label if declared is not None and declared.label else f"step '{steps[key]}'"
+    fixed = {STEP_PACE: f"steps reached in the last {STEPS_RECENT_DAYS} days",
+             "inbound": "contact from them (any channel)", "outbound": "contact from us (any channel)",
+             "activation": "when they first reached out", "trend": "contact from them picking up or slowing",
+             "lead_age": "lead age", REOPENED_GROUP: "reopened after being lost"}
+    return fixed.get(key) or labels.get(key, key.replace("_", " "))
+
+
 def describe_reopening(days_since_reopened: float) -> str:
     """Words for a lead that was lost (or disqualified) and came back; NaN: it never did."""
     if pd.isna(days_since_reopened):

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     import lightgbm as lgb
 
 OUTPUT_COLUMNS = ["lead_id", "as_of", "probability", "score", "bucket", "rank",
-                  "reason_1", "reason_2", "reason_3", "model_version"]
+                  "reason_1", "reason_2", "reason_3", "model_version", "run_id"]  # the registry version, its MLflow run
 REASON_COLUMNS = [c for c in OUTPUT_COLUMNS if c.startswith("reason_")]
 FAST_REASONS_MIN_ROWS = 5000  # below this, compiling the fast TreeSHAP tables costs more than it saves
 # Of scorer.json. A folder without it was written before versions were recorded (same format as 1);
@@ -144,6 +144,7 @@ class LeadScorer:
             for name in REASON_COLUMNS:
                 out[name] = ""
         out["model_version"] = str(self.meta.get("model_version", ""))
+        out["run_id"] = str(self.meta.get("run_id") or "")
         out["margin"] = margin
         return out
 

@@ -21,6 +21,7 @@ from conftest import ROOT
 from leadtemp.adapters.sources import Source, Target
 from leadtemp.adapters.staging import output_table
 from leadtemp.api import score_sources
+from leadtemp.core.errors import ConfigError
 from services import postgres_server
 
 AS_OF = pd.Timestamp("2024-10-01")
@@ -142,6 +143,15 @@ def test_a_scores_table_from_before_run_id_gets_the_column_and_keeps_its_rows(wo
     engine.dispose()
     assert rows.loc[rows["lead_id"] == "old", "run_id"].isna().all()          # kept, with no run known
     assert (rows.loc[rows["model_version"] == "3", "run_id"] == "0123abcd").all() and len(rows) > 1
+    # A table that is not such a scores table (another column missing too) is refused and left as it was.
+    other = sa.Table("other_scores", sa.MetaData(), *(c._copy() for c in output_table(sa.MetaData(), "x").columns
+                                                      if c.name not in ("run_id", "reason_3")))
+    other.create(engine)
+    with pytest.raises(ConfigError, match=r"table 'other_scores' exists without the columns \['run_id', 'reason_3'\]"):
+        score_sources(scorer, params, AS_OF, Source.database(url, LEADS_TABLE), Source.database(url, EVENTS_TABLE),
+                      Target(url=url, table="other_scores"), work_dir=tmp_path / "w2", echo=lambda m: None)
+    assert "run_id" not in {c["name"] for c in sa.inspect(engine).get_columns("other_scores")}
+    engine.dispose()
 
 
 @pytest.mark.services

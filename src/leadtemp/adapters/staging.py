@@ -118,8 +118,9 @@ def _check_columns(engine: sa.Engine, table: sa.Table, create: bool = True) -> N
             table.create(engine)
         return
     found = {c["name"] for c in inspector.get_columns(table.name)}
-    if "run_id" in table.columns and "run_id" not in found:
-        # Tables written before scores carried their MLflow run: the column is added, empty for the old rows.
+    if "run_id" in table.columns and {c.name for c in table.columns} - found == {"run_id"}:
+        # A scores table written by a leadtemp from before scores carried their MLflow run (every other column in
+        # place): the column is added, empty for the old rows. Any other table is refused below, untouched.
         with engine.begin() as conn:
             conn.execute(sa.text(f"ALTER TABLE {engine.dialect.identifier_preparer.quote(table.name)} "
                                  "ADD COLUMN run_id VARCHAR(64)"))

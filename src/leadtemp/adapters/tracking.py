@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from leadtemp.adapters.plots import plot_gains, plot_reliability, plot_shap_summary
+from leadtemp.adapters.report import log_report, log_report_data
 from leadtemp.core.config import CHAMPION, PREVIOUS, Params
 from leadtemp.core.errors import ConfigError
 from leadtemp.core.schema import CREATED_AT
@@ -132,6 +133,7 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
         if result.warnings:
             mlflow.log_text("\n".join(result.warnings) + "\n", "warnings.txt")
         _log_metrics(result)
+        log_report_data(result)  # the test slice's curves and the drivers, for report.html and `leadtemp report`
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             _log_plots(result, tmp)
@@ -142,6 +144,7 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
             info = mlflow.pyfunc.log_model(name="model", registered_model_name=name if register else None,
                                            **pyfunc_arguments(result.scorer, scorer_dir, example))
             if not register:
+                log_report(run.info.run_id, name)
                 return LoggedModel(run.info.run_id, info.model_uri, None, False, None)
             version = str(info.registered_model_version)
             client = MlflowClient()
@@ -157,6 +160,7 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
                 export = _export(result.scorer, version, run.info.run_id, Path(export_dir), tmp, example)
                 if champion:
                     export_champion(Path(export_dir), version)
+            log_report(run.info.run_id, name)  # last: it says whether the model became champion
     return LoggedModel(run.info.run_id, info.model_uri, version, champion, export)
 
 
@@ -366,6 +370,7 @@ def log_retrain(report: RetrainReport, params: Params, export_dir: str | Path | 
         client.set_registered_model_alias(name, CHAMPION, logged.version)
         if export_dir is not None:
             export_champion(Path(export_dir), logged.version)
+        log_report(logged.run_id, name)  # again: the report now says it is the champion
     return logged
 
 

@@ -157,6 +157,28 @@ def feature_groups(spec: FeatureSpec) -> list[Group]:
     return groups
 
 
+def group_name(key: str, spec: FeatureSpec, labels: dict[str, str]) -> str:
+    """What a group of :func:`feature_groups` is called, in the words the reasons use ("calls from them",
+    "company size"): the name of a driver in a report, where no one lead's values are at hand."""
+    channels = {c.name: c for c in spec.channels}
+    if key in channels:
+        c = channels[key]
+        declared = spec.vocabulary.get(c.type)
+        words = (INBOUND_WORDS if c.direction == "inbound" else OUTBOUND_WORDS).get(c.type)
+        if (declared is not None and declared.label) or words is None:
+            name = declared.label if declared is not None and declared.label else f"'{c.type}'"
+            return f"{name} " + ("from them" if c.direction == "inbound" else "from us")
+        return words[1]
+    if key in (steps := spec.step_columns):
+        declared = spec.vocabulary.get(steps[key])
+        return declared.label if declared is not None and declared.label else f"step '{steps[key]}' reached"
+    fixed = {"inbound": "contact from them (any channel)", "outbound": "contact from us (any channel)",
+             "activation": "when they first reached out to us", "trend": "pace of contact from them this week",
+             "lead_age": "age of the lead", REOPENED_GROUP: "reopened after being lost",
+             STEP_PACE: f"steps reached in the last {STEPS_RECENT_DAYS} days"}
+    return fixed.get(key) or labels.get(key, key.replace("_", " "))
+
+
 def _activity(row: pd.Series, prefix: str, windows: tuple[int, ...], done: str, noun: str) -> str:
     for w in windows:
         if row[f"{prefix}_{w}d"] > 0:

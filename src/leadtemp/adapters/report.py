@@ -397,6 +397,11 @@ def _bucket_table(facts: RunFacts) -> str:
     return "".join(out)
 
 
+def _cadence(frequency: str) -> str:
+    """A pandas frequency code as words: MS -> monthly, W-MON -> weekly."""
+    return "monthly" if frequency.startswith("M") else "weekly" if frequency.startswith("W") else frequency or "n/a"
+
+
 def _data_section(facts: RunFacts) -> str:
     f, m, p = facts.fingerprint, facts.metrics, facts.params
     model = (facts.data or {}).get("model", {})
@@ -410,7 +415,7 @@ def _data_section(facts: RunFacts) -> str:
         rows.append(("labels learned up to", model["trained_through"]))
     if "chosen.horizon_days" in p:
         rows.append(("what counts as converted", f"a conversion within {p['chosen.horizon_days']} days after the lead is "
-                                                 f"looked at (leads looked at {p.get('chosen.frequency', '')})"))
+                                                 f"looked at (leads looked at {_cadence(p.get('chosen.frequency', ''))})"))
     if "snapshots" in f:
         rows.append(("rows learned from and tested on", f"{int(f['snapshots']):,} (one per lead and date it was looked at)"))
     if "lead_conversion_rate" in f:
@@ -425,7 +430,7 @@ def _data_section(facts: RunFacts) -> str:
         rows.append(("test slice, measured", f"{int(m['test_rows']):,} rows, {_pct(_num(m, 'test_positive_rate'))} converted"))
     table = "".join(f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows)
     warnings = "".join(f'<div class="warn">{esc(w)}</div>' for w in facts.warnings)
-    return (f"<table>{table}</table>" + (f"<h3>Warnings the run logged</h3>{warnings}" if warnings else
+    return (f"<table>{table}</table>" + (f"<h3>Notes and warnings the run logged</h3>{warnings}" if warnings else
                                          '<p class="note">The run logged no warnings.</p>'))
 
 

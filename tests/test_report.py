@@ -143,9 +143,14 @@ def test_bad_input_is_one_line_and_never_overwrites(home, args, message):
     assert (home / "mine.html").read_text() == "<html>my own page</html>" and not (home / "new.html").exists()
 
 
-def test_no_champion_is_one_line(tmp_path):
+def test_no_store_or_no_champion_is_one_line(tmp_path):
+    missing = run("report", "--out", "r.html")
+    assert missing.exit_code == 2 and "no MLflow store at" in missing.output and len(missing.output.strip().splitlines()) == 1
+    assert not (tmp_path / "mlflow.db").exists()  # not created by looking
+    mlflow.MlflowClient().search_experiments()  # an empty store
     result = run("report", "--out", "r.html")
     assert result.exit_code == 2 and "no champion" in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "r.html").exists()
 
 
@@ -158,7 +163,8 @@ def test_why_not_champion_in_words():
     gates = {"gates": [{"name": "beats the thermometer", "passed": False, "detail": ""}]}
     assert champion_status(facts(champion_run_id="r2", champion_version="2"))[0]
     ok, text = champion_status(facts(gates=gates))
-    assert not ok and "failed the ship gate(s) \u201cbeats the thermometer\u201d" in text and "champion is version 1" in text
+    assert not ok and text.startswith("It is NOT the champion (the champion is version 1), because it failed")
+    assert "failed the ship gate(s) \u201cbeats the thermometer\u201d" in text
     assert "was champion already" in champion_status(facts())[1]
     decision = {"promote": False, "gates": [{"name": "better than the champion", "passed": False}]}
     assert "the retrain kept the champion: it failed \u201cbetter than the champion\u201d" in champion_status(

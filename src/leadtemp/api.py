@@ -384,11 +384,12 @@ def report(params: Params | str | Path = "params.yaml", out: str | Path = "repor
     import time
 
     quiet_mlflow()
-    from leadtemp.adapters.report import champion_run, check_report_out, read_run, render, write_report
+    from leadtemp.adapters.report import champion_run, check_report_out, check_store, read_run, render, write_report
 
     started = time.perf_counter()
     p, out = params_with(params), Path(out)
     check_report_out(out)
+    check_store()
     run_id = run or champion_run(p.mlflow.registered_model)
     page = render(read_run(run_id, p.mlflow.registered_model))
     return Report(write_report(page, out), run_id, time.perf_counter() - started)

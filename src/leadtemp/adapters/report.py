@@ -106,6 +106,14 @@ class RunFacts:
         return self.tags.get("registered_version")
 
 
+def check_store() -> None:
+    """A SQLite store (MLflow's default ./mlflow.db) must exist: reading one that does not would create it empty."""
+    uri = _store()
+    if uri.startswith("sqlite:///") and not Path(path := uri[len("sqlite:///"):]).is_file():
+        raise ConfigError(f"no MLflow store at {path}: run from the folder that holds mlflow.db, or set "
+                          "MLFLOW_TRACKING_URI")
+
+
 def champion_run(model_name: str) -> str:
     """The run that logged the registry's champion; ConfigError when there is no champion."""
     from mlflow import MlflowClient
@@ -115,7 +123,8 @@ def champion_run(model_name: str) -> str:
         version = MlflowClient().get_model_version_by_alias(model_name, CHAMPION)
     except MlflowException:
         raise ConfigError(f"no champion: registered model {model_name!r} has no version with the alias {CHAMPION} in "
-                          f"{_store()}; train a model first, or give --run RUN_ID") from None
+                          f"{_store()} (a model that failed a ship gate never gets it); give --run RUN_ID, or train one that "
+                          "passes") from None
     if not version.run_id:
         raise ConfigError(f"the champion, version {version.version} of {model_name!r}, names no MLflow run; give --run RUN_ID")
     return version.run_id
@@ -264,9 +273,8 @@ def champion_status(facts: RunFacts) -> tuple[bool, str]:
     elif not why:
         why.append(f"it passed every gate, but version {facts.champion_version} was champion already (only `retrain` "
                    "and `rollback` move the alias)" if facts.champion_version else "no version holds the alias now")
-    now = f"the champion is version {facts.champion_version}" if facts.champion_version else "there is no champion"
-    name = f"version {version}" if version else "this model"
-    return False, f"It is NOT the champion ({now}): {name} is not, because " + "; ".join(why) + "."
+    now = f"the champion is version {facts.champion_version}" if facts.champion_version else "no version is champion now"
+    return False, f"It is NOT the champion ({now}), because " + "; ".join(why) + "."
 
 
 def verdict_lines(facts: RunFacts) -> tuple[str, list[str], bool]:
@@ -451,8 +459,10 @@ def render(facts: RunFacts, generated: pd.Timestamp | None = None) -> str:
     quality = (f'<p class="note">Other test-slice measures: PR-AUC {m.get("test_pr_auc", float("nan")):.3f}, '
                f'lift in the top 10% {m.get("test_lift_at_10", float("nan")):.2f}\u00d7, calibration error (ECE) '
                f'{"n/a" if ece is None else f"{ece:.4f}"}'
-               + (f'; out-of-fold ROC-AUC {m["folds_roc_auc"]:.3f}' if "folds_roc_auc" in m else "")
-               + (f' (95% interval {m["folds_auc_low"]:.3f}\u2013{m["folds_auc_high"]:.3f})'
+               + (f'; on the rolling-origin folds before the test slice, within-cutoff ROC-AUC {m["folds_roc_auc"]:.3f}'
+                  if "folds_roc_auc" in m else "")
+               # a different quantity: the folds' centred margins pooled (the gate "ranks better than chance on the folds")
+               + (f', pooled ROC-AUC 95% interval {m["folds_auc_low"]:.3f}\u2013{m["folds_auc_high"]:.3f}'
                   if "folds_auc_low" in m and "folds_auc_high" in m else "") + ".</p>")
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">

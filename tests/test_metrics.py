@@ -197,7 +197,7 @@ def test_driver_plot_groups_features_as_the_reasons_do_in_their_words(small_resu
 
 
 def test_logged_metric_names_say_what_they_are():
-    from leadtemp.adapters.tracking import logged_metrics, metric_name
+    from leadtemp.adapters.metric_names import logged_metrics, metric_name
 
     renamed = {"top_half_capture": "conversions_in_top_half", "lift_at_10": "lift_in_top_10pct",
                "hot_rate_low": "hot_conversion_low95", "cold_rate_high": "cold_conversion_high95",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -253,6 +254,11 @@ def test_the_first_retrain_promotes_on_its_own_gates_and_a_dry_run_moves_nothing
     assert client.search_registered_models() == []  # nothing registered
     first = cli("retrain", "--through", THROUGH, *files)
     assert last_line(first.output) == "promoted v1" and aliases() == {"champion": "1"}
+    # Each run's report.html says what became of it: logged again once the retrain moved the alias.
+    runs = client.search_runs([client.get_experiment_by_name("leadtemp").experiment_id], order_by=["attributes.start_time"])
+    pages = [mlflow.artifacts.load_text(f"runs:/{r.info.run_id}/report.html") for r in runs]
+    assert "It is NOT the champion" in pages[0] and "it was not registered" in pages[0]
+    assert "It is the champion (version 1" in pages[1] and "Champion against challenger (retrain)" in pages[1]
 
 
 def test_same_data_and_params_give_the_same_model_and_every_run_is_kept(shifted, tmp_path):

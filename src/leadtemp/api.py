@@ -107,9 +107,10 @@ def parse_as_of(value: str | pd.Timestamp | None, mode: str = "events", option: 
 
 
 def quiet_mlflow() -> None:
-    """No telemetry, no git warnings from MLflow (set before it is imported)."""
+    """No telemetry, no git warnings, no download progress bars from MLflow (set before it is imported)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # `report` reads a run's small artifacts
 
 
 def load_data(params: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -367,6 +368,31 @@ def retrain(params: Params | str | Path = "params.yaml", through: str | pd.Times
     scorer, version = champion if champion else (None, None)
     report = run(lead_table, events, p, when, scorer, version)
     return Retrained(report, log_retrain(report, p, p.mlflow.export_dir, dry_run))
+
+
+@dataclass(frozen=True)
+class Report:
+    path: Path
+    run_id: str
+    seconds: float
+
+
+def report(params: Params | str | Path = "params.yaml", out: str | Path = "report.html", run: str | None = None) -> Report:
+    """Write the model report of MLflow run ``run`` (default: the run of the registry's champion) to ``out``:
+    one self-contained HTML page (docs/report.md). ``out`` is checked before any work: an .html name, never over
+    a file that is not an earlier report."""
+    import time
+
+    quiet_mlflow()
+    from leadtemp.adapters.report import champion_run, check_report_out, check_store, read_run, render, write_report
+
+    started = time.perf_counter()
+    p, out = params_with(params), Path(out)
+    check_report_out(out)
+    check_store()
+    run_id = run or champion_run(p.mlflow.registered_model)
+    page = render(read_run(run_id, p.mlflow.registered_model))
+    return Report(write_report(page, out), run_id, time.perf_counter() - started)
 
 
 def serve(params: Params | str | Path = "params.yaml", model: str | None = None, host: str = "127.0.0.1",

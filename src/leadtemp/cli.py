@@ -459,6 +459,26 @@ def retrain(
 
 @app.command()
 @_errors
+def report(
+    out: Annotated[Path, typer.Option("--out", help="The HTML file to write. Never over a file that is not an earlier "
+                                      "leadtemp report (checked before any work).")] = Path("report.html"),
+    run_id: Annotated[Optional[str], typer.Option(
+        "--run", help="The MLflow run of a train or retrain to report on. Default: the run of the registry's champion.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """One self-contained HTML page on a model for a sales director: the verdict in words, hot/warm/cold with their
+    conversion, gains and reliability charts, what drives the scores, the data (docs/report.md). `train` logs the
+    same page to its run as report.html.
+    """
+    from leadtemp.api import report as run
+
+    done = run(_params(params), out, run_id)
+    typer.echo(f"wrote {done.path} ({done.path.stat().st_size / 1024:.0f} KB) for MLflow run {done.run_id} "
+               f"in {done.seconds:.1f} s")
+
+
+@app.command()
+@_errors
 def rollback(params: ParamsOpt = Path("params.yaml")) -> None:
     """Move the alias `champion` back to the version with the alias `previous`."""
     from leadtemp.api import rollback as run

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from leadtemp.adapters.metric_names import logged_metrics, metric_name
 from leadtemp.adapters.plots import plot_gains, plot_reliability, plot_shap_summary, slice_caption
+from leadtemp.adapters.report import log_report, log_report_data
 from leadtemp.core.config import CHAMPION, PREVIOUS, Params
 from leadtemp.core.errors import ConfigError
-from leadtemp.core.metrics import BUCKETS
 from leadtemp.core.schema import CREATED_AT
 from leadtemp.modelling.fit import library_versions
 from leadtemp.modelling.results import Backtest, RetrainReport, TrainingResult
@@ -58,46 +59,6 @@ def use_experiment(name: str) -> None:
     if experiment.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND["mlflow.experimentKind"]:
         for key, value in EXPERIMENT_KIND.items():
             mlflow.set_experiment_tag(key, value)
-
-
-# Metric names as MLflow shows them: what each number is, for a reader outside ML (docs/glossary.md#metrics defines
-# every one). The workflows' own keys (result.metrics, the backtest table, the CLI) keep their short names.
-RENAMED = {
-    "lift_at_10": "lift_in_top_10pct",
-    "top_half_capture": "conversions_in_top_half",
-    "positive_rate": "conversion_rate",
-    "rows": "rows",
-    "folds": "folds_count",
-    "folds_auc_low": "folds_roc_auc_low95",
-    "folds_auc_high": "folds_roc_auc_high95",
-    "folds_raw_ece": "folds_uncalibrated_ece",
-    "rounds": "folds_chosen_rounds",
-    "best_iteration": "booster_rounds",
-}
-# Prefixes: the uncalibrated booster's metrics, the test slice's two snapshot kinds, the thermometer rule's.
-_PREFIXES = {"raw_": "uncalibrated_", "creation_": "new_lead_", "periodic_": "periodic_", "thermometer_": "thermometer_"}
-# Per bucket (hot, warm, cold): the bucket table's columns, and the backtest's and retrain window's rate and share.
-_BUCKET_COLUMNS = {"leads": "leads", "converted": "conversions", "rate": "conversion", "rate_low": "conversion_low95",
-                   "rate_high": "conversion_high95", "share": "share_of_leads"}
-
-
-def metric_name(key: str) -> str:
-    """The name a workflow metric is logged under (``top_half_capture`` → ``conversions_in_top_half``,
-    ``hot_rate_low`` → ``hot_conversion_low95``, ``raw_ece`` → ``uncalibrated_ece``); others keep theirs."""
-    if key in RENAMED:
-        return RENAMED[key]
-    bucket, _, column = key.partition("_")
-    if bucket in BUCKETS and column in _BUCKET_COLUMNS:
-        return f"{bucket}_{_BUCKET_COLUMNS[column]}"
-    for old, new in _PREFIXES.items():
-        if key.startswith(old):
-            return new + metric_name(key[len(old):])
-    return key
-
-
-def logged_metrics(metrics: dict[str, float], prefix: str = "") -> dict[str, float]:
-    """``metrics`` under their :func:`metric_name`, with ``prefix``; NaN (not measured) left out."""
-    return {prefix + metric_name(k): float(v) for k, v in metrics.items() if pd.notna(v)}
 
 
 def _log_metrics(result: TrainingResult) -> None:
@@ -204,6 +165,7 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
         if result.warnings:
             mlflow.log_text("\n".join(result.warnings) + "\n", "warnings.txt")
         _log_metrics(result)
+        log_report_data(result)  # the test slice's curves and the drivers, for report.html and `leadtemp report`
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             _log_plots(result, tmp)
@@ -214,6 +176,7 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
             info = mlflow.pyfunc.log_model(name="model", registered_model_name=name if register else None,
                                            **pyfunc_arguments(result.scorer, scorer_dir, example))
             if not register:
+                log_report(run.info.run_id, name)
                 return LoggedModel(run.info.run_id, info.model_uri, None, False, None)
             version = str(info.registered_model_version)
             client = MlflowClient()
@@ -229,6 +192,7 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
                 export = _export(result.scorer, version, run.info.run_id, Path(export_dir), tmp, example)
                 if champion:
                     export_champion(Path(export_dir), version)
+            log_report(run.info.run_id, name)  # last: it says whether the model became champion
     return LoggedModel(run.info.run_id, info.model_uri, version, champion, export)
 
 
@@ -457,6 +421,7 @@ def log_retrain(report: RetrainReport, params: Params, export_dir: str | Path | 
         client.set_registered_model_alias(name, CHAMPION, logged.version)
         if export_dir is not None:
             export_champion(Path(export_dir), logged.version)
+        log_report(logged.run_id, name)  # again: the report now says it is the champion
     return logged
 
 

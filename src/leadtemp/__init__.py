@@ -6,6 +6,7 @@ The public API (see :mod:`leadtemp.api`)::
     leadtemp.train("params.yaml")
     leadtemp.score("params.yaml", as_of="2025-01-31", out="scores.csv")
     leadtemp.explain("params.yaml", "L000042", as_of="2025-01-31")
+    leadtemp.changes("params.yaml", "2025-01-15", "2025-01-31")
     leadtemp.backtest("params.yaml", quarters=4)
     leadtemp.retrain("params.yaml", through="2025-04-01", dry_run=True)
     leadtemp.report("params.yaml", out="report.html")
@@ -15,7 +16,7 @@ Importing leadtemp imports nothing heavy: the API is loaded on first use.
 
 __version__ = "0.1.0"
 
-_API = ("train", "score", "score_leads", "explain", "backtest", "retrain", "rollback", "report",
+_API = ("train", "score", "score_leads", "explain", "changes", "backtest", "retrain", "rollback", "report",
         "load_params", "load_data", "load_model", "params_with")
 __all__ = [*_API, "__version__"]
 

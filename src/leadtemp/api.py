@@ -428,3 +428,54 @@ def rollback(params: Params | str | Path = "params.yaml") -> tuple[str, str, Pat
     from leadtemp.adapters.tracking import rollback as run
 
     return run(params_with(params))
+
+
+@dataclass
+class Changes:
+    """``leadtemp changes``: every lead scorable at ``later`` with how it moved since ``earlier`` (``scored``),
+    and the leads that crossed buckets, hottest movers first (``crossed``)."""
+
+    earlier: pd.Timestamp
+    later: pd.Timestamp
+    model_version: str
+    scored: pd.DataFrame
+    crossed: pd.DataFrame
+    counts: dict[str, int]
+    out: Path | None = None
+
+
+def changes(params: Params | str | Path, earlier: str | pd.Timestamp, later: str | pd.Timestamp,
+            model: str | None = None, out: str | Path | None = None) -> Changes:
+    """Leads whose temperature changed between two dates, by one model, with what changed (exact TreeSHAP moves).
+
+    ``out``: also write the leads that crossed buckets to this CSV/Parquet file (checked before any work)."""
+    from leadtemp.workflows.changes import check_order, crossed, scores_with_changes, trend_counts
+
+    p = params_with(params)
+    earlier = parse_as_of(earlier, p.data.mode, "--from")
+    later = parse_as_of(later, p.data.mode, "--to")
+    check_order(earlier, later)
+    if out is not None:
+        _check_output(p, Path(out), "--out")
+    leads, events = load_data(p)
+    scorer, version = load_model(p, model)
+    scored = scores_with_changes(scorer, leads, events, earlier, later, p.buckets.steady_within)
+    moved = crossed(scored)
+    if out is not None:
+        from leadtemp.adapters.files import write_table
+        from leadtemp.adapters.paths import storage_errors
+
+        with storage_errors(f"--out {out}"):
+            write_table(moved, out)
+    return Changes(earlier, later, version, scored, moved, trend_counts(scored), Path(out) if out is not None else None)
+
+
+def _check_output(p: Params, path: Path, option: str) -> None:
+    """A table file to write: .csv or .parquet, never an input, in a place that takes a new file."""
+    from leadtemp.adapters.paths import check_separate, check_writable_file
+
+    if path.suffix.lower() not in (".csv", ".parquet"):
+        raise ConfigError(f"{option} {path}: give a .csv or .parquet file name")
+    inputs = [(what, Path(f)) for what, f in (("leads", p.data.leads), ("interactions", p.data.interactions)) if f]
+    check_separate(inputs, [(option, path)])
+    check_writable_file(option, path)

@@ -479,6 +479,44 @@ def report(
 
 @app.command()
 @_errors
+def changes(
+    earlier: Annotated[str, typer.Option("--from", help="The earlier date (YYYY-MM-DD): the lead as scored then.")],
+    later: Annotated[str, typer.Option("--to", help="The later date: the lead as scored now. Only data strictly "
+                                       "before each date counts for that date.")],
+    model: ModelOpt = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="Also write the leads that crossed buckets (with "
+                                                "previous_probability, previous_bucket, trend, what_changed) to this "
+                                                "CSV/Parquet file.")] = None,
+    limit: Annotated[int, typer.Option(help="Leads to print.")] = 20,
+    params: ParamsOpt = Path("params.yaml"),
+    leads: LeadsOpt = None,
+    interactions: InterOpt = None,
+) -> None:
+    """Leads whose temperature changed between two dates (one model, both dates scored from the same data): the ones
+    that crossed buckets, hottest movers first, and what changed, in words (docs/temperature-over-time.md)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from leadtemp.api import changes as run
+
+    p = _params(params, leads, interactions)
+    done = run(p, earlier, later, model, out)
+    c = done.counts
+    console = Console()
+    console.print(f"{len(done.scored):,} leads scorable on {done.later:%Y-%m-%d} (model version {done.model_version}): "
+                  f"{c['warming']:,} warming, {c['cooling']:,} cooling, {c['steady']:,} steady, {c['new']:,} new since "
+                  f"{done.earlier:%Y-%m-%d}; {len(done.crossed):,} crossed buckets")
+    table = Table("lead", "bucket", "probability", "what changed")
+    for row in done.crossed.head(limit).itertuples():
+        table.add_row(str(row.lead_id), f"{row.previous_bucket} -> {row.bucket}",
+                      f"{row.previous_probability:.1%} -> {row.probability:.1%}", row.what_changed)
+    console.print(table)
+    if done.out is not None:
+        console.print(f"wrote {len(done.crossed):,} leads to {done.out}")
+
+
+@app.command()
+@_errors
 def rollback(params: ParamsOpt = Path("params.yaml")) -> None:
     """Move the alias `champion` back to the version with the alias `previous`."""
     from leadtemp.api import rollback as run

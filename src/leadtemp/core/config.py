@@ -179,6 +179,7 @@ class Buckets:
     warm_share: float = 0.30
     hot_probability: float = 0.50
     warm_probability: float = 0.15
+    steady_within: float = 0.02
 
 
 CHAMPION, PREVIOUS = "champion", "previous"  # registry aliases: the model scoring follows, and the one it replaced
@@ -309,6 +310,8 @@ class Params:
             problems.append("buckets: need 0 < hot_share and hot_share + warm_share < 1")
         if not (0 < b.warm_probability <= b.hot_probability < 1):
             problems.append("buckets: need 0 < warm_probability <= hot_probability < 1")
+        if not (0 <= b.steady_within < 1):
+            problems.append(f"buckets.steady_within must be a probability change in [0, 1), not {b.steady_within!r}")
         s = self.splits
         if min(s.calibration_cutoffs, s.validation_cutoffs) < 1:
             problems.append("splits: every slice needs at least 1 cutoff")

@@ -347,3 +347,22 @@ def factor_table(features_row: pd.Series, grouped_row: pd.Series, spec: FeatureS
         "effect": grouped_row.to_numpy(),
     }, index=grouped_row.index)
     return table.reindex(table["effect"].abs().sort_values(ascending=False, kind="stable").index)
+
+
+def what_changed(now: pd.DataFrame, before: pd.DataFrame, delta: pd.DataFrame, spec: FeatureSpec,
+                 labels: dict[str, str], k: int = 2, rates: dict[str, dict[str, float | None]] | None = None) -> np.ndarray:
+    """Why a lead's score moved between two dates: the ``k`` groups whose contributions moved most (``delta``: now
+    minus before, one column per group, rows aligned with the two feature frames), worded as the reasons word them
+    today, with the sign of the move, and what they said before when that differs: "called us 2 times in the last
+    7 days (+), was: no call from them yet". Groups that did not move are no reason; "" when none did."""
+    today = top_reasons(now, delta, spec, labels, k, rates)
+    then = top_reasons(before, delta, spec, labels, k, rates)
+    parts = []
+    for a, b in zip(today, then):
+        was = np.array([t.rsplit(" ", 1)[0] for t in b], dtype=object)
+        same = np.array([t.rsplit(" ", 1)[0] for t in a], dtype=object) == was
+        parts.append(np.where((a == "") | same, a, a + ", was: " + was))
+    joined = parts[0]
+    for more in parts[1:]:
+        joined = np.where(more == "", joined, joined + "; " + more)
+    return joined.astype(object)

@@ -21,7 +21,8 @@ import pandas as pd
 from leadtemp.core.errors import ConfigError
 from leadtemp.core.features import FeatureSpec, attribute_features, feature_matrix, features_as_of, prepare_events
 from leadtemp.core.lifecycle import LOST_SINCE
-from leadtemp.core.reasons import group_contributions, top_reasons
+from leadtemp.core.metrics import BUCKETS
+from leadtemp.core.reasons import group_contributions, top_reasons, what_changed
 from leadtemp.core.schema import LEAD_ID
 from leadtemp.core.snapshots import open_leads, scorable_leads
 from leadtemp.modelling.buckets import BucketCutoffs
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 OUTPUT_COLUMNS = ["lead_id", "as_of", "probability", "score", "bucket", "rank",
                   "reason_1", "reason_2", "reason_3", "model_version", "run_id"]  # the registry version, its MLflow run
 REASON_COLUMNS = [c for c in OUTPUT_COLUMNS if c.startswith("reason_")]
+# Temperature over time (score --previous, leadtemp changes): the lead as the same model saw it at an earlier date.
+PREVIOUS_PROBABILITY, PREVIOUS_BUCKET, TREND, WHAT_CHANGED = "previous_probability", "previous_bucket", "trend", "what_changed"
+CHANGE_COLUMNS = [PREVIOUS_PROBABILITY, PREVIOUS_BUCKET, TREND, WHAT_CHANGED]
 FAST_REASONS_MIN_ROWS = 5000  # below this, compiling the fast TreeSHAP tables costs more than it saves
 # Of scorer.json. A folder without it was written before versions were recorded (same format as 1);
 # 2 adds the event vocabulary and step types to the spec (a version-1 spec reads as: every type a touch).
@@ -170,6 +174,49 @@ class LeadScorer:
         if include_lost and lost_since is None:  # a model of a label table: nothing is ever lost
             lost_since = np.full(len(eligible), np.datetime64("NaT", "ns"))
         return self.score_features(self.features_of(eligible, interactions, as_of), reasons, lost_since)
+
+    # -- temperature over time ---------------------------------------------------------------------
+    def changes(self, now: pd.DataFrame, before: pd.DataFrame, steady_within: float) -> pd.DataFrame:
+        """How each lead of ``now`` (features at the later date) moved since ``before`` (features of leads at the
+        earlier date; a lead absent there is ``new``), by this one model: ``previous_probability``,
+        ``previous_bucket``, ``trend`` and ``what_changed``, aligned with ``now``.
+
+        ``trend``: ``warming`` or ``cooling`` when the bucket moved, or within a bucket when the probability moved
+        by more than ``steady_within``; else ``steady``. ``what_changed`` words the groups whose TreeSHAP
+        contributions moved most; with one model the base value is the same at both dates, so the moves of all
+        groups add up exactly to the move of the margin (:meth:`group_moves`).
+        """
+        ids = now[LEAD_ID].to_numpy()
+        out = pd.DataFrame({PREVIOUS_PROBABILITY: np.full(len(now), np.nan), PREVIOUS_BUCKET: "", TREND: "new",
+                            WHAT_CHANGED: ""})
+        before = before.loc[before[LEAD_ID].isin(pd.Index(ids))].drop_duplicates(LEAD_ID)
+        if before.empty:
+            return out
+        rows = pd.Index(ids).get_indexer(before[LEAD_ID].to_numpy())
+        later = now.iloc[rows].reset_index(drop=True)
+        earlier = before.reset_index(drop=True)
+        delta, m_now, m_before = self.group_moves(later, earlier)
+        p_now, p_before = self.calibrator(m_now), self.calibrator(m_before)
+        rank = {b: i for i, b in enumerate(reversed(BUCKETS))}  # cold 0, warm 1, hot 2
+        b_now, b_before = self.buckets.assign(p_now), self.buckets.assign(p_before)
+        step = np.array([rank[b] for b in b_now]) - np.array([rank[b] for b in b_before])
+        moved = p_now - p_before
+        trend = np.where(step > 0, "warming", np.where(step < 0, "cooling", np.where(
+            moved > steady_within, "warming", np.where(moved < -steady_within, "cooling", "steady"))))
+        out.loc[rows, PREVIOUS_PROBABILITY] = p_before
+        out.loc[rows, PREVIOUS_BUCKET] = b_before
+        out.loc[rows, TREND] = trend
+        out.loc[rows, WHAT_CHANGED] = what_changed(later, earlier, delta, self.spec, self.labels,
+                                                   rates=self.category_rates)
+        return out
+
+    def group_moves(self, later: pd.DataFrame, earlier: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+        """Per group, the move of its contribution from ``earlier`` to ``later`` (same leads, same order), and the two
+        margins. Exact: the moves of a row add up to its margin's move (same model, same base value)."""
+        m_now, m_before = self.margin(later), self.margin(earlier)
+        g_now = group_contributions(self.contributions(later, m_now), self.spec)
+        g_before = group_contributions(self.contributions(earlier, m_before), self.spec)
+        return g_now - g_before, m_now, m_before
 
     # -- storing ---------------------------------------------------------------------------------
     def fingerprint(self) -> str:

@@ -1,0 +1,52 @@
+"""Temperature over time: every lead as one model scores it at a date, and how it moved since an earlier date.
+
+The earlier scores are recomputed from the same data with the same model, point in time at each date
+(only what happened strictly before it counts), so the moves are exact: a lead's groups' moves add up to
+the move of its margin, and nothing about the model changed between the two dates.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from leadtemp.core.errors import ConfigError
+from leadtemp.core.metrics import BUCKETS
+from leadtemp.core.schema import LEAD_ID
+from leadtemp.modelling.scorer import CHANGE_COLUMNS, OUTPUT_COLUMNS, PREVIOUS_BUCKET, PREVIOUS_PROBABILITY, TREND, LeadScorer, rank_order
+
+
+def check_order(earlier: pd.Timestamp, later: pd.Timestamp, what: str = "--from", then: str = "--to") -> None:
+    if earlier >= later:
+        raise ConfigError(f"{what} {earlier:%Y-%m-%d} is not before {then} {later:%Y-%m-%d}: the dates are in the wrong "
+                          "order (the earlier date first)")
+
+
+def scores_with_changes(scorer: LeadScorer, leads: pd.DataFrame, interactions: pd.DataFrame, earlier: pd.Timestamp,
+                        later: pd.Timestamp, steady_within: float, reasons: bool = True) -> pd.DataFrame:
+    """Every lead scorable at ``later``, ranked, with reasons, and its ``previous_probability``, ``previous_bucket``,
+    ``trend`` and ``what_changed`` since ``earlier`` (``new``: not yet scorable then)."""
+    earlier, later = pd.Timestamp(earlier), pd.Timestamp(later)
+    check_order(earlier, later)
+    eligible, _ = scorer.eligible(leads, interactions, later)
+    now = scorer.features_of(eligible, interactions, later)
+    then_leads = leads.loc[leads[LEAD_ID].isin(pd.Index(now[LEAD_ID]))]
+    then_eligible, _ = scorer.eligible(then_leads, interactions, earlier)
+    before = scorer.features_of(then_eligible, interactions, earlier)
+    out = pd.concat([scorer.score_rows(now, reasons=reasons).reset_index(drop=True),
+                     scorer.changes(now.reset_index(drop=True), before, steady_within)], axis=1)
+    out["rank"] = rank_order(out)
+    return out.sort_values("rank", kind="stable").reset_index(drop=True)[OUTPUT_COLUMNS + CHANGE_COLUMNS]
+
+
+def crossed(scored: pd.DataFrame) -> pd.DataFrame:
+    """The leads whose bucket changed, hottest movers first: the hottest bucket now, then the largest rise."""
+    moved = scored.loc[(scored[PREVIOUS_BUCKET] != "") & (scored[PREVIOUS_BUCKET] != scored["bucket"])]
+    heat = moved["bucket"].map({b: i for i, b in enumerate(BUCKETS)})
+    rise = moved["probability"] - moved[PREVIOUS_PROBABILITY]
+    order = pd.DataFrame({"heat": heat, "rise": -rise, "rank": moved["rank"]}).sort_values(["heat", "rise", "rank"],
+                                                                                           kind="stable").index
+    return moved.loc[order].reset_index(drop=True)
+
+
+def trend_counts(scored: pd.DataFrame) -> dict[str, int]:
+    return {t: int((scored[TREND] == t).sum()) for t in ("warming", "cooling", "steady", "new")}

@@ -120,3 +120,72 @@ def test_the_changes_command_lists_the_movers_and_refuses_bad_input(small_sim, s
                           "leadtemp never writes over an input")):
         refused = runner.invoke(app, bad)
         assert refused.exit_code == 2 and message in refused.output and len(refused.output.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def files(small_sim, scorer, tmp_path_factory):
+    from test_batch import _export
+
+    folder = tmp_path_factory.mktemp("changes")
+    small_sim.leads.to_parquet(folder / "leads.parquet")
+    small_sim.interactions.to_parquet(folder / "events.parquet")
+    return folder, _export(scorer, folder)
+
+
+def _score(folder, model, *more):
+    return CliRunner().invoke(app, ["score", "--model", str(model), "--params", str(ROOT / "params.yaml"),
+                                    "--leads", str(folder / "leads.parquet"), "--interactions",
+                                    str(folder / "events.parquet"), "--work-dir", str(folder / "work"), *more])
+
+
+def test_score_since_and_previous_add_the_changes_to_files_and_tables(files, moved):
+    import sqlalchemy as sa
+
+    folder, model = files
+    first = _score(folder, model, "--as-of", str(EARLIER.date()), "--out", str(folder / "then.csv"))
+    assert first.exit_code == 0, first.output
+    expected = moved.set_index("lead_id")
+    for how in (["--previous", str(folder / "then.csv")], ["--since", str(EARLIER.date())]):
+        out = folder / f"now-{how[0][2:]}.parquet"
+        done = _score(folder, model, "--as-of", str(LATER.date()), "--out", str(out), *how)
+        assert done.exit_code == 0, done.output
+        got = pd.read_parquet(out)
+        assert list(got.columns) == OUTPUT_COLUMNS + CHANGE_COLUMNS
+        want = expected.loc[got["lead_id"]]
+        for column in ("probability", "previous_probability"):
+            np.testing.assert_allclose(got[column], want[column], rtol=0, atol=1e-12)
+        for column in ("bucket", "previous_bucket", "trend", "what_changed", "reason_1"):
+            assert (got[column].fillna("").to_numpy() == want[column].to_numpy()).all(), column
+    url = f"sqlite:///{folder / 'crm.db'}"
+    done = _score(folder, model, "--as-of", str(LATER.date()), "--db", url, "--write-table", "scores", "--since",
+                  str(EARLIER.date()))
+    assert done.exit_code == 0, done.output
+    engine = sa.create_engine(url)
+    table = pd.read_sql("SELECT * FROM scores", engine)
+    engine.dispose()
+    assert set(CHANGE_COLUMNS) <= set(table.columns) and len(table) == len(moved)
+    assert (table.set_index("lead_id").loc[moved["lead_id"], "trend"].to_numpy() == moved["trend"].to_numpy()).all()
+
+
+def test_score_refuses_changes_it_cannot_vouch_for(files):
+    folder, model = files
+    then = pd.read_csv(folder / "then.csv", dtype=str) if (folder / "then.csv").exists() else None
+    if then is None:
+        assert _score(folder, model, "--as-of", str(EARLIER.date()), "--out", str(folder / "then.csv")).exit_code == 0
+        then = pd.read_csv(folder / "then.csv", dtype=str)
+    then.assign(model_version="2").to_csv(folder / "other-model.csv", index=False)
+    then.assign(as_of="2024-10-05").to_csv(folder / "later.csv", index=False)
+    pd.concat([then, then.assign(as_of="2024-09-01")]).to_csv(folder / "two-dates.csv", index=False)
+    out = folder / "refused.csv"
+    for more, message in (
+            (["--previous", str(folder / "other-model.csv")], "scored by model version 2 (run 0123abcd); this run "
+                                                               "scores with version 3"),
+            (["--previous", str(folder / "later.csv")], "its date 2024-10-05 is not before --as-of 2024-10-01"),
+            (["--previous", str(folder / "two-dates.csv")], "column 'as_of' holds 2 dates"),
+            (["--since", "2024-10-01"], "--since 2024-10-01 is not before --as-of 2024-10-01"),
+            (["--since", "2024-09-01", "--previous", str(folder / "then.csv")], "give --since DATE or --previous FILE"),
+            (["--since", "2024-09-01", "--engine", "spark"], "work with --engine local only")):
+        refused = _score(folder, model, "--as-of", str(LATER.date()), "--out", str(out), *more)
+        assert refused.exit_code == 2, (more, refused.output)
+        assert message in refused.output and len(refused.output.strip().splitlines()) == 1, refused.output
+        assert not out.exists()

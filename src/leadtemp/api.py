@@ -214,15 +214,28 @@ def score(
     echo: Callable[[str], None] = print,
     interactive: bool | None = None,
     include_lost: bool = False,
+    since: str | pd.Timestamp | None = None,
+    previous: str | Path | None = None,
 ) -> tuple[BatchResult, str]:
     """Score every lead eligible at ``as_of`` from files or database tables into a file or a table.
 
     Streamed, partitioned by lead and resumable: run the same call again after a crash. Returns the
     run's counts and the model version that scored. Leads lost at ``as_of`` are counted and skipped;
-    ``include_lost`` scores them too, marked in the output column ``lost_since``.
+    ``include_lost`` scores them too, marked in the output column ``lost_since``. ``since`` (a date before
+    ``as_of``) or ``previous`` (an earlier scores file of the same model, whose date is used): each row also gets
+    ``previous_probability``, ``previous_bucket``, ``trend`` and ``what_changed`` (docs/temperature-over-time.md).
     """
     p = params_with(params)
     when = parse_as_of(as_of, p.data.mode)
+    if since is not None and previous is not None:
+        raise ConfigError("give --since DATE or --previous FILE, not both")
+    if since is not None:
+        since = parse_as_of(since, p.data.mode, "--since")
+        from leadtemp.workflows.changes import check_order
+
+        check_order(since, when, "--since", "--as-of")
+    if (since is not None or previous is not None) and engine == "spark":
+        raise ConfigError("--since and --previous work with --engine local only (for now)")
     if (out is None) == (write_table is None):
         raise ConfigError("give one output: --out FILE, or --db URL --write-table TABLE")
     if (leads_table or interactions_table or write_table) and not db and engine != "spark":
@@ -244,28 +257,44 @@ def score(
     # Before any work: no output over an input or another output, inputs there, outputs writable.
     check_run(lead_source, event_source, target, work_dir, local=engine == "local")
     scorer, version = load_model(p, model)
+    if previous is not None:
+        since = _previous_date(p, Path(previous), when, scorer, version)
     if engine == "spark":
         from leadtemp.adapters.spark import score_spark
 
         return score_spark(scorer, p, when, lead_source, event_source, target, reasons=reasons, echo=echo,
                            include_lost=include_lost), version
     return score_sources(scorer, p, when, lead_source, event_source, target, chunk_size=chunk_size, work_dir=work_dir,
-                         reasons=reasons, echo=echo, interactive=interactive, include_lost=include_lost), version
+                         reasons=reasons, echo=echo, interactive=interactive, include_lost=include_lost,
+                         since=since), version
+
+
+def _previous_date(p: Params, path: Path, when: pd.Timestamp, scorer: LeadScorer, version: str) -> pd.Timestamp:
+    """The date of ``--previous``, an earlier scores file of this model (read, checked: workflows/changes.py)."""
+    from leadtemp.adapters.files import read_table
+    from leadtemp.workflows.changes import check_order, previous_date
+
+    if path.suffix.lower() not in SCORE_FILE_SUFFIXES:
+        raise ConfigError(f"--previous {path}: give the .csv or .parquet file an earlier leadtemp score wrote")
+    since = previous_date(read_table(path), f"--previous {path}", version, str(scorer.meta.get("run_id") or ""))
+    check_order(since, when, f"--previous {path}: its date", "--as-of")
+    return since
 
 
 def score_sources(scorer: LeadScorer, params: Params, as_of: pd.Timestamp, leads, interactions, target,
                   chunk_size: int = DEFAULT_CHUNK, work_dir: Path | None = None, reasons: bool = True,
                   echo: Callable[[str], None] = print, interactive: bool | None = None,
-                  include_lost: bool = False) -> BatchResult:
+                  include_lost: bool = False, since: pd.Timestamp | None = None) -> BatchResult:
     """The local engine on this machine: ``leads``/``interactions`` are :class:`~leadtemp.adapters.sources.Source`
     (files, folders, database tables), ``target`` a :class:`~leadtemp.adapters.sources.Target`."""
     from leadtemp.adapters.progress import Progress
     from leadtemp.adapters.staging import LocalScoringRun
     from leadtemp.workflows.score import score_in_batches
 
-    return score_in_batches(scorer, params, as_of, leads, interactions, LocalScoringRun(target, work_dir, include_lost),
+    return score_in_batches(scorer, params, as_of, leads, interactions,
+                            LocalScoringRun(target, work_dir, include_lost, changes=since is not None),
                             lambda total, what: Progress(echo, total, what, interactive),
-                            chunk_size=chunk_size, reasons=reasons, echo=echo, include_lost=include_lost)
+                            chunk_size=chunk_size, reasons=reasons, echo=echo, include_lost=include_lost, since=since)
 
 
 def demo(params: Params | str | Path, data: str | Path) -> tuple[Trained, pd.DataFrame, pd.Timestamp, Path]:

@@ -200,6 +200,13 @@ def score(
     include_lost: Annotated[bool, typer.Option(
         "--include-lost", help="Also score leads lost before --as-of (closed as lost or disqualified, not reopened "
         "since), marked by the output column lost_since. Default: they are counted and skipped.")] = False,
+    since: Annotated[Optional[str], typer.Option(
+        "--since", help="An earlier date: each row also gets previous_probability, previous_bucket, trend (warming, "
+        "cooling, steady, new) and what_changed, the lead as this model scored it then, rescored from the same data "
+        "(docs/temperature-over-time.md).")] = None,
+    previous: Annotated[Optional[Path], typer.Option(
+        "--previous", help="An earlier scores file of this model (CSV/Parquet from leadtemp score): the same as "
+        "--since its as_of date. Refused when another model version scored it.")] = None,
     model: ModelOpt = None,
     params: ParamsOpt = Path("params.yaml"),
     leads: Annotated[Optional[str], typer.Option(
@@ -223,7 +230,7 @@ def score(
     result, version = run(p, when, out=out, db=db, leads_table=leads_table, interactions_table=interactions_table,
                           write_table=write_table, rejects=rejects, chunk_size=chunk_size, work_dir=work_dir,
                           engine=engine, reasons=not no_reasons, model=model, echo=lambda m: typer.echo(m, err=True),
-                          include_lost=include_lost)
+                          include_lost=include_lost, since=since, previous=previous)
     skipped = "not yet created or already converted" if p.data.mode == "events" else "already have an outcome"
     if result.lost:
         skipped += (f", {result.lost:,} lost before {when.date()} and scored, marked by lost_since" if include_lost else

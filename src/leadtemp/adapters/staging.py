@@ -30,7 +30,7 @@ from leadtemp.core.errors import ConfigError
 from leadtemp.core.lifecycle import LOST_SINCE
 from leadtemp.core.schema import LEAD_ID
 from leadtemp.modelling.partition import REJECT_COLUMNS, partition_of
-from leadtemp.modelling.scorer import OUTPUT_COLUMNS
+from leadtemp.modelling.scorer import CHANGE_COLUMNS, OUTPUT_COLUMNS, PREVIOUS_BUCKET, PREVIOUS_PROBABILITY, TREND, WHAT_CHANGED
 
 FLUSH_ROWS = 1_000_000  # partition buffers are written out when they hold this many rows in total
 
@@ -80,9 +80,11 @@ class PartitionFiles:
             return (pq.read_table(path) if path.exists() else self.schema.empty_table()).to_pandas()
 
 
-def output_table(metadata: sa.MetaData, name: str, margin: bool = False, lost_since: bool = False) -> sa.Table:
+def output_table(metadata: sa.MetaData, name: str, margin: bool = False, lost_since: bool = False,
+                 changes: bool = False) -> sa.Table:
     """The scores table; ``margin``: the staging form (margin and partition, no rank, always ``lost_since``);
-    ``lost_since``: the output of a run that scores lost leads too (``--include-lost``), marked."""
+    ``lost_since``: the output of a run that scores lost leads too (``--include-lost``), marked; ``changes``: of a
+    run with ``--since``/``--previous`` (previous_probability, previous_bucket, trend, what_changed)."""
     columns = [sa.Column("lead_id", sa.String, primary_key=not margin), sa.Column("as_of", sa.DateTime, primary_key=not margin),
                sa.Column("model_version", sa.String, primary_key=not margin), sa.Column("run_id", sa.String),
                sa.Column("probability", sa.Float(53)),
@@ -91,11 +93,14 @@ def output_table(metadata: sa.MetaData, name: str, margin: bool = False, lost_si
     columns += [sa.Column(f"reason_{i}", sa.Text) for i in (1, 2, 3)]
     if margin or lost_since:
         columns.append(sa.Column(LOST_SINCE, sa.DateTime))
+    if changes:
+        columns += [sa.Column(PREVIOUS_PROBABILITY, sa.Float(53)), sa.Column(PREVIOUS_BUCKET, sa.String),
+                    sa.Column(TREND, sa.String), sa.Column(WHAT_CHANGED, sa.Text)]
     return sa.Table(name, metadata, *columns)
 
 
-def output_columns(include_lost: bool) -> list[str]:
-    return OUTPUT_COLUMNS + ([LOST_SINCE] if include_lost else [])
+def output_columns(include_lost: bool, changes: bool = False) -> list[str]:
+    return OUTPUT_COLUMNS + ([LOST_SINCE] if include_lost else []) + (CHANGE_COLUMNS if changes else [])
 
 
 def rejects_table(metadata: sa.MetaData, name: str, part: bool = False) -> sa.Table:
@@ -138,10 +143,11 @@ class Staging:
     key: str
     as_of: pd.Timestamp
     model_version: str
+    changes: bool = False
     metadata: sa.MetaData = field(default_factory=sa.MetaData)
 
     def __post_init__(self):
-        self.rows = output_table(self.metadata, f"leadtemp_stage_{self.key}", margin=True)
+        self.rows = output_table(self.metadata, f"leadtemp_stage_{self.key}", margin=True, changes=self.changes)
         self.rejects = rejects_table(self.metadata, f"leadtemp_stage_rejects_{self.key}", part=True)
         self.done = sa.Table(f"leadtemp_stage_done_{self.key}", self.metadata,
                              sa.Column("part", sa.Integer, primary_key=True), sa.Column("scored", sa.BigInteger),
@@ -186,7 +192,8 @@ class Staging:
         rank = sa.func.row_number().over(order_by=[s.probability.desc(), s.margin.desc(),
                                                    _byte_order(s.lead_id, self.engine.dialect.name)])
         return sa.select(s.lead_id, s.as_of, s.probability, s.score, s.bucket, rank.label("rank"),
-                         s.reason_1, s.reason_2, s.reason_3, s.model_version, s.run_id, s.lost_since)
+                         s.reason_1, s.reason_2, s.reason_3, s.model_version, s.run_id, s.lost_since,
+                         *((s[c] for c in CHANGE_COLUMNS) if self.changes else ()))
 
     def rejected(self) -> sa.Select:
         r = self.rejects.c
@@ -196,8 +203,8 @@ class Staging:
 def publish_to_database(staging: Staging, table_name: str, rejects_name: str, include_lost: bool = False) -> None:
     """Replace this run's (as_of, model_version) rows in the output tables, in one transaction."""
     metadata = sa.MetaData()
-    target = output_table(metadata, table_name, lost_since=include_lost)
-    columns = output_columns(include_lost)
+    target = output_table(metadata, table_name, lost_since=include_lost, changes=staging.changes)
+    columns = output_columns(include_lost, staging.changes)
     rejects = rejects_table(metadata, rejects_name)
     _check_columns(staging.engine, target)
     _check_columns(staging.engine, rejects)
@@ -226,7 +233,7 @@ def publish_to_files(staging: Staging, out: Path, rejects_out: Path, include_los
     """Write the ranked rows (best first) and the rejects to files, each appearing at once."""
     query = staging.ranked()
     query = query.order_by(query.selected_columns["rank"])
-    write_batches(out, _select_batches(staging.engine, query), output_columns(include_lost))
+    write_batches(out, _select_batches(staging.engine, query), output_columns(include_lost, staging.changes))
     write_batches(rejects_out, _select_batches(staging.engine, staging.rejected()), REJECT_COLUMNS)
 
 
@@ -240,8 +247,8 @@ class LocalScoringRun:
     touched. The same run again (same key) finds the folder and resumes; a finished run removes it.
     """
 
-    def __init__(self, target: Target, work_dir: Path | None = None, include_lost: bool = False):
-        self._target, self.work_dir, self.include_lost = target, work_dir, include_lost
+    def __init__(self, target: Target, work_dir: Path | None = None, include_lost: bool = False, changes: bool = False):
+        self._target, self.work_dir, self.include_lost, self.changes = target, work_dir, include_lost, changes
         self.target, self.rejects = str(target), str(target.rejects_name)
         self.folder: RunFolder | None = None
         self.work: Path | None = None
@@ -258,8 +265,8 @@ class LocalScoringRun:
                 staging = self._staging()
                 with self._errors():
                     metadata = sa.MetaData()
-                    _check_columns(staging.engine, output_table(metadata, self._target.table,
-                                                                lost_since=self.include_lost), create=False)
+                    _check_columns(staging.engine, output_table(metadata, self._target.table, lost_since=self.include_lost,
+                                                                changes=self.changes), create=False)
                     _check_columns(staging.engine, rejects_table(metadata, str(self._target.rejects_name)), create=False)
             except BaseException:
                 self.close(False)
@@ -297,7 +304,7 @@ class LocalScoringRun:
             with self._errors():
                 self.engine = (sa.create_engine(t.url) if t.url else
                                sa.create_engine(f"sqlite:///{self.work / 'staging.sqlite'}"))
-                staging = Staging(self.engine, self.key, self.as_of, self.model_version)
+                staging = Staging(self.engine, self.key, self.as_of, self.model_version, self.changes)
                 staging.create()
             self.staging = staging
         return self.staging

@@ -29,7 +29,7 @@ from leadtemp.core.schema import (
     validate_interactions,
     validate_leads,
 )
-from leadtemp.modelling.scorer import OUTPUT_COLUMNS, LeadScorer
+from leadtemp.modelling.scorer import CHANGE_COLUMNS, OUTPUT_COLUMNS, LeadScorer
 
 REJECT = "_reject"  # per-row reason a partition row cannot be used (None = fine)
 ROW = "_row"        # the row's position in its source, from 1, for reject reports
@@ -123,7 +123,8 @@ def canonical_events(raw: pd.DataFrame, source: str, params: Params, first_row: 
 
 
 def score_partition(leads: pd.DataFrame, events: pd.DataFrame, scorer: LeadScorer, as_of: pd.Timestamp,
-                    reasons: bool = True, include_lost: bool = False) -> tuple[pd.DataFrame, pd.DataFrame, int, int]:
+                    reasons: bool = True, include_lost: bool = False, since: pd.Timestamp | None = None,
+                    steady_within: float = 0.0) -> tuple[pd.DataFrame, pd.DataFrame, int, int]:
     """Score one partition: canonical leads and all their events (with ``_reject`` reasons).
 
     Returns the scored rows (output columns without ``rank``, plus ``margin`` and ``lost_since``), the
@@ -133,6 +134,8 @@ def score_partition(leads: pd.DataFrame, events: pd.DataFrame, scorer: LeadScore
     :meth:`LeadScorer.eligible`, the rule of every scoring path.
     A lead is rejected for a bad value of its own, a duplicate id (every copy) or a bad interaction.
     Interactions of a lead that is not in the leads table are rejected as ``interactions`` rows.
+    ``since`` (before ``as_of``): also how each scored lead moved since then, by the same model
+    (:meth:`LeadScorer.changes`, ``steady_within``: its steady band), in the columns ``CHANGE_COLUMNS``.
     """
     leads = leads.reset_index(drop=True)
     reason = leads[REJECT].astype(object).where(leads[REJECT].notna(), None).to_numpy()
@@ -164,11 +167,17 @@ def score_partition(leads: pd.DataFrame, events: pd.DataFrame, scorer: LeadScore
     eligible, lost = scorer.eligible(good, valid_events, as_of, include_lost)
     valid_events = valid_events.loc[valid_events[LEAD_ID].isin(pd.Index(eligible[LEAD_ID]))]
     if len(eligible):
-        scored = scorer.score_rows(scorer.features_of(eligible, valid_events, as_of), reasons=reasons)
+        now = scorer.features_of(eligible, valid_events, as_of)
+        scored = scorer.score_rows(now, reasons=reasons)
         scored[LOST_SINCE] = (eligible[LOST_SINCE].to_numpy() if LOST_SINCE in eligible.columns
                               else np.full(len(eligible), np.datetime64("NaT", "ns")))
+        if since is not None:
+            then, _ = scorer.eligible(eligible.drop(columns=[LOST_SINCE], errors="ignore"), valid_events, since)
+            moved = scorer.changes(now.reset_index(drop=True), scorer.features_of(then, valid_events, since), steady_within)
+            scored = pd.concat([scored.reset_index(drop=True), moved], axis=1)
     else:
-        scored = pd.DataFrame({c: [] for c in OUTPUT_COLUMNS if c != "rank"} | {"margin": [], LOST_SINCE: []})
+        scored = pd.DataFrame({c: [] for c in OUTPUT_COLUMNS if c != "rank"} | {"margin": [], LOST_SINCE: []}
+                              | ({c: [] for c in CHANGE_COLUMNS} if since is not None else {}))
         scored[LOST_SINCE] = scored[LOST_SINCE].astype("datetime64[ns]")
     not_eligible = len(good) - len(eligible) - (0 if include_lost else lost)
     return scored, pd.concat(rejects, ignore_index=True), not_eligible, lost

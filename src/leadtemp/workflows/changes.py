@@ -50,3 +50,28 @@ def crossed(scored: pd.DataFrame) -> pd.DataFrame:
 
 def trend_counts(scored: pd.DataFrame) -> dict[str, int]:
     return {t: int((scored[TREND] == t).sum()) for t in ("warming", "cooling", "steady", "new")}
+
+
+def previous_date(previous: pd.DataFrame, where: str, model_version: str, run_id: str) -> pd.Timestamp:
+    """The date of an earlier scores file of ``leadtemp score`` (``--previous``), which must be one date scored by
+    this very model: what changed between two models is not a change of the lead."""
+    missing = [c for c in ("as_of", "model_version") if c not in previous.columns]
+    if missing:
+        raise ConfigError(f"{where}: no column {missing[0]!r}: give a scores file written by leadtemp score")
+    if previous.empty:
+        raise ConfigError(f"{where}: no scored rows: give a scores file written by leadtemp score")
+    dates = pd.to_datetime(previous["as_of"], errors="coerce")
+    if dates.isna().any():
+        rows = (dates.index[dates.isna()][:3] + 2).tolist()
+        raise ConfigError(f"{where}: column 'as_of': {int(dates.isna().sum())} row(s) are not dates, e.g. rows {rows}")
+    if dates.nunique() != 1:
+        raise ConfigError(f"{where}: column 'as_of' holds {dates.nunique()} dates "
+                          f"({dates.min():%Y-%m-%d} .. {dates.max():%Y-%m-%d}); give the scores of one run")
+    versions = sorted(previous["model_version"].astype(str).unique())
+    runs = sorted(previous["run_id"].dropna().astype(str).unique()) if "run_id" in previous.columns else []
+    if versions != [str(model_version)] or (run_id and runs and runs != [str(run_id)]):
+        raise ConfigError(f"{where}: scored by model version {', '.join(versions)}"
+                          + (f" (run {', '.join(runs)})" if runs else "") + f"; this run scores with version "
+                          f"{model_version}: what changed between two models is not a change of the lead (use --since "
+                          "DATE to rescore that date with this model)")
+    return pd.Timestamp(dates.iloc[0])

@@ -49,6 +49,7 @@ from leadtemp.modelling.partition import (
 from leadtemp.modelling.results import BatchResult
 from leadtemp.modelling.scorer import LeadScorer
 from leadtemp.modelling.unseen import Unseen, period_warning
+from leadtemp.workflows.changes import check_order
 
 READ_BATCH = 100_000  # rows per read from a source
 
@@ -63,13 +64,15 @@ def run_key(leads: TableSource, interactions: TableSource | None, target: str, a
 
 
 def run_inputs(leads: TableSource, interactions: TableSource | None, scorer: LeadScorer, chunk_size: int,
-               reasons: bool, include_lost: bool = False) -> dict:
+               reasons: bool, include_lost: bool = False, since: pd.Timestamp | None = None) -> dict:
     """What must be unchanged for a run to resume: what the sources hold, the model's content (not only its
     version number) and the settings that shape the partitions and rows. Kept in the manifest."""
     inputs = {"leads": leads.fingerprint(), "interactions": interactions.fingerprint() if interactions else None,
               "model": scorer.fingerprint(), "chunk": chunk_size, "reasons": reasons}
     if include_lost:
         inputs["include_lost"] = True
+    if since is not None:
+        inputs["since"] = str(since)
     return json.loads(json.dumps(inputs, default=str))  # as the manifest stores it
 
 
@@ -85,17 +88,22 @@ def score_in_batches(
     reasons: bool = True,
     echo: Callable[[str], None] = print,
     include_lost: bool = False,
+    since: pd.Timestamp | None = None,
 ) -> BatchResult:
     """Score every lead of ``leads`` as of ``as_of`` into ``run``'s target; resumable (see the module doc).
 
     Leads lost at ``as_of`` are counted and skipped; ``include_lost`` scores them too, marked by ``lost_since``
-    (the run must write that column: :class:`~leadtemp.core.ports.ScoringRun` built for it).
+    (the run must write that column: :class:`~leadtemp.core.ports.ScoringRun` built for it). ``since`` (before
+    ``as_of``): each row also says how the lead moved since then, by the same model (the run writes
+    ``CHANGE_COLUMNS``; workflows/changes.py).
     """
     started = time.monotonic()
     as_of = pd.Timestamp(as_of)
+    if since is not None:
+        check_order(pd.Timestamp(since), as_of, "--since", "--as-of")
     version = str(scorer.meta.get("model_version", ""))
     interactions = interactions_read(scorer, interactions)
-    inputs = run_inputs(leads, interactions, scorer, chunk_size, reasons, include_lost)
+    inputs = run_inputs(leads, interactions, scorer, chunk_size, reasons, include_lost, since)
     run.start(run_key(leads, interactions, run.target, as_of, version), as_of, version)
     finished = False
     try:
@@ -117,7 +125,7 @@ def score_in_batches(
             if k in done:
                 continue
             scored, rejects, not_eligible, lost = score_partition(part_leads, part_events, scorer, as_of, reasons,
-                                                                  include_lost)
+                                                                  include_lost, since, params.buckets.steady_within)
             run.stage(k, scored, rejects, not_eligible, manifest["id"], lost)
             done[k] = (len(scored), len(rejects), not_eligible, lost)
             shown.advance(len(part_leads))

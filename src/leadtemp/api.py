@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pandas as pd
@@ -216,6 +216,8 @@ def score(
     include_lost: bool = False,
     since: str | pd.Timestamp | None = None,
     previous: str | Path | None = None,
+    html: str | Path | None = None,
+    top: int | None = None,
 ) -> tuple[BatchResult, str]:
     """Score every lead eligible at ``as_of`` from files or database tables into a file or a table.
 
@@ -224,6 +226,8 @@ def score(
     ``include_lost`` scores them too, marked in the output column ``lost_since``. ``since`` (a date before
     ``as_of``) or ``previous`` (an earlier scores file of the same model, whose date is used): each row also gets
     ``previous_probability``, ``previous_bucket``, ``trend`` and ``what_changed`` (docs/temperature-over-time.md).
+    ``html``: also write the lead cards of the ``top`` best leads (default 20) and an index.html into this folder
+    (new, or one of earlier cards, replaced whole; checked before any work; docs/lead-cards.md).
     """
     p = params_with(params)
     when = parse_as_of(as_of, p.data.mode)
@@ -256,9 +260,18 @@ def score(
               else Target(url=db, table=write_table, rejects=rejects))
     # Before any work: no output over an input or another output, inputs there, outputs writable.
     check_run(lead_source, event_source, target, work_dir, local=engine == "local")
+    if html is not None or top is not None:
+        _check_cards(p, html, top, target, engine, bool(leads_table or interactions_table))
     scorer, version = load_model(p, model)
     if previous is not None:
         since = _previous_date(p, Path(previous), when, scorer, version)
+    if html is not None:
+        result = score_sources(scorer, p, when, lead_source, event_source, target, chunk_size=chunk_size,
+                               work_dir=work_dir, reasons=reasons, echo=echo, interactive=interactive,
+                               include_lost=include_lost, since=since)
+        written = write_cards(p, scorer, version, when, Path(out), Path(html), top or DEFAULT_CARDS, result.scored,
+                              include_lost)
+        return replace(result, cards=str(written)), version
     if engine == "spark":
         from leadtemp.adapters.spark import score_spark
 
@@ -297,6 +310,72 @@ def score_sources(scorer: LeadScorer, params: Params, as_of: pd.Timestamp, leads
                             chunk_size=chunk_size, reasons=reasons, echo=echo, include_lost=include_lost, since=since)
 
 
+DEFAULT_CARDS = 20  # score --html without --top
+
+
+def _check_cards(p: Params, html: str | Path | None, top: int | None, target, engine: str, tables: bool) -> None:
+    """score --html DIR [--top N], before any work: a folder of cards (new or earlier cards), file inputs, --out FILE."""
+    from leadtemp.adapters.cards import check_card_folder
+    from leadtemp.adapters.paths import check_separate, resolved
+
+    if html is None:
+        raise ConfigError("--top N needs --html DIR: it is how many lead cards to write")
+    if top is not None and top < 1:
+        raise ConfigError(f"--top {top}: give at least 1")
+    if engine != "local" or target.path is None:
+        raise ConfigError("--html DIR needs the local engine and --out FILE: the cards are of the best rows of that file")
+    files = [Path(f) for f in (p.data.leads, p.data.interactions) if f]
+    if tables or not all(f.is_file() for f in files):
+        raise ConfigError("--html DIR reads the top leads again from the input files: give the leads and interactions "
+                          "as files (not database tables or folders), or write one card with `leadtemp explain LEAD "
+                          "--html FILE`")
+    folder = Path(html)
+    outputs = [(what, Path(name)) for what, name in target.outputs()]
+    check_separate(_inputs(p), [("--html", folder), *outputs])
+    for what, path in outputs:
+        if resolved(folder) in resolved(path).parents:
+            raise ConfigError(f"{what} {path} is inside the --html folder {folder}, which is replaced whole; "
+                              "write it elsewhere")
+    check_card_folder("--html", folder)
+
+
+def write_cards(p: Params, scorer: LeadScorer, version: str, when: pd.Timestamp, scores: Path, folder: Path,
+                top: int, scored: int, include_lost: bool = False, factors: int = 5) -> Path:
+    """The cards of the ``top`` best leads of the scores file ``scores`` (rows best first) and their index.html,
+    written as the folder ``folder`` (made whole beside it, then swapped in: never half a folder)."""
+    from leadtemp.adapters.cards import card_file_name, check_private, render_card, render_index, write_card_folder
+    from leadtemp.adapters.paths import storage_errors
+
+    with storage_errors(f"--out {scores}"):
+        if scores.suffix.lower() == ".csv":
+            best = pd.read_csv(scores, nrows=top, dtype={"lead_id": str}, sep=",")
+        else:
+            best = pd.read_parquet(scores).head(top)
+    best = best.sort_values("rank", kind="stable")
+    ids = best["lead_id"].astype(str).tolist()
+    lead_table, events = load_data(p)
+    chosen = lead_table.loc[lead_table["lead_id"].isin(ids)]
+    own = events.loc[events["lead_id"].isin(ids)]
+    features = scorer.features(chosen, own, when, include_lost=include_lost)
+    found = {w.lead_id: w for w in _explanations(scorer, version, features, when)} if len(features) else {}
+    rows = chosen.set_index("lead_id")
+    pages, listed, reasons = {}, [], {}
+    for lead_id, rank in zip(ids, best["rank"].astype(int)):
+        if lead_id not in found:
+            raise ConfigError(f"lead {lead_id!r} of {scores} is not scorable from {p.data.leads} as of {when.date()}: "
+                              "the scores file and the input files disagree; score again")
+        card = _card(found[lead_id], scorer, rows.loc[lead_id], own.loc[own["lead_id"] == lead_id], factors, rank)
+        name = card_file_name(rank, lead_id)
+        page = render_card(card, back="index.html")
+        check_private(page, lead_id, _private(p, rows.loc[lead_id]))
+        pages[name] = page
+        listed.append((card, name))
+    if "reason_1" in best.columns:
+        reasons = dict(zip(ids, best["reason_1"].fillna("").astype(str)))
+    pages["index.html"] = render_index(listed, when, version, scored, reasons)
+    return write_card_folder(pages, folder)
+
+
 def demo(params: Params | str | Path, data: str | Path) -> tuple[Trained, pd.DataFrame, pd.Timestamp, Path]:
     """Train on simulated data in ``data`` and score every lead the day after the data ends.
 
@@ -317,47 +396,111 @@ def demo(params: Params | str | Path, data: str | Path) -> tuple[Trained, pd.Dat
 
 
 def explain(params: Params | str | Path, lead_id: str, as_of: str | pd.Timestamp,
-            model: str | None = None, plot: str | Path | None = None) -> Explanation:
+            model: str | None = None, plot: str | Path | None = None, html: str | Path | None = None,
+            top: int = 5) -> Explanation:
     """Why is this lead hot (or not)? Its score and every factor, worded, with its effect.
 
-    ``plot``: also write a SHAP waterfall of the factors to this PNG (checked before any work:
-    never over an input, in a folder that takes a new file).
+    ``plot``: also write a SHAP waterfall of the factors to this PNG. ``html``: also write the lead's card, one
+    self-contained HTML page (docs/lead-cards.md) with the ``top`` factors on each side. Both are checked before
+    any work: never over an input, never over a file leadtemp did not write, in a folder that takes a new file.
     """
     from leadtemp.core.features import attribute_features
-    from leadtemp.core.reasons import factor_table, group_contributions
 
     p = params_with(params)
     when = parse_as_of(as_of, p.data.mode)
     if plot is not None:
         _check_plot(p, Path(plot))
+    if html is not None:
+        _check_card(p, Path(html), plot)
     lead_table, events = load_data(p)
     one = lead_table.loc[lead_table["lead_id"] == lead_id]
     if one.empty:
         raise SchemaError(f"{p.data.leads}: column '{p.data.columns.lead_id or 'row number'}': no lead {lead_id!r}")
     scorer, version = load_model(p, model)
+    own = events.loc[events["lead_id"] == lead_id]
     if scorer.spec.mode == "events":
-        features = scorer.features(one, events.loc[events["lead_id"] == lead_id], when)
+        features = scorer.features(one, own, when)
     else:  # a one-row-per-lead model: any lead can be explained, with or without an outcome
         features = attribute_features(one.reset_index(drop=True), when, scorer.spec)
     if features.empty:
         raise SchemaError(f"lead {lead_id!r} is not scorable as of {when.date()}: created on or after it, "
                           "converted before it, or lost (closed as lost and not reopened) before it")
-    scored = scorer.score_features(features, reasons=False).iloc[0]
-    contrib = scorer.contributions(features)
-    grouped = group_contributions(contrib, scorer.spec).iloc[0]
-    why = Explanation(
-        lead_id=lead_id, as_of=when, model_version=version, probability=float(scored["probability"]),
-        score=int(scored["score"]), bucket=str(scored["bucket"]),
-        horizon_days=scorer.horizon_days if scorer.spec.mode == "events" else None,
-        factors=factor_table(features.iloc[0], grouped, scorer.spec, scorer.labels, scorer.category_rates),
-        base_value=float(contrib[0, -1]), run_id=str(scorer.meta.get("run_id") or ""))
+    why = _explanations(scorer, version, features, when)[0]
     if plot is not None:
         from leadtemp.adapters.paths import storage_errors
         from leadtemp.adapters.plots import plot_waterfall
 
         with storage_errors(f"--plot {plot}"):
             plot_waterfall(why.factors, why.base_value, str(plot))
+    if html is not None:
+        from leadtemp.adapters.cards import check_private, render_card, write_card
+
+        card = _card(why, scorer, one.iloc[0], own, top)
+        page = render_card(card)
+        check_private(page, lead_id, _private(p, one.iloc[0]))
+        write_card(page, Path(html))
     return why
+
+
+def _explanations(scorer: LeadScorer, version: str, features: pd.DataFrame, when: pd.Timestamp) -> list[Explanation]:
+    """One :class:`Explanation` per row of ``features`` (exact TreeSHAP, grouped and worded)."""
+    from leadtemp.core.reasons import factor_table, group_contributions
+
+    scored = scorer.score_features(features, reasons=False).set_index("lead_id")
+    contrib = scorer.contributions(features)
+    grouped = group_contributions(contrib, scorer.spec)
+    out = []
+    for i in range(len(features)):
+        row = features.iloc[i]
+        lead = row["lead_id"]
+        out.append(Explanation(
+            lead_id=str(lead), as_of=when, model_version=version, probability=float(scored.at[lead, "probability"]),
+            score=int(scored.at[lead, "score"]), bucket=str(scored.at[lead, "bucket"]),
+            horizon_days=scorer.horizon_days if scorer.spec.mode == "events" else None,
+            factors=factor_table(row, grouped.iloc[i], scorer.spec, scorer.labels, scorer.category_rates),
+            base_value=float(contrib[i, -1]), run_id=str(scorer.meta.get("run_id") or "")))
+    return out
+
+
+def _card(why: Explanation, scorer: LeadScorer, lead: pd.Series, events: pd.DataFrame, top: int,
+          rank: int | None = None):
+    """The lead card of an explanation: ``lead`` its row, ``events`` its interactions (any time; cut at as_of here)."""
+    from leadtemp.adapters.cards import LeadCard
+    from leadtemp.core.reasons import feature_groups, group_name
+
+    spec = scorer.spec
+    timeline = None
+    if spec.mode == "events":
+        timeline = events.loc[events["timestamp"] < why.as_of, ["timestamp", "type", "direction"]].reset_index(drop=True)
+    types = set(timeline["type"]) if timeline is not None else set()
+    created = lead.get("created_at")
+    return LeadCard(
+        lead_id=why.lead_id, as_of=why.as_of, model_version=why.model_version, run_id=why.run_id,
+        probability=why.probability, score=why.score, bucket=why.bucket, horizon_days=why.horizon_days,
+        factors=why.factors, hot_cutoff=float(scorer.buckets.hot), warm_cutoff=float(scorer.buckets.warm),
+        group_names={g.key: group_name(g.key, spec, scorer.labels) for g in feature_groups(spec)},
+        attributes=frozenset([*spec.categorical, *spec.numeric]), timeline=timeline,
+        created_at=pd.Timestamp(created) if created is not None and pd.notna(created) else None,
+        places=dict(spec.thermometer), kinds={t: spec.kind(t) for t in types},
+        type_labels={t: e.label for t, e in spec.vocabulary.items() if e.label}, top=top, rank=rank)
+
+
+def _private(p: Params, lead: pd.Series) -> dict[str, object]:
+    """The lead's values of its personal columns (data.excluded), which no card may show."""
+    return {c: lead[c] for c in p.data.excluded if c in lead.index}
+
+
+def _inputs(p: Params) -> list[tuple[str, Path]]:
+    return [(what, Path(path)) for what, path in (("leads", p.data.leads), ("interactions", p.data.interactions)) if path]
+
+
+def _check_card(p: Params, html: Path, plot: str | Path | None) -> None:
+    """The card's file: an .html name, never an input or the --plot file, never over a file that is not a card."""
+    from leadtemp.adapters.cards import check_card_file
+    from leadtemp.adapters.paths import check_separate
+
+    check_separate(_inputs(p), [("--html", html)] + ([("--plot", Path(plot))] if plot is not None else []))
+    check_card_file("--html", html)
 
 
 def _check_plot(p: Params, plot: Path) -> None:
@@ -366,9 +509,7 @@ def _check_plot(p: Params, plot: Path) -> None:
 
     if plot.suffix.lower() != ".png":
         raise ConfigError(f"--plot {plot}: give a .png file name")
-    inputs = [(what, Path(path)) for what, path in (("leads", p.data.leads), ("interactions", p.data.interactions))
-              if path]
-    check_separate(inputs, [("--plot", plot)])
+    check_separate(_inputs(p), [("--plot", plot)])
     check_writable_file("--plot", plot)
 
 

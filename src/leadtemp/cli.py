@@ -207,6 +207,13 @@ def score(
     previous: Annotated[Optional[Path], typer.Option(
         "--previous", help="An earlier scores file of this model (CSV/Parquet from leadtemp score): the same as "
         "--since its as_of date. Refused when another model version scored it.")] = None,
+    html: Annotated[Optional[Path], typer.Option(
+        "--html", help="Also write a lead card (one self-contained HTML page: chance, bucket, reasons as bars, "
+        "timeline) for each of the --top best leads into this folder, with an index.html linking them "
+        "(docs/lead-cards.md). The folder must be new or one of earlier cards, which is replaced whole; checked "
+        "before any work. Needs --out FILE, the local engine and the inputs as files.")] = None,
+    top: Annotated[Optional[int], typer.Option(
+        "--top", help="With --html: how many of the best leads get a card (default 20).")] = None,
     model: ModelOpt = None,
     params: ParamsOpt = Path("params.yaml"),
     leads: Annotated[Optional[str], typer.Option(
@@ -230,7 +237,7 @@ def score(
     result, version = run(p, when, out=out, db=db, leads_table=leads_table, interactions_table=interactions_table,
                           write_table=write_table, rejects=rejects, chunk_size=chunk_size, work_dir=work_dir,
                           engine=engine, reasons=not no_reasons, model=model, echo=lambda m: typer.echo(m, err=True),
-                          include_lost=include_lost, since=since, previous=previous)
+                          include_lost=include_lost, since=since, previous=previous, html=html, top=top)
     skipped = "not yet created or already converted" if p.data.mode == "events" else "already have an outcome"
     if result.lost:
         skipped += (f", {result.lost:,} lost before {when.date()} and scored, marked by lost_since" if include_lost else
@@ -240,6 +247,9 @@ def score(
     typer.echo(f"scored {result.scored:,} of {result.leads_read:,} leads as of {when.date()} with model version {version} "
                f"({result.not_eligible:,} {skipped}, {result.rejected_leads:,} rejected) in {result.seconds:.1f} s{resumed}: "
                + ", ".join(f"{result.buckets[b]:,} {b}" for b in ("hot", "warm", "cold")) + f" -> {result.target}")
+    if result.cards:
+        typer.echo(f"wrote the cards of the top {min(top or 20, result.scored)} leads and their index -> "
+                   f"{Path(result.cards) / 'index.html'}")
     for warning in result.warnings:
         typer.secho(f"warning: {warning}", err=True, fg="yellow")
     if result.rejected_leads or result.rejected_interactions:
@@ -256,19 +266,23 @@ def explain(
     as_of: AsOfOpt = None,
     model: ModelOpt = None,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a SHAP waterfall of the factors to this PNG.")] = None,
-    top: Annotated[int, typer.Option(help="Factors to show on each side.")] = 5,
+    html: Annotated[Optional[Path], typer.Option(
+        "--html", help="Also write the lead's card to this .html file: one self-contained page with its chance, "
+        "bucket, the reasons as bars, its interactions before --as-of on a timeline coloured by the thermometer, "
+        "and what would move it (docs/lead-cards.md). Never over a file that is not an earlier card.")] = None,
+    top: Annotated[int, typer.Option(help="Factors to show on each side (on the card too).", min=1)] = 5,
     params: ParamsOpt = Path("params.yaml"),
     leads: LeadsOpt = None,
     interactions: InterOpt = None,
 ) -> None:
-    """Why is this lead hot (or not)? Score, bucket and the strongest factors in words."""
+    """Why is this lead hot (or not)? Score, bucket and the strongest factors in words; --html writes its card."""
     from rich.console import Console
     from rich.table import Table
 
     from leadtemp.api import explain as run
 
     p = _params(params, leads, interactions)
-    why = run(p, lead_id, _as_of(as_of, p.data.mode), model, plot)
+    why = run(p, lead_id, _as_of(as_of, p.data.mode), model, plot, html, top)
     console = Console()
     run = f", run {why.run_id}" if why.run_id and why.run_id != why.model_version else ""
     console.print(f"lead {lead_id} as of {why.as_of.date()} (model version {why.model_version}{run}): [bold]{why.bucket}[/bold], "
@@ -280,8 +294,9 @@ def explain(
         for row in part.head(top).itertuples():
             out.add_row(row.factor, f"{row.effect:+.3f}")
         console.print(out)
-    if plot is not None:
-        console.print(f"wrote {plot}")
+    for path in (plot, html):
+        if path is not None:
+            console.print(f"wrote {path}")
 
 
 @app.command()

@@ -121,3 +121,4 @@ class BatchResult:
     warnings: list[str] = field(default_factory=list)  # what the model never saw in training, said once
     lost: int = 0          # eligible leads lost at as_of: skipped, or scored and marked (include_lost)
     include_lost: bool = False
+    cards: str = ""        # the folder of lead cards written by `score --html` ("" for none)

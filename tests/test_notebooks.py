@@ -92,6 +92,13 @@ def test_committed_notebooks_have_no_outputs():
     assert not dirty, f"outputs or execution counts committed in {dirty}: run `.venv/bin/python tests/test_notebooks.py --strip`"
 
 
+def test_notebooks_use_the_python_api_not_the_shell():
+    for name in NAMES:
+        code = [line.strip() for cell in _read(name).cells if cell.cell_type == "code" for line in cell.source.splitlines()]
+        assert not [line for line in code if line.startswith(("!", "%%bash", "%%sh", "%sx")) or "subprocess" in line], name
+        assert any("leadtemp." in line for line in code), name
+
+
 @pytest.mark.slow
 def test_01_your_data_to_a_model(tmp_path):
     work = tmp_path / "work"
@@ -114,6 +121,8 @@ def test_02_score_and_explain(tmp_path):
     out = text_of(nb)
     assert f"{scores['lead_id'].iloc[0]}: hot, score {scores['score'].iloc[0]}" in out  # explain agrees with score
     assert {"hot", "warm", "cold"} <= set(scores["bucket"])
+    assert (work / "why.png").stat().st_size > 10_000
+    assert any(out.get("data", {}).get("image/png") for cell in nb.cells for out in cell.get("outputs", []))
 
 
 @pytest.mark.slow

@@ -86,6 +86,7 @@ def build_app(python_model, describe: dict):
     from starlette.routing import Route
 
     lock = threading.Lock()
+    python_model.scorer.compile_reasons()  # once, here: LightGBM's pred_contrib per request cost most of its time
 
     def error(status: int, message: str, code: str) -> Response:
         return JSONResponse({"error_code": code, "message": message}, status_code=status)

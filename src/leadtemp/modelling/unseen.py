@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from leadtemp.core.schema import DIRECTION, LABEL, LEAD_ID, TYPE
+from leadtemp.core.schema import DIRECTION, LABEL, LEAD_ID, TYPE, is_among
 from leadtemp.modelling.partition import REJECT, ROW
 from leadtemp.modelling.scorer import LeadScorer
 
@@ -54,7 +54,7 @@ class Unseen:
         if spec.mode != "events" or valid.empty:
             return
         known = pd.MultiIndex.from_tuples([(c.type, c.direction) for c in spec.channels], names=[TYPE, DIRECTION])
-        mine = valid.loc[valid[LEAD_ID].isin(pd.Index(eligible[LEAD_ID]))]
+        mine = valid.loc[is_among(valid[LEAD_ID], eligible[LEAD_ID])]
         # declared steps and outcomes, and the types that close a lead as lost, have no channel
         kinds = {t: spec.kind(t) for t in mine[TYPE].unique()}  # per type, not per event
         touch = (mine[TYPE].map(kinds).eq("touch") & ~mine[TYPE].isin(spec.loss_rules.lost_types)).to_numpy()

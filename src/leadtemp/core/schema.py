@@ -491,17 +491,18 @@ def validate_interactions(interactions: pd.DataFrame, source: str, lead_ids: pd.
     if lead_ids is not None:
         _fail(source, c.lead_id, ~is_among(ids, lead_ids), "refer to leads not in the leads table",
               frame, c.lead_id)
-    out = pd.DataFrame({LEAD_ID: ids.fillna("").astype(str).to_numpy()})
+    # text columns stay Arrow-backed (.array): a numpy round trip builds a Python str per value, twice
+    out = pd.DataFrame({LEAD_ID: ids.fillna("").astype(str).array})
     out[TIMESTAMP] = parse_timestamps(frame, c.timestamp, source, required=True, id_column=c.lead_id,
                                       problems=problems, rules=dates).to_numpy()
     kinds = frame[c.type].astype("string").str.strip()
     _fail(source, c.type, (kinds.isna() | (kinds == "")).to_numpy(dtype=bool, na_value=True), "have an empty type",
           frame, c.lead_id, problems)
-    out[TYPE] = kinds.fillna("").astype(str).to_numpy()
+    out[TYPE] = kinds.fillna("").astype(str).array
     direction = frame[c.direction].astype("string").str.strip().str.lower()
     _fail(source, c.direction, ~direction.isin(DIRECTIONS).fillna(False).to_numpy(),
           f"have a direction other than {list(DIRECTIONS)}", frame, c.lead_id, problems)
-    out[DIRECTION] = direction.fillna("").astype(str).to_numpy()
+    out[DIRECTION] = direction.fillna("").astype(str).array
     if c.value in frame.columns:
         out[VALUE] = parse_numbers(frame, c.value, source, c.lead_id, problems)
     return out

@@ -165,12 +165,12 @@ def flat_events(frame: pd.DataFrame) -> pd.DataFrame:
             columns[field] = pa.array(values)
         except (pa.ArrowInvalid, pa.ArrowTypeError):  # mixed types: validation words each bad value
             columns[field] = None
-    events = pa.table({f: a for f, a in columns.items() if a is not None}).to_pandas() if rows else pd.DataFrame()
+    lead_ids = pa.array(frame[LEAD_ID].astype(str)).take(np.repeat(np.arange(len(frame)), counts))
+    events = pa.table({LEAD_ID: lead_ids, **{f: a for f, a in columns.items() if a is not None}}).to_pandas()
     for field, values in columns.items():
         if values is None:
             events[field] = pd.Series([e.get(field) for e in rows], dtype=object)
-    events = events.reindex(index=range(len(rows)), columns=[f for f in EVENT_FIELDS if f in given or f != "value"])
-    events.insert(0, LEAD_ID, np.repeat(frame[LEAD_ID].astype(str).to_numpy(dtype=object), counts))
+    events = events.reindex(columns=[LEAD_ID, *(f for f in EVENT_FIELDS if f in given or f != "value")])
     starts = np.repeat(np.cumsum(counts) - counts, counts)
     events[ROW] = np.arange(len(rows), dtype=np.int64) - starts + 1
     return events

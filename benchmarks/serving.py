@@ -11,6 +11,8 @@ interactions (as of the day after the data ends):
                      (wall time, start-up included: what a scheduled job pays); cli_scoring_leads_per_s
                      counts only the scoring the command reports
   same_as_cli        the server's probabilities, buckets and model_version equal `leadtemp score`'s
+  load_average_1min  the machine's 1-minute load average before and after the timed requests (2 cores are
+                     shared: a load above 2 means other work competed for them)
 
 `errors` posts one bad request per case and records the HTTP status and the answer's message; every
 one must be a 4xx without a traceback. With --mlflow, the 1,000-lead request is also timed on
@@ -208,7 +210,9 @@ def main() -> None:
             leads = pool.head(size)
             body = request_body(leads, events, scorer, as_of)
             post(url, body)  # warm-up: the first request compiles nothing, but pages in the model
+            load_before = os.getloadavg()[0]
             took, answer = time_requests(url, body, repeats)
+            load_after = os.getloadavg()[0]
             leads.to_parquet(work / "some.parquet")
             events.loc[events["lead_id"].isin(leads["lead_id"])].to_parquet(work / "some_events.parquet")
             wall, scoring = run_cli(["score", "--as-of", str(as_of.date()), "--leads", "some.parquet", "--interactions",
@@ -227,7 +231,8 @@ def main() -> None:
                          "cli_leads_per_s": round(size / wall, 1),
                          "cli_scoring_leads_per_s": round(size / scoring, 1) if scoring else None,
                          "request_bytes": len(body), "interactions": int(events["lead_id"].isin(leads["lead_id"]).sum()),
-                         "same_as_cli": same})
+                         "same_as_cli": same,
+                         "load_average_1min": [round(load_before, 2), round(load_after, 2)]})
             print(rows[-1])
         first = json.loads(request_body(pool.head(1), events, scorer, as_of))["dataframe_records"][0]
         for case, body, content_type in error_cases(first, str(as_of.date()), MAX_LEADS):

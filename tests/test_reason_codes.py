@@ -230,3 +230,18 @@ def test_explain_words_codes_with_their_rate(coded_world, coded_params, tmp_path
     rate = result.scorer.category_rates["landing_page"][page]
     assert why.factors.loc["landing_page", "factor"] == f"landing page {page[:6]}\u2026: converts {100 * rate:.0f}%"
     assert why.factors.loc["source", "factor"].startswith("lead source: ")
+
+
+def test_reasons_group_rows_by_value_as_a_groupby_would():
+    """The words are shared by rows of equal values: grouped as pandas groups (0.0 and -0.0, None and NaN alike)."""
+    import numpy as np
+    import pandas as pd
+
+    from leadtemp.core.reasons import _value_groups
+
+    rng = np.random.default_rng(0)
+    columns = {"days": np.rint(rng.exponential(20, 500)), "zero": rng.choice([0.0, -0.0, 1.0, np.nan], 500),
+               "category": rng.choice(np.array(["x", "y", None, np.nan], dtype=object), 500)}
+    positive = rng.random(500) > 0.5
+    want = pd.DataFrame({**columns, "(+)": positive}).groupby([*columns, "(+)"], dropna=False, sort=False).ngroup()
+    assert (_value_groups([*columns.values(), positive]) == want.to_numpy()).all()

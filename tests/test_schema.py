@@ -74,3 +74,16 @@ def test_declared_attribute_missing():
 def test_bad_interactions(frame, pattern):
     with pytest.raises(SchemaError, match=pattern):
         validate_interactions(frame, "interactions.csv", pd.Series(["a", "b", "c"]))
+
+
+def test_is_among_answers_like_isin_for_text_with_gaps_objects_and_numbers():
+    import numpy as np
+
+    from leadtemp.core.schema import is_among
+
+    text = pd.Series(["a", "b", None, "c", ""], dtype="str")
+    for allowed in (["a", "c"], pd.Index(["b", np.nan]), pd.Series(["", "z"]), [], ["a", 3]):
+        assert is_among(text, allowed).tolist() == text.isin(list(allowed)).tolist(), allowed
+    objects, numbers = pd.Series(["a", 1, None], dtype=object), pd.Series([1.0, np.nan, 2.0])
+    assert is_among(objects, ["a", 1]).tolist() == [True, True, False]
+    assert is_among(numbers, [2.0]).tolist() == [False, False, True]

@@ -244,3 +244,20 @@ def test_readme_serve_section_is_there_and_the_readme_stays_small():
     assert len(readme) <= 8192, len(readme)
     text = readme.decode()
     assert "## Serve it" in text and "curl" in text and '"model_version"' in text
+
+
+def test_flat_events_reads_field_by_field_and_keeps_a_mixed_field_for_validation():
+    from leadtemp.adapters.pyfunc import flat_events
+
+    frame = pd.DataFrame({"lead_id": ["A", "B", "C"], "interactions": [
+        [{"timestamp": "2024-01-02", "type": "sms", "direction": "inbound", "value": 2},
+         {"timestamp": 20240103, "type": "call", "direction": "outbound"}],
+        [],
+        [{"timestamp": "2024-01-04", "type": "email", "direction": "inbound", "value": 1.5}]]})
+    events = flat_events(frame)
+    assert events["lead_id"].tolist() == ["A", "A", "C"] and events["_row"].tolist() == [1, 2, 1]
+    assert events["timestamp"].tolist() == ["2024-01-02", 20240103, "2024-01-04"]  # mixed: as given, for validation
+    assert pd.api.types.is_string_dtype(events["type"]) and events["type"].tolist() == ["sms", "call", "email"]
+    assert events["value"].dtype == float and events["value"].isna().tolist() == [False, True, False]
+    assert list(flat_events(frame.assign(interactions=[[], [], []])).columns) == [
+        "lead_id", "timestamp", "type", "direction", "_row"]

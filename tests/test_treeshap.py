@@ -88,3 +88,17 @@ def test_scorer_uses_the_fast_path_for_large_batches_with_the_same_reasons(small
     a = group_contributions(got, scorer.spec).to_numpy()
     b = group_contributions(want, scorer.spec).to_numpy()
     assert (_top3(a) == _top3(b)).all()
+
+
+def test_once_compiled_every_batch_uses_the_tables_with_the_same_reasons(small_result):
+    """What `leadtemp serve` does at start: a small batch then skips pred_contrib, and its reasons stay the same."""
+    scorer = dataclasses.replace(small_result.scorer)  # a copy: the session's scorer keeps its own path
+    rows = small_result.test.head(200)
+    want = scorer.contributions(rows)
+    assert scorer._fast is None  # below the threshold, uncompiled: LightGBM's own
+    scorer.compile_reasons()
+    got = scorer.contributions(rows)
+    assert scorer._fast.last_fallbacks == 0
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+    assert (_top3(group_contributions(got, scorer.spec).to_numpy())
+            == _top3(group_contributions(want, scorer.spec).to_numpy())).all()

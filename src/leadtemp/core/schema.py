@@ -74,6 +74,23 @@ def _fail(source: str, column: str, mask: np.ndarray | pd.Series, what: str, fra
     )
 
 
+def is_among(values: pd.Series, allowed: Iterable) -> np.ndarray:
+    """``values.isin(allowed)`` as a bool array, in one Arrow hash lookup for text.
+
+    pandas 3's ``isin`` on its Arrow-backed ``str`` builds one Arrow scalar per allowed value: 9 ms to
+    find 34,000 events' leads among 1,000 ids, against 0.5 ms here. Anything but text goes to pandas.
+    """
+    allowed = np.asarray(allowed if isinstance(allowed, (pd.Index, pd.Series, np.ndarray)) else list(allowed), dtype=object)
+    if not (pd.api.types.is_string_dtype(values.dtype) and values.dtype != object):
+        return values.isin(allowed).to_numpy(dtype=bool)
+    try:
+        value_set = pa.array(allowed, type=pa.string(), from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):  # an id that is not text: pandas' own rules
+        return values.isin(allowed).to_numpy(dtype=bool)
+    found = pc.is_in(pa.array(values), value_set=value_set)
+    return pc.fill_null(found, False).to_numpy(zero_copy_only=False).astype(bool, copy=False)
+
+
 def _require_columns(frame: pd.DataFrame, required: Iterable[str], source: str) -> None:
     if missing := sorted(set(required) - set(frame.columns)):
         raise SchemaError(f"{source}: missing columns {missing}; found {sorted(map(str, frame.columns))}")
@@ -472,19 +489,20 @@ def validate_interactions(interactions: pd.DataFrame, source: str, lead_ids: pd.
     _fail(source, c.lead_id, (ids.isna() | (ids == "")).to_numpy(dtype=bool, na_value=True), "have an empty lead id",
           frame, c.lead_id, problems)
     if lead_ids is not None:
-        _fail(source, c.lead_id, ~ids.isin(pd.Index(lead_ids)).to_numpy(), "refer to leads not in the leads table",
+        _fail(source, c.lead_id, ~is_among(ids, lead_ids), "refer to leads not in the leads table",
               frame, c.lead_id)
-    out = pd.DataFrame({LEAD_ID: ids.fillna("").astype(str).to_numpy()})
+    # text columns stay Arrow-backed (.array): a numpy round trip builds a Python str per value, twice
+    out = pd.DataFrame({LEAD_ID: ids.fillna("").astype(str).array})
     out[TIMESTAMP] = parse_timestamps(frame, c.timestamp, source, required=True, id_column=c.lead_id,
                                       problems=problems, rules=dates).to_numpy()
     kinds = frame[c.type].astype("string").str.strip()
     _fail(source, c.type, (kinds.isna() | (kinds == "")).to_numpy(dtype=bool, na_value=True), "have an empty type",
           frame, c.lead_id, problems)
-    out[TYPE] = kinds.fillna("").astype(str).to_numpy()
+    out[TYPE] = kinds.fillna("").astype(str).array
     direction = frame[c.direction].astype("string").str.strip().str.lower()
     _fail(source, c.direction, ~direction.isin(DIRECTIONS).fillna(False).to_numpy(),
           f"have a direction other than {list(DIRECTIONS)}", frame, c.lead_id, problems)
-    out[DIRECTION] = direction.fillna("").astype(str).to_numpy()
+    out[DIRECTION] = direction.fillna("").astype(str).array
     if c.value in frame.columns:
         out[VALUE] = parse_numbers(frame, c.value, source, c.lead_id, problems)
     return out

@@ -26,6 +26,7 @@ from leadtemp.core.schema import (
     TYPE,
     DateRules,
     RowProblems,
+    is_among,
     validate_interactions,
     validate_leads,
 )
@@ -145,7 +146,7 @@ def score_partition(leads: pd.DataFrame, events: pd.DataFrame, scorer: LeadScore
     reason = np.where(duplicate, [f"duplicate lead id ({c} rows)" for c in copies], reason)
 
     bad_events = events.loc[events[REJECT].notna()]
-    orphan = ~events[LEAD_ID].isin(pd.Index(ids)).to_numpy()
+    orphan = ~is_among(events[LEAD_ID], ids)
     event_reason = bad_events.drop_duplicates(LEAD_ID).set_index(LEAD_ID)
     for i in np.flatnonzero(pd.Series(ids).isin(event_reason.index).to_numpy() & pd.isna(reason)):
         first = event_reason.loc[ids[i]]
@@ -165,7 +166,7 @@ def score_partition(leads: pd.DataFrame, events: pd.DataFrame, scorer: LeadScore
         good[column] = good[column].astype("string")
     valid_events = events.loc[~orphan & events[REJECT].isna()].drop(columns=[REJECT, ROW])
     eligible, lost = scorer.eligible(good, valid_events, as_of, include_lost)
-    valid_events = valid_events.loc[valid_events[LEAD_ID].isin(pd.Index(eligible[LEAD_ID]))]
+    valid_events = valid_events.loc[is_among(valid_events[LEAD_ID], eligible[LEAD_ID])]
     if len(eligible):
         now = scorer.features_of(eligible, valid_events, as_of)
         scored = scorer.score_rows(now, reasons=reasons)

@@ -83,18 +83,27 @@ class LeadScorer:
     def contributions(self, features: pd.DataFrame, margin: np.ndarray | None = None) -> np.ndarray:
         """Exact TreeSHAP contributions (n, n_features + 1); the last column is the base value.
 
-        Small batches go to LightGBM's ``pred_contrib``; from ``FAST_REASONS_MIN_ROWS`` leads on, the
-        table-driven exact TreeSHAP of :mod:`leadtemp.core.treeshap` (same values to ~1e-15, several
-        times faster; compiled once per scorer). ``margin``: the booster's raw prediction of these
-        rows when the caller has it (the fast path checks that every row's values add up to it).
+        Small batches go to LightGBM's ``pred_contrib``; from ``FAST_REASONS_MIN_ROWS`` leads on, or
+        whatever the batch once :meth:`compile_reasons` has run, the table-driven exact TreeSHAP of
+        :mod:`leadtemp.core.treeshap` (same values to ~1e-15, several times faster; compiled once per
+        scorer). ``margin``: the booster's raw prediction of these rows when the caller has it (the
+        fast path checks that every row's values add up to it).
         """
-        if len(features) < FAST_REASONS_MIN_ROWS:
+        if self._fast is None and len(features) < FAST_REASONS_MIN_ROWS:
             return self.booster.predict(features[self.spec.columns], pred_contrib=True)
+        self.compile_reasons()
+        return self._fast(feature_matrix(features, self.spec), margin)
+
+    def compile_reasons(self) -> None:
+        """Compile the fast TreeSHAP tables now (a few seconds, once); from then on every batch uses them.
+
+        A long-lived process (``leadtemp serve``) pays this at start instead of LightGBM's ``pred_contrib``
+        on every request, which costs most of a request's time.
+        """
         if self._fast is None:
             from leadtemp.core.treeshap import ExactContributions
 
             self._fast = ExactContributions(self.booster)
-        return self._fast(feature_matrix(features, self.spec), margin)
 
     def eligible(self, leads: pd.DataFrame, interactions: pd.DataFrame, as_of: pd.Timestamp,
                  include_lost: bool = False) -> tuple[pd.DataFrame, int]:

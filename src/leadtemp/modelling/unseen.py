@@ -12,9 +12,10 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+import numpy as np
 import pandas as pd
 
-from leadtemp.core.schema import DIRECTION, LABEL, LEAD_ID, TYPE
+from leadtemp.core.schema import DIRECTION, LABEL, LEAD_ID, TYPE, is_among
 from leadtemp.modelling.partition import REJECT, ROW
 from leadtemp.modelling.scorer import LeadScorer
 
@@ -53,12 +54,18 @@ class Unseen:
             self.missing[column] += int(eligible[column].isna().sum())
         if spec.mode != "events" or valid.empty:
             return
-        known = pd.MultiIndex.from_tuples([(c.type, c.direction) for c in spec.channels], names=[TYPE, DIRECTION])
-        mine = valid.loc[valid[LEAD_ID].isin(pd.Index(eligible[LEAD_ID]))]
-        # declared steps and outcomes, and the types that close a lead as lost, have no channel
-        kinds = {t: spec.kind(t) for t in mine[TYPE].unique()}  # per type, not per event
-        touch = (mine[TYPE].map(kinds).eq("touch") & ~mine[TYPE].isin(spec.loss_rules.lost_types)).to_numpy()
-        new = mine.loc[~pd.MultiIndex.from_frame(mine[[TYPE, DIRECTION]]).isin(known) & touch]
+        known = {(c.type, c.direction) for c in spec.channels}
+        lost_types = set(spec.loss_rules.lost_types)
+        mine = valid.loc[is_among(valid[LEAD_ID], eligible[LEAD_ID])]
+        # decided per distinct (type, direction), not per event: declared steps and outcomes, and the
+        # types that close a lead as lost, have no channel
+        types, type_names = pd.factorize(mine[TYPE], use_na_sentinel=False)
+        directions, direction_names = pd.factorize(mine[DIRECTION], use_na_sentinel=False)
+        pairs, pair_of_event = np.unique(types * len(direction_names) + directions, return_inverse=True)
+        unseen = np.array([(t, d) not in known and t not in lost_types and spec.kind(t) == "touch"
+                           for t, d in ((type_names[p // len(direction_names)], direction_names[p % len(direction_names)])
+                                        for p in pairs)], dtype=bool)
+        new = mine.loc[unseen[pair_of_event.reshape(-1)]] if len(pairs) else mine.iloc[:0]
         self.unseen_types += new[LEAD_ID].nunique()
         pairs = new.drop_duplicates([LEAD_ID, TYPE, DIRECTION])
         self.types.update(f"'{t}' {d}" for t, d in zip(pairs[TYPE], pairs[DIRECTION]))

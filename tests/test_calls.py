@@ -77,3 +77,57 @@ def test_more_capacity_than_leads_plans_every_lead_and_says_so_and_no_rep_is_ref
     assert len(plan.calls) == 30 and plan.notes and "only 30 leads to call" in plan.notes[0]
     with pytest.raises(ConfigError, match="at least one rep"):
         plan_calls(scored, reps=0, per_rep=5, cooldown_days=7)
+
+
+def test_the_backtest_counts_the_conversions_a_team_would_have_reached_in_each_order():
+    from leadtemp.workflows.quarterly import calls_reached
+
+    frame = pd.DataFrame({
+        "lead_id": ["a", "b", "c", "d", "a", "b", "c", "d"],
+        "cutoff": pd.to_datetime(["2024-01-01"] * 4 + ["2024-02-01"] * 4),
+        "label": [1, 0, 1, 0, 0, 1, 0, 1],
+        "probability": [0.9, 0.8, 0.1, 0.2, 0.3, 0.9, 0.2, 0.1],
+        "margin": [2.0, 1.5, -2.0, -1.0, -0.5, 2.0, -1.0, -2.0],
+        "thermometer_score": [0, 3, 2, 1, 1, 0, 0, 3],
+        "lead_age_days": [40, 30, 20, 10, 71, 61, 51, 41],
+    })
+    got = calls_reached(frame, 1)
+    # leadtemp calls a (1) then b (1); the thermometer b (0) then d (1); newest first d (0) then d (1): of 4 conversions
+    assert got == {"calls_reached_leadtemp": 0.5, "calls_reached_thermometer": 0.25, "calls_reached_newest_first": 0.25}
+    assert calls_reached(frame, 4)["calls_reached_leadtemp"] == 1.0
+
+
+def test_the_calls_command_plans_the_day_and_refuses_what_it_cannot_plan(small_sim, small_result, tmp_path):
+    import dataclasses
+
+    from typer.testing import CliRunner
+
+    from conftest import ROOT
+    from leadtemp.cli import app
+    from test_batch import _export
+
+    scorer = dataclasses.replace(small_result.scorer, meta={**small_result.scorer.meta, "model_version": "3",
+                                                            "run_id": "0123abcd"})
+    small_sim.leads.to_parquet(tmp_path / "leads.parquet")
+    small_sim.interactions.to_parquet(tmp_path / "events.parquet")
+    args = ["calls", "--as-of", "2024-10-01", "--model", str(_export(scorer, tmp_path)), "--params",
+            str(ROOT / "params.yaml"), "--leads", str(tmp_path / "leads.parquet"), "--interactions",
+            str(tmp_path / "events.parquet")]
+    runner = CliRunner()
+    done = runner.invoke(app, [*args, "--reps", "3", "--per-rep", "5", "--out", str(tmp_path / "calls.csv")])
+    assert done.exit_code == 0, done.output
+    plan = pd.read_csv(tmp_path / "calls.csv", keep_default_na=False)
+    assert len(plan) == 15 and list(plan.groupby("rep").size()) == [5, 5, 5]
+    assert f"expected conversions {plan['probability'].sum():.1f}" in done.output and "wrote 15 calls" in done.output
+    features = scorer.features(small_sim.leads, small_sim.interactions, pd.Timestamp("2024-10-01")).set_index("lead_id")
+    last = features.loc[plan["lead_id"], "outbound_days_since_last"]
+    assert not (last < 7).any(), "nobody we contacted within the cooldown"
+    scored = scorer.score(small_sim.leads, small_sim.interactions, pd.Timestamp("2024-10-01")).set_index("lead_id")
+    open_ = scored.loc[~(features.loc[scored.index, "outbound_days_since_last"] < 7).to_numpy()]
+    assert plan["probability"].min() >= open_["probability"].nlargest(15).min() - 0.01
+    for more, message in ((["--reps", "3"], "give --reps N and --per-rep K"),
+                          (["--reps", "3", "--per-rep", "5", "--by", "nope"], "--by 'nope'"),
+                          (["--reps", "3", "--per-rep", "5", "--out", str(tmp_path / "leads.parquet")],
+                           "never writes over an input")):
+        refused = runner.invoke(app, [*args, *more])
+        assert refused.exit_code == 2 and message in refused.output and len(refused.output.strip().splitlines()) == 1

@@ -126,9 +126,10 @@ def test_a_challenger_is_the_same_whatever_happens_from_its_through_date_on(shif
 
 def test_backtest_prints_a_table_per_quarter_and_logs_a_parent_with_children(shifted, tmp_path):
     files = write(shifted.leads, shifted.interactions, tmp_path / "data")
-    result = cli("backtest", "--quarters", "2", *files)
+    result = cli("backtest", "--quarters", "2", "--reps", "4", "--per-rep", "25", *files)
     assert result.exit_code == 0, result.output
     assert "2024Q4" in result.output and "2025Q1" in result.output and "thermometer" in result.output
+    assert "a team making 100 calls at each cutoff would have reached" in result.output
     client = MlflowClient()
     runs = client.search_runs([client.get_experiment_by_name("leadtemp").experiment_id])
     parent = [r for r in runs if r.data.tags.get("kind") == "backtest"]
@@ -138,6 +139,8 @@ def test_backtest_prints_a_table_per_quarter_and_logs_a_parent_with_children(shi
         assert {"roc_auc", "pr_auc", "ece", "lift_in_top_10pct", "conversions_in_top_half", "thermometer_roc_auc",
                 "hot_conversion", "cold_share_of_leads"} <= set(child.data.metrics)
         assert not {"lift_at_10", "hot_rate", "top_half_capture"} & set(child.data.metrics)
+        reached = {who: child.data.metrics[f"calls_reached_{who}"] for who in ("leadtemp", "thermometer", "newest_first")}
+        assert all(0 < v < 1 for v in reached.values()) and reached["leadtemp"] > reached["newest_first"]
         assert child.data.params["trained_with_data_before"] in ("2024-10-01", "2025-01-01")
         # The run name states the quarter tested and the data its model learned from.
         assert child.info.run_name == (f"backtest {child.data.tags['quarter']}: train "

@@ -513,14 +513,21 @@ def _check_plot(p: Params, plot: Path) -> None:
     check_writable_file("--plot", plot)
 
 
-def backtest(params: Params | str | Path = "params.yaml", quarters: int = 4) -> BacktestRun:
-    """Rolling origin: each of the last ``quarters`` quarters tested on a model trained with the data known before it."""
+def backtest(params: Params | str | Path = "params.yaml", quarters: int = 4, reps: int | None = None,
+             per_rep: int | None = None) -> BacktestRun:
+    """Rolling origin: each of the last ``quarters`` quarters tested on a model trained with the data known before it.
+
+    With a team's capacity (``reps`` x ``per_rep`` calls a day, or params ``calls:``), each quarter also gets the share
+    of its conversions the team would have reached following leadtemp, the thermometer and the newest leads first."""
     quiet_mlflow()
     from leadtemp.adapters.tracking import log_backtest
     from leadtemp.workflows.quarterly import backtest as run
 
     p = params_with(params)
-    result = run(*load_data(p), p, quarters)
+    reps, per_rep = reps if reps is not None else p.calls.reps, per_rep if per_rep is not None else p.calls.per_rep
+    if (reps is None) != (per_rep is None) or any(v is not None and v < 1 for v in (reps, per_rep)):
+        raise ConfigError("a team's capacity needs both --reps N and --per-rep K, each at least 1")
+    result = run(*load_data(p), p, quarters, reps * per_rep if reps is not None else None)
     return BacktestRun(result, log_backtest(result, p))
 
 
@@ -649,3 +656,57 @@ def _check_output(p: Params, path: Path, option: str) -> None:
     inputs = [(what, Path(f)) for what, f in (("leads", p.data.leads), ("interactions", p.data.interactions)) if f]
     check_separate(inputs, [(option, path)])
     check_writable_file(option, path)
+
+
+@dataclass
+class Calls:
+    """``leadtemp calls``: the day's plan (workflows/calls.py) and the model version that scored."""
+
+    as_of: pd.Timestamp
+    model_version: str
+    plan: object  # workflows.calls.CallPlan
+    out: Path | None = None
+
+
+def calls(params: Params | str | Path, as_of: str | pd.Timestamp, reps: int | None = None, per_rep: int | None = None,
+          by: str | None = None, cooldown_days: float | None = None, out: str | Path | None = None,
+          model: str | None = None) -> Calls:
+    """Who each rep calls on ``as_of``, in which order: the leads with the most expected conversions the team can
+    reach that day (``reps`` x ``per_rep`` calls, from params ``calls:`` when not given), skipping leads we contacted
+    within ``cooldown_days``; ``by``: keep each rep on one value of this lead column (region, segment).
+    ``out``: also write the plan, one row per call (CSV/Parquet, checked before any work)."""
+    from leadtemp.core.schema import LEAD_ID
+    from leadtemp.workflows.calls import plan_calls
+
+    p = params_with(params)
+    when = parse_as_of(as_of, p.data.mode)
+    reps, per_rep = reps if reps is not None else p.calls.reps, per_rep if per_rep is not None else p.calls.per_rep
+    if reps is None or per_rep is None:
+        raise ConfigError("how many calls? give --reps N and --per-rep K (or calls.reps and calls.per_rep in params)")
+    cooldown = p.calls.cooldown_days if cooldown_days is None else cooldown_days
+    if cooldown < 0:
+        raise ConfigError(f"--cooldown-days {cooldown:g}: give 0 or more days")
+    if by is not None and by in p.data.excluded:
+        raise ConfigError(f"--by {by!r} is in data.excluded (personal data): group the calls by another column")
+    if out is not None:
+        _check_output(p, Path(out), "--out")
+    leads, events = load_data(p)
+    if by is not None and by not in leads.columns:
+        raise ConfigError(f"--by {by!r}: {p.data.leads} has no such column")
+    scorer, version = load_model(p, model)
+    eligible, _ = scorer.eligible(leads, events, when)
+    features = scorer.features_of(eligible, events, when)
+    rows = scorer.score_rows(features).reset_index(drop=True)
+    for column in ("just_turned_active", "outbound_days_since_last", "thermometer_score"):
+        if column in features.columns:
+            rows[column] = features[column].to_numpy()
+    if by is not None:
+        rows[by] = rows[LEAD_ID].map(leads.drop_duplicates(LEAD_ID).set_index(LEAD_ID)[by]).to_numpy()
+    plan = plan_calls(rows, reps, per_rep, cooldown, by)
+    if out is not None:
+        from leadtemp.adapters.files import write_table
+        from leadtemp.adapters.paths import storage_errors
+
+        with storage_errors(f"--out {out}"):
+            write_table(plan.calls, out)
+    return Calls(when, version, plan, Path(out) if out is not None else None)

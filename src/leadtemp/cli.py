@@ -374,6 +374,11 @@ def ui(
 @_errors
 def backtest(
     quarters: Annotated[int, typer.Option("--quarters", min=1, help="How many of the newest fully labelled quarters to test.")] = 4,
+    reps: Annotated[Optional[int], typer.Option(
+        "--reps", help="With --per-rep: a team's capacity; each quarter also shows the share of its conversions the "
+        "team would have reached at each cutoff following leadtemp, the thermometer and the newest leads first "
+        "(default: calls.reps and calls.per_rep in params, if set).")] = None,
+    per_rep: Annotated[Optional[int], typer.Option("--per-rep", help="Calls each rep makes a day (see --reps).")] = None,
     params: ParamsOpt = Path("params.yaml"),
     leads: LeadsOpt = None,
     interactions: InterOpt = None,
@@ -387,7 +392,7 @@ def backtest(
     from leadtemp.api import backtest as run
 
     console = Console(width=max(Console().width, 130))  # the table stays whole in logs and pipes (80 columns)
-    done = run(_params(params, leads, interactions), quarters)
+    done = run(_params(params, leads, interactions), quarters, reps, per_rep)
     table = done.backtest.table()
     out = Table("quarter", "fitted to", "snapshots", "converted", "ROC-AUC", "within a cutoff", "thermometer", "PR-AUC", "ECE",
                 "lift@10%", "hot", "warm", "cold", title="labels fitted up to 'fitted to'; conversion rate by bucket "
@@ -401,6 +406,14 @@ def backtest(
     console.print(out)
     for line in _thermometer_not_applicable(table):
         console.print(line)
+    if "calls_reached_leadtemp" in table.columns:
+        console.print(f"share of the quarter's conversions a team making {int(table['calls_per_cutoff'].iloc[0]):,} "
+                      "calls at each cutoff would have reached, calling in each order:")
+        calls = Table("quarter", "leadtemp", "thermometer", "newest first")
+        for row in table.itertuples():
+            shares = [getattr(row, f"calls_reached_{who}", float("nan")) for who in ("leadtemp", "thermometer", "newest_first")]
+            calls.add_row(row.quarter, *["n/a" if v != v else f"{v:.1%}" for v in shares])
+        console.print(calls)
     console.print(f"mean ROC-AUC {table['roc_auc'].mean():.3f}; MLflow run {done.run_id}")
 
 
@@ -538,6 +551,54 @@ def changes(
     console.print(table)
     if done.out is not None:
         console.print(f"wrote {len(done.crossed):,} leads to {done.out}")
+
+
+@app.command()
+@_errors
+def calls(
+    as_of: AsOfOpt = None,
+    reps: Annotated[Optional[int], typer.Option("--reps", help="Reps calling that day (default: calls.reps in params).")] = None,
+    per_rep: Annotated[Optional[int], typer.Option(
+        "--per-rep", help="Calls each rep makes that day (default: calls.per_rep in params).")] = None,
+    by: Annotated[Optional[str], typer.Option(
+        "--by", help="Keep each rep on one value of this lead column (region, segment); reps go to the groups where "
+        "they add the most expected conversions.")] = None,
+    cooldown_days: Annotated[Optional[float], typer.Option(
+        "--cooldown-days", help="Leave leads we contacted within this many days for another day (default: "
+        "calls.cooldown_days, 7).")] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        "--out", help="Write the plan, one row per call (rep, order, lead, probability, bucket, reasons), to this "
+        "CSV/Parquet file.")] = None,
+    model: ModelOpt = None,
+    params: ParamsOpt = Path("params.yaml"),
+    leads: LeadsOpt = None,
+    interactions: InterOpt = None,
+) -> None:
+    """Who each rep calls today, in which order: the leads with the most expected conversions the team can reach,
+    balanced between reps, just-turned-active leads first within a score, recently contacted leads left for later
+    (docs/calls.md)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from leadtemp.api import calls as run
+
+    p = _params(params, leads, interactions)
+    done = run(p, _as_of(as_of, p.data.mode), reps, per_rep, by, cooldown_days, out, model)
+    plan, console = done.plan, Console()
+    for note in plan.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    thermometer = (f", the thermometer's plan of as many calls {plan.thermometer_expected:.1f}"
+                   if plan.thermometer_expected is not None else "")
+    console.print(f"{len(plan.calls):,} calls as of {done.as_of:%Y-%m-%d} (model version {done.model_version}) "
+                  f"from {plan.eligible:,} scorable leads ({plan.cooled:,} contacted by us within the cooldown): "
+                  f"expected conversions {plan.expected:.1f}{thermometer}, a random plan {plan.random_expected:.1f} "
+                  "(each by the model's calibrated chances)")
+    table = Table(*[str(c) for c in plan.per_rep.columns])
+    for row in plan.per_rep.itertuples(index=False):
+        table.add_row(*[f"{v:.2f}" if isinstance(v, float) else str(v) for v in row])
+    console.print(table)
+    if done.out is not None:
+        console.print(f"wrote {len(plan.calls):,} calls to {done.out}")
 
 
 @app.command()

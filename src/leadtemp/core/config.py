@@ -230,6 +230,13 @@ class Drift:
 
 
 @dataclass(frozen=True)
+class Calls:
+    reps: int | None = None          # leadtemp calls: reps calling that day (--reps overrides)
+    per_rep: int | None = None       # calls each rep makes that day (--per-rep overrides)
+    cooldown_days: float = 7.0       # leads we contacted within this many days are left for another day
+
+
+@dataclass(frozen=True)
 class Params:
     data: Data = field(default_factory=Data)
     snapshots: Snapshots = field(default_factory=Snapshots)
@@ -243,6 +250,7 @@ class Params:
     simulate: Simulate = field(default_factory=Simulate)
     retrain: Retrain = field(default_factory=Retrain)
     drift: Drift = field(default_factory=Drift)
+    calls: Calls = field(default_factory=Calls)
     events: dict[str, EventType] = field(default_factory=dict)
 
     def lost_types(self) -> tuple[str, ...]:
@@ -310,6 +318,12 @@ class Params:
             problems.append("buckets: need 0 < hot_share and hot_share + warm_share < 1")
         if not (0 < b.warm_probability <= b.hot_probability < 1):
             problems.append("buckets: need 0 < warm_probability <= hot_probability < 1")
+        c = self.calls
+        if any(v is not None and (not isinstance(v, int) or v < 1) for v in (c.reps, c.per_rep)):
+            problems.append(f"calls: reps and per_rep must be whole numbers of at least 1 (or left empty), not "
+                            f"{c.reps!r} and {c.per_rep!r}")
+        if not c.cooldown_days >= 0:
+            problems.append(f"calls.cooldown_days must be 0 or more days, not {c.cooldown_days!r}")
         if not (0 <= b.steady_within < 1):
             problems.append(f"buckets.steady_within must be a probability change in [0, 1), not {b.steady_within!r}")
         s = self.splits

@@ -105,6 +105,8 @@ def plan_calls(scored: pd.DataFrame, reps: int, per_rep: int, cooldown_days: flo
         first_rep += n
     calls = pd.concat(parts, ignore_index=True) if parts else open_.head(0).assign(rep=pd.Series(dtype=int))
     calls["order"] = calls.groupby("rep").cumcount() + 1
+    if "just_turned_active" in calls.columns:
+        calls["just_turned_active"] = calls["just_turned_active"].fillna(0).astype(bool)
     calls = calls.sort_values(["rep", "order"], kind="stable").reset_index(drop=True)
     if by is not None and (idle := reps - sum(given.values())):
         notes.append(f"{idle} rep(s) without calls: no group has leads left for them")

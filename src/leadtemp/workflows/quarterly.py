@@ -98,6 +98,30 @@ def window_metrics(frame: pd.DataFrame) -> dict[str, float]:
     return metrics
 
 
+def calls_reached(frame: pd.DataFrame, calls: int) -> dict[str, float]:
+    """The share of the window's conversions a team making ``calls`` calls at each cutoff would have reached, calling
+    the leads in leadtemp's order (probability, then margin), the thermometer's, or the newest leads first (the order
+    they arrived in, the usual queue without a score). Conversions within the horizon of each cutoff."""
+    if "cutoff" not in frame.columns:
+        return {}
+    y = frame["label"].to_numpy(dtype=float)
+    ids = frame[LEAD_ID].astype(str).to_numpy()
+    orders = {"leadtemp": (ids, -frame["margin"].to_numpy(dtype=float), -frame["probability"].to_numpy(dtype=float))}
+    if "thermometer_score" in frame.columns and thermometer_constant(frame["thermometer_score"]) is None:
+        orders["thermometer"] = (ids, -frame["thermometer_score"].to_numpy(dtype=float))
+    if "lead_age_days" in frame.columns:
+        orders["newest_first"] = (ids, frame["lead_age_days"].to_numpy(dtype=float))
+    cutoff = frame["cutoff"].to_numpy()
+    reached = dict.fromkeys(orders, 0.0)
+    for c in np.unique(cutoff):
+        rows = np.flatnonzero(cutoff == c)
+        for name, keys in orders.items():  # lexsort: the last key is the primary one
+            first = rows[np.lexsort(tuple(k[rows] for k in keys))][:calls]
+            reached[name] += y[first].sum()
+    total = y.sum()
+    return {f"calls_reached_{name}": value / total for name, value in reached.items()} if total else {}
+
+
 # -- backtest -------------------------------------------------------------------------------------
 
 def backtest_quarters(cutoffs: pd.DatetimeIndex, until: pd.Timestamp, params: Params, k: int) -> list[pd.Timestamp]:
@@ -112,11 +136,13 @@ def backtest_quarters(cutoffs: pd.DatetimeIndex, until: pd.Timestamp, params: Pa
     return complete[-k:]
 
 
-def backtest(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, k: int) -> Backtest:
+def backtest(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, k: int, calls: int | None = None) -> Backtest:
     """Rolling origin: for each of the last ``k`` quarters, train with the data known at its start, test on it.
 
     Each model is what ``retrain --through <quarter start>`` would have trained; its test is every
-    cutoff of the quarter, labelled from the full data.
+    cutoff of the quarter, labelled from the full data. ``calls``: a team's calls per day; each quarter also
+    gets the share of its conversions the team would have reached in leadtemp's order, the thermometer's and
+    the newest leads first (:func:`calls_reached`).
     """
     _require_events(params, "backtest")
     until = observed_until(leads, interactions, params.snapshots.observed_until)
@@ -131,7 +157,10 @@ def backtest(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, k:
                             "ask for fewer --quarters") from exc
         window = cutoffs[(cutoffs >= start) & (cutoffs < start + QUARTER)]
         frame = score_window(result.scorer, leads, interactions, window, until)
-        folds.append(Fold(_quarter(start), start, result, window_metrics(frame)))
+        metrics = window_metrics(frame)
+        if calls is not None:
+            metrics.update(calls_reached(frame, calls), calls_per_cutoff=float(calls))
+        folds.append(Fold(_quarter(start), start, result, metrics))
     return Backtest(folds)
 
 

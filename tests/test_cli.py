@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import mlflow
@@ -39,8 +40,11 @@ def trained(tmp_path_factory):
     sim = run("simulate", "--out", "sim", "--leads", "1500", "--months", "24", "--seed", "5")
     assert sim.exit_code == 0, sim.output
     files = ["--leads", "sim/leads.parquet", "--interactions", "sim/interactions.parquet"]
+    began = time.time()
     trained = run("train", *files)
+    took = time.time() - began
     assert trained.exit_code == 0, trained.output
+    (home / "train-seconds.txt").write_text(f"{began} {took}")
     yield home, files, trained.output
     mp.undo()
 
@@ -83,6 +87,9 @@ def test_run_logs_metrics_plots_fingerprint_without_personal_data(in_home):
     # What the auto settings became and what the folds chose, beside the params that say "auto".
     assert run.data.params["snapshots.horizon_days"] == "auto" and run.data.params["chosen.horizon_days"] == "90"
     assert run.data.params["chosen.family"] in {"trees", "additive"} and "folds_roc_auc" in run.data.metrics
+    # The run's duration is the training's, not only the logging's (it was 3.4 s for a minute of training).
+    began, took = map(float, (home / "train-seconds.txt").read_text().split())
+    assert began * 1000 <= run.info.start_time and run.info.end_time - run.info.start_time >= 0.6 * took * 1000
     # The MLflow UI opens the experiment on its runs (model training), not on the GenAI traces view.
     assert client.get_experiment_by_name("leadtemp").tags["mlflow.experimentKind"] == "custom_model_development"
     # The run, the registered version and the registry say what the model is: its cut-offs, quality and period.

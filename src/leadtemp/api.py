@@ -15,6 +15,7 @@ Heavy libraries (MLflow, LightGBM, Spark) are imported inside the functions that
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -178,10 +179,11 @@ def train(params: Params | str | Path = "params.yaml", leads: pd.DataFrame | Non
     from leadtemp.workflows.train import train as fit
 
     p = params_with(params)
+    started = time.time()
     if leads is None:
         leads, interactions = load_data(p)
     result = fit(leads, interactions, p, source_hashes=input_hashes(p))
-    return Trained(result, log_run(result, p, export_dir=p.mlflow.export_dir))
+    return Trained(result, log_run(result, p, export_dir=p.mlflow.export_dir, started=started))
 
 
 def score_leads(leads: pd.DataFrame, interactions: pd.DataFrame, as_of: str | pd.Timestamp,
@@ -540,11 +542,12 @@ def retrain(params: Params | str | Path = "params.yaml", through: str | pd.Times
 
     when = parse_as_of(through, option="--through")
     p = params_with(params)
+    started = time.time()
     lead_table, events = load_data(p)
     champion = load_champion(p)
     scorer, version = champion if champion else (None, None)
     report = run(lead_table, events, p, when, scorer, version)
-    return Retrained(report, log_retrain(report, p, p.mlflow.export_dir, dry_run))
+    return Retrained(report, log_retrain(report, p, p.mlflow.export_dir, dry_run, started))
 
 
 @dataclass(frozen=True)
@@ -558,7 +561,6 @@ def report(params: Params | str | Path = "params.yaml", out: str | Path = "repor
     """Write the model report of MLflow run ``run`` (default: the run of the registry's champion) to ``out``:
     one self-contained HTML page (docs/report.md). ``out`` is checked before any work: an .html name, never over
     a file that is not an earlier report."""
-    import time
 
     quiet_mlflow()
     from leadtemp.adapters.report import champion_run, check_report_out, check_store, read_run, render, write_report

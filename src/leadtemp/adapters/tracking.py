@@ -119,10 +119,26 @@ def data_period(result: TrainingResult) -> str:
     return f"{_day(result.fingerprint.get('created_from'))}\u2026{_day(result.scorer.meta.get('trained_through'))}"
 
 
+def _start_run(experiment: str, run_name: str, started: float | None):
+    """``mlflow.start_run`` in ``experiment`` (made active by :func:`use_experiment`), its start time set back to
+    ``started`` when given."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    if started is None:
+        return mlflow.start_run(run_name=run_name)
+    experiment_id = mlflow.get_experiment_by_name(experiment).experiment_id
+    run = MlflowClient().create_run(experiment_id, start_time=int(started * 1000), run_name=run_name)
+    return mlflow.start_run(run_id=run.info.run_id)
+
+
 def log_run(result: TrainingResult, params: Params, export_dir: str | Path | None = None, *,
             register: bool = True, claim_champion: bool = True, run_name: str | None = None,
-            extra: Callable[[], None] | None = None) -> LoggedModel:
+            extra: Callable[[], None] | None = None, started: float | None = None) -> LoggedModel:
     """One MLflow run: params, fingerprint, metrics, plots and the pyfunc model.
+
+    ``started``: when the work began (``time.time()``), so the run's duration in the UI is the training's and not
+    only the logging's.
 
     ``register``: add the model to the registry as a new version (it never replaces one);
     ``claim_champion``: give it the alias ``champion`` if no version has it yet and it passed every
@@ -137,7 +153,7 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
     use_experiment(params.mlflow.experiment)
     name = params.mlflow.registered_model
     run_name = run_name or f"train {data_period(result)}"
-    with mlflow.start_run(run_name=run_name) as run:
+    with _start_run(params.mlflow.experiment, run_name, started) as run:
         mlflow.log_params(params_in_force(params))
         # What `auto` settings became, and what the rolling-origin folds chose (the params above say "auto").
         chosen = {**{f"chosen.{k}": v for k, v in result.scorer.meta.get("cadence", {}).items()},
@@ -395,7 +411,8 @@ def _log_retrain(report: RetrainReport, dry_run: bool) -> None:
             mlflow.log_text("\n".join(report.drift.warnings) + "\n", "drift_warnings.txt")
 
 
-def log_retrain(report: RetrainReport, params: Params, export_dir: str | Path | None, dry_run: bool) -> LoggedModel | None:
+def log_retrain(report: RetrainReport, params: Params, export_dir: str | Path | None, dry_run: bool,
+                started: float | None = None) -> LoggedModel | None:
     """Log the retrain; register the challenger as a new version (not on a dry run); move the aliases if promoted.
 
     Promotion: ``champion`` moves to the challenger, ``previous`` to the version it replaces, and the
@@ -407,12 +424,13 @@ def log_retrain(report: RetrainReport, params: Params, export_dir: str | Path | 
     run_name = retrain_run_name(report)
     if report.challenger is None:  # nothing to log but the decision
         use_experiment(params.mlflow.experiment)
-        with mlflow.start_run(run_name=run_name):
+        with _start_run(params.mlflow.experiment, run_name, started):
             mlflow.log_params(params_in_force(params))
             _log_retrain(report, dry_run)
         return None
     logged = log_run(report.challenger, params, None if dry_run else export_dir, register=not dry_run,
-                     claim_champion=False, run_name=run_name, extra=lambda: _log_retrain(report, dry_run))
+                     claim_champion=False, run_name=run_name, extra=lambda: _log_retrain(report, dry_run),
+                     started=started)
     if report.promote and not dry_run:
         client, name = MlflowClient(), params.mlflow.registered_model
         if report.champion_version is not None:

@@ -189,7 +189,7 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
             example = (_input_example(result), {"as_of": str(_example_as_of(result).date())})
             if extra is not None:
                 extra()
-            info = mlflow.pyfunc.log_model(name="model", registered_model_name=name if register else None,
+            info = mlflow.pyfunc.log_model(name=name, registered_model_name=name if register else None,
                                            **pyfunc_arguments(result.scorer, scorer_dir, example))
             if not register:
                 log_report(run.info.run_id, name)

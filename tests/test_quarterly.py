@@ -148,6 +148,14 @@ def test_backtest_prints_a_table_per_quarter_and_logs_a_parent_with_children(shi
                                        f"{child.data.params['trained_through']}")
     assert parent[0].info.run_name.startswith("backtest 2024Q4\u20262025Q1, first model train ")
     assert "mean_lift_in_top_10pct" in parent[0].data.metrics
+    # Its page: logged to the parent run, and written by `leadtemp report --run PARENT`.
+    logged = mlflow.artifacts.load_text(f"runs:/{parent[0].info.run_id}/report.html")
+    written = cli("report", "--run", parent[0].info.run_id, "--out", str(tmp_path / "backtest.html"))
+    assert written.exit_code == 0, written.output
+    page = (tmp_path / "backtest.html").read_text()
+    for text in (logged, page):
+        assert "Backtest report" in text and "2024Q4" in text and "2025Q1" in text and "What a team of 100 calls" in text
+        assert not any(lead in text for lead in shifted.leads["lead_id"].head(200)), "no lead ids"
 
 
 def test_backtest_asks_only_for_quarters_it_can_label(shifted, tmp_path):

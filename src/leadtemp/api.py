@@ -563,14 +563,27 @@ def report(params: Params | str | Path = "params.yaml", out: str | Path = "repor
     a file that is not an earlier report."""
 
     quiet_mlflow()
-    from leadtemp.adapters.report import champion_run, check_report_out, check_store, read_run, render, write_report
+    from leadtemp.adapters.report import (
+        BacktestRun,
+        champion_run,
+        check_report_out,
+        check_store,
+        read_backtest,
+        read_run,
+        render,
+        render_backtest,
+        write_report,
+    )
 
     started = time.perf_counter()
     p, out = params_with(params), Path(out)
     check_report_out(out)
     check_store()
     run_id = run or champion_run(p.mlflow.registered_model)
-    page = render(read_run(run_id, p.mlflow.registered_model))
+    try:
+        page = render(read_run(run_id, p.mlflow.registered_model))
+    except BacktestRun:  # a backtest's parent run: its quarter table and chart
+        page = render_backtest(run_id, *read_backtest(run_id))
     return Report(write_report(page, out), run_id, time.perf_counter() - started)
 
 

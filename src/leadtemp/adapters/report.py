@@ -150,6 +150,8 @@ def read_run(run_id: str, model_name: str) -> RunFacts:
         run = client.get_run(run_id)
     except MlflowException:
         raise ConfigError(f"--run {run_id}: no such MLflow run in {_store()}") from None
+    if run.data.tags.get("kind") == "backtest":
+        raise BacktestRun(run_id)
     if "test_roc_auc" not in run.data.metrics:
         kind = run.data.tags.get("kind", "a run without a trained model")
         raise ConfigError(f"--run {run_id} ({run.info.run_name}) is {kind}, not a training run: it logged no test "
@@ -502,6 +504,134 @@ the test slice (newest labelled data, never trained on).</p>
 personal data. See docs/report.md for what each section means.</footer>
 </main></body></html>
 """
+
+
+# -- a backtest's page ----------------------------------------------------------------------------------
+
+class BacktestRun(Exception):
+    """``read_run`` met a backtest's parent run: its page is :func:`render_backtest`."""
+
+    def __init__(self, run_id: str):
+        super().__init__(run_id)
+        self.run_id = run_id
+
+
+BACKTEST_TABLE = "backtest.csv"
+
+
+def read_backtest(run_id: str) -> tuple[str, pd.DataFrame, dict[str, str]]:
+    """A backtest parent run's name, its quarter table (``backtest.csv``) and tags."""
+    import io
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    run = MlflowClient().get_run(run_id)
+    text = mlflow.artifacts.load_text(f"runs:/{run_id}/{BACKTEST_TABLE}")
+    return run.info.run_name or run_id, pd.read_csv(io.StringIO(text)), dict(run.data.tags)
+
+
+def _backtest_chart(table: pd.DataFrame) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def draw(path: Path) -> None:
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        x = np.arange(len(table))
+        ax.plot(x, table["roc_auc"], marker="o", label="leadtemp")
+        if "thermometer_roc_auc" in table.columns and table["thermometer_roc_auc"].notna().any():
+            ax.plot(x, table["thermometer_roc_auc"], marker="s", linestyle="--", label="thermometer rule")
+        ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":", label="chance")
+        ax.set_xticks(x, table["quarter"].astype(str))
+        rows = int(table["rows"].sum()) if "rows" in table.columns else 0
+        ax.set(ylabel="ROC-AUC", title=f"ROC-AUC per quarter, {len(table)} quarters, {rows:,} rows", ylim=(0.4, 1.0))
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+
+    return _png(draw)
+
+
+def render_backtest(run_id: str, run_name: str, table: pd.DataFrame, tags: dict[str, str],
+                    generated: pd.Timestamp | None = None) -> str:
+    """The page of a backtest: the verdict over its quarters, the quarter table and a chart (no personal data)."""
+    generated = generated or pd.Timestamp.now().floor("s")
+    n = len(table)
+    thermo = table["thermometer_roc_auc"] if "thermometer_roc_auc" in table.columns else pd.Series(np.nan, table.index)
+    beat = int((table["roc_auc"] > thermo).sum())
+    comparable = int(thermo.notna().sum())
+    ordered = int(((table.get("hot_rate") > table.get("warm_rate")) & (table.get("warm_rate") > table.get("cold_rate"))).sum()) \
+        if {"hot_rate", "warm_rate", "cold_rate"} <= set(table.columns) else 0
+    head = (f"Over {n} quarter(s), each scored by the model trained with only the data known at its start, leadtemp "
+            f"ranked leads with a mean ROC-AUC of {table['roc_auc'].mean():.3f}.")
+    lines = [f"It ranked better than the thermometer rule in {beat} of {comparable} quarter(s) where that rule ranks "
+             f"anyone (mean {thermo.mean():.3f})." if comparable else "The thermometer rule ranked nobody here (n/a).",
+             f"Hot converted more than warm, and warm more than cold, in {ordered} of {n} quarter(s).",
+             f"Calibration error (ECE) per quarter: {table['ece'].min():.3f} to {table['ece'].max():.3f}."]
+    if "calls_reached_leadtemp" in table.columns:
+        calls = int(table["calls_per_cutoff"].iloc[0])
+        lines.append(f"A team making {calls:,} calls at each cutoff would have reached "
+                     f"{table['calls_reached_leadtemp'].mean():.1%} of the conversions calling in leadtemp's order, "
+                     + (f"{table['calls_reached_thermometer'].mean():.1%} in the thermometer's, "
+                        if "calls_reached_thermometer" in table.columns else "")
+                     + (f"{table['calls_reached_newest_first'].mean():.1%} newest first (means over the quarters)."
+                        if "calls_reached_newest_first" in table.columns else "(mean over the quarters)."))
+    bad = comparable > 0 and beat < comparable / 2
+    columns = [("quarter", "quarter", str), ("trained_through", "labels up to", str), ("rows", "rows", lambda v: f"{int(v):,}"),
+               ("positive_rate", "converted", _pct), ("roc_auc", "ROC-AUC", "{:.3f}".format),
+               ("within_cutoff_roc_auc", "within a cutoff", "{:.3f}".format),
+               ("thermometer_roc_auc", "thermometer", "{:.3f}".format), ("ece", "ECE", "{:.4f}".format),
+               ("hot_rate", "hot", _pct), ("warm_rate", "warm", _pct), ("cold_rate", "cold", _pct)]
+    def html_table(columns: list) -> str:
+        shown = [c for c in columns if c[0] in table.columns]
+        rows = "".join("<tr>" + "".join(f"<td>{esc('n/a' if pd.isna(r[c]) else f(r[c]))}</td>" for c, _, f in shown)
+                       + "</tr>" for _, r in table.iterrows())
+        return "<table><tr>" + "".join(f"<th>{esc(t)}</th>" for _, t, _ in shown) + f"</tr>{rows}</table>"
+
+    calls_table = ""
+    if "calls_reached_leadtemp" in table.columns:
+        calls_table = (f"<h2>What a team of {int(table['calls_per_cutoff'].iloc[0]):,} calls a day reaches</h2>"
+                       "<p class=\"note\">The share of each quarter's conversions reached by calling that many leads at "
+                       "each cutoff, in leadtemp's order, the thermometer rule's, or the newest leads first.</p>"
+                       + html_table([("quarter", "quarter", str)] + [(f"calls_reached_{w}", w.replace("_", " "), _pct)
+                                                                     for w in ("leadtemp", "thermometer", "newest_first")]))
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+{REPORT_MARKER}
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>leadtemp backtest report: {esc(run_name)}</title>
+<style>{CSS}</style></head>
+<body><main>
+<h1>Backtest report</h1>
+<p class="sub">{esc(run_name)} \u00b7 MLflow run {esc(run_id)}</p>
+<section id="verdict"{' class="bad"' if bad else ''}>
+<p class="head">{esc(head)}</p>
+<ul>{''.join(f'<li>{esc(line)}</li>' for line in lines)}</ul>
+</section>
+<h2>Quarter by quarter</h2>
+<p class="note">Each quarter's model learned from the data known at the quarter's start (labels up to the date shown);
+every cutoff of the quarter was then scored and judged on what happened within the horizon. Conversion by bucket on the
+right.</p>
+{html_table(columns)}
+<div class="charts"><figure>{_backtest_chart(table)}<figcaption>ROC-AUC of each quarter's model on that quarter, beside the
+thermometer rule's; 0.5 is chance.</figcaption></figure></div>
+{calls_table}
+<footer>Generated {esc(generated)} by <code>leadtemp report</code> from MLflow run {esc(run_id)}
+(git commit {esc(tags.get('git_commit', 'unknown'))[:12]}). Counts, dates and rates only: no lead ids or personal
+data. See docs/report.md.</footer>
+</main></body></html>
+"""
+
+
+def log_backtest_report(run_id: str) -> None:
+    """Add the backtest's page to its parent run as report.html."""
+    from mlflow import MlflowClient
+
+    name, table, tags = read_backtest(run_id)
+    MlflowClient().log_text(run_id, render_backtest(run_id, name, table, tags), REPORT_ARTIFACT)
 
 
 # -- the file -------------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import pandas as pd
 
 from leadtemp.adapters.metric_names import logged_metrics, metric_name
 from leadtemp.adapters.plots import plot_gains, plot_reliability, plot_shap_summary, slice_caption
-from leadtemp.adapters.report import log_report, log_report_data
+from leadtemp.adapters.report import log_backtest_report, log_report, log_report_data
 from leadtemp.core.config import CHAMPION, PREVIOUS, Params
 from leadtemp.core.errors import ConfigError
 from leadtemp.core.schema import CREATED_AT
@@ -385,6 +385,7 @@ def log_backtest(backtest: Backtest, params: Params) -> str:
                 mlflow.log_params({f"fingerprint.{k}": v for k, v in fold.result.fingerprint.items()
                                    if k != "lead_columns"})
                 mlflow.log_metrics(logged_metrics(fold.metrics))
+    log_backtest_report(parent.info.run_id)
     return parent.info.run_id
 
 

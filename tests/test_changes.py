@@ -189,3 +189,21 @@ def test_score_refuses_changes_it_cannot_vouch_for(files):
         assert refused.exit_code == 2, (more, refused.output)
         assert message in refused.output and len(refused.output.strip().splitlines()) == 1, refused.output
         assert not out.exists()
+
+
+def test_explain_since_says_how_the_lead_moved_in_the_terminal_and_on_its_card(files, moved):
+    import html as html_lib
+
+    folder, model = files
+    mover = crossed(moved).iloc[0]
+    card = folder / "card.html"
+    done = CliRunner().invoke(app, ["explain", str(mover["lead_id"]), "--as-of", str(LATER.date()), "--since",
+                                    str(EARLIER.date()), "--html", str(card), "--model", str(model), "--params",
+                                    str(ROOT / "params.yaml"), "--leads", str(folder / "leads.parquet"),
+                                    "--interactions", str(folder / "events.parquet")], terminal_width=400)
+    assert done.exit_code == 0, done.output
+    said = " ".join(done.output.split())  # rich wraps long lines
+    assert f"since {EARLIER.date()}: {mover['trend']} ({mover['previous_bucket']} " in said
+    assert " ".join(mover["what_changed"].split()) in said
+    page = html_lib.unescape(card.read_text())
+    assert f"Trend since {EARLIER.date()}: {mover['trend']}" in page and mover["what_changed"] in page

@@ -53,6 +53,7 @@ class Explanation:
     factors: pd.DataFrame      # factor (words), effect (log-odds), largest effect first
     base_value: float          # the model's average margin: the waterfall starts here
     run_id: str = ""           # the MLflow run that logged the model version
+    change: dict | None = None  # with ``since``: since, previous_probability, previous_bucket, trend, what_changed
 
 
 @dataclass(frozen=True)
@@ -399,17 +400,24 @@ def demo(params: Params | str | Path, data: str | Path) -> tuple[Trained, pd.Dat
 
 def explain(params: Params | str | Path, lead_id: str, as_of: str | pd.Timestamp,
             model: str | None = None, plot: str | Path | None = None, html: str | Path | None = None,
-            top: int = 5) -> Explanation:
+            top: int = 5, since: str | pd.Timestamp | None = None) -> Explanation:
     """Why is this lead hot (or not)? Its score and every factor, worded, with its effect.
 
     ``plot``: also write a SHAP waterfall of the factors to this PNG. ``html``: also write the lead's card, one
     self-contained HTML page (docs/lead-cards.md) with the ``top`` factors on each side. Both are checked before
     any work: never over an input, never over a file leadtemp did not write, in a folder that takes a new file.
+    ``since`` (a date before ``as_of``): also how the lead moved since then (``Explanation.change``: its trend and
+    what changed, docs/temperature-over-time.md), on the card too.
     """
     from leadtemp.core.features import attribute_features
 
     p = params_with(params)
     when = parse_as_of(as_of, p.data.mode)
+    if since is not None:
+        from leadtemp.workflows.changes import check_order
+
+        since = parse_as_of(since, p.data.mode, "--since")
+        check_order(since, when, "--since", "--as-of")
     if plot is not None:
         _check_plot(p, Path(plot))
     if html is not None:
@@ -428,6 +436,13 @@ def explain(params: Params | str | Path, lead_id: str, as_of: str | pd.Timestamp
         raise SchemaError(f"lead {lead_id!r} is not scorable as of {when.date()}: created on or after it, "
                           "converted before it, or lost (closed as lost and not reopened) before it")
     why = _explanations(scorer, version, features, when)[0]
+    if since is not None:
+        from dataclasses import replace as with_change
+
+        then, _ = scorer.eligible(one, own, since)
+        moved = scorer.changes(features.reset_index(drop=True), scorer.features_of(then, own, since),
+                               p.buckets.steady_within).iloc[0]
+        why = with_change(why, change={"since": since, **{k: moved[k] for k in moved.index}})
     if plot is not None:
         from leadtemp.adapters.paths import storage_errors
         from leadtemp.adapters.plots import plot_waterfall
@@ -437,7 +452,7 @@ def explain(params: Params | str | Path, lead_id: str, as_of: str | pd.Timestamp
     if html is not None:
         from leadtemp.adapters.cards import check_private, render_card, write_card
 
-        card = _card(why, scorer, one.iloc[0], own, top)
+        card = _card(why, scorer, one.iloc[0], own, top, change=why.change)
         page = render_card(card)
         check_private(page, lead_id, _private(p, one.iloc[0]))
         write_card(page, Path(html))
@@ -465,7 +480,7 @@ def _explanations(scorer: LeadScorer, version: str, features: pd.DataFrame, when
 
 
 def _card(why: Explanation, scorer: LeadScorer, lead: pd.Series, events: pd.DataFrame, top: int,
-          rank: int | None = None):
+          rank: int | None = None, change: dict | None = None):
     """The lead card of an explanation: ``lead`` its row, ``events`` its interactions (any time; cut at as_of here)."""
     from leadtemp.adapters.cards import LeadCard
     from leadtemp.core.reasons import feature_groups, group_name
@@ -484,7 +499,7 @@ def _card(why: Explanation, scorer: LeadScorer, lead: pd.Series, events: pd.Data
         attributes=frozenset([*spec.categorical, *spec.numeric]), timeline=timeline,
         created_at=pd.Timestamp(created) if created is not None and pd.notna(created) else None,
         places=dict(spec.thermometer), kinds={t: spec.kind(t) for t in types},
-        type_labels={t: e.label for t, e in spec.vocabulary.items() if e.label}, top=top, rank=rank)
+        type_labels={t: e.label for t, e in spec.vocabulary.items() if e.label}, top=top, rank=rank, change=change)
 
 
 def _private(p: Params, lead: pd.Series) -> dict[str, object]:

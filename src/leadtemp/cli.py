@@ -271,23 +271,33 @@ def explain(
         "bucket, the reasons as bars, its interactions before --as-of on a timeline coloured by the thermometer, "
         "and what would move it (docs/lead-cards.md). Never over a file that is not an earlier card.")] = None,
     top: Annotated[int, typer.Option(help="Factors to show on each side (on the card too).", min=1)] = 5,
+    since: Annotated[Optional[str], typer.Option(
+        "--since", help="An earlier date: also how the lead moved since then (trend and what changed, by this model; "
+        "on the card too).")] = None,
     params: ParamsOpt = Path("params.yaml"),
     leads: LeadsOpt = None,
     interactions: InterOpt = None,
 ) -> None:
     """Why is this lead hot (or not)? Score, bucket and the strongest factors in words; --html writes its card."""
+    import pandas as pd
     from rich.console import Console
     from rich.table import Table
 
     from leadtemp.api import explain as run
 
     p = _params(params, leads, interactions)
-    why = run(p, lead_id, _as_of(as_of, p.data.mode), model, plot, html, top)
+    why = run(p, lead_id, _as_of(as_of, p.data.mode), model, plot, html, top, since)
     console = Console()
     run = f", run {why.run_id}" if why.run_id and why.run_id != why.model_version else ""
     console.print(f"lead {lead_id} as of {why.as_of.date()} (model version {why.model_version}{run}): [bold]{why.bucket}[/bold], "
                   f"score {why.score}, {why.probability:.1%} chance to convert"
                   + (f" within {why.horizon_days} days" if why.horizon_days is not None else ""))
+    if (c := why.change) is not None:
+        since = pd.Timestamp(c["since"]).date()
+        console.print(f"since {since}: new (not scorable then)" if c["trend"] == "new" else
+                      f"since {since}: [bold]{c['trend']}[/bold] ({c['previous_bucket']} {c['previous_probability']:.1%} -> "
+                      f"{why.bucket} {why.probability:.1%})" + (f"; what changed: {c['what_changed']}"
+                                                                 if c["what_changed"] else ""))
     table = why.factors
     for title, part in (("raises the chance", table[table["effect"] > 0]), ("lowers the chance", table[table["effect"] < 0])):
         out = Table("factor", "effect (log-odds)", title=title, title_justify="left")

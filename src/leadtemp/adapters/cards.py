@@ -86,6 +86,7 @@ class LeadCard:
     type_labels: dict[str, str] = field(default_factory=dict)  # type -> the user's label
     top: int = 5                          # factors shown on each side, as `leadtemp explain --top`
     rank: int | None = None               # in a folder of cards: the lead's rank in the scoring run
+    change: dict | None = None            # explain --since: since, previous_probability, previous_bucket, trend, what_changed
 
     def shown(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The factors shown, as the terminal shows them: raising (largest first), then lowering."""
@@ -213,6 +214,20 @@ def _timeline(card: LeadCard) -> str:
             + "".join(parts) + (f'<div class="legend">{items}</div>' if items else ""))
 
 
+def _trend(card: LeadCard) -> str:
+    """The lead's move since an earlier date (explain --since), or a hint how to see it."""
+    c = card.change
+    if c is None:
+        return ('<p class="note" id="trend">Trend: not asked for. <code>leadtemp explain LEAD --as-of DATE --since '
+                'EARLIER --html FILE</code> shows how the lead moved since an earlier date.</p>')
+    since = pd.Timestamp(c["since"]).date()
+    if c["trend"] == "new":
+        return f'<p id="trend"><b>Trend since {since}:</b> new (not scorable then: created since, or reopened).</p>'
+    moved = (f'{esc(c["previous_bucket"])} {c["previous_probability"]:.1%} \u2192 {esc(card.bucket)} {card.probability:.1%}')
+    why = f'<br><span class="note">What changed: {esc(c["what_changed"])}</span>' if c.get("what_changed") else ""
+    return f'<p id="trend"><b>Trend since {since}: {esc(c["trend"])}</b> ({moved}).{why}</p>'
+
+
 def render_card(card: LeadCard, generated: pd.Timestamp | None = None, back: str | None = None) -> str:
     """One card as an HTML page; ``back``: a relative link to the index of its folder."""
     generated = generated or pd.Timestamp.now().floor("s")
@@ -242,6 +257,7 @@ def render_card(card: LeadCard, generated: pd.Timestamp | None = None, back: str
 <p id="meaning"><b class="{esc(card.bucket)}">{esc(card.bucket.capitalize())}</b> ({rule}, cut-offs fixed when the model
 was trained): {esc(BUCKET_MEANING.get(card.bucket, ""))}</p>
 </section>
+{_trend(card)}
 <h2>Why: the reasons for and against</h2>
 <p class="note">Each kind of information about the lead, in words, with how much it moves the chance (log-odds,
 exact TreeSHAP, as <code>leadtemp explain</code> prints them); the {card.top} strongest on each side.</p>
@@ -254,7 +270,7 @@ exact TreeSHAP, as <code>leadtemp explain</code> prints them); the {card.top} st
 <h2>Its interactions</h2>
 {_timeline(card)}
 <footer>Generated {esc(generated)} by leadtemp from model version {esc(card.model_version)}{run}. The lead's id only:
-no names, e-mails or phone numbers. Trend (warming or cooling) is not shown yet. See docs/lead-cards.md.</footer>
+no names, e-mails or phone numbers. See docs/lead-cards.md.</footer>
 </main></body></html>
 """
 

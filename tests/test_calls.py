@@ -125,9 +125,24 @@ def test_the_calls_command_plans_the_day_and_refuses_what_it_cannot_plan(small_s
     scored = scorer.score(small_sim.leads, small_sim.interactions, pd.Timestamp("2024-10-01")).set_index("lead_id")
     open_ = scored.loc[~(features.loc[scored.index, "outbound_days_since_last"] < 7).to_numpy()]
     assert plan["probability"].min() >= open_["probability"].nlargest(15).min() - 0.01
+    # Into a table: created, and a rerun of the same day replaces that day's plan (another day's stays).
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'plans.db'}"
+    for day in ("2024-10-01", "2024-10-01", "2024-09-15"):
+        again = [a if a != "2024-10-01" else day for a in args]
+        written = runner.invoke(app, [*again, "--reps", "3", "--per-rep", "5", "--db", url, "--write-table", "calls"])
+        assert written.exit_code == 0, written.output
+    engine = sa.create_engine(url)
+    table = pd.read_sql("SELECT * FROM calls", engine)
+    engine.dispose()
+    assert len(table) == 30 and table.groupby("as_of").size().tolist() == [15, 15]
+    assert set(table.loc[table["as_of"].astype(str).str.startswith("2024-10-01"), "lead_id"]) == set(plan["lead_id"])
     for more, message in ((["--reps", "3"], "give --reps N and --per-rep K"),
                           (["--reps", "3", "--per-rep", "5", "--by", "nope"], "--by 'nope'"),
                           (["--reps", "3", "--per-rep", "5", "--out", str(tmp_path / "leads.parquet")],
-                           "never writes over an input")):
+                           "never writes over an input"),
+                          (["--reps", "3", "--per-rep", "5", "--by", "sector", "--db", url, "--write-table", "calls"],
+                           "exists without the columns ['sector']")):
         refused = runner.invoke(app, [*args, *more])
         assert refused.exit_code == 2 and message in refused.output and len(refused.output.strip().splitlines()) == 1

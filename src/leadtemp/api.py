@@ -695,18 +695,19 @@ class Calls:
     as_of: pd.Timestamp
     model_version: str
     plan: object  # workflows.calls.CallPlan
-    out: Path | None = None
+    out: Path | str | None = None  # the file, or the table, written
 
 
 def calls(params: Params | str | Path, as_of: str | pd.Timestamp, reps: int | None = None, per_rep: int | None = None,
           by: str | None = None, cooldown_days: float | None = None, out: str | Path | None = None,
-          model: str | None = None) -> Calls:
+          model: str | None = None, db: str | None = None, write_table: str | None = None) -> Calls:
     """Who each rep calls on ``as_of``, in which order: the leads with the most expected conversions the team can
     reach that day (``reps`` x ``per_rep`` calls, from params ``calls:`` when not given), skipping leads we contacted
     within ``cooldown_days``; ``by``: keep each rep on one value of this lead column (region, segment).
-    ``out``: also write the plan, one row per call (CSV/Parquet, checked before any work)."""
+    ``out``: also write the plan, one row per call (CSV/Parquet); ``db`` + ``write_table``: into that table instead
+    (created when missing; the rows of the same date replaced, in one transaction). Checked before any work."""
     from leadtemp.core.schema import LEAD_ID
-    from leadtemp.workflows.calls import plan_calls
+    from leadtemp.workflows.calls import CALL_COLUMNS, plan_calls
 
     p = params_with(params)
     when = parse_as_of(as_of, p.data.mode)
@@ -718,8 +719,15 @@ def calls(params: Params | str | Path, as_of: str | pd.Timestamp, reps: int | No
         raise ConfigError(f"--cooldown-days {cooldown:g}: give 0 or more days")
     if by is not None and by in p.data.excluded:
         raise ConfigError(f"--by {by!r} is in data.excluded (personal data): group the calls by another column")
+    if (db is None) != (write_table is None) or (out is not None and write_table is not None):
+        raise ConfigError("give one output at most: --out FILE, or --db URL with --write-table TABLE")
     if out is not None:
         _check_output(p, Path(out), "--out")
+    if write_table is not None:
+        from leadtemp.adapters.sources import check_plan_table
+
+        inputs = [(what, Path(f)) for what, f in (("leads", p.data.leads), ("interactions", p.data.interactions)) if f]
+        check_plan_table(db, write_table, CALL_COLUMNS[:3] + ([by] if by else []) + CALL_COLUMNS[3:], inputs)
     leads, events = load_data(p)
     if by is not None and by not in leads.columns:
         raise ConfigError(f"--by {by!r}: {p.data.leads} has no such column")
@@ -739,4 +747,8 @@ def calls(params: Params | str | Path, as_of: str | pd.Timestamp, reps: int | No
 
         with storage_errors(f"--out {out}"):
             write_table(plan.calls, out)
-    return Calls(when, version, plan, Path(out) if out is not None else None)
+    if db is not None:
+        from leadtemp.adapters.sources import write_plan_table
+
+        write_plan_table(db, write_table, plan.calls, when)
+    return Calls(when, version, plan, Path(out) if out is not None else write_table)

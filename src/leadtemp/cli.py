@@ -579,6 +579,11 @@ def calls(
     out: Annotated[Optional[Path], typer.Option(
         "--out", help="Write the plan, one row per call (rep, order, lead, probability, bucket, reasons), to this "
         "CSV/Parquet file.")] = None,
+    db: Annotated[Optional[str], typer.Option(
+        "--db", help="With --write-table: a SQLAlchemy database URL to write the plan to.")] = None,
+    write_table: Annotated[Optional[str], typer.Option(
+        "--write-table", help="Write the plan to this table of --db (created if missing; the rows of the same "
+        "--as-of replaced, in one transaction; an existing table must have the plan's columns).")] = None,
     model: ModelOpt = None,
     params: ParamsOpt = Path("params.yaml"),
     leads: LeadsOpt = None,
@@ -593,7 +598,7 @@ def calls(
     from leadtemp.api import calls as run
 
     p = _params(params, leads, interactions)
-    done = run(p, _as_of(as_of, p.data.mode), reps, per_rep, by, cooldown_days, out, model)
+    done = run(p, _as_of(as_of, p.data.mode), reps, per_rep, by, cooldown_days, out, model, db, write_table)
     plan, console = done.plan, Console()
     for note in plan.notes:
         console.print(f"[yellow]note:[/yellow] {note}")

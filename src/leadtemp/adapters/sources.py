@@ -427,3 +427,38 @@ def check_run(leads: Source, interactions: Source | None, target: Target, work_b
     target.check()
     check_writable_folder("--work-dir" if work_base is not None else "the temp folder",
                           work_base if work_base is not None else tempfile.gettempdir())
+
+
+# -- a small result table (the call list) ------------------------------------------------------------------
+
+def check_plan_table(url: str, table: str, columns: list[str], inputs: list[tuple[str, Path]]) -> None:
+    """Before any work: the database is reachable and not an input file; an existing ``table`` has ``columns``."""
+    if (sqlite := _sqlite_file(url)) is not None:
+        check_separate(inputs, [("--db", sqlite)])
+    what = f"--write-table {table!r} of --db {hide_password(url)}"
+    with database_errors(url, what):
+        engine = sa.create_engine(url)
+        try:
+            inspector = sa.inspect(engine)
+            if inspector.has_table(table):
+                found = {c["name"] for c in inspector.get_columns(table)}
+                if missing := [c for c in columns if c not in found]:
+                    raise ConfigError(f"{what} exists without the columns {missing}: it is not a call list of this "
+                                      "shape; write to a new table")
+        finally:
+            engine.dispose()
+
+
+def write_plan_table(url: str, table: str, frame: pd.DataFrame, as_of: pd.Timestamp) -> None:
+    """``frame`` into ``table`` (created when missing), replacing the rows of the same ``as_of``, in one transaction."""
+    what = f"--write-table {table!r} of --db {hide_password(url)}"
+    with database_errors(url, what):
+        engine = sa.create_engine(url)
+        try:
+            with engine.begin() as conn:
+                if sa.inspect(conn).has_table(table):
+                    target = sa.Table(table, sa.MetaData(), autoload_with=conn)
+                    conn.execute(sa.delete(target).where(target.c.as_of == as_of.to_pydatetime()))
+                frame.assign(as_of=as_of.to_pydatetime()).to_sql(table, conn, if_exists="append", index=False)
+        finally:
+            engine.dispose()

@@ -160,6 +160,22 @@ def store_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db"
 
 
+# MLflow 3.17's UI takes the experiment kind from its GenAI / Model training switch (the URL's `workflowType`, else
+# the browser's last choice, GenAI at first), not from the experiment's tag: `#/experiments/1` opens on an empty
+# GenAI overview in a fresh browser. Links with `?workflowType=machine_learning` open on the runs.
+MODEL_TRAINING = "?workflowType=machine_learning"
+
+
+def ui_links(uri: str, base: str) -> list[str]:
+    """Links into MLflow's UI that open on the runs: one per model-training experiment of the store, the registry."""
+    from mlflow import MlflowClient
+
+    kind = "custom_model_development"
+    experiments = MlflowClient(tracking_uri=uri).search_experiments(filter_string=f"tags.`mlflow.experimentKind` = '{kind}'")
+    return [*(f"  runs of {e.name}: {base}/#/experiments/{e.experiment_id}{MODEL_TRAINING}" for e in experiments),
+            f"  registered models: {base}/#/models{MODEL_TRAINING}"]
+
+
 def ui_command(host: str, port: int) -> list[str]:
     """``mlflow ui`` through this Python, so it works with or without the venv activated."""
     import sys
@@ -179,6 +195,8 @@ def run_ui(host: str, port: int, echo: Callable[[str], None]) -> int:
         raise ConfigError(f"no MLflow store at {uri} (in {Path.cwd()}): run `leadtemp train` or `leadtemp demo` "
                           "here first, or set MLFLOW_TRACKING_URI")
     echo(f"MLflow UI on {uri}: http://{host}:{port} (Ctrl-C stops it)")
+    for line in ui_links(uri, f"http://{host}:{port}"):
+        echo(line)
     try:
         return subprocess.call(ui_command(host, port))
     except KeyboardInterrupt:

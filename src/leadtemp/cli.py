@@ -338,7 +338,7 @@ def demo(
     run = [] if trained.logged.champion else ["--run", trained.logged.run_id]  # not champion: report on this run all the same
     typer.echo(f"the model on one page for a sales director: {_self_command('report', '--out', 'report.html', *run, *extra)}"
                " (then open report.html in a browser)")
-    typer.echo(f"look at the run and the model in MLflow's UI: {_self_command('ui')}")
+    typer.echo(f"look at the run and the model in MLflow's UI: {_self_command('ui')} (it prints the links to open)")
     typer.echo(f"serve the champion as a REST endpoint: {_self_command('serve', *extra)}  (docs/serving.md)")
 
 

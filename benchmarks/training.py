@@ -109,6 +109,15 @@ def instrument(watch: Stopwatch) -> None:
     watch.wrap(fit, "select", "selection (total)")
     watch.wrap(select, "fold_datasets", "fold datasets")
     watch.wrap(select, "evaluate_family", lambda family, *a, **k: f"fold boosters: {family}")
+    inner_curves = select._curves
+
+    def curves(datasets, lgb_params, params):  # the rounds each fold booster trained (early stopping included)
+        boosters, found = inner_curves(datasets, lgb_params, params)
+        family = "additive" if lgb_params.get("num_leaves") == 2 else "trees"
+        watch.captured.setdefault("fold_rounds", {})[family] = [len(c) for c in found]
+        return boosters, found
+
+    select._curves = curves
     watch.wrap(select, "choose_calibration", "calibration choice")
     watch.wrap(select, "logistic_fold_auc", "logistic baseline")
     watch.wrap(select, "lead_auc_interval", "fold bootstrap")
@@ -168,7 +177,7 @@ def main() -> None:
     parser.add_argument("--leads", type=int, default=200_000, help="simulated leads (the issue: 200k over 2 years)")
     parser.add_argument("--months", type=int, default=24)
     parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--bare-repeat", type=int, default=2, help="bare lightgbm.train runs (the best is kept)")
+    parser.add_argument("--bare-repeat", type=int, default=3, help="bare lightgbm.train runs (the best is kept)")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="folder for training.json and .md")
     args = parser.parse_args()
 
@@ -245,6 +254,7 @@ def main() -> None:
                   "features": len(spec.columns), "rounds": rounds, "family": result.scorer.meta["selection"]["family"],
                   "folds": int(result.metrics["folds"]), "horizon_days": result.scorer.horizon_days,
                   "frequency": result.scorer.meta["cadence"]["frequency"]},
+        "fold_rounds_trained": watch.captured.get("fold_rounds"),
         "lightgbm_params": lgb_params,
         "bare": {k: v for k, v in bare.items() if k != "params"},
         "simulate_seconds": round(simulate_s, 2),
@@ -287,7 +297,8 @@ def write(report: dict, out: Path) -> None:
                f"{sc['interactions']:,} interactions; {sc['snapshots']:,} snapshots ({sc['pool_snapshots']:,} in the "
                f"pool the final booster learns from) x {sc['features']} features; {sc['folds']} folds; horizon "
                f"{sc['horizon_days']} days, frequency {sc['frequency']}; final family {sc['family']}, {sc['rounds']} "
-               f"rounds. {env['cpus']} cores, LightGBM num_threads {env['num_threads']}, OMP_WAIT_POLICY "
+               f"rounds; rounds each fold booster trained (early stopping included): {r.get('fold_rounds_trained')}. "
+               f"{env['cpus']} cores, LightGBM num_threads {env['num_threads']}, OMP_WAIT_POLICY "
                f"{env['OMP_WAIT_POLICY']}; load average at start {r['load_average']['start']}, at end "
                f"{r['load_average']['end']}. Simulation (not counted): {r['simulate_seconds']:.0f} s. "
                f"Test ROC-AUC {r['test_roc_auc']:.3f}.", "", table(r), ""]

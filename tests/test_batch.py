@@ -315,3 +315,17 @@ def test_spark_engine_gives_the_local_engines_rows_from_files_and_into_catalog_t
     table = spark.table("lead_scores").toPandas()
     assert len(table) == len(expected) and table["lead_id"].is_unique
     _same_scores(table, expected)
+
+    # --since: the same trend and what changed as the local engine's (workflows/changes.py).
+    from leadtemp.workflows.changes import scores_with_changes
+
+    since = AS_OF - pd.Timedelta(days=14)
+    moved = tmp_path / "spark_moved.parquet"
+    score_spark(scorer, params, AS_OF, Source.file(leads_dir), Source.file(events_dir),
+                Target(path=moved, location=str(moved)), partitions=3, spark=spark, echo=lambda m: None, since=since)
+    got = pd.read_parquet(moved).set_index("lead_id")
+    local = scores_with_changes(scorer, leads, events, since, AS_OF, params.buckets.steady_within).set_index("lead_id")
+    assert len(got) == len(local) and (local["trend"] != "new").sum() > 100
+    for column in ("previous_bucket", "trend", "what_changed"):
+        assert (got.loc[local.index, column].fillna("").to_numpy() == local[column].to_numpy()).all(), column
+    np.testing.assert_allclose(got.loc[local.index, "previous_probability"], local["previous_probability"], atol=1e-12)

@@ -184,7 +184,7 @@ def test_score_refuses_changes_it_cannot_vouch_for(files):
             (["--previous", str(folder / "two-dates.csv")], "column 'as_of' holds 2 dates"),
             (["--since", "2024-10-01"], "--since 2024-10-01 is not before --as-of 2024-10-01"),
             (["--since", "2024-09-01", "--previous", str(folder / "then.csv")], "give --since DATE or --previous FILE"),
-            (["--since", "2024-09-01", "--engine", "spark"], "work with --engine local only")):
+            (["--since", "yesterday"], "--since 'yesterday' is not a date")):
         refused = _score(folder, model, "--as-of", str(LATER.date()), "--out", str(out), *more)
         assert refused.exit_code == 2, (more, refused.output)
         assert message in refused.output and len(refused.output.strip().splitlines()) == 1, refused.output

@@ -241,8 +241,6 @@ def score(
         from leadtemp.workflows.changes import check_order
 
         check_order(since, when, "--since", "--as-of")
-    if (since is not None or previous is not None) and engine == "spark":
-        raise ConfigError("--since and --previous work with --engine local only (for now)")
     if (out is None) == (write_table is None):
         raise ConfigError("give one output: --out FILE, or --db URL --write-table TABLE")
     if (leads_table or interactions_table or write_table) and not db and engine != "spark":
@@ -279,7 +277,7 @@ def score(
         from leadtemp.adapters.spark import score_spark
 
         return score_spark(scorer, p, when, lead_source, event_source, target, reasons=reasons, echo=echo,
-                           include_lost=include_lost), version
+                           include_lost=include_lost, since=since), version
     return score_sources(scorer, p, when, lead_source, event_source, target, chunk_size=chunk_size, work_dir=work_dir,
                          reasons=reasons, echo=echo, interactive=interactive, include_lost=include_lost,
                          since=since), version

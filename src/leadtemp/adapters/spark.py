@@ -44,12 +44,13 @@ from leadtemp.modelling.partition import (
     score_partition,
 )
 from leadtemp.modelling.results import BatchResult
-from leadtemp.modelling.scorer import OUTPUT_COLUMNS, REASON_COLUMNS, LeadScorer
+from leadtemp.modelling.scorer import CHANGE_COLUMNS, OUTPUT_COLUMNS, REASON_COLUMNS, LeadScorer
 
 PART, ROW_INDEX = "_leadtemp_part", "_leadtemp_row"
 RESULT_SCHEMA = ("kind string, lead_id string, probability double, score long, bucket string, margin double, "
                  "reason_1 string, reason_2 string, reason_3 string, source string, row long, reason string, "
-                 "not_eligible long, lost long, lost_since timestamp")
+                 "not_eligible long, lost long, lost_since timestamp, previous_probability double, "
+                 "previous_bucket string, trend string, what_changed string")
 
 
 def session(app_name: str = "leadtemp score"):
@@ -111,9 +112,11 @@ def score_spark(
     partitions: int | None = None,
     spark=None,
     include_lost: bool = False,
+    since: pd.Timestamp | None = None,
 ) -> BatchResult:
     """Score every lead as of ``as_of`` on Spark; same rows as :func:`leadtemp.workflows.score.score_in_batches`
-    (``include_lost``: leads lost at ``as_of`` too, marked by ``lost_since``)."""
+    (``include_lost``: leads lost at ``as_of`` too, marked by ``lost_since``; ``since``: how each lead moved since
+    then, in ``CHANGE_COLUMNS``)."""
     from pyspark.sql import functions as F
 
     started = time.monotonic()
@@ -138,6 +141,8 @@ def score_spark(
     else:
         event_frame, event_columns = lead_frame.limit(0).select(PART), []
     worker_scorer, lead_source, event_source = _scorer_for_workers(scorer), str(leads), str(interactions)
+    steady_within = params.buckets.steady_within
+    changes = list(CHANGE_COLUMNS) if since is not None else []
 
     def score_group(raw_leads: pd.DataFrame, raw_events: pd.DataFrame) -> pd.DataFrame:
         rows = raw_leads.sort_values(ROW_INDEX)
@@ -149,12 +154,15 @@ def score_spark(
             events[ROW] = ev[ROW_INDEX].to_numpy()[events.index.to_numpy()]
         else:
             events = EVENT_SCHEMA.empty_table().to_pandas()
-        scored, rejects, not_eligible, lost = score_partition(canon, events, worker_scorer, as_of, reasons, include_lost)
+        scored, rejects, not_eligible, lost = score_partition(canon, events, worker_scorer, as_of, reasons, include_lost,
+                                                              since, steady_within)
         out = [scored.drop(columns=["as_of", "model_version", "run_id"]).assign(kind="scored"),
                rejects.assign(kind="rejected"),
                pd.DataFrame({"kind": ["count"], "not_eligible": [not_eligible], "lost": [lost]})]
         columns = [c.split()[0] for c in RESULT_SCHEMA.split(", ")]
         result = pd.concat(out, ignore_index=True).reindex(columns=columns)
+        for column in CHANGE_COLUMNS[1:]:  # text: empty without --since, and on the rejected and count rows
+            result[column] = result[column].astype(object).where(result[column].notna(), None)
         # PySpark's Arrow path takes plain object columns for text, not pandas 3's Arrow-backed str.
         return result.astype({c: object for c in columns if pd.api.types.is_string_dtype(result[c])})
 
@@ -163,7 +171,7 @@ def score_spark(
     scored = results.where(F.col("kind") == "scored")
     ordered = scored.orderBy(F.col("probability").desc(), F.col("margin").desc(), F.col("lead_id").asc())
     base = ordered.select("lead_id", "probability", "score", "bucket", *REASON_COLUMNS,
-                          *([LOST_SINCE] if include_lost else []))
+                          *([LOST_SINCE] if include_lost else []), *changes)
     from pyspark.sql.types import LongType, StructField, StructType
 
     ranked = base.rdd.zipWithIndex().map(lambda pair: (*pair[0], pair[1] + 1)).toDF(
@@ -171,7 +179,7 @@ def score_spark(
     stamp = F.lit(as_of.to_pydatetime()).cast("timestamp")
     ranked = ranked.withColumn("as_of", stamp).withColumn("model_version", F.lit(version)).withColumn(
         "run_id", F.lit(run_id)).select(
-        *OUTPUT_COLUMNS, *([LOST_SINCE] if include_lost else []))
+        *OUTPUT_COLUMNS, *([LOST_SINCE] if include_lost else []), *changes)
     rejected = (results.where(F.col("kind") == "rejected").withColumn("as_of", stamp)
                 .withColumn("model_version", F.lit(version)).select(*REJECT_COLUMNS))
     if target.url is not None:

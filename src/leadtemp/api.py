@@ -437,9 +437,7 @@ def explain(params: Params | str | Path, lead_id: str, as_of: str | pd.Timestamp
     if since is not None:
         from dataclasses import replace as with_change
 
-        then, _ = scorer.eligible(one, own, since)
-        moved = scorer.changes(features.reset_index(drop=True), scorer.features_of(then, own, since),
-                               p.buckets.steady_within).iloc[0]
+        moved = scorer.changes_since(features, one, own, since, p.buckets.steady_within).iloc[0]
         why = with_change(why, change={"since": since, **{k: moved[k] for k in moved.index}})
     if plot is not None:
         from leadtemp.adapters.paths import storage_errors
@@ -681,8 +679,7 @@ def _check_output(p: Params, path: Path, option: str) -> None:
 
     if path.suffix.lower() not in (".csv", ".parquet"):
         raise ConfigError(f"{option} {path}: give a .csv or .parquet file name")
-    inputs = [(what, Path(f)) for what, f in (("leads", p.data.leads), ("interactions", p.data.interactions)) if f]
-    check_separate(inputs, [(option, path)])
+    check_separate(_inputs(p), [(option, path)])
     check_writable_file(option, path)
 
 
@@ -724,8 +721,7 @@ def calls(params: Params | str | Path, as_of: str | pd.Timestamp, reps: int | No
     if write_table is not None:
         from leadtemp.adapters.sources import check_plan_table
 
-        inputs = [(what, Path(f)) for what, f in (("leads", p.data.leads), ("interactions", p.data.interactions)) if f]
-        check_plan_table(db, write_table, CALL_COLUMNS[:3] + ([by] if by else []) + CALL_COLUMNS[3:], inputs)
+        check_plan_table(db, write_table, CALL_COLUMNS[:3] + ([by] if by else []) + CALL_COLUMNS[3:], _inputs(p))
     leads, events = load_data(p)
     if by is not None and by not in leads.columns:
         raise ConfigError(f"--by {by!r}: {p.data.leads} has no such column")

@@ -173,8 +173,7 @@ def score_partition(leads: pd.DataFrame, events: pd.DataFrame, scorer: LeadScore
         scored[LOST_SINCE] = (eligible[LOST_SINCE].to_numpy() if LOST_SINCE in eligible.columns
                               else np.full(len(eligible), np.datetime64("NaT", "ns")))
         if since is not None:
-            then, _ = scorer.eligible(eligible.drop(columns=[LOST_SINCE], errors="ignore"), valid_events, since)
-            moved = scorer.changes(now.reset_index(drop=True), scorer.features_of(then, valid_events, since), steady_within)
+            moved = scorer.changes_since(now, eligible, valid_events, since, steady_within)
             scored = pd.concat([scored.reset_index(drop=True), moved], axis=1)
     else:
         scored = pd.DataFrame({c: [] for c in OUTPUT_COLUMNS if c != "rank"} | {"margin": [], LOST_SINCE: []}

@@ -219,6 +219,14 @@ class LeadScorer:
                                                    rates=self.category_rates)
         return out
 
+    def changes_since(self, now: pd.DataFrame, leads: pd.DataFrame, interactions: pd.DataFrame, since: pd.Timestamp,
+                      steady_within: float) -> pd.DataFrame:
+        """:meth:`changes` of the leads of ``now`` since ``since``: those of ``leads`` scorable then, with the features
+        they had then (``interactions``: at least theirs; only what came before ``since`` counts)."""
+        then = leads.loc[leads[LEAD_ID].isin(pd.Index(now[LEAD_ID]))].drop(columns=[LOST_SINCE], errors="ignore")
+        then, _ = self.eligible(then, interactions, since)
+        return self.changes(now.reset_index(drop=True), self.features_of(then, interactions, since), steady_within)
+
     def group_moves(self, later: pd.DataFrame, earlier: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
         """Per group, the move of its contribution from ``earlier`` to ``later`` (same leads, same order), and the two
         margins. Exact: the moves of a row add up to its margin's move (same model, same base value)."""

@@ -11,7 +11,6 @@ import pandas as pd
 
 from leadtemp.core.errors import ConfigError
 from leadtemp.core.metrics import BUCKETS
-from leadtemp.core.schema import LEAD_ID
 from leadtemp.modelling.scorer import CHANGE_COLUMNS, OUTPUT_COLUMNS, PREVIOUS_BUCKET, PREVIOUS_PROBABILITY, TREND, LeadScorer, rank_order
 
 
@@ -27,13 +26,9 @@ def scores_with_changes(scorer: LeadScorer, leads: pd.DataFrame, interactions: p
     ``trend`` and ``what_changed`` since ``earlier`` (``new``: not yet scorable then)."""
     earlier, later = pd.Timestamp(earlier), pd.Timestamp(later)
     check_order(earlier, later)
-    eligible, _ = scorer.eligible(leads, interactions, later)
-    now = scorer.features_of(eligible, interactions, later)
-    then_leads = leads.loc[leads[LEAD_ID].isin(pd.Index(now[LEAD_ID]))]
-    then_eligible, _ = scorer.eligible(then_leads, interactions, earlier)
-    before = scorer.features_of(then_eligible, interactions, earlier)
+    now = scorer.features(leads, interactions, later)
     out = pd.concat([scorer.score_rows(now, reasons=reasons).reset_index(drop=True),
-                     scorer.changes(now.reset_index(drop=True), before, steady_within)], axis=1)
+                     scorer.changes_since(now, leads, interactions, earlier, steady_within)], axis=1)
     out["rank"] = rank_order(out)
     return out.sort_values("rank", kind="stable").reset_index(drop=True)[OUTPUT_COLUMNS + CHANGE_COLUMNS]
 

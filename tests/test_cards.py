@@ -25,7 +25,7 @@ from leadtemp.adapters.cards import (
     render_card,
 )
 from leadtemp.core.errors import ConfigError
-from test_report import BROWSER_FLAGS, PARAMS, chromium, run
+from test_report import BROWSER_FLAGS, PARAMS, chromium, enter, run, trained_world
 
 AS_OF = "2024-10-01"
 DATA = ["--leads", "sim/leads.parquet", "--interactions", "sim/interactions.parquet"]
@@ -34,24 +34,12 @@ PERSONAL = ("email", "phone", "name")
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny world trained once (the champion), in its own folder and MLflow store (as tests/test_report.py)."""
-    home = tmp_path_factory.mktemp("cards")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
-    mp.chdir(home)
-    sim = run("simulate", "--out", "sim", "--leads", "1500", "--months", "24", "--seed", "5")
-    assert sim.exit_code == 0, sim.output
-    done = run("train", *DATA)
-    assert done.exit_code == 0, done.output
-    yield home
-    mp.undo()
+    yield from trained_world(tmp_path_factory, "cards")
 
 
 @pytest.fixture()
 def home(trained, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{trained / 'mlflow.db'}")
-    monkeypatch.chdir(trained)
-    return trained
+    return enter(trained, monkeypatch)
 
 
 def visible(page: str) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from test_report import BROWSER_FLAGS, chromium, run
+from test_report import BROWSER_FLAGS, chromium, enter, run, trained_world
 
 PAGE_BUDGET = ["--virtual-time-budget=15000"]  # MLflow's UI is a JavaScript app: let it fetch and render
 SHOTS = os.environ.get("LEADTEMP_SCREENSHOTS") and Path(os.environ["LEADTEMP_SCREENSHOTS"]).resolve()  # before chdir
@@ -28,24 +28,12 @@ SHOTS = os.environ.get("LEADTEMP_SCREENSHOTS") and Path(os.environ["LEADTEMP_SCR
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny world trained once through the CLI (the champion, version 1), in its own folder and MLflow store."""
-    home = tmp_path_factory.mktemp("mlflow_ui")
-    mp = pytest.MonkeyPatch()
-    mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
-    mp.chdir(home)
-    sim = run("simulate", "--out", "sim", "--leads", "1500", "--months", "24", "--seed", "5")
-    assert sim.exit_code == 0, sim.output
-    done = run("train", "--leads", "sim/leads.parquet", "--interactions", "sim/interactions.parquet")
-    assert done.exit_code == 0, done.output
-    yield home
-    mp.undo()
+    yield from trained_world(tmp_path_factory, "mlflow_ui")
 
 
 @pytest.fixture()
 def home(trained, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{trained / 'mlflow.db'}")
-    monkeypatch.chdir(trained)
-    return trained
+    return enter(trained, monkeypatch)
 
 
 def _free_port() -> int:

@@ -41,10 +41,10 @@ def chromium() -> str:
     return CHROMIUM
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    """A tiny world trained once (the champion), in its own folder and MLflow store."""
-    home = tmp_path_factory.mktemp("report")
+def trained_world(tmp_path_factory, name: str):
+    """A tiny world trained once through the CLI (the champion, version 1), in its own folder and MLflow store
+    (a module fixture's body: tests/test_cards.py and tests/test_mlflow_ui.py use it too)."""
+    home = tmp_path_factory.mktemp(name)
     mp = pytest.MonkeyPatch()
     mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
     mp.chdir(home)
@@ -56,11 +56,21 @@ def trained(tmp_path_factory):
     mp.undo()
 
 
+def enter(home, monkeypatch):
+    """Work in ``home`` with its MLflow store, for one test."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+    monkeypatch.chdir(home)
+    return home
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    yield from trained_world(tmp_path_factory, "report")
+
+
 @pytest.fixture()
 def home(trained, monkeypatch):
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{trained / 'mlflow.db'}")
-    monkeypatch.chdir(trained)
-    return trained
+    return enter(trained, monkeypatch)
 
 
 def test_report_of_the_champion_in_a_real_browser(home):

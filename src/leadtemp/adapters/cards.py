@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from leadtemp.adapters.report import CSS, esc
+from leadtemp.adapters.report import CSS, check_page_out, esc, has_marker
 from leadtemp.core.checks import EMAIL
 from leadtemp.core.errors import ConfigError
 from leadtemp.core.reasons import INBOUND_WORDS, OUTBOUND_WORDS
@@ -317,17 +317,9 @@ numbers. See docs/lead-cards.md.</footer>
 
 # -- files ----------------------------------------------------------------------------------------------
 
-def _has(path: Path, marker: str) -> bool:
-    try:
-        with open(path, "rb") as f:
-            return marker.encode() in f.read(4096)
-    except OSError:
-        return False
-
-
 def is_card(path: Path) -> bool:
     """A file written by leadtemp as a lead card, which a new card may replace."""
-    return _has(path, CARD_MARKER)
+    return has_marker(path, CARD_MARKER)
 
 
 def is_card_folder(folder: Path) -> bool:
@@ -337,21 +329,14 @@ def is_card_folder(folder: Path) -> bool:
     for path in folder.iterdir():
         if path.name == FOLDER_MARKER:
             continue
-        if not path.is_file() or not (is_card(path) or (path.name == INDEX and _has(path, INDEX_MARKER))):
+        if not path.is_file() or not (is_card(path) or (path.name == INDEX and has_marker(path, INDEX_MARKER))):
             return False
     return True
 
 
 def check_card_file(what: str, out: Path) -> None:
     """One card's file: an .html name, never over a file that is not an earlier card, in a folder that takes it."""
-    from leadtemp.adapters.paths import check_writable_file
-
-    if out.suffix.lower() not in (".html", ".htm"):
-        raise ConfigError(f"{what} {out}: give an .html file name")
-    if out.exists() and not out.is_dir() and not is_card(out):
-        raise ConfigError(f"{what} {out} exists and is not a leadtemp lead card: leadtemp never writes over a file it "
-                          "did not write; choose another name or move that file away")
-    check_writable_file(what, out)
+    check_page_out(what, out, CARD_MARKER, "lead card")
 
 
 def check_card_folder(what: str, folder: Path) -> None:
@@ -368,18 +353,9 @@ def check_card_folder(what: str, folder: Path) -> None:
 
 def write_card(page: str, out: Path, what: str = "--html") -> Path:
     """Write one page atomically (a reader never sees half a card)."""
-    from leadtemp.adapters.paths import storage_errors
+    from leadtemp.adapters.paths import write_text_atomic
 
-    with storage_errors(f"{what} {out}"):
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(page)
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    return out
+    return write_text_atomic(page, out, what)
 
 
 def card_file_name(rank: int, lead_id: str) -> str:

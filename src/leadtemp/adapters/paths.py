@@ -150,6 +150,21 @@ def _probe_folder(what: str, folder: Path) -> Iterator[None]:
                 pass
 
 
+def write_text_atomic(text: str, out: Path, what: str) -> Path:
+    """Write a text file atomically (a reader never sees half of it): a temporary file beside ``out``, then renamed;
+    failures as one line naming ``what``."""
+    with storage_errors(f"{what} {out}"):
+        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(text)
+            os.replace(tmp, out)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return out
+
+
 def check_writable_file(what: str, path: str | Path) -> None:
     """An output file can be created or replaced: not a folder, and its folder takes a new file."""
     path = Path(path)

@@ -19,7 +19,6 @@ from __future__ import annotations
 import base64
 import html
 import json
-import os
 import re
 import tempfile
 from dataclasses import dataclass, field
@@ -636,41 +635,38 @@ def log_backtest_report(run_id: str) -> None:
 
 # -- the file -------------------------------------------------------------------------------------------
 
-def is_report(path: Path) -> bool:
-    """A file written by `leadtemp report` (its marker in the first bytes), which a new report may replace."""
+def has_marker(path: Path, marker: str) -> bool:
+    """A file leadtemp wrote (its ``marker`` in the first bytes: a report's, a card's), which it may replace."""
     try:
         with open(path, "rb") as f:
-            return REPORT_MARKER.encode() in f.read(4096)
+            return marker.encode() in f.read(4096)
     except OSError:
         return False
 
 
-def check_report_out(out: Path) -> None:
-    """--out: an .html file name, never over a file that is not a previous report, in a folder that takes a file."""
+def check_page_out(what: str, out: Path, marker: str, kind: str) -> None:
+    """An HTML page to write: an .html file name, never over a file that is not an earlier page of this ``kind``
+    (recognised by its ``marker``), in a folder that takes a file."""
     from leadtemp.adapters.paths import check_writable_file
 
     if out.suffix.lower() not in (".html", ".htm"):
-        raise ConfigError(f"--out {out}: give an .html file name")
-    if out.exists() and not out.is_dir() and not is_report(out):
-        raise ConfigError(f"--out {out} exists and is not a leadtemp report: leadtemp never writes over a file it did "
+        raise ConfigError(f"{what} {out}: give an .html file name")
+    if out.exists() and not out.is_dir() and not has_marker(out, marker):
+        raise ConfigError(f"{what} {out} exists and is not a leadtemp {kind}: leadtemp never writes over a file it did "
                           "not write; choose another name or move that file away")
-    check_writable_file("--out", out)
+    check_writable_file(what, out)
+
+
+def check_report_out(out: Path) -> None:
+    """--out of `leadtemp report`: see :func:`check_page_out`."""
+    check_page_out("--out", out, REPORT_MARKER, "report")
 
 
 def write_report(page: str, out: Path) -> Path:
     """Write the page atomically (a reader never sees half a report)."""
-    from leadtemp.adapters.paths import storage_errors
+    from leadtemp.adapters.paths import write_text_atomic
 
-    with storage_errors(f"--out {out}"):
-        fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(page)
-            os.replace(tmp, out)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-    return out
+    return write_text_atomic(page, out, "--out")
 
 
 def log_report(run_id: str, model_name: str) -> None:

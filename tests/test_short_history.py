@@ -102,3 +102,34 @@ def test_weekly_cutoffs_and_a_horizon_that_fits_the_history_give_a_model_that_ra
     rates = result.buckets.set_index("bucket")["rate"]
     assert rates["hot"] > rates["cold"]
     assert all(g.passed for g in result.gates), [str(g) for g in result.gates]
+
+
+def _cadence(funnel, splits: dict | None = None, **snapshots):
+    from leadtemp.core.cadence import resolve_cadence
+    from leadtemp.core.snapshots import observed_until
+
+    until = observed_until(funnel, empty_interactions(), None)
+    params = params_from_dict({"data": DATA, "snapshots": snapshots, "splits": splits or {}})
+    return resolve_cadence(funnel, until, params), until
+
+
+def test_a_horizon_the_default_slices_cannot_hold_gets_smaller_slices_that_still_see_only_the_past(funnel):
+    """Issue 18 item 3: a 60-day horizon on weekly cutoffs leaves no room for a 4-week test slice and 4-week blocks
+    in 11 months (refused before); smaller ones fit, and each fold still learns only from labels observed before
+    its block, the pool only from labels observed before the test."""
+    cadence, until = _cadence(funnel, horizon_days=60, frequency="W-MON")
+    splits = cadence.splits
+    assert (cadence.test_cutoffs, cadence.fold_cutoffs) == (3, 2) and len(splits.test) == 3
+    horizon = pd.Timedelta(days=60)
+    assert (splits.pool_cutoffs + horizon <= splits.test.min()).all()
+    assert splits.test.max() + horizon <= until
+    for start, (fit, valid) in zip(splits.starts, splits.fold_masks(splits.pool_cutoffs)):
+        assert fit.any() and valid.any()
+        assert (splits.pool_cutoffs[fit] + horizon <= start).all() and (splits.pool_cutoffs[valid] >= start).all()
+
+
+def test_explicit_slice_sizes_are_kept_and_a_horizon_too_long_names_one_that_fits(funnel):
+    with pytest.raises(NotEnoughHistory, match=r"test slices down to 2 cutoffs .*, but snapshots.horizon_days: 60 fits"):
+        _cadence(funnel, horizon_days=90)
+    with pytest.raises(NotEnoughHistory):  # the sizes the user wrote are not shrunk
+        _cadence(funnel, {"test_cutoffs": 4, "fold_cutoffs": 4}, horizon_days=60, frequency="W-MON")

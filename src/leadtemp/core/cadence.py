@@ -8,8 +8,9 @@ they take longer), shortened while the history is too short for it. When ``snaps
 ``auto`` the cutoffs are monthly when the history holds enough of them, weekly otherwise. "Enough" is
 a test slice and rolling-origin folds (:class:`RollingSplits`) with at least ``MIN_CONVERSIONS``
 converting leads in the test, in every fold's training rows and in every validation block; the
-longest horizon that allows two folds wins, monthly before weekly. What was chosen, and why, goes
-into the run's notes.
+longest horizon that allows two folds wins, monthly before weekly. When nothing fits, smaller test
+slices and validation blocks are tried (``SMALLER_SIZES``) before training is refused. What was chosen,
+and why, goes into the run's notes.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ HORIZONS = (7, 14, 30, 60, 90)
 FREQUENCIES = ("MS", "W-MON")
 AUTO_TEST_CUTOFFS = {"MS": 3, "W-MON": 4}   # about a quarter, or a month, of test cutoffs
 AUTO_FOLD_CUTOFFS = {"MS": 2, "W-MON": 4}   # each validation block: two months, or four weeks
+# When no horizon and frequency fit with those sizes: smaller test slices and blocks, in this order, before
+# refusing (each still needs MIN_CONVERSIONS converting leads): a short history with many leads is enough data
+# for a slice of two weeks, but the embargoes of a long horizon leave no room for a month-long one.
+SMALLER_SIZES = {"MS": ((2, 1),), "W-MON": ((3, 2), (2, 2), (2, 1))}
 COVERED_SHARE = 0.75                        # the horizon covers this share of the days to convert
 MIN_CONVERSIONS = 20                        # converting leads in the test, each fold's training rows and block
 
@@ -165,25 +170,57 @@ def resolve_cadence(leads: pd.DataFrame, until: pd.Timestamp, params: Params) ->
     if sp.method == "chain":  # the fixed chain keeps its historical defaults
         h, f = horizons[0] if s.horizon_days != AUTO else 90, frequencies[0] if s.frequency != AUTO else "MS"
         return Cadence(h, f, sp.test_cutoffs if sp.test_cutoffs != AUTO else 3, 1, None, ())
-    fallback = None
-    for horizon in horizons:
-        for frequency in frequencies:
-            n_test = sp.test_cutoffs if sp.test_cutoffs != AUTO else AUTO_TEST_CUTOFFS.get(frequency, 3)
-            block = sp.fold_cutoffs if sp.fold_cutoffs != AUTO else AUTO_FOLD_CUTOFFS.get(frequency, 2)
-            splits = _feasible(leads, until, horizon, frequency, n_test, block, params)
-            if splits is None:
-                continue
-            cadence = Cadence(horizon, frequency, n_test, block, splits, ())
-            if len(splits.starts) >= min(2, sp.folds):
-                return _with_notes(cadence, params, why, preferred)
-            fallback = fallback or cadence
-    if fallback is not None:
-        return _with_notes(fallback, params, why, preferred)
+    for level in range(1 + max(len(v) for v in SMALLER_SIZES.values())):
+        fallback = None
+        for horizon in horizons:
+            for frequency in frequencies:
+                sizes = _sizes(frequency, level, sp.test_cutoffs, sp.fold_cutoffs)
+                if sizes is None:
+                    continue
+                splits = _feasible(leads, until, horizon, frequency, *sizes, params)
+                if splits is None:
+                    continue
+                cadence = Cadence(horizon, frequency, *sizes, splits, ())
+                if len(splits.starts) >= min(2, sp.folds):
+                    return _with_notes(cadence, params, why, preferred)
+                fallback = fallback or cadence
+        if fallback is not None:
+            return _with_notes(fallback, params, why, preferred)
     raise NotEnoughHistory(
         f"the history up to {until:%Y-%m-%d} is too short: no horizon and cutoff frequency leave a test slice and a "
         f"fold with {MIN_CONVERSIONS} converting leads in each (tried horizons of "
-        f"{'/'.join(str(h) for h in horizons)} days with {' and '.join(frequencies)} cutoffs); give more history "
+        f"{'/'.join(str(h) for h in horizons)} days with {' and '.join(frequencies)} cutoffs, test slices down to "
+        f"2 cutoffs and validation blocks down to 1){_what_fits(leads, until, params, horizons)}; give more history "
         "(more months, or more recorded conversions)")
+
+
+def _sizes(frequency: str, level: int, test_cutoffs: int | str, fold_cutoffs: int | str) -> tuple[int, int] | None:
+    """(test cutoffs, cutoffs per validation block) at this level of shrinking; None when nothing is left to shrink.
+
+    Level 0 is the ``auto`` sizes (or the explicit ones); later levels shrink only what is ``auto``.
+    """
+    default = (AUTO_TEST_CUTOFFS.get(frequency, 3), AUTO_FOLD_CUTOFFS.get(frequency, 2))
+    if level == 0:
+        chosen = default
+    else:
+        smaller = SMALLER_SIZES.get(frequency, ())
+        if level > len(smaller) or (test_cutoffs != AUTO and fold_cutoffs != AUTO):
+            return None
+        chosen = smaller[level - 1]
+    return (test_cutoffs if test_cutoffs != AUTO else chosen[0], fold_cutoffs if fold_cutoffs != AUTO else chosen[1])
+
+
+def _what_fits(leads: pd.DataFrame, until: pd.Timestamp, params: Params, tried: list[int]) -> str:
+    """", but a horizon of N days fits" when the user fixed a horizon and a shorter standard one would train."""
+    if params.snapshots.horizon_days == AUTO:
+        return ""
+    for horizon in (h for h in reversed(HORIZONS) if h < min(tried)):
+        try:
+            resolve_cadence(leads, until, params.replace(snapshots={"horizon_days": horizon}))
+        except NotEnoughHistory:
+            continue
+        return f", but snapshots.horizon_days: {horizon} fits"
+    return ""
 
 
 def _feasible(leads: pd.DataFrame, until: pd.Timestamp, horizon: int, frequency: str, n_test: int, block: int,

@@ -94,9 +94,9 @@ class Splits:
     # fitted on the newest fold, the final booster on every label observed before the test.
     # chain: one fixed train < validation < calibration < test chain with two embargoes.
     method: str = "rolling"
-    test_cutoffs: int | str = AUTO      # auto: 3 monthly or 4 weekly cutoffs
+    test_cutoffs: int | str = AUTO      # auto: 3 monthly or 4 weekly cutoffs (down to 2 on a short history)
     folds: int = 3                      # rolling: validation blocks (fewer when the history is short)
-    fold_cutoffs: int | str = AUTO      # rolling: cutoffs per validation block; auto: 2 monthly or 4 weekly
+    fold_cutoffs: int | str = AUTO      # rolling: cutoffs per validation block; auto: 2 monthly or 4 weekly (down to 1)
     calibration_cutoffs: int = 3        # chain only
     validation_cutoffs: int = 2         # chain only
     # Tables with a label column instead of conversion times: shares of the labelled rows.

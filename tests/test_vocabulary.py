@@ -299,3 +299,37 @@ def test_a_saved_scorer_keeps_its_vocabulary(vocab_trained, tmp_path):
     assert loaded.spec == result.scorer.spec
     test = result.test.rename(columns={"cutoff": "as_of"})
     pd.testing.assert_frame_equal(loaded.score_features(test), result.scorer.score_features(test))
+
+
+def test_undeclared_types_that_look_like_outcomes_are_named_and_nothing_else():
+    """Issue 18: a naive user's declines and approvals are named once, with what to declare; a touch that leads
+    go on after, or that converting leads had before converting, is not."""
+    from leadtemp.core.vocabulary import terminal_note, terminal_types
+
+    rng = np.random.default_rng(0)
+    n = 300
+    created = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.uniform(0, 90, n), unit="D")
+    leads = pd.DataFrame({"lead_id": [f"L{i}" for i in range(n)], "created_at": created,
+                          "converted_at": pd.NaT})
+    rows = []
+    for i, t in enumerate(created):
+        rows.append((f"L{i}", t, "W_Call", "outbound"))
+        rows.append((f"L{i}", t + pd.Timedelta(days=3), "W_Call", "outbound"))
+        if i % 3 == 0:     # declined: nothing after it
+            rows.append((f"L{i}", t + pd.Timedelta(days=5), "A_DECLINED", "outbound"))
+        elif i % 3 == 1:   # approved: converted at that moment
+            leads.loc[i, "converted_at"] = t + pd.Timedelta(days=6)
+            rows.append((f"L{i}", t + pd.Timedelta(days=6), "A_APPROVED", "outbound"))
+        else:              # a reminder the lead goes on after, converting later
+            rows.append((f"L{i}", t + pd.Timedelta(days=1), "O_REMINDER", "outbound"))
+            rows.append((f"L{i}", t + pd.Timedelta(days=9), "W_Call", "outbound"))
+    log = pd.DataFrame(rows, columns=["lead_id", "timestamp", "type", "direction"])
+    assert terminal_types(leads, log, {}) == {"A_APPROVED": "won", "A_DECLINED": "lost"}
+    declared = vocabulary(A_APPROVED={"kind": "outcome", "ends": "won"})
+    assert terminal_types(leads, log, declared) == {}            # both declared (A_DECLINED in EVENTS)
+    note = terminal_note(leads, log, {})
+    assert "'A_DECLINED' {kind: outcome, ends: lost}" in note and "'A_APPROVED' {kind: outcome, ends: won}" in note
+    assert "O_REMINDER" not in note and "W_Call" not in note
+    few = log.loc[~log["lead_id"].isin([f"L{i}" for i in range(0, n, 3)][:60])]   # 40 declined leads left: too few
+    assert "A_DECLINED" not in terminal_types(leads, few, {})
+    assert any("look like an outcome" in note for note in vocabulary_notes(log, Features(), {}, leads))

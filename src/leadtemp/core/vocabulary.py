@@ -18,10 +18,15 @@ import numpy as np
 import pandas as pd
 
 from leadtemp.core.config import EventType, Features
-from leadtemp.core.schema import DIRECTION, TYPE
+from leadtemp.core.schema import CONVERTED_AT, DIRECTION, LEAD_ID, TIMESTAMP, TYPE
 
 TOUCH, STEP, OUTCOME = "touch", "step", "outcome"
 NAMED = 8  # undeclared types named in the training note, the most frequent first
+# An undeclared type looks like an outcome when at least TERMINAL_LEADS leads have it, none converted after it,
+# and at most TERMINAL_FOLLOWED of them have any event later than a day after it (what a decline or a
+# cancellation looks like in a process log); or when at least TERMINAL_WON of its leads converted at or
+# within a day before it, and none after (an "approved" status).
+TERMINAL_LEADS, TERMINAL_FOLLOWED, TERMINAL_WON = 50, 0.05, 0.9
 
 
 def kind_of(events: dict[str, EventType], type_: str) -> str:
@@ -64,14 +69,60 @@ def thermometer_not_applicable(scores: np.ndarray | pd.Series, rows: str) -> str
     return None if level is None else not_applicable_reason(level, len(scores), rows)
 
 
-def vocabulary_notes(interactions: pd.DataFrame, settings: Features, events: dict[str, EventType]) -> list[str]:
+def terminal_types(leads: pd.DataFrame, interactions: pd.DataFrame, events: dict[str, EventType]) -> dict[str, str]:
+    """Undeclared types that look like an outcome (see ``TERMINAL_*``): type → ``lost`` or ``won``.
+
+    Only a hint for the user: nothing is closed or converted because of it. Counted from each lead's first
+    event of the type; leads without a conversion time count as not converted.
+    """
+    if interactions.empty or CONVERTED_AT not in leads.columns:
+        return {}
+    undeclared = interactions.loc[~interactions[TYPE].isin(list(events)), [LEAD_ID, TYPE, TIMESTAMP]]
+    first = undeclared.groupby([TYPE, LEAD_ID], observed=True, sort=False)[TIMESTAMP].min().reset_index()
+    last = interactions.groupby(LEAD_ID, observed=True, sort=False)[TIMESTAMP].max()
+    converted = leads.drop_duplicates(LEAD_ID).set_index(LEAD_ID)[CONVERTED_AT]
+    first["converted"] = first[LEAD_ID].map(converted)
+    first["last"] = first[LEAD_ID].map(last)
+    day = pd.Timedelta(days=1)
+    first["after"] = first["converted"] > first[TIMESTAMP]
+    first["followed"] = first["last"] > first[TIMESTAMP] + day
+    first["won_at"] = (first["converted"] <= first[TIMESTAMP]) & (first["converted"] >= first[TIMESTAMP] - day)
+    per = first.groupby(TYPE, observed=True, sort=True)[["after", "followed", "won_at"]].agg(["sum", "size"])
+    out = {}
+    for type_, row in per.iterrows():
+        n = int(row[("after", "size")])
+        if n < TERMINAL_LEADS or row[("after", "sum")] > 0:
+            continue
+        if row[("won_at", "sum")] >= TERMINAL_WON * n:
+            out[str(type_)] = "won"
+        elif row[("followed", "sum")] <= TERMINAL_FOLLOWED * n:
+            out[str(type_)] = "lost"
+    return out
+
+
+def terminal_note(leads: pd.DataFrame, interactions: pd.DataFrame, events: dict[str, EventType]) -> str | None:
+    """The training note naming the undeclared types that look like outcomes, or None."""
+    found = terminal_types(leads, interactions, events)
+    if not found:
+        return None
+    shown = ", ".join(f"'{t}' {{kind: outcome, ends: {e}}}" for t, e in list(found.items())[:NAMED])
+    return (f"{len(found)} undeclared interaction type(s) look like an outcome (no lead converted after one, and "
+            f"the leads had no other event later or had just converted): {shown}; if they close a lead, declare "
+            "them so in events (or map data.columns.lost_at): until then a lead they closed is scored as open, and "
+            "they are counted as contacts (docs/own-data.md#lost-and-reopened-leads)")
+
+
+def vocabulary_notes(interactions: pd.DataFrame, settings: Features, events: dict[str, EventType],
+                     leads: pd.DataFrame | None = None) -> list[str]:
     """What the user must hear once per training about their vocabulary, counted over ``interactions``.
 
     With an ``events`` section: the undeclared types with their counts (treated as touches and named
     in reasons by their raw code) and the declared types that never occur. Always: a thermometer none
-    of whose types occurs inbound.
+    of whose types occurs inbound; with ``leads``, the undeclared types that look like outcomes.
     """
     notes = []
+    if leads is not None and (note := terminal_note(leads, interactions, events)):
+        notes.append(note)
     counts = interactions[TYPE].value_counts(sort=True)
     if events:
         undeclared = counts.loc[~counts.index.isin(list(events))]

@@ -312,7 +312,7 @@ def _train_rolling(leads: pd.DataFrame, interactions: pd.DataFrame, params: Para
     snaps = _snapshots(leads, used, lambda t: splits.slice_of(t, until), params, until, spells)
     frame = build_training_frame(snaps, leads, interactions, spec)
     parts, leakage, notes = _slices(frame, leads, spec, params, names=("train", "test"))
-    notes += vocabulary_notes(interactions, params.features, params.events)
+    notes += vocabulary_notes(interactions, params.features, params.events, leads)
     pool = parts["train"]
     period = pool["cutoff"].where(pool["snapshot"] == "periodic").to_numpy()  # within-cutoff: the periodic rows
     scorer, selection = fit_scorer_rolling(pool, splits.fold_masks(pool["cutoff"]), period, spec, params, {
@@ -374,7 +374,7 @@ def _train_chain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params
     snaps = _snapshots(leads, used, slice_of, params, until, spells)
     frame = build_training_frame(snaps, leads, interactions, spec)
     parts, leakage, notes = _slices(frame, leads, spec, params)
-    notes += vocabulary_notes(interactions, params.features, params.events)
+    notes += vocabulary_notes(interactions, params.features, params.events, leads)
 
     scorer = fit_scorer(parts, spec, params, {
         "trained_through": str(splits.calibration.max() + pd.Timedelta(days=s.horizon_days)),

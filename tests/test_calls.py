@@ -95,6 +95,16 @@ def test_the_backtest_counts_the_conversions_a_team_would_have_reached_in_each_o
     # leadtemp calls a (1) then b (1); the thermometer b (0) then d (1); newest first d (0) then d (1): of 4 conversions
     assert got == {"calls_reached_leadtemp": 0.5, "calls_reached_thermometer": 0.25, "calls_reached_newest_first": 0.25}
     assert calls_reached(frame, 4)["calls_reached_leadtemp"] == 1.0
+    # The cooldown: a lead we contacted 2 days before the cutoff is left out in every order ...
+    contacted = frame.assign(outbound_days_since_last=[2.0, np.nan, 30.0, np.nan, np.nan, np.nan, np.nan, np.nan])
+    assert calls_reached(contacted, 1, cooldown_days=7)["calls_reached_leadtemp"] == 0.25    # b (0), then b (1)
+    assert calls_reached(contacted, 1, cooldown_days=1)["calls_reached_leadtemp"] == 0.5     # a (1), then b (1)
+    # ... and so is a lead the same order called at an earlier cutoff within the cooldown (cutoffs a day apart here)
+    daily = frame.assign(cutoff=pd.to_datetime(["2024-01-01"] * 4 + ["2024-01-02"] * 4),
+                         probability=[0.9, 0.8, 0.1, 0.2] * 2, margin=[2.0, 1.5, -2.0, -1.0] * 2)
+    # without a cooldown leadtemp calls a twice (1, then 0); with it a, then b (1)
+    assert calls_reached(daily, 1)["calls_reached_leadtemp"] == 0.25
+    assert calls_reached(daily, 1, cooldown_days=7)["calls_reached_leadtemp"] == 0.5
 
 
 def test_the_calls_command_plans_the_day_and_refuses_what_it_cannot_plan(small_sim, small_result, tmp_path):

@@ -98,10 +98,15 @@ def window_metrics(frame: pd.DataFrame) -> dict[str, float]:
     return metrics
 
 
-def calls_reached(frame: pd.DataFrame, calls: int) -> dict[str, float]:
+def calls_reached(frame: pd.DataFrame, calls: int, cooldown_days: float = 0.0) -> dict[str, float]:
     """The share of the window's conversions a team making ``calls`` calls at each cutoff would have reached, calling
     the leads in leadtemp's order (probability, then margin), the thermometer's, or the newest leads first (the order
-    they arrived in, the usual queue without a score). Conversions within the horizon of each cutoff."""
+    they arrived in, the usual queue without a score). Conversions within the horizon of each cutoff.
+
+    As ``leadtemp calls`` does, a lead contacted by us within ``cooldown_days`` before a cutoff is not called there:
+    by the data (``outbound_days_since_last``, the same for every order) or by the order's own calls at an earlier
+    cutoff of the window (so each order's team cools the leads it called itself).
+    """
     if "cutoff" not in frame.columns:
         return {}
     y = frame["label"].to_numpy(dtype=float)
@@ -112,12 +117,20 @@ def calls_reached(frame: pd.DataFrame, calls: int) -> dict[str, float]:
     if "lead_age_days" in frame.columns:
         orders["newest_first"] = (ids, frame["lead_age_days"].to_numpy(dtype=float))
     cutoff = frame["cutoff"].to_numpy()
+    last = frame.get("outbound_days_since_last", pd.Series(np.nan, index=frame.index)).to_numpy(dtype=float)
+    contacted = ~np.isnan(last) & (last < cooldown_days)
     reached = dict.fromkeys(orders, 0.0)
+    called: dict[str, dict[str, np.datetime64]] = {name: {} for name in orders}
+    cool = np.timedelta64(int(round(cooldown_days * 86400)), "s")
     for c in np.unique(cutoff):
-        rows = np.flatnonzero(cutoff == c)
+        rows = np.flatnonzero((cutoff == c) & ~contacted)
         for name, keys in orders.items():  # lexsort: the last key is the primary one
-            first = rows[np.lexsort(tuple(k[rows] for k in keys))][:calls]
+            ranked = rows[np.lexsort(tuple(k[rows] for k in keys))]
+            if cooldown_days > 0 and called[name]:
+                ranked = ranked[[not (ids[r] in called[name] and c - called[name][ids[r]] < cool) for r in ranked]]
+            first = ranked[:calls]
             reached[name] += y[first].sum()
+            called[name].update(dict.fromkeys(ids[first], c))
     total = y.sum()
     return {f"calls_reached_{name}": value / total for name, value in reached.items()} if total else {}
 
@@ -159,7 +172,7 @@ def backtest(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, k:
         frame = score_window(result.scorer, leads, interactions, window, until)
         metrics = window_metrics(frame)
         if calls is not None:
-            metrics.update(calls_reached(frame, calls), calls_per_cutoff=float(calls))
+            metrics.update(calls_reached(frame, calls, params.calls.cooldown_days), calls_per_cutoff=float(calls))
         folds.append(Fold(_quarter(start), start, result, metrics))
     return Backtest(folds)
 

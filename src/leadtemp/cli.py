@@ -386,8 +386,8 @@ def backtest(
     quarters: Annotated[int, typer.Option("--quarters", min=1, help="How many of the newest fully labelled quarters to test.")] = 4,
     reps: Annotated[Optional[int], typer.Option(
         "--reps", help="With --per-rep: a team's capacity; each quarter also shows the share of its conversions the "
-        "team would have reached at each cutoff following leadtemp, the thermometer and the newest leads first "
-        "(default: calls.reps and calls.per_rep in params, if set).")] = None,
+        "team would have reached at each cutoff following leadtemp, the thermometer and the newest leads first, "
+        "skipping leads contacted within calls.cooldown_days (default: calls.reps and calls.per_rep in params, if set).")] = None,
     per_rep: Annotated[Optional[int], typer.Option("--per-rep", help="Calls each rep makes a day (see --reps).")] = None,
     params: ParamsOpt = Path("params.yaml"),
     leads: LeadsOpt = None,

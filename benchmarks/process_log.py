@@ -101,8 +101,8 @@ def generate(n: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.Timestam
         add(i, t, "A_SUBMITTED", "inbound")
         add(i, t + 1e-3, "A_PARTLYSUBMITTED")
         if rng.random() < sigmoid(-0.9 - 1.6 * credit[i]):               # automatic screening
-            add(i, t + rng.uniform(0.001, 0.02), "A_DECLINED")
-            lost[i] = t + 0.01
+            lost[i] = t + rng.uniform(0.001, 0.02)
+            add(i, lost[i], "A_DECLINED")
             continue
         t += rng.uniform(0.002, 0.3)
         add(i, t, "A_PREACCEPTED")

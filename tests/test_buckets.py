@@ -245,3 +245,16 @@ def test_a_model_that_ranks_on_many_leads_still_passes():
     leads = _weak_leads(3000, seed=6)
     leads["margin"] = leads["margin"] * 0 + rng.normal(size=3000) + 1.5 * leads["label"]
     assert _ranks(leads.loc[leads.index.repeat(3)].reset_index(drop=True)).passed
+
+
+def test_fixed_cutoffs_that_leave_a_bucket_empty_get_advice_about_fixed_cutoffs():
+    """A run with buckets.method: probability is not told to set fixed cut-offs, nor about isotonic steps it lacks."""
+    raw = Calibrator("sigmoid", slope=1.0, intercept=0.0, ceiling=0.8)
+    scorer = SimpleNamespace(calibrator=raw, buckets=BucketCutoffs(hot=0.5, warm=0.15, method="probability"),
+                             meta={"profile": {"bucket_shares": {"hot": 0.2, "warm": 0.8, "cold": 0.0}}})
+    table = pd.DataFrame({"bucket": ["hot", "warm", "cold"], "leads": [20, 80, 0], "converted": [10, 20, 0],
+                          "rate": [0.5, 0.25, np.nan]})
+    gate = buckets_gate(table, scorer)
+    assert not gate.passed and "empty on the calibration slice (where the cut-offs were fitted): cold" in gate.detail
+    assert "buckets.warm_probability 0.15" in gate.detail and "buckets.method: share" in gate.detail
+    assert "isotonic" not in gate.detail

@@ -208,13 +208,25 @@ def buckets_gate(buckets: pd.DataFrame, scorer: LeadScorer | None = None) -> Gat
         problems.append(f"empty on the test slice: {', '.join(empty)}")
     fitted = "calibration slice " + ", ".join(f"{b} {shares[b]:.1%}" for b in BUCKETS if b in shares) if shares else ""
     if problems:
-        return Gate("buckets separate", False, "; ".join(problems) + (f" ({fitted})" if fitted else "") +
-                    ": the calibrated probabilities do not spread over three buckets (an isotonic calibrator gives every "
-                    "lead below its lowest step one probability); a longer horizon or more conversions give it more "
-                    "steps, or set fixed cut-offs (buckets.method: probability) above its floor")
+        return Gate("buckets separate", False, "; ".join(problems) + (f" ({fitted})" if fitted else "") + ": "
+                    + _buckets_advice(scorer))
     hot, cold = rows.loc[BUCKETS[0], "rate"], rows.loc[BUCKETS[-1], "rate"]
     return Gate("buckets separate", hot > cold, (f"{fitted}; " if fitted else "") + f"test conversion hot {hot:.1%} vs cold {cold:.1%}"
                 + ("" if hot > cold else ": hot leads convert no more than cold ones"))
+
+
+def _buckets_advice(scorer: LeadScorer | None) -> str:
+    """What helps when the buckets do not separate, for the cut-offs and the calibrator this model has."""
+    cut = scorer.buckets if scorer is not None else None
+    if cut is not None and cut.method == "probability":
+        return (f"the fixed cut-offs (buckets.hot_probability {cut.hot:g}, buckets.warm_probability {cut.warm:g}) do not "
+                "fit this data's probabilities; move them to where its leads lie, or use buckets.method: share (the top "
+                "hot_share of the calibration slice hot, the next warm_share warm)")
+    isotonic = scorer is None or scorer.calibrator.method == "isotonic"
+    return ("the calibrated probabilities do not spread over three buckets"
+            + (" (an isotonic calibrator gives every lead below its lowest step one probability)" if isotonic else "")
+            + "; a longer horizon or more conversions give the model more to tell leads apart, or set fixed cut-offs "
+            "(buckets.method: probability) between its lowest and highest probability")
 
 
 def _slices(frame: pd.DataFrame, leads: pd.DataFrame, spec: FeatureSpec, params: Params,

@@ -51,7 +51,7 @@ class PartitionFiles:
         if frame.empty:
             return
         table = pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
-        part = partition_of(frame[LEAD_ID].to_numpy(dtype=object), self.n)
+        part = partition_of(table.column(LEAD_ID), self.n)
         order = np.argsort(part, kind="stable")
         bounds = np.searchsorted(part[order], np.arange(self.n + 1))
         for k in np.flatnonzero(np.diff(bounds)):

@@ -169,7 +169,8 @@ class Source:
 
     def fingerprint(self) -> dict:
         """What the source holds, told cheaply: each file's size and modification time, or a table's row
-        count and an order-independent checksum of every row (computed by PostgreSQL itself)."""
+        count and an order-independent checksum of every row (computed by PostgreSQL itself; for SQLite on
+        the Arrow batches of its ADBC driver, :func:`arrow_checksum`)."""
         if self.path is not None and self.url is None:
             return {"files": [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in self.files()]}
         if self.url is None:
@@ -177,9 +178,16 @@ class Source:
         with database_errors(self.url, str(self)):
             engine = sa.create_engine(self.url)
             try:
-                return {"source": str(self), **table_checksum(engine, self._table(engine))}
+                table = self._table(engine)
+                arrow = _arrow_driver(self.url) if engine.dialect.name == "sqlite" else None
+                if arrow is None:
+                    return {"source": str(self), **table_checksum(engine, table)}
+                declared = _sqlite_declared_types(engine, table)
             finally:
                 engine.dispose()
+            return {"source": str(self),
+                    **arrow_checksum(_arrow_record_batches(arrow, engine.dialect, table, list(table.columns), declared,
+                                                           READ_BATCH)[1])}
 
     def _table(self, engine: sa.Engine) -> sa.Table:
         try:
@@ -365,28 +373,81 @@ def _arrow_query(dialect, table: sa.Table, columns: list[sa.Column],
     return f"SELECT {', '.join(first)} UNION ALL SELECT {', '.join(exprs)} FROM {name}", True, names
 
 
+def _arrow_record_batches(arrow: tuple[object, str], dialect, table: sa.Table, columns: list[sa.Column],
+                          declared: dict[str, str], batch_rows: int) -> tuple[list[tuple[str, str]], Iterator]:
+    """The (column, part) of each result column and the driver's record batches (the typing row dropped)."""
+    query, typing_row, names = _arrow_query(dialect, table, columns, declared)
+
+    def batches():
+        dbapi, uri = arrow
+        nonlocal typing_row
+        with dbapi.connect(uri) as conn, conn.cursor() as cursor:
+            if dialect.name == "sqlite":
+                cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
+            cursor.execute(query)
+            for batch in cursor.fetch_record_batch():
+                if typing_row:
+                    batch, typing_row = batch.slice(1), False
+                yield batch
+
+    return names, batches()
+
+
 def _arrow_batches(arrow: tuple[object, str], dialect, table: sa.Table, columns: list[sa.Column],
                    declared: dict[str, str], size: int | None) -> Iterator[pd.DataFrame]:
-    dbapi, uri = arrow
-    query, typing_row, names = _arrow_query(dialect, table, columns, declared)
-    with dbapi.connect(uri) as conn, conn.cursor() as cursor:
-        if dialect.name == "sqlite":
-            cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(size or READ_BATCH)})
-        cursor.execute(query)
-        reader = cursor.fetch_record_batch()
-        pending, rows = [], 0  # the driver's batches, cut again to ``size`` rows (as a cursor's fetches give them)
-        for batch in reader:
-            if typing_row:
-                batch, typing_row = batch.slice(1), False
-            pending.append(batch)
-            rows += batch.num_rows
-            while size is not None and rows >= size:
-                table = pa.Table.from_batches(pending, reader.schema)
-                yield frame_from_arrow(table.slice(0, size), names)
-                rest = table.slice(size)
-                pending, rows = rest.to_batches(), rest.num_rows
-        if size is None or rows:
-            yield frame_from_arrow(pa.Table.from_batches(pending, reader.schema), names)
+    names, reader = _arrow_record_batches(arrow, dialect, table, columns, declared, size or READ_BATCH)
+    pending, rows, schema = [], 0, None  # the driver's batches, cut again to ``size`` rows (as a cursor's fetches)
+    for batch in reader:
+        schema = batch.schema
+        pending.append(batch)
+        rows += batch.num_rows
+        while size is not None and rows >= size:
+            whole = pa.Table.from_batches(pending, schema)
+            yield frame_from_arrow(whole.slice(0, size), names)
+            rest = whole.slice(size)
+            pending, rows = rest.to_batches(), rest.num_rows
+    if schema is None and size is None:  # no batch at all: an empty table
+        yield pd.DataFrame({c.name: [] for c in columns})
+    elif size is None or rows:
+        yield frame_from_arrow(pa.Table.from_batches(pending, schema), names)
+
+
+def arrow_checksum(batches: Iterator) -> dict:
+    """Row count and an order-independent checksum of record batches: the sum (modulo 2**64) of a hash of each
+    row, which mixes each column's value hash (text by its bytes, numbers by their bits, NULL and each
+    column's place apart). Any deleted, added or changed row changes it; no Python object per value."""
+    rows, total = 0, 0
+    for batch in batches:
+        h = np.zeros(batch.num_rows, dtype=np.uint64)
+        for k, column in enumerate(batch.columns):
+            h = _mix(h * np.uint64(0x100000001B3) + _value_hash(column) + np.uint64(k + 1))
+        rows += batch.num_rows
+        total = (total + int(h.sum(dtype=np.uint64))) % 2**64
+    return {"rows": rows, "checksum": f"arrow:{total:x}"}
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser (uint64 arithmetic wraps, as meant)."""
+    h = h ^ (h >> np.uint64(30))
+    h = h * np.uint64(0xBF58476D1CE4E5B9)
+    h = h ^ (h >> np.uint64(27))
+    h = h * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
+def _value_hash(column: pa.Array) -> np.ndarray:
+    from leadtemp.modelling.partition import text_hash
+
+    kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        h = text_hash(column)
+    elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_timestamp(kind):
+        values = column.cast(pa.float64() if pa.types.is_floating(kind) else pa.int64()).fill_null(0)
+        h = _mix(values.to_numpy(zero_copy_only=False).view(np.uint64) ^ np.uint64(0x5851F42D4C957F2D))
+    else:
+        h = text_hash(column.cast(pa.large_string()))
+    valid = np.asarray(column.is_valid())
+    return np.where(valid, h, np.uint64(0x9E3779B97F4A7C15))
 
 
 def frame_from_arrow(batch, names: list[tuple[str, str]]) -> pd.DataFrame:

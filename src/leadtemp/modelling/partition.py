@@ -73,7 +73,7 @@ def _fnv1a(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
     return out
 
 
-def _text_hash(ids: pa.Array) -> np.ndarray:
+def text_hash(ids: pa.Array) -> np.ndarray:
     """A 64-bit hash of each string, computed on the Arrow buffers (no Python object per id); NULL hashes as ""."""
     ids = pc.fill_null(ids.cast(pa.large_string()), "")
     offsets = np.frombuffer(ids.buffers()[1], dtype=np.int64)[ids.offset:ids.offset + len(ids) + 1]
@@ -86,7 +86,7 @@ def partition_of(lead_ids: pd.Series | np.ndarray | pa.Array | pa.ChunkedArray, 
     ids = lead_ids if isinstance(lead_ids, pa.Array | pa.ChunkedArray) else pa.array(lead_ids, type=pa.large_string())
     if isinstance(ids, pa.ChunkedArray):
         ids = ids.combine_chunks() if ids.num_chunks else pa.array([], pa.large_string())
-    return (_text_hash(ids) % np.uint64(n)).astype(np.int64)
+    return (text_hash(ids) % np.uint64(n)).astype(np.int64)
 
 
 def lead_schema(scorer: LeadScorer) -> pa.Schema:

@@ -144,6 +144,32 @@ def test_a_sqlite_table_reads_through_arrow_exactly_as_row_by_row(tmp_path, monk
         assert every["source"].tolist()[:2] == ["7", "web"] and _reasons(every)[1] == "column 'visits': is not a number"
 
 
+def test_an_empty_sqlite_table_reads_through_arrow_as_row_by_row(tmp_path, monkeypatch):
+    import leadtemp.adapters.sources as sources
+
+    db = tmp_path / "crm.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE leads (lead_id INTEGER, created_at TEXT, source, visits REAL)")
+    arrow = [list(Source.database(f"sqlite:///{db}", "leads").batches(size)) for size in (None, 2)]
+    monkeypatch.setattr(sources, "_arrow_driver", lambda url: None)
+    rows = [list(Source.database(f"sqlite:///{db}", "leads").batches(size)) for size in (None, 2)]
+    assert len(arrow[0]) == 1 and arrow[1] == rows[1] == []
+    _same_values(arrow[0][0], rows[0][0])
+
+
+def test_an_arrow_driver_error_is_one_line_without_the_password():
+    from adbc_driver_manager import OperationalError
+
+    from leadtemp.adapters.sources import database_errors
+    from leadtemp.core.errors import StorageError
+
+    with pytest.raises(StorageError) as info:
+        with database_errors("postgresql+psycopg://scoring:s3cret@db.internal/crm", "--db crm table 'leads'"):
+            raise OperationalError("connection to postgresql://scoring:s3cret@db.internal/crm failed:\n refused",
+                                   status_code=1)
+    assert str(info.value) == "--db crm table 'leads': connection to postgresql://scoring:***@db.internal/crm failed: refused"
+
+
 @pytest.mark.services
 def test_a_postgresql_table_reads_through_arrow_as_row_by_row(monkeypatch):
     """Types Arrow has no exact match for (numeric, uuid) are read as their text, which reads as the driver's

@@ -461,6 +461,8 @@ def frame_from_arrow(batch, names: list[tuple[str, str]]) -> pd.DataFrame:
     parts: dict[str, dict[str, object]] = {}
     for (base, part), column in zip(names, batch.columns):
         parts.setdefault(base, {})[part] = column
+    if batch.num_rows == 0:
+        return pd.DataFrame({base: [] for base in parts})
     out = {}
     for base, found in parts.items():
         present = {k: v for k, v in found.items() if v.null_count < len(v)}

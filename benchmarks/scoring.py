@@ -12,9 +12,13 @@ from the simulated CRM, ~8 events per lead, some after the scoring date) and mea
   reasons         leads/s of LeadScorer.score_rows with reasons (exact TreeSHAP, grouping, words)
                   against shap.TreeExplainer(booster).shap_values on the same rows (the reference runs on
                   at most --reference-rows rows); top3_agreement = share of leads with the same top-3 groups
-  db_end_to_end   leads/s of `leadtemp.api.score_sources` from a SQLite database (leads and interactions tables)
-                  into a SQLite table, with reasons, in a fresh process; peak_rss_mb is that process's
-                  peak resident memory (VmHWM), so it shows whether memory stays flat as N grows
+  db_end_to_end   leads/s of `leadtemp.api.score_sources` from a database (leads and interactions tables; SQLite,
+                  and PostgreSQL on loopback with --backends postgresql) into a table of it, with reasons, in a
+                  fresh process; peak_rss_mb is that process's peak resident memory (VmHWM), so it shows whether
+                  memory stays flat as N grows. reference_per_s: the in-memory pipeline on the same leads
+                  (LeadScorer.score with reasons on the generated frames, chunk by chunk, in another fresh
+                  process); ratio = database leads/s / in-memory leads/s. phases: seconds until the leads were
+                  partitioned, the interactions too, the last lead scored, and the end (publishing)
 
 Every stage uses every core (LightGBM's OpenMP threads, numba's threads). The stages run on the
 first --stage-leads leads of each N (their speed does not depend on N); db_end_to_end on all N.
@@ -23,6 +27,8 @@ Predict and reasons report the best of 5 runs, shap.TreeExplainer the best of 2.
 Usage: python benchmarks/scoring.py [--max-leads 1000000] [--sizes 10000 100000 1000000 10000000]
 Writes benchmarks/results/scoring.md and scoring.json (rows: n_leads, stage, ours_per_s,
 reference_per_s, ratio, peak_rss_mb, top3_agreement).
+`--database-only --backends sqlite postgresql` runs only db_end_to_end (and its in-memory reference) and
+writes benchmarks/results/database.md and database.json instead, with the machine's load.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import sys
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -179,8 +186,76 @@ def stages(scorer, vocab: dict, n: int, reference_rows: int) -> list[dict]:
     return rows
 
 
+def build_postgres(url: str, vocab: dict, n: int) -> int:
+    """The same CRM as :func:`build_database` in PostgreSQL (typed columns), loaded with COPY; returns the events."""
+    import io
+
+    import psycopg
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    conninfo = url.replace("postgresql+psycopg://", "postgresql://")
+    n_events, first = 0, 0
+    with psycopg.connect(conninfo) as conn:
+        conn.execute("DROP TABLE IF EXISTS leads, interactions, scores, scores_rejects")
+        leads, _ = generate(vocab, 0, 1, seed=0)
+        text = ", ".join(f'"{c}" {"timestamp" if c.endswith("_at") else "double precision" if c == "past_purchases" else "text"}'
+                         for c in leads.columns)
+        conn.execute(f"CREATE TABLE leads ({text})")
+        conn.execute('CREATE TABLE interactions (lead_id text, "timestamp" timestamp, type text, direction text)')
+        while first < n:
+            size = min(GENERATE_CHUNK, n - first)
+            leads, events = generate(vocab, first, size, seed=first)
+            for name, frame in (("leads", leads), ("interactions", events)):
+                buffer = io.BytesIO()
+                pa_csv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), buffer,
+                                 pa_csv.WriteOptions(include_header=False, quoting_style="all_valid"))
+                columns = ", ".join(f'"{c}"' for c in frame.columns)
+                with conn.cursor().copy(f"COPY {name} ({columns}) FROM STDIN WITH (FORMAT csv)") as copy:
+                    copy.write(buffer.getbuffer())
+            n_events += len(events)
+            first += size
+    return n_events
+
+
+@contextmanager
+def postgres_server():
+    """A throwaway PostgreSQL on 127.0.0.1 (as tests/services.py starts one); yields its SQLAlchemy URL."""
+    import glob
+    import shutil
+    import socket
+
+    base = Path(tempfile.mkdtemp(prefix="leadtemp-bench-pg-"))
+    bindir = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))[-1]).parent
+    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    data, sockets = base / "pgdata", base / "pgsock"
+    sockets.mkdir(parents=True)
+    if prefix:
+        shutil.chown(base, "postgres")
+        shutil.chown(sockets, "postgres")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
+                    "--locale=C.UTF-8"], check=True, capture_output=True)
+    subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-o", f"-h 127.0.0.1 -p {port} -k {sockets} "
+                    "-c fsync=off", "-l", str(base / "pglog"), "-w", "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+                       capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _peak_rss_mb() -> float:
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent, VmHWM starts afresh at exec.
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024
+
+
 def end_to_end_child(model_dir: str, db: str, work: str) -> None:
-    """Runs in a fresh process: score the SQLite CRM into a table; print seconds and peak RSS as JSON."""
+    """Runs in a fresh process: score the CRM (a SQLite file or a database URL) into a table of it; print seconds,
+    phases and peak RSS as JSON."""
     from leadtemp.adapters.sources import Source, Target
     from leadtemp.api import score_sources
     from leadtemp.core.config import load_params
@@ -188,31 +263,78 @@ def end_to_end_child(model_dir: str, db: str, work: str) -> None:
 
     scorer = LeadScorer.load(model_dir)
     scorer.meta["model_version"] = "bench"
-    url = f"sqlite:///{db}"
+    url = db if "://" in db else f"sqlite:///{db}"
+    lines: list[tuple[float, str]] = []
     start = time.perf_counter()
+
+    def echo(message: str) -> None:
+        lines.append((time.perf_counter() - start, message))
+        print(f"[{lines[-1][0]:.1f} s] {message}", file=sys.stderr)
+
     result = score_sources(scorer, load_params(HERE.parent / "params.yaml"), AS_OF, Source.database(url, "leads"),
-                            Source.database(url, "interactions"), Target(url=url, table="scores"),
-                            work_dir=Path(work), echo=lambda m: print(m, file=sys.stderr), interactive=False)
+                           Source.database(url, "interactions"), Target(url=url, table="scores"),
+                           work_dir=Path(work), echo=echo, interactive=False)
     seconds = time.perf_counter() - start
-    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the forking parent, VmHWM starts afresh at exec.
-    hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
-    print(json.dumps({"seconds": seconds, "leads": result.leads_read, "scored": result.scored, "peak_rss_mb": hwm / 1024}))
+    def at(word: str) -> float | None:
+        return next((t for t, m in lines if m.startswith("read ") and f" {word} from " in m), None)
+
+    scored = [t for t, m in lines if m.startswith("scoring:")]
+    phases = {"leads_partitioned": at("leads"), "interactions_partitioned": at("interactions"),
+              "last_progress_line": scored[-1] if scored else None, "end": seconds}
+    print(json.dumps({"seconds": seconds, "leads": result.leads_read, "scored": result.scored,
+                      "peak_rss_mb": _peak_rss_mb(), "phases": phases}))
 
 
-def end_to_end(model_dir: Path, vocab: dict, n: int, folder: Path) -> dict:
-    db = folder / f"crm-{n}.db"
-    t0 = time.perf_counter()
-    n_events = build_database(db, vocab, n)
-    print(f"  built SQLite CRM: {n:,} leads, {n_events:,} events in {time.perf_counter() - t0:.0f} s", flush=True)
-    child = subprocess.run([sys.executable, __file__, "--child", str(model_dir), str(db), str(folder / "work")],
-                           capture_output=True, text=True, env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
+def memory_child(model_dir: str, vocab_file: str, n: str) -> None:
+    """Runs in a fresh process: the in-memory pipeline on the benchmark's leads (the same generator and seeds as
+    the database), GENERATE_CHUNK leads at a time: LeadScorer.score with reasons on frames already in memory.
+    Prints leads/s and peak RSS as JSON."""
+    from leadtemp.modelling.scorer import LeadScorer
+
+    scorer = LeadScorer.load(model_dir)
+    vocab = json.loads(Path(vocab_file).read_text())
+    warm_leads, warm_events = generate(vocab, 0, 2_000, seed=0)
+    scorer.score(warm_leads, warm_events, AS_OF)  # numba kernels loaded or compiled, outside the timing
+    seconds, first, total = 0.0, 0, int(n)
+    while first < total:
+        size = min(GENERATE_CHUNK, total - first)
+        leads, events = generate(vocab, first, size, seed=first)
+        start = time.perf_counter()
+        scorer.score(leads, events, AS_OF)
+        seconds += time.perf_counter() - start
+        first += size
+    print(json.dumps({"seconds": seconds, "leads": total, "peak_rss_mb": _peak_rss_mb()}))
+
+
+def _child(*args: str) -> dict:
+    child = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True,
+                           env={**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true"})
     if child.returncode != 0:
         raise RuntimeError(child.stderr)
-    stats = json.loads(child.stdout.strip().splitlines()[-1])
-    db.unlink()
-    return {"n_leads": n, "stage": "db_end_to_end", "ours_per_s": stats["leads"] / stats["seconds"],
-            "reference_per_s": None, "ratio": None, "peak_rss_mb": stats["peak_rss_mb"], "top3_agreement": None,
-            "unit": "leads/s", "events": n_events, "seconds": stats["seconds"], "scored": stats["scored"]}
+    return json.loads(child.stdout.strip().splitlines()[-1])
+
+
+def end_to_end(model_dir: Path, vocab: dict, n: int, folder: Path, backend: str = "sqlite",
+               url: str | None = None, memory: dict | None = None) -> dict:
+    """One db_end_to_end row: the database run and, unless given (``memory``), the in-memory run on the same leads."""
+    vocab_file = folder / "vocab.json"
+    vocab_file.write_text(json.dumps(vocab))
+    if memory is None:
+        memory = _child("--memory-child", str(model_dir), str(vocab_file), str(n))
+    t0 = time.perf_counter()
+    db = folder / f"crm-{n}.db"
+    n_events = build_database(db, vocab, n) if backend == "sqlite" else build_postgres(url, vocab, n)
+    print(f"  built {backend} CRM: {n:,} leads, {n_events:,} events in {time.perf_counter() - t0:.0f} s", flush=True)
+    load_before = os.getloadavg()
+    stats = _child("--child", str(model_dir), str(db) if backend == "sqlite" else url, str(folder / "work"))
+    load_after = os.getloadavg()
+    db.unlink(missing_ok=True)
+    ours, reference = stats["leads"] / stats["seconds"], memory["leads"] / memory["seconds"]
+    return {"n_leads": n, "stage": "db_end_to_end", "backend": backend, "ours_per_s": ours, "reference_per_s": reference,
+            "ratio": ours / reference, "peak_rss_mb": stats["peak_rss_mb"], "top3_agreement": None, "unit": "leads/s",
+            "events": n_events, "seconds": stats["seconds"], "scored": stats["scored"], "phases": stats["phases"],
+            "memory_seconds": memory["seconds"], "memory_peak_rss_mb": memory["peak_rss_mb"],
+            "load_1min_before": load_before[0], "load_1min_after": load_after[0], "memory": memory}
 
 
 # -- report -----------------------------------------------------------------------------------------
@@ -239,9 +361,36 @@ def write_report(rows: list[dict], meta: dict) -> None:
     (out / "scoring.md").write_text("\n".join(lines) + "\n")
 
 
+def write_database_report(rows: list[dict], meta: dict) -> None:
+    out = HERE / "results"
+    out.mkdir(exist_ok=True)
+    (out / "database.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    lines = ["# Database scoring benchmark", "", f"Run {meta['date']} on {meta['machine']}; "
+             f"`MLFLOW_DISABLE_TELEMETRY=true OMP_WAIT_POLICY=PASSIVE python benchmarks/scoring.py {meta['args']}`.",
+             f"Model: {meta['model']}.", "",
+             "| n_leads | database | database leads/s | in-memory leads/s | ratio | peak RSS MB (database run) "
+             "| peak RSS MB (in memory) | seconds | partitioned (leads, +interactions) | last lead scored | load 1 min "
+             "(before, after) |",
+             "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        ph = r["phases"]
+        lines.append(f"| {r['n_leads']:,} | {r['backend']} | {fmt(r['ours_per_s'])} | {fmt(r['reference_per_s'])} "
+                     f"| {fmt(r['ratio'], '{:.2f}')} | {fmt(r['peak_rss_mb'])} | {fmt(r['memory_peak_rss_mb'])} "
+                     f"| {fmt(r['seconds'], '{:.1f}')} | {fmt(ph['leads_partitioned'], '{:.1f}')}, "
+                     f"{fmt(ph['interactions_partitioned'], '{:.1f}')} | {fmt(ph['last_progress_line'], '{:.1f}')} "
+                     f"| {r['load_1min_before']:.1f}, {r['load_1min_after']:.1f} |")
+    lines += ["", "ratio = database leads/s / in-memory leads/s on the same leads in the same run (the in-memory "
+              "pipeline: LeadScorer.score with reasons on the generated frames, 200,000 leads at a time, in its own "
+              "process). Target: ratio >= 0.5 at 1M leads with peak RSS <= 1.5 GB.", ""] + meta["notes"]
+    (out / "database.md").write_text("\n".join(lines) + "\n")
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         end_to_end_child(*sys.argv[2:5])
+        return
+    if len(sys.argv) > 1 and sys.argv[1] == "--memory-child":
+        memory_child(*sys.argv[2:5])
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000, 10_000_000])
@@ -249,6 +398,10 @@ def main() -> None:
     parser.add_argument("--stage-leads", type=int, default=200_000, help="leads for the in-memory stages")
     parser.add_argument("--reference-rows", type=int, default=50_000, help="rows for shap.TreeExplainer")
     parser.add_argument("--train-leads", type=int, default=20_000)
+    parser.add_argument("--backends", nargs="+", default=["sqlite"], choices=["sqlite", "postgresql"],
+                        help="databases for db_end_to_end (postgresql: a server started on 127.0.0.1)")
+    parser.add_argument("--database-only", action="store_true",
+                        help="only db_end_to_end; writes results/database.md and .json")
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -265,22 +418,31 @@ def main() -> None:
     print(model, flush=True)
     rows: list[dict] = []
     sizes = [n for n in args.sizes if n <= args.max_leads]
-    with tempfile.TemporaryDirectory(prefix="leadtemp-bench-") as tmp:
+    server = postgres_server() if "postgresql" in args.backends else nullcontext()
+    with tempfile.TemporaryDirectory(prefix="leadtemp-bench-") as tmp, server as pg_url:
         model_dir = scorer.save(Path(tmp) / "model")
         for n in sizes:
             print(f"N = {n:,}", flush=True)
-            staged = stages(scorer, vocab, min(n, args.stage_leads), args.reference_rows)
-            for r in staged:
-                r["n_leads"] = n
-                r["measured_on"] = min(n, args.stage_leads)
-            rows += staged
-            rows.append(end_to_end(model_dir, vocab, n, Path(tmp)))
-            for r in rows[-4:]:
-                print(f"  {r['stage']:14s} ours {fmt(r['ours_per_s'])} {r['unit']}, reference {fmt(r['reference_per_s'])}, "
-                      f"ratio {fmt(r['ratio'], '{:.2f}')}, peak RSS {fmt(r['peak_rss_mb'])} MB, "
-                      f"top-3 {fmt(r['top3_agreement'], '{:.2%}')}", flush=True)
-            write_report(rows, {"date": time.strftime("%Y-%m-%d"), "machine": f"{os.cpu_count()} cores",
-                                "args": " ".join(sys.argv[1:]), "model": model, "notes": []})
+            if not args.database_only:
+                staged = stages(scorer, vocab, min(n, args.stage_leads), args.reference_rows)
+                for r in staged:
+                    r["n_leads"] = n
+                    r["measured_on"] = min(n, args.stage_leads)
+                rows += staged
+            memory, done = None, len(rows)
+            for backend in args.backends:
+                rows.append(end_to_end(model_dir, vocab, n, Path(tmp), backend, pg_url, memory))
+                memory = rows[-1].pop("memory")
+            for r in rows[-(len(rows) - done):]:
+                print(f"  {r['stage']:14s} {r.get('backend', ''):10s} ours {fmt(r['ours_per_s'])} {r['unit']}, "
+                      f"reference {fmt(r['reference_per_s'])}, ratio {fmt(r['ratio'], '{:.2f}')}, "
+                      f"peak RSS {fmt(r['peak_rss_mb'])} MB, top-3 {fmt(r['top3_agreement'], '{:.2%}')}", flush=True)
+            meta = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": f"{os.cpu_count()} cores",
+                    "args": " ".join(sys.argv[1:]), "model": model, "notes": []}
+            if args.database_only:
+                write_database_report(rows, meta)
+            else:
+                write_report(rows, meta)
 
 
 if __name__ == "__main__":

@@ -329,3 +329,58 @@ def test_spark_engine_gives_the_local_engines_rows_from_files_and_into_catalog_t
     for column in ("previous_bucket", "trend", "what_changed"):
         assert (got.loc[local.index, column].fillna("").to_numpy() == local[column].to_numpy()).all(), column
     np.testing.assert_allclose(got.loc[local.index, "previous_probability"], local["previous_probability"], atol=1e-12)
+
+
+# -- the bulk paths write what SQLAlchemy's insert wrote ---------------------------------------------------
+
+def _awkward_rows() -> pd.DataFrame:
+    """Values a CSV or a tuple could get wrong: empty text against NULL, quotes, commas, new lines, accents,
+    floats that need 17 digits, microseconds and a missing time."""
+    return pd.DataFrame({
+        "lead_id": ["a,\"b\"", "", "é-1\nx", "z"],
+        "as_of": [AS_OF.to_pydatetime()] * 4,
+        "model_version": ["3"] * 4,
+        "run_id": [None, "r", "", "r"],
+        "probability": [0.30000000000000004, 1e-300, np.nan, 1.0],
+        "score": [30, 0, 5, 100],
+        "bucket": ["warm", "cold", "cold", "hot"],
+        "margin": [-0.1, 5e-324, 2.5, -1e300],
+        "part": [0, 1, 2, 3],
+        "reason_1": ["say \"hi\", twice", None, "", "x"],
+        "reason_2": [None] * 4,
+        "reason_3": ["", "", "", ""],
+        "lost_since": pd.to_datetime(["2024-01-02 03:04:05.123456", None, "2023-12-31 00:00:00", None], format="ISO8601"),
+    })
+
+
+def _bulk_equals_insert(url: str) -> None:
+    from leadtemp.adapters.staging import bulk_insert
+
+    engine = sa.create_engine(url)
+    frame = _awkward_rows()
+    metadata = sa.MetaData()
+    bulk, plain = (output_table(metadata, name, margin=True) for name in ("bulk_rows", "plain_rows"))
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        bulk_insert(conn, bulk, frame[[c.name for c in bulk.columns]])
+        conn.execute(plain.insert(), frame.astype(object).where(frame.notna(), None).to_dict("records"))
+    with engine.begin() as conn:  # the bulk path is in the caller's transaction: a rollback leaves nothing
+        bulk_insert(conn, bulk, frame[[c.name for c in bulk.columns]])
+        conn.rollback()
+    with engine.connect() as conn:
+        got, want = ([tuple(r) for r in conn.execute(sa.select(t).order_by(t.c.part)).all()] for t in (bulk, plain))
+        raw = [conn.execute(sa.text(f"SELECT CAST(lost_since AS TEXT) FROM {t.name} ORDER BY part")).scalars().all()
+               for t in (bulk, plain)]
+    engine.dispose()
+    assert len(got) == 4 and got == want
+    assert raw[0] == raw[1]  # the very text SQLite keeps, so SQL comparisons on it agree too
+
+
+def test_bulk_insert_writes_the_rows_sqlalchemy_wrote_into_sqlite(tmp_path):
+    _bulk_equals_insert(f"sqlite:///{tmp_path / 'out.db'}")
+
+
+@pytest.mark.services
+def test_bulk_insert_copy_writes_the_rows_sqlalchemy_wrote_into_postgresql():
+    with postgres_server() as url:
+        _bulk_equals_insert(url)

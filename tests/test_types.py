@@ -102,6 +102,103 @@ def test_database_integer_ids_with_a_null_read_as_whole_numbers(tmp_path):
     assert _reasons(got) == [None, "column 'lead_id': is empty", None]
 
 
+def _same_values(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    """The same columns, dtypes, and values of the same Python types (NULL as NULL)."""
+    assert list(a.columns) == list(b.columns)
+    for column in a.columns:
+        assert str(a[column].dtype) == str(b[column].dtype), column
+        for x, y in zip(a[column].tolist(), b[column].tolist()):
+            assert (pd.isna(x) and pd.isna(y)) or (x == y and type(x) is type(y)), (column, x, y)
+
+
+@pytest.mark.parametrize("size", [None, 2, 3])
+def test_a_sqlite_table_reads_through_arrow_exactly_as_row_by_row(tmp_path, monkeypatch, size):
+    """SQLite types values, not columns: ids mixing integers and text, a REAL column holding a word, a
+    column with no type holding all three, and a column NULL for the whole first batch all arrive as the
+    driver's rows give them (the ADBC driver would guess one type per column and reword the others)."""
+    import leadtemp.adapters.sources as sources
+
+    db = tmp_path / "crm.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE leads (lead_id INTEGER, created_at TEXT, converted_at TEXT, source, visits REAL, "
+                     "extra TEXT)")
+        conn.executemany("INSERT INTO leads VALUES (?, ?, ?, ?, ?, ?)", [
+            (416, "2024-01-05", None, 7, 1.0, "x"), ("L-1", "2024-01-06", None, "web", "abc", "y"),
+            (None, "2024-01-07", None, 2.5, None, "z"), (17, "2024-01-08", "2024-02-01", None, 0.30000000000000004, "w"),
+            (9007199254740993, "2024-01-09", "2024-03-01", "007", 3, None)])
+    params = _params()
+    wanted = (["lead_id", "created_at", "source", "visits"], ["converted_at"])
+    arrow = list(Source.database(f"sqlite:///{db}", "leads").batches(size, wanted))
+    monkeypatch.setattr(sources, "_arrow_driver", lambda url: None)  # the SQLAlchemy rows, as before
+    rows = list(Source.database(f"sqlite:///{db}", "leads").batches(size, wanted))
+    assert [len(b) for b in arrow] == [len(b) for b in rows] and "extra" not in arrow[0].columns
+    first = 1
+    for got, want in zip(arrow, rows):
+        _same_values(got, want)
+        _same_values(canonical_leads(got, "crm", params, _scorer(params), first),
+                     canonical_leads(want, "crm", params, _scorer(params), first))
+        first += len(got)
+    every = pd.concat([canonical_leads(b, "crm", params, _scorer(params), 1) for b in arrow[:1]]) if size is None else None
+    if every is not None:
+        assert every["lead_id"].tolist() == ["416", "L-1", "", "17", "9007199254740993"]
+        assert every["source"].tolist()[:2] == ["7", "web"] and _reasons(every)[1] == "column 'visits': is not a number"
+
+
+def test_an_empty_sqlite_table_reads_through_arrow_as_row_by_row(tmp_path, monkeypatch):
+    import leadtemp.adapters.sources as sources
+
+    db = tmp_path / "crm.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE leads (lead_id INTEGER, created_at TEXT, source, visits REAL)")
+    arrow = [list(Source.database(f"sqlite:///{db}", "leads").batches(size)) for size in (None, 2)]
+    monkeypatch.setattr(sources, "_arrow_driver", lambda url: None)
+    rows = [list(Source.database(f"sqlite:///{db}", "leads").batches(size)) for size in (None, 2)]
+    assert len(arrow[0]) == 1 and arrow[1] == rows[1] == []
+    _same_values(arrow[0][0], rows[0][0])
+
+
+def test_an_arrow_driver_error_is_one_line_without_the_password():
+    from adbc_driver_manager import OperationalError
+
+    from leadtemp.adapters.sources import database_errors
+    from leadtemp.core.errors import StorageError
+
+    with pytest.raises(StorageError) as info:
+        with database_errors("postgresql+psycopg://scoring:s3cret@db.internal/crm", "--db crm table 'leads'"):
+            raise OperationalError("connection to postgresql://scoring:s3cret@db.internal/crm failed:\n refused",
+                                   status_code=1)
+    assert str(info.value) == "--db crm table 'leads': connection to postgresql://scoring:***@db.internal/crm failed: refused"
+
+
+@pytest.mark.services
+def test_a_postgresql_table_reads_through_arrow_as_row_by_row(monkeypatch):
+    """Types Arrow has no exact match for (numeric, uuid) are read as their text, which reads as the driver's
+    Python values did: ids and categories as written, numbers exact, times the same instants."""
+    import sqlalchemy as sa
+
+    import leadtemp.adapters.sources as sources
+    from services import postgres_server
+
+    with postgres_server() as url:
+        engine = sa.create_engine(url)
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE leads (lead_id numeric, created_at timestamptz, converted_at timestamp, "
+                                 "source uuid, visits numeric, big bigint)")
+            conn.exec_driver_sql("INSERT INTO leads VALUES (416, '2024-01-05 10:00+02', NULL, "
+                                 "'a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11', 1.50, 9007199254740993), "
+                                 "(17, '2024-01-06', '2024-02-01 10:00', NULL, NULL, NULL)")
+        engine.dispose()
+        params = _params()
+        (arrow,) = Source.database(url, "leads").batches(None)
+        monkeypatch.setattr(sources, "_arrow_driver", lambda url: None)
+        (rows,) = Source.database(url, "leads").batches(None)
+    assert arrow["big"].tolist() == [9007199254740993, None]
+    got, want = (canonical_leads(b, "crm", params, _scorer(params), 1) for b in (arrow, rows))
+    _same_values(got.drop(columns=["created_at"]), want.drop(columns=["created_at"]))
+    assert (got["created_at"] == want["created_at"]).all()
+    assert got["lead_id"].tolist() == ["416", "17"] and got["visits"].tolist()[0] == 1.5
+
+
 # -- dates: one format per column ------------------------------------------------------------------------
 def _leads(created, converted=None) -> pd.DataFrame:
     frame = pd.DataFrame({"lead_id": [f"L{i}" for i in range(len(created))], "created_at": created})

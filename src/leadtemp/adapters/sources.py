@@ -10,7 +10,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
@@ -19,6 +21,7 @@ from leadtemp.core.errors import ConfigError, LeadtempError, SchemaError, Storag
 
 FILE_SUFFIXES = (".csv", ".parquet", ".pq")
 READ_BATCH = 100_000  # rows per read from a source
+ARROW_DRIVERS = {"sqlite": "adbc_driver_sqlite", "postgresql": "adbc_driver_postgresql"}  # backend -> ADBC module
 
 
 def hide_password(url: str) -> str:
@@ -69,13 +72,23 @@ def database_errors(url: str, what: str) -> Iterator[None]:
     except ModuleNotFoundError as exc:
         hint = "pip install 'leadtemp[postgres]'" if (exc.name or "").startswith("psycopg") else f"pip install {exc.name}"
         raise StorageError(f"{what}: the database driver {exc.name!r} is not installed ({hint})") from exc
-    except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.ProgrammingError, sa.exc.InternalError) as exc:
+    except (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.ProgrammingError, sa.exc.InternalError,
+            *_arrow_errors()) as exc:
         text = _one_line(exc, url)
         if "locked" in text.lower():
             text += " (another program is writing to it; try again when it has finished)"
         raise StorageError(f"{what}: {text}") from exc
     except OSError as exc:
         raise StorageError(f"{what}: {reason(exc)}") from exc
+
+
+def _arrow_errors() -> tuple[type[BaseException], ...]:
+    """The errors of an ADBC driver (its DB-API errors), when one is installed."""
+    try:
+        from adbc_driver_manager import Error
+    except ImportError:
+        return ()
+    return (Error,)
 
 
 @contextmanager
@@ -156,7 +169,8 @@ class Source:
 
     def fingerprint(self) -> dict:
         """What the source holds, told cheaply: each file's size and modification time, or a table's row
-        count and an order-independent checksum of every row (computed by PostgreSQL itself)."""
+        count and an order-independent checksum of every row (computed by PostgreSQL itself; for SQLite on
+        the Arrow batches of its ADBC driver, :func:`arrow_checksum`)."""
         if self.path is not None and self.url is None:
             return {"files": [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in self.files()]}
         if self.url is None:
@@ -164,9 +178,16 @@ class Source:
         with database_errors(self.url, str(self)):
             engine = sa.create_engine(self.url)
             try:
-                return {"source": str(self), **table_checksum(engine, self._table(engine))}
+                table = self._table(engine)
+                arrow = _arrow_driver(self.url) if engine.dialect.name == "sqlite" else None
+                if arrow is None:
+                    return {"source": str(self), **table_checksum(engine, table)}
+                declared = _sqlite_declared_types(engine, table)
             finally:
                 engine.dispose()
+            return {"source": str(self),
+                    **arrow_checksum(_arrow_record_batches(arrow, engine.dialect, table, list(table.columns), declared,
+                                                           READ_BATCH)[1])}
 
     def _table(self, engine: sa.Engine) -> sa.Table:
         try:
@@ -214,12 +235,14 @@ class Source:
                     total += pq.ParquetFile(part).metadata.num_rows
         return max(total, 0)
 
-    def batches(self, size: int | None) -> Iterator[pd.DataFrame]:
-        """The rows in batches of ``size`` (None: all at once), in source order."""
+    def batches(self, size: int | None, columns: tuple[list[str], list[str]] | None = None) -> Iterator[pd.DataFrame]:
+        """The rows in batches of ``size`` (None: all at once), in source order. ``columns``: the (required,
+        optional) columns the caller reads; a database sends only those it has (all of its columns when a
+        required one is missing, for the message that names it). A file gives all its columns."""
         if self.path is None:
             if self.url is None:
                 raise ConfigError(f"{self}: a Spark catalog table; score it with --engine spark, or give --db URL")
-            yield from self._database_batches(size)
+            yield from self._database_batches(size, columns)
             return
         for part in self.files():
             with file_errors(part):
@@ -244,22 +267,221 @@ class Source:
         check_separator(pd.read_csv(part, sep=self.separator, nrows=5, dtype=str), part, self.separator)
         return pd.read_csv(part, sep=self.separator, chunksize=size, dtype=str, low_memory=False)  # as read_table
 
-    def _database_batches(self, size: int | None) -> Iterator[pd.DataFrame]:
+    def _database_batches(self, size: int | None, wanted: tuple[list[str], list[str]] | None = None) -> Iterator[pd.DataFrame]:
+        """Arrow record batches from the database's ADBC driver when one is installed (SQLite, PostgreSQL),
+        else rows through SQLAlchemy; the same frames either way (:func:`frame_from_arrow`)."""
         with database_errors(self.url, str(self)):
             engine = sa.create_engine(self.url)
             try:
                 table = self._table(engine)
-                with engine.connect() as conn:
-                    result = conn.execution_options(stream_results=True, yield_per=size or READ_BATCH).execute(
-                        sa.select(table))
-                    columns = list(result.keys())
-                    if size is None:
-                        yield frame_from_rows(result.fetchall(), columns, exact=True)
-                        return
-                    for rows in result.partitions():
-                        yield frame_from_rows(rows, columns, exact=True)
+                columns = _chosen_columns(table, wanted)
+                declared = _sqlite_declared_types(engine, table) if engine.dialect.name == "sqlite" else {}
+                arrow = _arrow_driver(self.url)
+                if arrow is None:
+                    with engine.connect() as conn:
+                        result = conn.execution_options(stream_results=True, yield_per=size or READ_BATCH).execute(
+                            sa.select(*columns))
+                        names = list(result.keys())
+                        if size is None:
+                            yield frame_from_rows(result.fetchall(), names, exact=True)
+                            return
+                        for rows in result.partitions():
+                            yield frame_from_rows(rows, names, exact=True)
+                    return
             finally:
                 engine.dispose()
+            yield from _arrow_batches(arrow, engine.dialect, table, columns, declared, size)
+
+
+def _chosen_columns(table: sa.Table, wanted: tuple[list[str], list[str]] | None) -> list[sa.Column]:
+    """The table's columns the caller reads (in the table's order); all when ``wanted`` is None or a required
+    column is missing (validation then names it, listing the columns found)."""
+    if wanted is None or not set(wanted[0]) <= {c.name for c in table.columns}:
+        return list(table.columns)
+    return [c for c in table.columns if c.name in {*wanted[0], *wanted[1]}]
+
+
+def _arrow_driver(url: str) -> tuple[object, str] | None:
+    """(the ADBC DB-API module, its URI) for a SQLite file or a PostgreSQL URL; None when the driver is not
+    installed or for another database (read through SQLAlchemy)."""
+    import importlib
+
+    parsed = sa.engine.make_url(url)
+    backend = parsed.get_backend_name()
+    if backend not in ARROW_DRIVERS:
+        return None
+    if backend == "sqlite":
+        path = _sqlite_file(url)
+        if path is None:
+            return None
+        uri = str(path)
+    else:
+        uri = parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    try:
+        return importlib.import_module(f"{ARROW_DRIVERS[backend]}.dbapi"), uri
+    except ImportError:
+        return None
+
+
+def _sqlite_declared_types(engine: sa.Engine, table: sa.Table) -> dict[str, str]:
+    with engine.connect() as conn:
+        rows = conn.exec_driver_sql(f"PRAGMA table_info({engine.dialect.identifier_preparer.quote(table.name)})").all()
+    return {r[1]: (r[2] or "").upper() for r in rows}
+
+
+def _text_affinity(declared: str) -> bool:
+    """SQLite stores only text (or NULL, or a blob) in a column of TEXT affinity: it turns numbers into text."""
+    return "INT" not in declared and any(word in declared for word in ("CHAR", "CLOB", "TEXT"))
+
+
+# Each value of a SQLite column that may hold several storage classes travels in the column of its class, so the
+# driver never guesses a type or turns a number into text its own way.
+_PARTS = (("t", "CASE WHEN typeof({c}) IN ('text', 'blob') THEN CAST({c} AS TEXT) END", "''"),
+          ("i", "CASE WHEN typeof({c}) = 'integer' THEN {c} END", "0"),
+          ("r", "CASE WHEN typeof({c}) = 'real' THEN {c} END", "0.0"))
+_NATIVE_PG = (sa.String, sa.Integer, sa.Float, sa.Boolean, sa.DateTime, sa.Date)
+
+
+def _arrow_query(dialect, table: sa.Table, columns: list[sa.Column],
+                 declared: dict[str, str]) -> tuple[str, bool, list[tuple[str, str]]]:
+    """The SELECT the ADBC driver runs, whether its first row is a typing row to drop, and the (column, part)
+    each result column holds (see :func:`frame_from_arrow`).
+
+    SQLite types values, not columns, and the driver guesses a column's type from its first rows (failing or
+    rewriting later values of another type): a first row of the right types fixes each result column's type,
+    and a column that may mix classes is split by class. PostgreSQL columns have types; those Arrow has no
+    exact match for (numeric, uuid, json, enums...) are read as their text, as written.
+    """
+    q = dialect.identifier_preparer
+    name = q.format_table(table)
+    if dialect.name == "postgresql":
+        exprs = [q.quote(c.name) if isinstance(c.type, _NATIVE_PG) and not isinstance(c.type, sa.Enum)
+                 else f"CAST({q.quote(c.name)} AS text) AS {q.quote(c.name)}" for c in columns]
+        return f"SELECT {', '.join(exprs)} FROM {name}", False, [(c.name, "v") for c in columns]
+    exprs, first, names = [], [], []
+    for c in columns:
+        col = q.quote(c.name)
+        if _text_affinity(declared.get(c.name, "")):
+            exprs.append(f"CAST({col} AS TEXT) AS c{len(names)}")
+            first.append("''")
+            names.append((c.name, "t"))
+            continue
+        for part, expr, typed in _PARTS:
+            exprs.append(f"{expr.format(c=col)} AS c{len(names)}")
+            first.append(typed)
+            names.append((c.name, part))
+    return f"SELECT {', '.join(first)} UNION ALL SELECT {', '.join(exprs)} FROM {name}", True, names
+
+
+def _arrow_record_batches(arrow: tuple[object, str], dialect, table: sa.Table, columns: list[sa.Column],
+                          declared: dict[str, str], batch_rows: int) -> tuple[list[tuple[str, str]], Iterator]:
+    """The (column, part) of each result column and the driver's record batches (the typing row dropped)."""
+    query, typing_row, names = _arrow_query(dialect, table, columns, declared)
+
+    def batches():
+        dbapi, uri = arrow
+        nonlocal typing_row
+        with dbapi.connect(uri) as conn, conn.cursor() as cursor:
+            if dialect.name == "sqlite":
+                cursor.adbc_statement.set_options(**{"adbc.sqlite.query.batch_rows": str(batch_rows)})
+            cursor.execute(query)
+            for batch in cursor.fetch_record_batch():
+                if typing_row:
+                    batch, typing_row = batch.slice(1), False
+                yield batch
+
+    return names, batches()
+
+
+def _arrow_batches(arrow: tuple[object, str], dialect, table: sa.Table, columns: list[sa.Column],
+                   declared: dict[str, str], size: int | None) -> Iterator[pd.DataFrame]:
+    names, reader = _arrow_record_batches(arrow, dialect, table, columns, declared, size or READ_BATCH)
+    pending, rows, schema = [], 0, None  # the driver's batches, cut again to ``size`` rows (as a cursor's fetches)
+    for batch in reader:
+        schema = batch.schema
+        pending.append(batch)
+        rows += batch.num_rows
+        while size is not None and rows >= size:
+            whole = pa.Table.from_batches(pending, schema)
+            yield frame_from_arrow(whole.slice(0, size), names)
+            rest = whole.slice(size)
+            pending, rows = rest.to_batches(), rest.num_rows
+    if schema is None and size is None:  # no batch at all: an empty table
+        yield pd.DataFrame({c.name: [] for c in columns})
+    elif size is None or rows:
+        yield frame_from_arrow(pa.Table.from_batches(pending, schema), names)
+
+
+def arrow_checksum(batches: Iterator) -> dict:
+    """Row count and an order-independent checksum of record batches: the sum (modulo 2**64) of a hash of each
+    row, which mixes each column's value hash (text by its bytes, numbers by their bits, NULL and each
+    column's place apart). Any deleted, added or changed row changes it; no Python object per value."""
+    rows, total = 0, 0
+    for batch in batches:
+        h = np.zeros(batch.num_rows, dtype=np.uint64)
+        for k, column in enumerate(batch.columns):
+            h = _mix(h * np.uint64(0x100000001B3) + _value_hash(column) + np.uint64(k + 1))
+        rows += batch.num_rows
+        total = (total + int(h.sum(dtype=np.uint64))) % 2**64
+    return {"rows": rows, "checksum": f"arrow:{total:x}"}
+
+
+def _mix(h: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser (uint64 arithmetic wraps, as meant)."""
+    h = h ^ (h >> np.uint64(30))
+    h = h * np.uint64(0xBF58476D1CE4E5B9)
+    h = h ^ (h >> np.uint64(27))
+    h = h * np.uint64(0x94D049BB133111EB)
+    return h ^ (h >> np.uint64(31))
+
+
+def _value_hash(column: pa.Array) -> np.ndarray:
+    from leadtemp.modelling.partition import text_hash
+
+    kind = column.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        h = text_hash(column)
+    elif pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_timestamp(kind):
+        values = column.cast(pa.float64() if pa.types.is_floating(kind) else pa.int64()).fill_null(0)
+        h = _mix(values.to_numpy(zero_copy_only=False).view(np.uint64) ^ np.uint64(0x5851F42D4C957F2D))
+    else:
+        h = text_hash(column.cast(pa.large_string()))
+    valid = np.asarray(column.is_valid())
+    return np.where(valid, h, np.uint64(0x9E3779B97F4A7C15))
+
+
+def frame_from_arrow(batch, names: list[tuple[str, str]]) -> pd.DataFrame:
+    """An Arrow batch (or table) of a database as :func:`frame_from_rows` makes it of the same rows (``exact``);
+    ``names``: the (column, part) of each of its columns.
+
+    A SQLite column read in parts by storage class (``t``, ``i``, ``r``: text, integer, real) is one column
+    again: of one class, the column of that class; of several, Python values as SQLite holds them.
+    Integers with NULLs stay whole numbers (Python ints), never floats.
+    """
+    parts: dict[str, dict[str, object]] = {}
+    for (base, part), column in zip(names, batch.columns):
+        parts.setdefault(base, {})[part] = column
+    if batch.num_rows == 0:
+        return pd.DataFrame({base: [] for base in parts})
+    out = {}
+    for base, found in parts.items():
+        present = {k: v for k, v in found.items() if v.null_count < len(v)}
+        if len(present) > 1:
+            values = np.full(batch.num_rows, None, dtype=object)
+            for column in present.values():
+                valid = np.asarray(column.is_valid())
+                values[valid] = np.asarray(column.to_pylist(), dtype=object)[valid]
+            out[base] = pd.Series(values, dtype=object)
+            continue
+        if not present:  # every value NULL: as the rows give them
+            out[base] = pd.Series(np.full(batch.num_rows, None, dtype=object), dtype=object)
+            continue
+        (column,) = present.values()
+        if pa.types.is_integer(column.type) and column.null_count:
+            out[base] = pd.Series(column.to_pylist(), dtype=object)
+        else:
+            out[base] = column.to_pandas()
+    return pd.DataFrame(out, index=pd.RangeIndex(batch.num_rows))
 
 
 def table_checksum(engine: sa.Engine, table: sa.Table) -> dict:

@@ -9,6 +9,7 @@ into place. Everything before publishing survives a kill, so the same command re
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import shutil
@@ -20,6 +21,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
@@ -51,7 +54,7 @@ class PartitionFiles:
         if frame.empty:
             return
         table = pa.Table.from_pandas(frame, schema=self.schema, preserve_index=False)
-        part = partition_of(frame[LEAD_ID].to_numpy(dtype=object), self.n)
+        part = partition_of(table.column(LEAD_ID), self.n)
         order = np.argsort(part, kind="stable")
         bounds = np.searchsorted(part[order], np.arange(self.n + 1))
         for k in np.flatnonzero(np.diff(bounds)):
@@ -181,8 +184,7 @@ class Staging:
         with self.engine.begin() as conn:  # a partition without its done mark has no staged rows either
             for table, frame in ((self.rows, rows), (self.rejects, rej)):
                 if len(frame):
-                    records = frame[[c.name for c in table.columns]].astype(object).where(frame.notna(), None)
-                    conn.execute(table.insert(), records.to_dict("records"))
+                    bulk_insert(conn, table, frame[[c.name for c in table.columns]])
             conn.execute(self.done.insert(), [{"part": part, "scored": len(scored), "rejected": len(rejects),
                                                "not_eligible": not_eligible, "manifest": manifest, "lost": lost}])
 
@@ -198,6 +200,43 @@ class Staging:
     def rejected(self) -> sa.Select:
         r = self.rejects.c
         return sa.select(*(getattr(r, c) for c in REJECT_COLUMNS)).order_by(r.part, r.source, r.row)
+
+
+def bulk_insert(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> None:
+    """``frame`` (the table's columns, in order) appended to ``table`` in the connection's transaction.
+
+    PostgreSQL: one ``COPY ... FROM STDIN`` of CSV written by Arrow (every value quoted, so an empty text
+    stays empty and only a missing value is NULL; floats in their shortest exact form). SQLite: one
+    ``executemany`` of tuples made column by column from Arrow, times in SQLAlchemy's own text form
+    (``YYYY-MM-DD HH:MM:SS.ffffff``), so the rows read back as if SQLAlchemy had written them. Others:
+    SQLAlchemy's insert.
+    """
+    dialect = conn.dialect.name
+    if dialect not in ("postgresql", "sqlite"):
+        records = frame.astype(object).where(frame.notna(), None)
+        conn.execute(table.insert(), records.to_dict("records"))
+        return
+    arrow = pa.Table.from_pandas(frame, preserve_index=False)
+    columns = []
+    for column in arrow.columns:
+        if pa.types.is_timestamp(column.type):  # microseconds, as the DateTime columns keep them
+            column = column.cast(pa.timestamp("us", column.type.tz), safe=False)
+            if dialect == "sqlite":
+                column = pc.strftime(column, "%Y-%m-%d %H:%M:%S")
+        columns.append(column)
+    arrow = pa.table(columns, names=arrow.column_names)
+    quote = conn.dialect.identifier_preparer.quote
+    names = ", ".join(quote(c) for c in arrow.column_names)
+    if dialect == "postgresql":
+        text = io.BytesIO()
+        pa_csv.write_csv(arrow, text, pa_csv.WriteOptions(include_header=False, quoting_style="all_valid"))
+        cursor = conn.connection.driver_connection.cursor()
+        with cursor.copy(f"COPY {quote(table.name)} ({names}) FROM STDIN WITH (FORMAT csv)") as copy:
+            copy.write(text.getbuffer())
+        return
+    marks = ", ".join("?" for _ in arrow.column_names)
+    conn.exec_driver_sql(f"INSERT INTO {quote(table.name)} ({names}) VALUES ({marks})",
+                         list(zip(*(c.to_pylist() for c in arrow.columns))))
 
 
 def publish_to_database(staging: Staging, table_name: str, rejects_name: str, include_lost: bool = False) -> None:

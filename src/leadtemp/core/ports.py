@@ -15,8 +15,9 @@ import pyarrow as pa
 class TableSource(Protocol):
     """A table read in batches: a file, a folder of part files or a database table."""
 
-    def batches(self, size: int | None) -> Iterator[pd.DataFrame]:
-        """The rows in batches of ``size`` (None: all at once), in source order."""
+    def batches(self, size: int | None, columns: tuple[list[str], list[str]] | None = None) -> Iterator[pd.DataFrame]:
+        """The rows in batches of ``size`` (None: all at once), in source order. ``columns``: (required, optional)
+        columns the caller reads, which a source may send alone (None: all)."""
 
     def count(self) -> int:
         """Rows in the source (an upper bound is fine: it sizes the partitions)."""

@@ -7,9 +7,11 @@ and score each partition with :func:`score_partition`, so both give the same row
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from leadtemp.core.config import Params
 from leadtemp.core.errors import ConfigError
@@ -59,9 +61,32 @@ def row_reasons(problems: RowProblems) -> list[str | None]:
     return [_singular(r) if r is not None else None for r in problems.reason]
 
 
-def partition_of(lead_ids: pd.Series | np.ndarray, n: int) -> np.ndarray:
-    """The partition of each lead id: a stable hash (the same in every process and run) modulo ``n``."""
-    return (pd.util.hash_array(np.asarray(lead_ids, dtype=object)) % np.uint64(n)).astype(np.int64)
+@numba.njit(cache=True, nogil=True)
+def _fnv1a(offsets: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """FNV-1a (64 bits) of each string's UTF-8 bytes, given an Arrow string array's offsets and data."""
+    out = np.empty(len(offsets) - 1, dtype=np.uint64)
+    for i in range(len(out)):
+        h = np.uint64(0xCBF29CE484222325)
+        for j in range(offsets[i], offsets[i + 1]):
+            h = (h ^ np.uint64(data[j])) * np.uint64(0x100000001B3)
+        out[i] = h
+    return out
+
+
+def text_hash(ids: pa.Array) -> np.ndarray:
+    """A 64-bit hash of each string, computed on the Arrow buffers (no Python object per id); NULL hashes as ""."""
+    ids = pc.fill_null(ids.cast(pa.large_string()), "")
+    offsets = np.frombuffer(ids.buffers()[1], dtype=np.int64)[ids.offset:ids.offset + len(ids) + 1]
+    data = np.frombuffer(ids.buffers()[2], dtype=np.uint8) if ids.buffers()[2] is not None else np.zeros(0, np.uint8)
+    return _fnv1a(offsets, data)
+
+
+def partition_of(lead_ids: pd.Series | np.ndarray | pa.Array | pa.ChunkedArray, n: int) -> np.ndarray:
+    """The partition of each lead id: a stable hash of its text (the same in every process and run) modulo ``n``."""
+    ids = lead_ids if isinstance(lead_ids, pa.Array | pa.ChunkedArray) else pa.array(lead_ids, type=pa.large_string())
+    if isinstance(ids, pa.ChunkedArray):
+        ids = ids.combine_chunks() if ids.num_chunks else pa.array([], pa.large_string())
+    return (text_hash(ids) % np.uint64(n)).astype(np.int64)
 
 
 def lead_schema(scorer: LeadScorer) -> pa.Schema:
@@ -74,6 +99,23 @@ def lead_schema(scorer: LeadScorer) -> pa.Schema:
 
 EVENT_SCHEMA = pa.schema([(LEAD_ID, pa.string()), (TIMESTAMP, pa.timestamp("ns")), (TYPE, pa.string()),
                           (DIRECTION, pa.string()), (REJECT, pa.string()), (ROW, pa.int64())])
+
+
+def lead_columns_read(params: Params, scorer: LeadScorer) -> tuple[list[str], list[str]] | None:
+    """The leads table's columns :func:`canonical_leads` reads: (required, optional); None: all of them
+    (months from row order read the table as a whole)."""
+    d, spec = params.data, scorer.spec
+    if d.created_from_row_order is not None:
+        return None
+    c = d.columns
+    required = [x for x in (c.lead_id, c.created_at, c.lost_at) if x] + list(spec.categorical) + list(spec.numeric)
+    return required, [x for x in (c.converted_at, c.label) if x]
+
+
+def event_columns_read(params: Params) -> tuple[list[str], list[str]]:
+    """The interaction columns :func:`canonical_events` reads: (required, optional)."""
+    c = params.data.interaction_columns
+    return [c.lead_id, c.timestamp, c.type, c.direction], [c.value]
 
 
 def canonical_leads(raw: pd.DataFrame, source: str, params: Params, scorer: LeadScorer, first_row: int,

@@ -41,7 +41,9 @@ from leadtemp.modelling.partition import (
     EVENT_SCHEMA,
     canonical_events,
     canonical_leads,
+    event_columns_read,
     interactions_read,
+    lead_columns_read,
     lead_schema,
     partition_of,
     score_partition,
@@ -168,9 +170,9 @@ def _partition(scorer: LeadScorer, params: Params, as_of: pd.Timestamp, leads: T
     dates = DateRules.of(params.data)  # one per run: every batch is read in the format the first ones settled
     read = 0
     lead_rows = np.zeros(n, dtype=np.int64)
-    for batch in leads.batches(size):
+    for batch in leads.batches(size, lead_columns_read(params, scorer)):
         frame = canonical_leads(batch, str(leads), params, scorer, read + 1, dates)
-        lead_rows += np.bincount(partition_of(frame[LEAD_ID].to_numpy(dtype=object), n), minlength=n)
+        lead_rows += np.bincount(partition_of(frame[LEAD_ID], n), minlength=n)
         lead_parts.add(frame)
         read += len(batch)
     lead_parts.close()
@@ -180,7 +182,7 @@ def _partition(scorer: LeadScorer, params: Params, as_of: pd.Timestamp, leads: T
     events_read = 0
     if interactions is not None:
         event_parts = run.partitions("events", n, EVENT_SCHEMA)
-        for batch in interactions.batches(READ_BATCH):
+        for batch in interactions.batches(READ_BATCH, event_columns_read(params)):
             event_parts.add(canonical_events(batch, str(interactions), params, events_read + 1, as_of, dates))
             events_read += len(batch)
         event_parts.close()

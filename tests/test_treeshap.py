@@ -52,6 +52,8 @@ def test_every_split_rule_numeric_categorical_missing_and_zero(zero_as_missing):
                          "zero_as_missing": zero_as_missing, "max_cat_to_onehot": 4, "seed": 1},
                         lgb.Dataset(X, y), 60)
     M = _matrix(X, list(X.columns))
+    M[::13, 2] = 200.0   # a category code beyond every split's bitset (a category LightGBM never saw)
+    M[::17, 3] = 64.5    # a fractional code: LightGBM truncates it
     fast = ExactContributions(booster)
     np.testing.assert_allclose(fast(M), booster.predict(M, pred_contrib=True), rtol=0, atol=1e-9)
     assert fast.last_fallbacks == 0

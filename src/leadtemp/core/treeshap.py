@@ -208,7 +208,7 @@ def _goes_left(value, categorical, threshold, default_left, missing, cat_start, 
 
 
 DENSE_SPLITS = 16  # trees with at most this many splits find distinct patterns by direct addressing
-BLOCK = 5000  # leads per block, about: many leads share a split pattern, and the block stays in cache
+BLOCK = 10000  # leads per block, about: many leads share a split pattern, and the block stays in cache
 
 
 def block_size(n: int) -> int:
@@ -235,12 +235,15 @@ def _contributions(X, feature, threshold, categorical, default_left, missing, ca
     base_value = 0.0
     for t in range(n_trees):  # the same sum, in the same order, as adding each tree's bias to every lead
         base_value += bias[t]
-    is_categorical = np.zeros(n_features, dtype=np.bool_)
+    code_row = np.full(n_features, -1, dtype=np.int64)  # a categorical feature's row in the block's codes
+    n_categorical = 0
     n_bits = 32
     for t in range(n_trees):
         for j in range(n_nodes[t]):
             if categorical[t, j]:
-                is_categorical[feature[t, j]] = True
+                if code_row[feature[t, j]] < 0:
+                    code_row[feature[t, j]] = n_categorical
+                    n_categorical += 1
                 n_bits = max(n_bits, 32 * cat_len[t, j])
     n_blocks = (n + block - 1) // block
     for b in numba.prange(n_blocks):
@@ -249,16 +252,17 @@ def _contributions(X, feature, threshold, categorical, default_left, missing, ca
         # The block by feature, so each split reads one contiguous column; categorical columns also as
         # codes, -1 where no split sends the value left (missing, negative, beyond every bitset).
         Xt = np.empty((n_features, nb))
-        codes = np.full((n_features, nb), -1, dtype=np.int64)
+        codes = np.full((n_categorical, nb), -1, dtype=np.int32)
         for r in range(nb):
             for f in range(n_features):
                 v = X[lo + r, f]
                 Xt[f, r] = v
-                if is_categorical[f] and v > -1.0 and v < n_bits:  # NaN compares false
-                    codes[f, r] = np.int64(v)  # truncated, as LightGBM's static_cast<int>
+                if code_row[f] >= 0 and v > -1.0 and v < n_bits:  # NaN compares false
+                    codes[code_row[f], r] = np.int32(v)  # truncated, as LightGBM's static_cast<int>
         pattern = np.zeros(nb, dtype=np.int64)
         slot = np.zeros(nb, dtype=np.int64)
         distinct = np.zeros(nb, dtype=np.int64)
+        mask = np.zeros(nb, dtype=np.int64)
         seen = np.full(1 << DENSE_SPLITS, -1, dtype=np.int64)
         # The block's contributions by feature (a row per feature): a tree adds to a few whole rows.
         At = np.zeros((n_features, nb))
@@ -281,7 +285,7 @@ def _contributions(X, feature, threshold, categorical, default_left, missing, ca
                         v = col[r]
                         pattern[r] |= nan_left if np.isnan(v) else np.int64(v <= thr) << j
                 elif categorical[t, j]:  # the category's bit in the split's bitset, by table lookup
-                    code = codes[feature[t, j]]
+                    code = codes[code_row[feature[t, j]]]
                     start, limit = cat_start[t, j], 32 * cat_len[t, j]
                     for r in range(nb):
                         c = code[r]
@@ -316,26 +320,30 @@ def _contributions(X, feature, threshold, categorical, default_left, missing, ca
                         n_distinct += 1
                     slot[order[i]] = n_distinct - 1
             n_used = used_start[t + 1] - used_start[t]
-            store = np.zeros((n_distinct, n_used))
-            # Leaf by leaf, so that one leaf's table stays in cache while every distinct pattern reads it.
+            store = np.zeros((n_used, n_distinct))
+            # Leaf by leaf (one leaf's table stays in cache), each step a loop over the distinct patterns that
+            # the compiler vectorises: first every pattern's satisfied players, then one table column at a time.
             for leaf in range(leaf_start[t], leaf_start[t + 1]):
                 p0 = player_start[leaf]
                 players = player_start[leaf + 1] - p0
                 t0 = table_start[leaf]
                 left = leaf_left[leaf]
                 for k in range(n_distinct):
-                    away = distinct[k] ^ left  # the splits where the lead goes the other way than the path
-                    mask = 0
-                    for u in range(players):  # a player is satisfied when none of its splits goes away
-                        mask |= np.int64((away & player_nodes[p0 + u]) == 0) << u
-                    base = t0 + mask * players
-                    for u in range(players):
-                        store[k, player_local[p0 + u]] += table[base + u]
+                    mask[k] = 0
+                for u in range(players):  # a player is satisfied when none of its splits goes away from the leaf
+                    nodes = player_nodes[p0 + u]
+                    for k in range(n_distinct):
+                        mask[k] |= np.int64(((distinct[k] ^ left) & nodes) == 0) << u
+                for u in range(players):
+                    column = store[player_local[p0 + u]]
+                    for k in range(n_distinct):
+                        column[k] += table[t0 + mask[k] * players + u]
             u0 = used_start[t]
             for q in range(n_used):
                 row = At[used_feature[u0 + q]]
+                column = store[q]
                 for r in range(nb):
-                    row[r] += store[slot[r], q]
+                    row[r] += column[slot[r]]
         for r in range(nb):
             for f in range(n_features):
                 out[lo + r, f] = At[f, r]

@@ -104,3 +104,19 @@ def test_once_compiled_every_batch_uses_the_tables_with_the_same_reasons(small_r
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
     assert (_top3(group_contributions(got, scorer.spec).to_numpy())
             == _top3(group_contributions(want, scorer.spec).to_numpy())).all()
+
+
+def test_scoring_predicts_from_one_matrix_only_when_its_codes_are_the_boosters(small_result):
+    """score_rows hands LightGBM the same float matrix as the reasons when the spec's categories are the booster's
+    own (the same margins as from the frame); otherwise LightGBM recodes the frame itself."""
+    scorer = small_result.scorer
+    features = small_result.test.rename(columns={"cutoff": "as_of"})
+    assert scorer._matrix(features) is not None
+    np.testing.assert_array_equal(scorer.score_rows(features, reasons=False)["margin"].to_numpy(),
+                                  scorer.margin(features))
+    column, categories = next(iter(scorer.spec.categorical.items()))
+    other = dataclasses.replace(scorer, spec=dataclasses.replace(
+        scorer.spec, categorical={**scorer.spec.categorical, column: tuple(reversed(categories))}))
+    assert other._matrix(features) is None
+    np.testing.assert_array_equal(other.score_rows(features, reasons=False)["margin"].to_numpy(),
+                                  scorer.margin(features))

@@ -257,7 +257,7 @@ def _positions(lead_ids: pd.Series, event_ids: pd.Series) -> np.ndarray:
     return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, parallel=True)
 def _behaviour(values, pos, age, decay, channel, inbound, heat, touch, step, n, n_channels, windows, rows_window,
                rows_last, rows_decayed, just_active_days, rows_steps, row_first, row_just_active, row_trend,
                row_steps_recent, thermometer):
@@ -266,11 +266,9 @@ def _behaviour(values, pos, age, decay, channel, inbound, heat, touch, step, n, 
     The events are grouped by lead with a stable counting sort, so each lead's sums add its events in
     the order they come (what ``np.bincount`` does: the same floating-point result); all windows, the
     decay, days-since-last, the activation, trend, step and thermometer columns come from that one pass.
-    ``rows_*``: the row of ``values`` of each column (-1: the model has no such column).
+    ``rows_*``: the row of ``values`` of each column (-1: the model has no such column). Leads are
+    computed in parallel chunks, each lead alone: the result does not depend on the number of threads.
     """
-    width = n_channels + 2
-    n_windows = windows.shape[0]
-    n_steps = rows_steps.shape[0]
     start = np.zeros(n + 1, dtype=np.int64)
     for e in range(pos.shape[0]):
         start[pos[e] + 1] += 1
@@ -281,11 +279,26 @@ def _behaviour(values, pos, age, decay, channel, inbound, heat, touch, step, n, 
     for e in range(pos.shape[0]):
         order[fill[pos[e]]] = e
         fill[pos[e]] += 1
+    chunk = 4096  # leads per task: each lead is computed alone, so the threads change no sum
+    for c0 in numba.prange((n + chunk - 1) // chunk):
+        _behaviour_of(values, c0 * chunk, min(n, (c0 + 1) * chunk), start, order, age, decay, channel, inbound, heat,
+                      touch, step, n_channels, windows, rows_window, rows_last, rows_decayed, just_active_days,
+                      rows_steps, row_first, row_just_active, row_trend, row_steps_recent, thermometer)
+
+
+@numba.njit(cache=True, nogil=True)
+def _behaviour_of(values, lo, hi, start, order, age, decay, channel, inbound, heat, touch, step, n_channels, windows,
+                  rows_window, rows_last, rows_decayed, just_active_days, rows_steps, row_first, row_just_active,
+                  row_trend, row_steps_recent, thermometer):
+    """The behaviour columns of leads ``lo``..``hi`` - 1 (see :func:`_behaviour`)."""
+    width = n_channels + 2
+    n_windows = windows.shape[0]
+    n_steps = rows_steps.shape[0]
     counts = np.zeros((width, n_windows))
     last = np.empty(width)
     decayed = np.zeros(width)
     step_last = np.empty(max(n_steps, 1))
-    for i in range(n):
+    for i in range(lo, hi):
         counts[:] = 0.0
         last[:] = np.inf
         decayed[:] = 0.0

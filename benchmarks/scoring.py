@@ -279,7 +279,7 @@ def main() -> None:
     sizes = [n for n in args.sizes if n <= args.max_leads]
     notes, loads = [f"Machine load before the run: {_load()}."], []
     if args.skip_db:
-        notes.append("Run with --skip-db: no db_end_to_end rows (see the previous results or the db branch).")
+        notes.append("Run with --skip-db: the in-memory stages only, no db_end_to_end rows.")
     with tempfile.TemporaryDirectory(prefix="leadtemp-bench-") as tmp:
         model_dir = scorer.save(Path(tmp) / "model")
         for n in sizes:

@@ -245,3 +245,14 @@ def test_reasons_group_rows_by_value_as_a_groupby_would():
     positive = rng.random(500) > 0.5
     want = pd.DataFrame({**columns, "(+)": positive}).groupby([*columns, "(+)"], dropna=False, sort=False).ngroup()
     assert (_value_groups([*columns.values(), positive]) == want.to_numpy()).all()
+
+
+def test_top_k_selection_is_the_stable_argsort_of_the_absolute_values():
+    from leadtemp.core.reasons import _top_k
+
+    rng = np.random.default_rng(3)
+    values = np.round(rng.normal(size=(5000, 12)), 1)   # many ties, zeros and equal magnitudes of both signs
+    values[::50] = 0.0
+    for k in (1, 3, 12, 20):
+        want = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :k]
+        assert (_top_k(values, k) == want).all()

@@ -52,6 +52,8 @@ def test_every_split_rule_numeric_categorical_missing_and_zero(zero_as_missing):
                          "zero_as_missing": zero_as_missing, "max_cat_to_onehot": 4, "seed": 1},
                         lgb.Dataset(X, y), 60)
     M = _matrix(X, list(X.columns))
+    M[::13, 2] = 200.0   # a category code beyond every split's bitset (a category LightGBM never saw)
+    M[::17, 3] = 64.5    # a fractional code: LightGBM truncates it
     fast = ExactContributions(booster)
     np.testing.assert_allclose(fast(M), booster.predict(M, pred_contrib=True), rtol=0, atol=1e-9)
     assert fast.last_fallbacks == 0
@@ -102,3 +104,19 @@ def test_once_compiled_every_batch_uses_the_tables_with_the_same_reasons(small_r
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
     assert (_top3(group_contributions(got, scorer.spec).to_numpy())
             == _top3(group_contributions(want, scorer.spec).to_numpy())).all()
+
+
+def test_scoring_predicts_from_one_matrix_only_when_its_codes_are_the_boosters(small_result):
+    """score_rows hands LightGBM the same float matrix as the reasons when the spec's categories are the booster's
+    own (the same margins as from the frame); otherwise LightGBM recodes the frame itself."""
+    scorer = small_result.scorer
+    features = small_result.test.rename(columns={"cutoff": "as_of"})
+    assert scorer._matrix(features) is not None
+    np.testing.assert_array_equal(scorer.score_rows(features, reasons=False)["margin"].to_numpy(),
+                                  scorer.margin(features))
+    column, categories = next(iter(scorer.spec.categorical.items()))
+    other = dataclasses.replace(scorer, spec=dataclasses.replace(
+        scorer.spec, categorical={**scorer.spec.categorical, column: tuple(reversed(categories))}))
+    assert other._matrix(features) is None
+    np.testing.assert_array_equal(other.score_rows(features, reasons=False)["margin"].to_numpy(),
+                                  scorer.margin(features))

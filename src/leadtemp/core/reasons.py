@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -311,6 +312,40 @@ def _value_groups(columns: list[np.ndarray]) -> np.ndarray:
     return key
 
 
+@numba.njit(cache=True, nogil=True)
+def _top_k(values: np.ndarray, k: int) -> np.ndarray:
+    """Per row, the columns of the ``k`` largest absolute values, largest first, ties to the lower column:
+    ``np.argsort(-np.abs(values), axis=1, kind="stable")[:, :k]`` without sorting whole rows."""
+    n, m = values.shape
+    k = min(k, m)
+    out = np.empty((n, k), dtype=np.int64)
+    best = np.empty(k)
+    for i in range(n):
+        filled = 0
+        for j in range(m):
+            a = abs(values[i, j])
+            if filled == k and not a > best[k - 1]:  # an equal value stays behind the earlier column
+                continue
+            p = filled if filled < k else k - 1
+            while p > 0 and a > best[p - 1]:
+                if p < k:
+                    best[p], out[i, p] = best[p - 1], out[i, p - 1]
+                p -= 1
+            best[p], out[i, p] = a, j
+            filled = min(filled + 1, k)
+    return out
+
+
+def _worded_values(features: pd.DataFrame, column: str, rows: np.ndarray) -> np.ndarray:
+    """The values :func:`describe_group` reads, for some rows only (a categorical: its text, NaN when missing)."""
+    values = features[column]
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        names = np.append(np.asarray(values.cat.categories, dtype=object), np.nan)  # code -1: the last, NaN
+        return names[values.cat.codes.to_numpy()[rows]]
+    out = values.to_numpy()[rows]
+    return np.rint(out) if _in_whole_days(column) else out
+
+
 def top_reasons(
     features: pd.DataFrame,
     grouped: pd.DataFrame,
@@ -327,20 +362,23 @@ def top_reasons(
     by every lead with those values: most leads of a large batch repeat a few hundred phrasings.
     ``rates``: the scorer's :func:`category_rates` (coded categoricals).
     """
-    values = grouped.to_numpy()
-    order = np.argsort(-np.abs(values), axis=1, kind="stable")[:, :k]
+    values = np.ascontiguousarray(grouped.to_numpy(dtype=np.float64))
+    order = _top_k(values, k)
     chosen = np.take_along_axis(values, order, axis=1)
     used = chosen != 0
     keys = list(grouped.columns)
     channels = {c.name: c for c in spec.channels}
     out = np.full((len(values), k), "", dtype=object)  # a model with fewer than k groups leaves empty slots
-    for j in np.unique(order[used]):
-        rows, slots = np.nonzero((order == j) & used)
-        key = keys[j]
-        columns = {}
-        for c in _worded_from(key, spec, channels):
-            column = features[c].to_numpy()[rows]
-            columns[c] = np.rint(column) if _in_whole_days(c) else column
+    # Every (row, slot) that names a reason, grouped by the group it names (one stable sort, not a scan per group).
+    cells = np.flatnonzero(used.ravel())
+    named = order.ravel()[cells]
+    by_group = np.argsort(named, kind="stable")
+    cells, named = cells[by_group], named[by_group]
+    edges = np.flatnonzero(np.diff(named)) + 1
+    for part in np.split(np.arange(len(cells)), edges) if len(cells) else []:
+        key = keys[named[part[0]]]
+        rows, slots = np.divmod(cells[part], order.shape[1])
+        columns = {c: _worded_values(features, c, rows) for c in _worded_from(key, spec, channels)}
         positive = chosen[rows, slots] > 0
         codes = _value_groups([*columns.values(), positive])
         _, first = np.unique(codes, return_index=True)

@@ -52,12 +52,10 @@ class Compiled:
     n_nodes: np.ndarray         # (T,)
     # leaves, flattened over trees: leaf i of tree t is leaf_start[t] + i
     leaf_start: np.ndarray      # (T + 1,)
-    path_start: np.ndarray      # (L + 1,) into path_node / path_left / path_player
-    path_node: np.ndarray
-    path_left: np.ndarray       # the direction towards the leaf at that node
-    path_player: np.ndarray     # index of the node's feature among the leaf's players
-    player_start: np.ndarray    # (L + 1,) into player_feature
+    leaf_left: np.ndarray       # (L,) bit j set: the path to the leaf goes left at split j
+    player_start: np.ndarray    # (L + 1,) into player_feature / player_nodes
     player_feature: np.ndarray
+    player_nodes: np.ndarray    # bit j set: split j is on the leaf's path and splits on this player's feature
     player_local: np.ndarray    # the player's feature as an index into its tree's used features
     used_start: np.ndarray      # (T + 1,) into used_feature
     used_feature: np.ndarray    # per tree, the feature columns its splits use
@@ -112,8 +110,8 @@ def compile_booster(booster) -> Compiled:
     cat_start = np.zeros(shape, dtype=np.int32)
     cat_len = np.zeros(shape, dtype=np.int32)
     words: list[int] = []
-    leaf_start, path_start, player_start, table_start = [0], [0], [0], []
-    path_node, path_left, path_player, player_feature, tables, bias = [], [], [], [], [], []
+    leaf_start, player_start, table_start = [0], [0], []
+    leaf_left, player_nodes, player_feature, tables, bias = [], [], [], [], []
     player_local, used_start, used_feature = [], [0], []
     table_size, fallback = 0, False
     for t, tree in enumerate(trees):
@@ -152,16 +150,19 @@ def compile_booster(booster) -> Compiled:
             leaf, path = leaves[index]
             players: list[int] = []
             z: list[float] = []
+            nodes: list[int] = []
+            left = 0
             for i, goes_left, feat, fraction in path:
                 if feat not in players:
                     players.append(feat)
                     z.append(1.0)
+                    nodes.append(0)
                 p = players.index(feat)
                 z[p] *= fraction
-                path_node.append(i)
-                path_left.append(goes_left)
-                path_player.append(p)
-            path_start.append(len(path_node))
+                nodes[p] |= 1 << i
+                left |= int(goes_left) << i
+            leaf_left.append(left)
+            player_nodes.extend(nodes)
             player_feature.extend(players)
             player_local.extend(used.index(f) for f in players)
             player_start.append(len(player_feature))
@@ -182,9 +183,8 @@ def compile_booster(booster) -> Compiled:
         feature=feature, threshold=threshold, categorical=categorical, default_left=default_left, missing=missing,
         cat_start=cat_start, cat_len=cat_len, cat_words=np.array(words, dtype=np.uint32),
         n_nodes=np.array([t["num_leaves"] - 1 for t in trees], dtype=np.int32),
-        leaf_start=as_int(leaf_start), path_start=as_int(path_start), path_node=as_int(path_node),
-        path_left=np.array(path_left, dtype=np.bool_), path_player=as_int(path_player),
-        player_start=as_int(player_start), player_feature=as_int(player_feature), player_local=as_int(player_local),
+        leaf_start=as_int(leaf_start), leaf_left=as_int(leaf_left), player_start=as_int(player_start),
+        player_feature=as_int(player_feature), player_nodes=as_int(player_nodes), player_local=as_int(player_local),
         used_start=as_int(used_start), used_feature=as_int(used_feature), table_start=as_int(table_start),
         table=np.concatenate(tables) if tables else np.zeros(0), bias=np.array(bias, dtype=np.float64),
         fallback=fallback or width > MAX_SPLITS,
@@ -208,15 +208,16 @@ def _goes_left(value, categorical, threshold, default_left, missing, cat_start, 
 
 
 DENSE_SPLITS = 16  # trees with at most this many splits find distinct patterns by direct addressing
-BLOCK = 5000  # leads per block, about: many leads share a split pattern, and the block stays in cache
+BLOCK = 10000  # leads per block, about: many leads share a split pattern, and the block stays in cache
 
 
 def block_size(n: int) -> int:
     """Leads per block: about BLOCK, and the same number of blocks for every thread.
 
     Numba hands each thread an equal share of the blocks, so 3 blocks on 2 threads take as long
-    as 4; smaller blocks find fewer leads sharing a pattern (measured on the default model:
-    2,048 rows ~45k rows/s, 4,445 ~61k, 8,192 ~55k).
+    as 4; smaller blocks find fewer leads sharing a pattern (measured on the default model, one thread, CPU
+    time: blocks of 2,461 leads ~100k leads/s, 4,922 ~112k, 9,844 ~120k, 17,718 ~123k; larger blocks
+    cost memory, three arrays of features x block per thread).
     """
     threads = numba.get_num_threads()
     rounds = max(1, -(-n // (threads * BLOCK)))
@@ -225,47 +226,74 @@ def block_size(n: int) -> int:
 
 @numba.njit(cache=True, parallel=True, nogil=True)
 def _contributions(X, feature, threshold, categorical, default_left, missing, cat_start, cat_len, cat_words, n_nodes,
-                   leaf_start, path_start, path_node, path_left, path_player, player_start, player_local,
+                   leaf_start, leaf_left, player_start, player_nodes, player_local,
                    used_start, used_feature, table_start, table, bias, block):
     """Per block of leads and per tree: each lead's split pattern, then the tree's contributions once per
     distinct pattern in the block (from the leaf tables), then added to every lead with that pattern."""
     n, n_features = X.shape
     n_trees = feature.shape[0]
-    out = np.zeros((n, n_features + 1))
+    out = np.empty((n, n_features + 1))
+    base_value = 0.0
+    for t in range(n_trees):  # the same sum, in the same order, as adding each tree's bias to every lead
+        base_value += bias[t]
+    code_row = np.full(n_features, -1, dtype=np.int64)  # a categorical feature's row in the block's codes
+    n_categorical = 0
+    n_bits = 32
+    for t in range(n_trees):
+        for j in range(n_nodes[t]):
+            if categorical[t, j]:
+                if code_row[feature[t, j]] < 0:
+                    code_row[feature[t, j]] = n_categorical
+                    n_categorical += 1
+                n_bits = max(n_bits, 32 * cat_len[t, j])
     n_blocks = (n + block - 1) // block
     for b in numba.prange(n_blocks):
         lo = b * block
         nb = min(n, lo + block) - lo
-        # The block by feature, so each split reads one contiguous column.
+        # The block by feature, so each split reads one contiguous column; categorical columns also as
+        # codes, -1 where no split sends the value left (missing, negative, beyond every bitset).
         Xt = np.empty((n_features, nb))
+        codes = np.full((n_categorical, nb), -1, dtype=np.int32)
         for r in range(nb):
             for f in range(n_features):
-                Xt[f, r] = X[lo + r, f]
+                v = X[lo + r, f]
+                Xt[f, r] = v
+                if code_row[f] >= 0 and v > -1.0 and v < n_bits:  # NaN compares false
+                    codes[code_row[f], r] = np.int32(v)  # truncated, as LightGBM's static_cast<int>
         pattern = np.zeros(nb, dtype=np.int64)
         slot = np.zeros(nb, dtype=np.int64)
         distinct = np.zeros(nb, dtype=np.int64)
+        mask = np.zeros(nb, dtype=np.int64)
         seen = np.full(1 << DENSE_SPLITS, -1, dtype=np.int64)
+        # The block's contributions by feature (a row per feature): a tree adds to a few whole rows.
+        At = np.zeros((n_features, nb))
         for t in range(n_trees):
             for r in range(nb):
                 pattern[r] = 0
-                out[lo + r, n_features] += bias[t]
             for j in range(n_nodes[t]):
                 col = Xt[feature[t, j]]
                 bit = np.int64(1) << j
                 thr = threshold[t, j]
-                if not categorical[t, j] and missing[t, j] == 0:  # the common split: NaN counts as 0
+                # Branch-free loops for the two common splits: the compiler vectorises them.
+                if not categorical[t, j] and missing[t, j] == 0:  # NaN counts as 0
+                    zero_left = np.int64(0.0 <= thr) << j
                     for r in range(nb):
                         v = col[r]
-                        if np.isnan(v):
-                            v = 0.0
-                        if v <= thr:
-                            pattern[r] |= bit
+                        pattern[r] |= zero_left if np.isnan(v) else np.int64(v <= thr) << j
                 elif not categorical[t, j] and missing[t, j] == 2:  # NaN goes the default way
-                    left_if_nan = default_left[t, j]
+                    nan_left = np.int64(default_left[t, j]) << j
                     for r in range(nb):
                         v = col[r]
-                        if (left_if_nan if np.isnan(v) else v <= thr):
-                            pattern[r] |= bit
+                        pattern[r] |= nan_left if np.isnan(v) else np.int64(v <= thr) << j
+                elif categorical[t, j]:  # the category's bit in the split's bitset, by table lookup
+                    code = codes[code_row[feature[t, j]]]
+                    start, limit = cat_start[t, j], 32 * cat_len[t, j]
+                    for r in range(nb):
+                        c = code[r]
+                        inside = c >= 0 and c < limit
+                        c = c if inside else 0
+                        word = cat_words[start + (c >> 5)]
+                        pattern[r] |= np.int64((word >> np.uint32(c & 31)) & np.uint32(1) & np.uint32(inside)) << j
                 else:
                     for r in range(nb):
                         if _goes_left(col[r], categorical[t, j], thr, default_left[t, j], missing[t, j],
@@ -293,25 +321,34 @@ def _contributions(X, feature, threshold, categorical, default_left, missing, ca
                         n_distinct += 1
                     slot[order[i]] = n_distinct - 1
             n_used = used_start[t + 1] - used_start[t]
-            store = np.zeros((n_distinct, n_used))
-            for k in range(n_distinct):
-                bits = distinct[k]
-                for leaf in range(leaf_start[t], leaf_start[t + 1]):
-                    p0 = player_start[leaf]
-                    players = player_start[leaf + 1] - p0
-                    full = (1 << players) - 1
-                    mask = full
-                    for q in range(path_start[leaf], path_start[leaf + 1]):
-                        if ((bits >> path_node[q]) & 1) != path_left[q]:
-                            mask &= ~(1 << path_player[q])
-                    base = table_start[leaf] + mask * players
-                    for u in range(players):
-                        store[k, player_local[p0 + u]] += table[base + u]
+            store = np.zeros((n_used, n_distinct))
+            # Leaf by leaf (one leaf's table stays in cache), each step a loop over the distinct patterns that
+            # the compiler vectorises: first every pattern's satisfied players, then one table column at a time.
+            for leaf in range(leaf_start[t], leaf_start[t + 1]):
+                p0 = player_start[leaf]
+                players = player_start[leaf + 1] - p0
+                t0 = table_start[leaf]
+                left = leaf_left[leaf]
+                for k in range(n_distinct):
+                    mask[k] = 0
+                for u in range(players):  # a player is satisfied when none of its splits goes away from the leaf
+                    nodes = player_nodes[p0 + u]
+                    for k in range(n_distinct):
+                        mask[k] |= np.int64(((distinct[k] ^ left) & nodes) == 0) << u
+                for u in range(players):
+                    column = store[player_local[p0 + u]]
+                    for k in range(n_distinct):
+                        column[k] += table[t0 + mask[k] * players + u]
             u0 = used_start[t]
-            for r in range(nb):
-                k = slot[r]
-                for q in range(n_used):
-                    out[lo + r, used_feature[u0 + q]] += store[k, q]
+            for q in range(n_used):
+                row = At[used_feature[u0 + q]]
+                column = store[q]
+                for r in range(nb):
+                    row[r] += column[slot[r]]
+        for r in range(nb):
+            for f in range(n_features):
+                out[lo + r, f] = At[f, r]
+            out[lo + r, n_features] = base_value
     return out
 
 
@@ -332,8 +369,8 @@ class ExactContributions:
             return self.booster.predict(X, pred_contrib=True).reshape(len(X), X.shape[1] + 1)
         out = _contributions(
             X, c.feature, c.threshold, c.categorical, c.default_left, c.missing, c.cat_start, c.cat_len, c.cat_words,
-            c.n_nodes, c.leaf_start, c.path_start, c.path_node, c.path_left, c.path_player, c.player_start,
-            c.player_local, c.used_start, c.used_feature, c.table_start, c.table, c.bias, block_size(len(X)))
+            c.n_nodes, c.leaf_start, c.leaf_left, c.player_start, c.player_nodes, c.player_local, c.used_start,
+            c.used_feature, c.table_start, c.table, c.bias, block_size(len(X)))
         # A lead whose values do not add up to LightGBM's prediction reached another leaf somewhere: a
         # split rule we do not mirror. Off-path decisions use the same rules, so no lead of the batch
         # is trusted then: all go to LightGBM.

@@ -80,19 +80,29 @@ class LeadScorer:
     def margin(self, features: pd.DataFrame) -> np.ndarray:
         return self.booster.predict(features[self.spec.columns], raw_score=True)
 
-    def contributions(self, features: pd.DataFrame, margin: np.ndarray | None = None) -> np.ndarray:
+    def _matrix(self, features: pd.DataFrame) -> np.ndarray | None:
+        """The features as LightGBM sees them (:func:`feature_matrix`), when its codes are the booster's own: the
+        spec's categories are those the booster was trained with, so no recoding of a frame is needed; else None."""
+        trained = self.booster.pandas_categorical or []
+        if [list(c) for c in trained] != [list(c) for c in self.spec.categorical.values()]:
+            return None
+        return feature_matrix(features, self.spec)
+
+    def contributions(self, features: pd.DataFrame, margin: np.ndarray | None = None,
+                      matrix: np.ndarray | None = None) -> np.ndarray:
         """Exact TreeSHAP contributions (n, n_features + 1); the last column is the base value.
 
         Small batches go to LightGBM's ``pred_contrib``; from ``FAST_REASONS_MIN_ROWS`` leads on, or
         whatever the batch once :meth:`compile_reasons` has run, the table-driven exact TreeSHAP of
         :mod:`leadtemp.core.treeshap` (same values to ~1e-15, several times faster; compiled once per
         scorer). ``margin``: the booster's raw prediction of these rows when the caller has it (the
-        fast path checks that every row's values add up to it).
+        fast path checks that every row's values add up to it); ``matrix``: their :func:`feature_matrix`, if the
+        caller has it.
         """
         if self._fast is None and len(features) < FAST_REASONS_MIN_ROWS:
             return self.booster.predict(features[self.spec.columns], pred_contrib=True)
         self.compile_reasons()
-        return self._fast(feature_matrix(features, self.spec), margin)
+        return self._fast(feature_matrix(features, self.spec) if matrix is None else matrix, margin)
 
     def compile_reasons(self) -> None:
         """Compile the fast TreeSHAP tables now (a few seconds, once); from then on every batch uses them.
@@ -138,7 +148,8 @@ class LeadScorer:
         Every value of a row depends on that lead alone, so batches can be scored apart and ranked
         together afterwards (:func:`rank_order`).
         """
-        margin = self.margin(features)
+        X = self._matrix(features)  # one matrix for the margin and the reasons: LightGBM recodes no frame
+        margin = self.margin(features) if X is None else self.booster.predict(X, raw_score=True)
         p = self.calibrator(margin)
         out = pd.DataFrame({
             LEAD_ID: features[LEAD_ID].to_numpy(),
@@ -148,7 +159,7 @@ class LeadScorer:
             "bucket": self.buckets.assign(p),
         })
         if reasons and len(out):
-            contrib = self.contributions(features, margin)
+            contrib = self.contributions(features, margin, X)
             words = top_reasons(features, group_contributions(contrib, self.spec), self.spec, self.labels,
                                 rates=self.category_rates)
             for name, column in zip(REASON_COLUMNS, words):

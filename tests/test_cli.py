@@ -126,7 +126,12 @@ def test_score_with_the_registry_alias_then_explain(in_home):
     result = run("score", "--as-of", "2024-11-15", "--out", "scores.csv", *files)
     assert result.exit_code == 0, result.output
     scores = pd.read_csv(home / "scores.csv")
-    assert list(scores.columns) == OUTPUT_COLUMNS and OUTPUT_COLUMNS[-2:] == ["model_version", "run_id"]
+    # Beside the bucket, when it is likely to convert: within 7, 30 and 90 days, and the median days to convert.
+    when = ["p_7d", "p_30d", "p_90d", "expected_days"]
+    at = OUTPUT_COLUMNS.index("rank")
+    assert list(scores.columns) == OUTPUT_COLUMNS[:at] + when + OUTPUT_COLUMNS[at:]
+    assert OUTPUT_COLUMNS[-2:] == ["model_version", "run_id"]
+    assert (scores["p_7d"] <= scores["p_30d"]).all() and (scores["p_30d"] <= scores["p_90d"]).all()
     assert (scores["model_version"] == 1).all()
     # One model identity: the registry version, and beside it the MLflow run that logged that version.
     assert (scores["run_id"] == mlflow.MlflowClient().get_model_version("leadtemp", "1").run_id).all()

@@ -303,10 +303,12 @@ def score_sources(scorer: LeadScorer, params: Params, as_of: pd.Timestamp, leads
     (files, folders, database tables), ``target`` a :class:`~leadtemp.adapters.sources.Target`."""
     from leadtemp.adapters.progress import Progress
     from leadtemp.adapters.staging import LocalScoringRun
+    from leadtemp.modelling.horizons import timing_columns
     from leadtemp.workflows.score import score_in_batches
 
     return score_in_batches(scorer, params, as_of, leads, interactions,
-                            LocalScoringRun(target, work_dir, include_lost, changes=since is not None),
+                            LocalScoringRun(target, work_dir, include_lost, changes=since is not None,
+                                            when=tuple(timing_columns(scorer.timing_days))),
                             lambda total, what: Progress(echo, total, what, interactive),
                             chunk_size=chunk_size, reasons=reasons, echo=echo, include_lost=include_lost, since=since)
 

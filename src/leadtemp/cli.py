@@ -127,6 +127,9 @@ def _print_training(result, logged) -> None:
         console.print("; ".join(k for k in kinds if k))
     if "within_month_roc_auc" in m:
         console.print(f"ROC-AUC within each month of the test slice {m['within_month_roc_auc']:.3f}")
+    if when := [f"{h} days: ROC-AUC {m[f'p_{h}d_roc_auc']:.3f}, ECE {m[f'p_{h}d_ece']:.4f} on {int(m[f'p_{h}d_rows'])} "
+                f"(converted {m[f'p_{h}d_positive_rate']:.1%})" for h in result.scorer.timing_days if f"p_{h}d_ece" in m]:
+        console.print("converts within (p_<h>d, test rows whose h days are observed): " + "; ".join(when))
     if "folds_roc_auc" in m:
         sel = result.scorer.meta["selection"]
         console.print(f"{int(m['folds'])} rolling-origin fold(s): within-cutoff ROC-AUC {m['folds_roc_auc']:.3f} "

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +17,7 @@ from leadtemp.modelling.horizons import consistent, expected_days, horizon_label
 from leadtemp.modelling.scorer import OUTPUT_COLUMNS, LeadScorer
 
 AS_OF = pd.Timestamp("2024-11-15")
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- code ------------------------------------------------------------------------------------------
@@ -129,3 +132,26 @@ def test_a_model_saved_before_the_horizons_still_loads_and_scores_without_them(s
     (new / "scorer.json").write_text(json.dumps(raw))
     with pytest.raises(Exception, match="no booster for the horizons"):
         LeadScorer.load(new)
+
+
+def _defined_metrics() -> list[re.Pattern]:
+    """The metric names docs/glossary.md#metrics defines (as tests/test_cli.py reads them)."""
+    section = (ROOT / "docs" / "glossary.md").read_text().split("## Metrics", 1)[1]
+    return [re.compile(re.sub(r"<[a-z]+>", "[a-z0-9_.]+", re.escape(name).replace(r"\<", "<").replace(r"\>", ">")))
+            for name in re.findall(r"`([a-z_.<>0-9]+)`", section)]
+
+
+def test_a_backtest_reports_each_horizon_of_each_quarter(small_sim, params):
+    from leadtemp.workflows.quarterly import backtest
+
+    fold = backtest(small_sim.leads, small_sim.interactions, params, 1).folds[0]
+    m = fold.metrics
+    # Trained with the data known at the quarter's start, too few 7-day conversions: left out, and said so.
+    assert fold.result.scorer.timing_days == (30, 90) and "p_7d_ece" not in m
+    assert any(w.startswith("p_7d left out") for w in fold.result.warnings)
+    for h in (30, 90):
+        assert 0 <= m[f"p_{h}d_ece"] < 0.06 and m[f"p_{h}d_roc_auc"] > 0.7, h
+    assert m["p_90d_roc_auc"] == m["roc_auc"] and m["p_30d_rows"] == m["rows"]
+    defined = _defined_metrics()
+    for name in [*logged_metrics(m), *logged_metrics(fold.result.metrics, "test_")]:
+        assert any(d.fullmatch(name) for d in defined), name

@@ -427,6 +427,13 @@ def backtest(
             shares = [getattr(row, f"calls_reached_{who}", float("nan")) for who in ("leadtemp", "thermometer", "newest_first")]
             calls.add_row(row.quarter, *["n/a" if v != v else f"{v:.1%}" for v in shares])
         console.print(calls)
+    if when := sorted({int(c[2:].split("d_")[0]) for c in table.columns if c.startswith("p_") and c.endswith("d_ece")}):
+        console.print("converts within h days (p_<h>d), ECE / ROC-AUC on each quarter's rows whose h days are observed:")
+        timing = Table("quarter", *(f"{h} days" for h in when))
+        for row in table.to_dict("records"):
+            cells = [(row.get(f"p_{h}d_ece"), row.get(f"p_{h}d_roc_auc")) for h in when]
+            timing.add_row(row["quarter"], *("n/a" if e is None or e != e else f"{e:.4f} / {a:.3f}" for e, a in cells))
+        console.print(timing)
     console.print(f"mean ROC-AUC {table['roc_auc'].mean():.3f}; MLflow run {done.run_id}")
 
 

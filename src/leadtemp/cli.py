@@ -157,7 +157,8 @@ def train(params: ParamsOpt = Path("params.yaml"), leads: LeadsOpt = None, inter
     Tables with conversion times become point-in-time snapshots sliced by cutoff; a table with a
     label column (data.columns.label) is one row per lead, sliced by time when it has time and
     stratified at random (with a loud warning) when it has none. Too little data or a leaky column
-    stops here with exit 2.
+    stops here with exit 2. Snapshot data also gets a booster per other horizon of when.horizons_days
+    (p_7d, p_30d, p_90d, expected_days), each with its test ROC-AUC and ECE.
     """
     from leadtemp.api import train as run
 
@@ -224,7 +225,8 @@ def score(
     interactions: Annotated[Optional[str], typer.Option(
         "--interactions", help="Interactions: CSV/Parquet file or folder of part files; overrides data.interactions.")] = None,
 ) -> None:
-    """Score every lead eligible at --as-of: lead_id, as_of, probability, score, bucket, rank, reasons, model_version, run_id.
+    """Score every lead eligible at --as-of: lead_id, as_of, probability, score, bucket, p_7d, p_30d, p_90d, expected_days
+    (the model's when.horizons_days; none for a model saved before them), rank, reasons, model_version, run_id.
 
     Eligible: created before --as-of, not converted before it and not lost at it (closed as lost or
     disqualified, not reopened since: --include-lost scores those too, marked); with a label column,
@@ -364,7 +366,7 @@ def serve(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Serve the model as a REST endpoint: POST leads with their interactions to /invocations, get every lead
-    back scored (probability, score, bucket, rank, reasons) or with the reason it is not (docs/serving.md).
+    back scored (probability, score, bucket, p_<h>d, expected_days, rank, reasons) or with the reason it is not (docs/serving.md).
     """
     from leadtemp.api import serve as run
 

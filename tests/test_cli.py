@@ -147,6 +147,9 @@ def test_score_with_the_registry_alias_then_explain(in_home):
     shown = run("explain", top, "--as-of", "2024-11-15", "--plot", "why.png", *files)
     assert shown.exit_code == 0, shown.output
     assert f"lead {top}" in shown.output and "raises the chance" in shown.output
+    row = scores.loc[0]
+    assert (f"chance within 30 / 90 days: {row['p_30d']:.1%} / {row['p_90d']:.1%}; if it converts within 90 days, "
+            f"in about {row['expected_days']:.0f} days (median)") in shown.output
     assert (home / "why.png").stat().st_size > 0
 
 
@@ -170,6 +173,8 @@ def test_pyfunc_from_registry_matches_the_cli_scores(in_home):
     assert sorted(scored.index) == sorted(direct["lead_id"])
     scored = scored.loc[direct["lead_id"]]
     assert scored["probability"].astype(float).tolist() == direct["probability"].tolist()
+    for column in ("p_30d", "p_90d", "expected_days"):  # the registered pyfunc answers when too
+        assert scored[column].astype(float).tolist() == direct[column].tolist(), column
     assert scored["rank"].astype(int).tolist() == direct["rank"].tolist()
 
 

@@ -283,7 +283,8 @@ def explain(
     leads: LeadsOpt = None,
     interactions: InterOpt = None,
 ) -> None:
-    """Why is this lead hot (or not)? Score, bucket and the strongest factors in words; --html writes its card."""
+    """Why is this lead hot (or not)? Score, bucket, the chance within each horizon (when.horizons_days) with the
+    expected days to convert, and the strongest factors in words; --html writes its card."""
     import pandas as pd
     from rich.console import Console
     from rich.table import Table
@@ -297,6 +298,11 @@ def explain(
     console.print(f"lead {lead_id} as of {why.as_of.date()} (model version {why.model_version}{run}): [bold]{why.bucket}[/bold], "
                   f"score {why.score}, {why.probability:.1%} chance to convert"
                   + (f" within {why.horizon_days} days" if why.horizon_days is not None else ""))
+    if why.when:  # when, not only if
+        days = [int(k[2:-1]) for k in why.when if k.startswith("p_")]
+        console.print(f"chance within {' / '.join(map(str, days))} days: "
+                      + " / ".join(f"{why.when[f'p_{d}d']:.1%}" for d in days)
+                      + f"; if it converts within {max(days)} days, in about {why.when['expected_days']:.0f} days (median)")
     if (c := why.change) is not None:
         since = pd.Timestamp(c["since"]).date()
         console.print(f"since {since}: new (not scorable then)" if c["trend"] == "new" else

@@ -98,6 +98,11 @@ def _rate(value: float, fmt: str = "{:.1%}") -> str:
     return "empty" if value != value else fmt.format(value)
 
 
+def _horizons_of(names) -> list[int]:
+    """The horizons h of the ``p_<h>d_ece`` among metric names (modelling/horizons.py), shortest first."""
+    return sorted(int(n[2:-5]) for n in names if n.startswith("p_") and n.endswith("d_ece") and n[2:-5].isdigit())
+
+
 def _print_training(result, logged) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -128,7 +133,7 @@ def _print_training(result, logged) -> None:
     if "within_month_roc_auc" in m:
         console.print(f"ROC-AUC within each month of the test slice {m['within_month_roc_auc']:.3f}")
     if when := [f"{h} days: ROC-AUC {m[f'p_{h}d_roc_auc']:.3f}, ECE {m[f'p_{h}d_ece']:.4f} on {int(m[f'p_{h}d_rows'])} "
-                f"(converted {m[f'p_{h}d_positive_rate']:.1%})" for h in result.scorer.timing_days if f"p_{h}d_ece" in m]:
+                f"(converted {m[f'p_{h}d_positive_rate']:.1%})" for h in _horizons_of(m)]:
         console.print("converts within (p_<h>d, test rows whose h days are observed): " + "; ".join(when))
     if "folds_roc_auc" in m:
         sel = result.scorer.meta["selection"]
@@ -435,7 +440,7 @@ def backtest(
             shares = [getattr(row, f"calls_reached_{who}", float("nan")) for who in ("leadtemp", "thermometer", "newest_first")]
             calls.add_row(row.quarter, *["n/a" if v != v else f"{v:.1%}" for v in shares])
         console.print(calls)
-    if when := sorted({int(c[2:].split("d_")[0]) for c in table.columns if c.startswith("p_") and c.endswith("d_ece")}):
+    if when := _horizons_of(table.columns):
         console.print("converts within h days (p_<h>d), ECE / ROC-AUC on each quarter's rows whose h days are observed:")
         timing = Table("quarter", *(f"{h} days" for h in when))
         for row in table.to_dict("records"):

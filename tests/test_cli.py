@@ -89,6 +89,7 @@ def test_run_logs_metrics_plots_fingerprint_without_personal_data(in_home):
     # What the auto settings became and what the folds chose, beside the params that say "auto".
     assert run.data.params["snapshots.horizon_days"] == "auto" and run.data.params["chosen.horizon_days"] == "90"
     assert run.data.params["chosen.family"] in {"trees", "additive"} and "folds_roc_auc" in run.data.metrics
+    assert run.data.params["when.horizons_days"] == "(7, 30, 90)" and run.data.params["chosen.when_horizons_days"] == "30,90"
     # The run's duration is the training's, not only the logging's (it was 3.4 s for a minute of training).
     began, took = map(float, (home / "train-seconds.txt").read_text().split())
     assert began * 1000 <= run.info.start_time and run.info.end_time - run.info.start_time >= 0.6 * took * 1000

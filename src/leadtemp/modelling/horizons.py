@@ -1,7 +1,8 @@
 """When, not only if: the chance to convert within each of several horizons, and the expected days to convert.
 
 One booster per horizon ``h`` (``when.horizons_days``; the main horizon's is the main booster itself), learnt
-from the same snapshots as the main model with the label "converts within ``h`` days of the cutoff", under the
+from the same snapshots as the main model (a shorter horizon also from the newer ones its label allows: see
+``workflows/train._short_horizon_rows``) with the label "converts within ``h`` days of the cutoff", under the
 same rules: the pool rows whose ``h``-day label is observed before the first test cutoff, rolling-origin folds
 that train on labels observed before their block (an embargo of ``h``), the main model's family, rounds from the
 folds' mean curve, a calibrator fitted on the newest blocks' out-of-fold margins (or the booster's own

@@ -323,8 +323,9 @@ def _train_rolling(leads: pd.DataFrame, interactions: pd.DataFrame, params: Para
                     "test_cutoffs": cadence.test_cutoffs, "fold_cutoffs": cadence.fold_cutoffs}})
     when_notes = []
     if params.when.horizons_days:  # when, not only if: a booster per other horizon, on the same rows and rules
-        fitted = fit_horizons(pd.concat([pool, parts["test"]], ignore_index=True), leads, splits, until, spec, params,
-                              selection, params.when.horizons_days)
+        fresher = _short_horizon_rows(leads, interactions, spec, params, splits, until, spells)
+        fitted = fit_horizons(pd.concat([pool, fresher, parts["test"]], ignore_index=True), leads, splits, until, spec,
+                              params, selection, params.when.horizons_days)
         scorer.timing_days, scorer.horizon_models, when_notes = fitted.horizons, fitted.models, fitted.notes
         scorer.meta["when"] = {str(h): f for h, f in fitted.facts.items()}
     test, metrics = _evaluate(scorer, parts)
@@ -342,6 +343,35 @@ def _train_rolling(leads: pd.DataFrame, interactions: pd.DataFrame, params: Para
         gates=ship_gates(test, metrics, buckets, scorer, params.retrain.bootstrap, params.model.seed,
                          params.retrain.max_ece) + fold_gates(metrics),
     )
+
+
+def _short_horizon_rows(leads: pd.DataFrame, interactions: pd.DataFrame, spec: FeatureSpec, params: Params,
+                        splits, until: pd.Timestamp, spells: pd.DataFrame | None) -> pd.DataFrame:
+    """Snapshots only the horizons shorter than the main one may learn from: taken after the main pool's last
+    cutoff (whose main label ends by the first test cutoff) and whose shortest-horizon label still ends by it.
+
+    Without them a 7-day booster under a 90-day main horizon would learn nothing from the last 83 days before
+    the test; ``fit_horizons`` keeps, per horizon, those whose label window ends by the first test cutoff.
+    """
+    short = [h for h in params.when.horizons_days if h < splits.horizon_days]
+    if not short:
+        return pd.DataFrame()
+    h, test_from = min(short), splits.test.min()
+    after = test_from - splits.horizon
+
+    def inside(times) -> np.ndarray:
+        t = pd.DatetimeIndex(times)
+        return np.asarray((t > after) & (t + pd.Timedelta(days=h) <= test_from))
+
+    cutoffs = cutoff_dates(leads, until, params.snapshots.frequency)
+    cutoffs = cutoffs[inside(cutoffs)]
+    snaps = build_snapshots(leads, cutoffs, h, until, spells=spells).assign(snapshot="periodic")
+    if params.snapshots.at_creation:
+        created = creation_snapshots(leads, h, until, skip=cutoffs, spells=spells).assign(snapshot="creation")
+        snaps = pd.concat([snaps, created.loc[inside(created["cutoff"])]], ignore_index=True)
+    if snaps.empty:
+        return pd.DataFrame()
+    return build_training_frame(snaps.assign(slice="train"), leads, interactions, spec)
 
 
 LABEL_TABLE_HORIZON = 90  # days: a label-table model's "current for" window (period warnings at scoring)

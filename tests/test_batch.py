@@ -59,6 +59,8 @@ def _same_scores(got: pd.DataFrame, want: pd.DataFrame) -> None:
     np.testing.assert_array_equal(got["probability"].to_numpy(dtype=float), want["probability"].to_numpy())
     for column in ("score", "bucket", "reason_1", "reason_2", "reason_3"):
         assert got[column].astype(str).tolist() == want[column].astype(str).tolist(), column
+    for column in ("p_7d", "p_30d", "p_90d", "expected_days"):  # when, not only if: the same on every path
+        np.testing.assert_allclose(got[column].to_numpy(dtype=float), want[column].to_numpy(), rtol=0, atol=1e-12)
     assert (got["model_version"].astype(str) == "3").all() and (got["run_id"] == "0123abcd").all()  # one model identity
     assert (pd.to_datetime(got["as_of"]) == AS_OF).all()
 
@@ -143,11 +145,16 @@ def test_a_scores_table_from_before_run_id_gets_the_column_and_keeps_its_rows(wo
     engine.dispose()
     assert rows.loc[rows["lead_id"] == "old", "run_id"].isna().all()          # kept, with no run known
     assert (rows.loc[rows["model_version"] == "3", "run_id"] == "0123abcd").all() and len(rows) > 1
+    # The table was also from before p_<h>d and expected_days: they are added the same way, empty for the old rows.
+    when = ["p_7d", "p_30d", "p_90d", "expected_days"]
+    assert rows.loc[rows["lead_id"] == "old", when].isna().all().all()
+    assert rows.loc[rows["model_version"] == "3", when].notna().all().all()
     # A table that is not such a scores table (another column missing too) is refused and left as it was.
     other = sa.Table("other_scores", sa.MetaData(), *(c._copy() for c in output_table(sa.MetaData(), "x").columns
                                                       if c.name not in ("run_id", "reason_3")))
     other.create(engine)
-    with pytest.raises(ConfigError, match=r"table 'other_scores' exists without the columns \['run_id', 'reason_3'\]"):
+    with pytest.raises(ConfigError, match=r"table 'other_scores' exists without the columns \['run_id', 'p_7d', "
+                                          r"'p_30d', 'p_90d', 'expected_days', 'reason_3'\]"):
         score_sources(scorer, params, AS_OF, Source.database(url, LEADS_TABLE), Source.database(url, EVENTS_TABLE),
                       Target(url=url, table="other_scores"), work_dir=tmp_path / "w2", echo=lambda m: None)
     assert "run_id" not in {c["name"] for c in sa.inspect(engine).get_columns("other_scores")}

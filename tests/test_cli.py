@@ -60,6 +60,7 @@ def in_home(trained, monkeypatch):
 def test_train_registers_champion_and_exports(trained):
     home, _, output = trained
     assert "registered version 1 (alias champion)" in output
+    assert "converts within (p_<h>d, test rows whose h days are observed): 7 days: ROC-AUC" in output
     assert (home / "models" / "v1" / "MLmodel").is_file() and (home / "models" / "latest" / "MLmodel").is_file()
     assert (home / "models" / "champion" / "MLmodel").read_bytes() == (home / "models" / "v1" / "MLmodel").read_bytes()
 
@@ -87,6 +88,7 @@ def test_run_logs_metrics_plots_fingerprint_without_personal_data(in_home):
     # What the auto settings became and what the folds chose, beside the params that say "auto".
     assert run.data.params["snapshots.horizon_days"] == "auto" and run.data.params["chosen.horizon_days"] == "90"
     assert run.data.params["chosen.family"] in {"trees", "additive"} and "folds_roc_auc" in run.data.metrics
+    assert run.data.params["when.horizons_days"] == "(7, 30, 90)" and run.data.params["chosen.when_horizons_days"] == "7,30,90"
     # The run's duration is the training's, not only the logging's (it was 3.4 s for a minute of training).
     began, took = map(float, (home / "train-seconds.txt").read_text().split())
     assert began * 1000 <= run.info.start_time and run.info.end_time - run.info.start_time >= 0.6 * took * 1000
@@ -126,7 +128,13 @@ def test_score_with_the_registry_alias_then_explain(in_home):
     result = run("score", "--as-of", "2024-11-15", "--out", "scores.csv", *files)
     assert result.exit_code == 0, result.output
     scores = pd.read_csv(home / "scores.csv")
-    assert list(scores.columns) == OUTPUT_COLUMNS and OUTPUT_COLUMNS[-2:] == ["model_version", "run_id"]
+    # Beside the bucket, when it is likely to convert: within 7, 30 and 90 days, and the median days to convert.
+    when = ["p_7d", "p_30d", "p_90d", "expected_days"]
+    at = OUTPUT_COLUMNS.index("rank")
+    assert list(scores.columns) == OUTPUT_COLUMNS[:at] + when + OUTPUT_COLUMNS[at:]
+    assert OUTPUT_COLUMNS[-2:] == ["model_version", "run_id"]
+    assert (scores["p_7d"] <= scores["p_30d"]).all() and (scores["p_30d"] <= scores["p_90d"]).all()
+    assert (scores["p_90d"] == scores["probability"]).all()
     assert (scores["model_version"] == 1).all()
     # One model identity: the registry version, and beside it the MLflow run that logged that version.
     assert (scores["run_id"] == mlflow.MlflowClient().get_model_version("leadtemp", "1").run_id).all()
@@ -139,6 +147,10 @@ def test_score_with_the_registry_alias_then_explain(in_home):
     shown = run("explain", top, "--as-of", "2024-11-15", "--plot", "why.png", *files)
     assert shown.exit_code == 0, shown.output
     assert f"lead {top}" in shown.output and "raises the chance" in shown.output
+    row = scores.loc[0]
+    assert (f"chance within 7 / 30 / 90 days: {row['p_7d']:.1%} / {row['p_30d']:.1%} / {row['p_90d']:.1%}; if it "
+            "converts within 90 days, "
+            f"in about {row['expected_days']:.0f} days (median)") in shown.output
     assert (home / "why.png").stat().st_size > 0
 
 
@@ -162,6 +174,8 @@ def test_pyfunc_from_registry_matches_the_cli_scores(in_home):
     assert sorted(scored.index) == sorted(direct["lead_id"])
     scored = scored.loc[direct["lead_id"]]
     assert scored["probability"].astype(float).tolist() == direct["probability"].tolist()
+    for column in ("p_7d", "p_30d", "p_90d", "expected_days"):  # the registered pyfunc answers when too
+        assert scored[column].astype(float).tolist() == direct[column].tolist(), column
     assert scored["rank"].astype(int).tolist() == direct["rank"].tolist()
 
 

@@ -112,6 +112,15 @@ def test_no_test_label_reaches_the_folds_the_booster_or_the_calibrator(small_sim
         return real(pool, folds, period, spec, p, meta)
 
     monkeypatch.setattr(training, "fit_scorer_rolling", spy)
+    from leadtemp.modelling import horizons
+
+    real_rounds, finals = horizons.fit_rounds, []
+
+    def spy_rounds(frame, *args, **kwargs):
+        finals.append(frame)
+        return real_rounds(frame, *args, **kwargs)
+
+    monkeypatch.setattr(horizons, "fit_rounds", spy_rounds)
     result = training.train(small_sim.leads, small_sim.interactions, params.replace(snapshots={"at_creation": True}))
     s, h = result.splits, pd.Timedelta(days=result.scorer.horizon_days)
     pool = seen["pool"]
@@ -124,6 +133,17 @@ def test_no_test_label_reaches_the_folds_the_booster_or_the_calibrator(small_sim
     assert (result.test["cutoff"] >= s.test.min()).all()
     # Retrain compares on the periodic test cutoffs only (creation snapshots fall on almost every day).
     assert set(result.test.loc[result.test["snapshot"] == "periodic", "cutoff"]) == set(s.test)
+    # When, not only if: each other horizon's booster learns its own h-day labels, all observed before the test
+    # slice, and no conversion from the test slice on counts as a positive for it (nor does any past its window).
+    converted = small_sim.leads.set_index("lead_id")["converted_at"]
+    assert [int(d) for d in result.scorer.meta["when"]] == [7, 30] and len(finals) == 2
+    for days, frame in zip((7, 30), finals):
+        ends = frame["cutoff"] + pd.Timedelta(days=days)
+        assert (ends <= s.test.min()).all()
+        when = frame["lead_id"].map(converted)
+        assert (when[frame["label"] == 1] <= ends[frame["label"] == 1]).all()
+        assert (when[frame["label"] == 1] < s.test.min()).all()
+        assert ((frame["label"] == 1) == (when.notna() & (when >= frame["cutoff"]) & (when <= ends))).all()
 
 
 def test_the_fixed_chain_keeps_its_embargoes_with_creation_snapshots(small_sim, params, monkeypatch):

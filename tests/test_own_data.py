@@ -53,7 +53,7 @@ def test_params_yaml_defaults_are_the_code_defaults():
     documented = load_params(ROOT / "params.yaml")
     code = Params()
     sections = [f.name for f in dataclasses.fields(Params) if f.name != "data"]
-    assert len(sections) == 13  # calls added; events: empty by default, and only a commented-out example in params.yaml
+    assert len(sections) == 14  # calls and when added; events: empty by default, and only a commented-out example in params.yaml
     for section in sections:
         assert getattr(documented, section) == getattr(code, section), section
 

@@ -114,6 +114,8 @@ def test_the_server_answers_like_leadtemp_score_and_every_lead_gets_a_row(here):
     scored = rows.loc[rows["status"] == "scored"].set_index("lead_id").loc[cli.index]
     assert len(scored) == len(cli) > 50
     pd.testing.assert_series_equal(scored["probability"].astype(float), cli["probability"], rtol=1e-12)
+    for column in ("p_7d", "p_30d", "p_90d", "expected_days"):  # when, not only if: the same as `score` writes
+        pd.testing.assert_series_equal(scored[column].astype(float), cli[column], rtol=1e-12)
     for column in ("score", "rank"):
         assert scored[column].astype(int).tolist() == cli[column].tolist(), column
     for column in ("bucket", "reason_1", "reason_2", "reason_3", "model_version"):
@@ -124,7 +126,7 @@ def test_the_server_answers_like_leadtemp_score_and_every_lead_gets_a_row(here):
     leads = sim.leads.set_index("lead_id")
     for row in rest.itertuples():
         lead = leads.loc[row.lead_id]
-        assert pd.isna(row.probability) and pd.isna(row.bucket) and pd.isna(row.rank)
+        assert pd.isna(row.probability) and pd.isna(row.bucket) and pd.isna(row.rank) and pd.isna(row.p_7d)
         expected = "not_yet_created" if lead["created_at"] >= pd.Timestamp(AS_OF) else "converted"
         assert row.status == expected
 

@@ -63,6 +63,10 @@ def test_the_defaults_fit_eleven_months_and_say_what_they_chose(funnel):
     rates = result.buckets.set_index("bucket")["rate"]
     assert rates["hot"] > rates["warm"] > rates["cold"]
     assert all(g.passed for g in result.gates), [str(g) for g in result.gates]
+    # When: 11 months label 7 and 30 days (the main horizon); 90 days after the test cutoffs is past the data, so
+    # p_90d is left out, and said so.
+    assert result.scorer.timing_days == (7, 30) and "p_90d left out: the history cannot label a 90-day horizon" in said
+    assert m["p_7d_roc_auc"] >= 0.6 and m["p_30d_roc_auc"] == m["roc_auc"]
 
 
 def test_the_fixed_chain_still_refuses_eleven_months_and_says_why(funnel):

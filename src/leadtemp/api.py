@@ -54,6 +54,7 @@ class Explanation:
     base_value: float          # the model's average margin: the waterfall starts here
     run_id: str = ""           # the MLflow run that logged the model version
     change: dict | None = None  # with ``since``: since, previous_probability, previous_bucket, trend, what_changed
+    when: dict | None = None    # p_<h>d and expected_days of a model that has them (modelling/horizons.py)
 
 
 @dataclass(frozen=True)
@@ -303,10 +304,12 @@ def score_sources(scorer: LeadScorer, params: Params, as_of: pd.Timestamp, leads
     (files, folders, database tables), ``target`` a :class:`~leadtemp.adapters.sources.Target`."""
     from leadtemp.adapters.progress import Progress
     from leadtemp.adapters.staging import LocalScoringRun
+    from leadtemp.modelling.horizons import timing_columns
     from leadtemp.workflows.score import score_in_batches
 
     return score_in_batches(scorer, params, as_of, leads, interactions,
-                            LocalScoringRun(target, work_dir, include_lost, changes=since is not None),
+                            LocalScoringRun(target, work_dir, include_lost, changes=since is not None,
+                                            when=tuple(timing_columns(scorer.timing_days))),
                             lambda total, what: Progress(echo, total, what, interactive),
                             chunk_size=chunk_size, reasons=reasons, echo=echo, include_lost=include_lost, since=since)
 
@@ -458,6 +461,7 @@ def explain(params: Params | str | Path, lead_id: str, as_of: str | pd.Timestamp
 def _explanations(scorer: LeadScorer, version: str, features: pd.DataFrame, when: pd.Timestamp) -> list[Explanation]:
     """One :class:`Explanation` per row of ``features`` (exact TreeSHAP, grouped and worded)."""
     from leadtemp.core.reasons import factor_table, group_contributions
+    from leadtemp.modelling.horizons import timing_columns
 
     scored = scorer.score_features(features, reasons=False).set_index("lead_id")
     contrib = scorer.contributions(features)
@@ -471,7 +475,8 @@ def _explanations(scorer: LeadScorer, version: str, features: pd.DataFrame, when
             score=int(scored.at[lead, "score"]), bucket=str(scored.at[lead, "bucket"]),
             horizon_days=scorer.horizon_days if scorer.spec.mode == "events" else None,
             factors=factor_table(row, grouped.iloc[i], scorer.spec, scorer.labels, scorer.category_rates),
-            base_value=float(contrib[i, -1]), run_id=str(scorer.meta.get("run_id") or "")))
+            base_value=float(contrib[i, -1]), run_id=str(scorer.meta.get("run_id") or ""),
+            when={c: float(scored.at[lead, c]) for c in timing_columns(scorer.timing_days)} or None))
     return out
 
 

@@ -98,6 +98,11 @@ def _rate(value: float, fmt: str = "{:.1%}") -> str:
     return "empty" if value != value else fmt.format(value)
 
 
+def _horizons_of(names) -> list[int]:
+    """The horizons h of the ``p_<h>d_ece`` among metric names (modelling/horizons.py), shortest first."""
+    return sorted(int(n[2:-5]) for n in names if n.startswith("p_") and n.endswith("d_ece") and n[2:-5].isdigit())
+
+
 def _print_training(result, logged) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -127,6 +132,9 @@ def _print_training(result, logged) -> None:
         console.print("; ".join(k for k in kinds if k))
     if "within_month_roc_auc" in m:
         console.print(f"ROC-AUC within each month of the test slice {m['within_month_roc_auc']:.3f}")
+    if when := [f"{h} days: ROC-AUC {m[f'p_{h}d_roc_auc']:.3f}, ECE {m[f'p_{h}d_ece']:.4f} on {int(m[f'p_{h}d_rows'])} "
+                f"(converted {m[f'p_{h}d_positive_rate']:.1%})" for h in _horizons_of(m)]:
+        console.print("converts within (p_<h>d, test rows whose h days are observed): " + "; ".join(when))
     if "folds_roc_auc" in m:
         sel = result.scorer.meta["selection"]
         console.print(f"{int(m['folds'])} rolling-origin fold(s): within-cutoff ROC-AUC {m['folds_roc_auc']:.3f} "
@@ -154,7 +162,8 @@ def train(params: ParamsOpt = Path("params.yaml"), leads: LeadsOpt = None, inter
     Tables with conversion times become point-in-time snapshots sliced by cutoff; a table with a
     label column (data.columns.label) is one row per lead, sliced by time when it has time and
     stratified at random (with a loud warning) when it has none. Too little data or a leaky column
-    stops here with exit 2.
+    stops here with exit 2. Snapshot data also gets a booster per other horizon of when.horizons_days
+    (p_7d, p_30d, p_90d, expected_days), each with its test ROC-AUC and ECE.
     """
     from leadtemp.api import train as run
 
@@ -221,7 +230,8 @@ def score(
     interactions: Annotated[Optional[str], typer.Option(
         "--interactions", help="Interactions: CSV/Parquet file or folder of part files; overrides data.interactions.")] = None,
 ) -> None:
-    """Score every lead eligible at --as-of: lead_id, as_of, probability, score, bucket, rank, reasons, model_version, run_id.
+    """Score every lead eligible at --as-of: lead_id, as_of, probability, score, bucket, p_7d, p_30d, p_90d, expected_days
+    (the model's when.horizons_days; none for a model saved before them), rank, reasons, model_version, run_id.
 
     Eligible: created before --as-of, not converted before it and not lost at it (closed as lost or
     disqualified, not reopened since: --include-lost scores those too, marked); with a label column,
@@ -278,7 +288,8 @@ def explain(
     leads: LeadsOpt = None,
     interactions: InterOpt = None,
 ) -> None:
-    """Why is this lead hot (or not)? Score, bucket and the strongest factors in words; --html writes its card."""
+    """Why is this lead hot (or not)? Score, bucket, the chance within each horizon (when.horizons_days) with the
+    expected days to convert, and the strongest factors in words; --html writes its card."""
     import pandas as pd
     from rich.console import Console
     from rich.table import Table
@@ -292,6 +303,11 @@ def explain(
     console.print(f"lead {lead_id} as of {why.as_of.date()} (model version {why.model_version}{run}): [bold]{why.bucket}[/bold], "
                   f"score {why.score}, {why.probability:.1%} chance to convert"
                   + (f" within {why.horizon_days} days" if why.horizon_days is not None else ""))
+    if why.when:  # when, not only if
+        days = [int(k[2:-1]) for k in why.when if k.startswith("p_")]
+        console.print(f"chance within {' / '.join(map(str, days))} days: "
+                      + " / ".join(f"{why.when[f'p_{d}d']:.1%}" for d in days)
+                      + f"; if it converts within {max(days)} days, in about {why.when['expected_days']:.0f} days (median)")
     if (c := why.change) is not None:
         since = pd.Timestamp(c["since"]).date()
         console.print(f"since {since}: new (not scorable then)" if c["trend"] == "new" else
@@ -361,7 +377,7 @@ def serve(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Serve the model as a REST endpoint: POST leads with their interactions to /invocations, get every lead
-    back scored (probability, score, bucket, rank, reasons) or with the reason it is not (docs/serving.md).
+    back scored (probability, score, bucket, p_<h>d, expected_days, rank, reasons) or with the reason it is not (docs/serving.md).
     """
     from leadtemp.api import serve as run
 
@@ -424,6 +440,13 @@ def backtest(
             shares = [getattr(row, f"calls_reached_{who}", float("nan")) for who in ("leadtemp", "thermometer", "newest_first")]
             calls.add_row(row.quarter, *["n/a" if v != v else f"{v:.1%}" for v in shares])
         console.print(calls)
+    if when := _horizons_of(table.columns):
+        console.print("converts within h days (p_<h>d), ECE / ROC-AUC on each quarter's rows whose h days are observed:")
+        timing = Table("quarter", *(f"{h} days" for h in when))
+        for row in table.to_dict("records"):
+            cells = [(row.get(f"p_{h}d_ece"), row.get(f"p_{h}d_roc_auc")) for h in when]
+            timing.add_row(row["quarter"], *("n/a" if e is None or e != e else f"{e:.4f} / {a:.3f}" for e, a in cells))
+        console.print(timing)
     console.print(f"mean ROC-AUC {table['roc_auc'].mean():.3f}; MLflow run {done.run_id}")
 
 

@@ -4,6 +4,8 @@ the run's logger writes these names, and the report reads them back."""
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 from leadtemp.core.metrics import BUCKETS
@@ -22,6 +24,7 @@ RENAMED = {
 }
 # Prefixes: the uncalibrated booster's metrics, the test slice's two snapshot kinds, the thermometer rule's.
 _PREFIXES = {"raw_": "uncalibrated_", "creation_": "new_lead_", "periodic_": "periodic_", "thermometer_": "thermometer_"}
+_WHEN = re.compile(r"(p_\d+d_)")  # the metrics of one horizon's p_<h>d (modelling/horizons.py)
 # Per bucket (hot, warm, cold): the bucket table's columns, and the backtest's and retrain window's rate and share.
 _BUCKET_COLUMNS = {"leads": "leads", "converted": "conversions", "rate": "conversion", "rate_low": "conversion_low95",
                    "rate_high": "conversion_high95", "share": "share_of_leads"}
@@ -35,6 +38,8 @@ def metric_name(key: str) -> str:
     bucket, _, column = key.partition("_")
     if bucket in BUCKETS and column in _BUCKET_COLUMNS:
         return f"{bucket}_{_BUCKET_COLUMNS[column]}"
+    if (when := _WHEN.match(key)) is not None:  # a horizon's metric: p_7d_positive_rate → p_7d_conversion_rate
+        return when.group(1) + metric_name(key[when.end():])
     for old, new in _PREFIXES.items():
         if key.startswith(old):
             return new + metric_name(key[len(old):])

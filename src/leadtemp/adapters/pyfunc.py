@@ -32,6 +32,7 @@ from leadtemp.core.schema import (
     validate_interactions,
     validate_leads,
 )
+from leadtemp.modelling.horizons import timing_columns
 from leadtemp.modelling.partition import REJECT, ROW, canonical_rows, row_reasons, score_partition
 from leadtemp.modelling.scorer import REASON_COLUMNS, REEXPORT, LeadScorer, rank_order
 from leadtemp.modelling.unseen import Unseen, period_warning
@@ -46,6 +47,12 @@ SCORED, CONVERTED, NOT_YET_CREATED, LOST, REJECTED = "scored", "converted", "not
 ANSWER_COLUMNS = ["lead_id", "as_of", STATUS, "probability", "score", "bucket", "rank", *REASON_COLUMNS,
                   "model_version", "run_id"]
 SOURCE = "request"
+
+
+def answer_columns(scorer: LeadScorer) -> list[str]:
+    """ANSWER_COLUMNS with the model's p_<h>d and expected_days after the bucket (none for a model without them)."""
+    at = ANSWER_COLUMNS.index("bucket") + 1
+    return ANSWER_COLUMNS[:at] + timing_columns(scorer.timing_days) + ANSWER_COLUMNS[at:]
 
 
 class LeadTempModel(mlflow.pyfunc.PythonModel):
@@ -253,13 +260,14 @@ def _assemble(canonical: pd.DataFrame, scored: pd.DataFrame, rejects: pd.DataFra
     for column, values in (("probability", scored["probability"].astype(float).tolist()),
                            ("score", scored["score"].astype(int).tolist()), ("bucket", scored["bucket"].tolist()),
                            ("rank", ranks.astype(int).tolist()),
+                           *((c, scored[c].astype(float).tolist()) for c in timing_columns(scorer.timing_days)),
                            *((c, scored[c].tolist()) for c in REASON_COLUMNS)):
         full = empty.copy()
         full[scored_at] = values
         out[column] = pd.Series(full, dtype=object)  # None where not scored: JSON null under any server, never NaN
     out["model_version"] = str(scorer.meta.get("model_version") or "")
     out["run_id"] = str(scorer.meta.get("run_id") or "")
-    return out[ANSWER_COLUMNS]
+    return out[answer_columns(scorer)]
 
 
 # -- building requests and the signature ----------------------------------------------------------
@@ -307,9 +315,10 @@ def signature(scorer: LeadScorer):
              **{c: "double" for c in spec.numeric}}
     inputs = [ColSpec(Array(AnyType()) if c == NESTED else kinds[c], c, required=c in cols.required)
               for c in cols.required + cols.optional]
-    types = {"probability": "double", "score": "long", "rank": "long"}
+    types = {"probability": "double", "score": "long", "rank": "long",
+             **dict.fromkeys(timing_columns(scorer.timing_days), "double")}
     outputs = [ColSpec(types.get(c, "string"), c, required=c in (LEAD_ID, "as_of", STATUS, "model_version", "run_id"))
-               for c in ANSWER_COLUMNS]
+               for c in answer_columns(scorer)]
     return ModelSignature(Schema(inputs), Schema(outputs),
                           ParamSchema([ParamSpec("as_of", "string", ""), ParamSpec("reasons", "boolean", True)]))
 

@@ -33,6 +33,7 @@ from leadtemp.core.errors import ConfigError
 from leadtemp.core.lifecycle import LOST_SINCE
 from leadtemp.core.metrics import BUCKETS
 from leadtemp.modelling.buckets import bucket_warnings
+from leadtemp.modelling.horizons import timing_columns
 from leadtemp.modelling.partition import (
     DEFAULT_CHUNK,
     EVENT_SCHEMA,
@@ -44,7 +45,7 @@ from leadtemp.modelling.partition import (
     score_partition,
 )
 from leadtemp.modelling.results import BatchResult
-from leadtemp.modelling.scorer import CHANGE_COLUMNS, OUTPUT_COLUMNS, REASON_COLUMNS, LeadScorer
+from leadtemp.modelling.scorer import CHANGE_COLUMNS, REASON_COLUMNS, LeadScorer
 
 PART, ROW_INDEX = "_leadtemp_part", "_leadtemp_row"
 RESULT_SCHEMA = ("kind string, lead_id string, probability double, score long, bucket string, margin double, "
@@ -143,6 +144,8 @@ def score_spark(
     worker_scorer, lead_source, event_source = _scorer_for_workers(scorer), str(leads), str(interactions)
     steady_within = params.buckets.steady_within
     changes = list(CHANGE_COLUMNS) if since is not None else []
+    when = timing_columns(scorer.timing_days)  # p_<h>d and expected_days of a model that has them
+    schema = RESULT_SCHEMA + "".join(f", {c} double" for c in when)
 
     def score_group(raw_leads: pd.DataFrame, raw_events: pd.DataFrame) -> pd.DataFrame:
         rows = raw_leads.sort_values(ROW_INDEX)
@@ -159,7 +162,7 @@ def score_spark(
         out = [scored.drop(columns=["as_of", "model_version", "run_id"]).assign(kind="scored"),
                rejects.assign(kind="rejected"),
                pd.DataFrame({"kind": ["count"], "not_eligible": [not_eligible], "lost": [lost]})]
-        columns = [c.split()[0] for c in RESULT_SCHEMA.split(", ")]
+        columns = [c.split()[0] for c in schema.split(", ")]
         result = pd.concat(out, ignore_index=True).reindex(columns=columns)
         for column in CHANGE_COLUMNS[1:]:  # text: empty without --since, and on the rejected and count rows
             result[column] = result[column].astype(object).where(result[column].notna(), None)
@@ -167,10 +170,10 @@ def score_spark(
         return result.astype({c: object for c in columns if pd.api.types.is_string_dtype(result[c])})
 
     results = (lead_frame.groupBy(PART).cogroup(event_frame.groupBy(PART))
-               .applyInPandas(score_group, RESULT_SCHEMA)).cache()
+               .applyInPandas(score_group, schema)).cache()
     scored = results.where(F.col("kind") == "scored")
     ordered = scored.orderBy(F.col("probability").desc(), F.col("margin").desc(), F.col("lead_id").asc())
-    base = ordered.select("lead_id", "probability", "score", "bucket", *REASON_COLUMNS,
+    base = ordered.select("lead_id", "probability", "score", "bucket", *when, *REASON_COLUMNS,
                           *([LOST_SINCE] if include_lost else []), *changes)
     from pyspark.sql.types import LongType, StructField, StructType
 
@@ -179,7 +182,7 @@ def score_spark(
     stamp = F.lit(as_of.to_pydatetime()).cast("timestamp")
     ranked = ranked.withColumn("as_of", stamp).withColumn("model_version", F.lit(version)).withColumn(
         "run_id", F.lit(run_id)).select(
-        *OUTPUT_COLUMNS, *([LOST_SINCE] if include_lost else []), *changes)
+        *scorer.output_columns(), *([LOST_SINCE] if include_lost else []), *changes)
     rejected = (results.where(F.col("kind") == "rejected").withColumn("as_of", stamp)
                 .withColumn("model_version", F.lit(version)).select(*REJECT_COLUMNS))
     if target.url is not None:

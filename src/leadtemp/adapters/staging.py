@@ -32,6 +32,7 @@ from leadtemp.adapters.sources import READ_BATCH, Target, database_errors, frame
 from leadtemp.core.errors import ConfigError
 from leadtemp.core.lifecycle import LOST_SINCE
 from leadtemp.core.schema import LEAD_ID
+from leadtemp.modelling.horizons import EXPECTED_DAYS
 from leadtemp.modelling.partition import REJECT_COLUMNS, partition_of
 from leadtemp.modelling.scorer import CHANGE_COLUMNS, OUTPUT_COLUMNS, PREVIOUS_BUCKET, PREVIOUS_PROBABILITY, TREND, WHAT_CHANGED
 
@@ -84,15 +85,17 @@ class PartitionFiles:
 
 
 def output_table(metadata: sa.MetaData, name: str, margin: bool = False, lost_since: bool = False,
-                 changes: bool = False) -> sa.Table:
+                 changes: bool = False, when: tuple[str, ...] = ()) -> sa.Table:
     """The scores table; ``margin``: the staging form (margin and partition, no rank, always ``lost_since``);
     ``lost_since``: the output of a run that scores lost leads too (``--include-lost``), marked; ``changes``: of a
-    run with ``--since``/``--previous`` (previous_probability, previous_bucket, trend, what_changed)."""
+    run with ``--since``/``--previous`` (previous_probability, previous_bucket, trend, what_changed); ``when``: the
+    model's p_<h>d and expected_days columns (none for a model saved before them)."""
     columns = [sa.Column("lead_id", sa.String, primary_key=not margin), sa.Column("as_of", sa.DateTime, primary_key=not margin),
                sa.Column("model_version", sa.String, primary_key=not margin), sa.Column("run_id", sa.String),
                sa.Column("probability", sa.Float(53)),
                sa.Column("score", sa.Integer), sa.Column("bucket", sa.String)]
     columns += [sa.Column("margin", sa.Float(53)), sa.Column("part", sa.Integer)] if margin else [sa.Column("rank", sa.BigInteger)]
+    columns += [sa.Column(c, sa.Float(53)) for c in when]
     columns += [sa.Column(f"reason_{i}", sa.Text) for i in (1, 2, 3)]
     if margin or lost_since:
         columns.append(sa.Column(LOST_SINCE, sa.DateTime))
@@ -102,8 +105,10 @@ def output_table(metadata: sa.MetaData, name: str, margin: bool = False, lost_si
     return sa.Table(name, metadata, *columns)
 
 
-def output_columns(include_lost: bool, changes: bool = False) -> list[str]:
-    return OUTPUT_COLUMNS + ([LOST_SINCE] if include_lost else []) + (CHANGE_COLUMNS if changes else [])
+def output_columns(include_lost: bool, changes: bool = False, when: tuple[str, ...] = ()) -> list[str]:
+    at = OUTPUT_COLUMNS.index("bucket") + 1
+    return (OUTPUT_COLUMNS[:at] + list(when) + OUTPUT_COLUMNS[at:] + ([LOST_SINCE] if include_lost else [])
+            + (CHANGE_COLUMNS if changes else []))
 
 
 def rejects_table(metadata: sa.MetaData, name: str, part: bool = False) -> sa.Table:
@@ -126,16 +131,24 @@ def _check_columns(engine: sa.Engine, table: sa.Table, create: bool = True) -> N
             table.create(engine)
         return
     found = {c["name"] for c in inspector.get_columns(table.name)}
-    if "run_id" in table.columns and {c.name for c in table.columns} - found == {"run_id"}:
-        # A scores table written by a leadtemp from before scores carried their MLflow run (every other column in
-        # place): the column is added, empty for the old rows. Any other table is refused below, untouched.
+    added = {"run_id": "VARCHAR(64)", **{c.name: "DOUBLE PRECISION" for c in table.columns if _is_when(c.name)}}
+    if "run_id" in table.columns and (lacking := {c.name for c in table.columns} - found) and lacking <= set(added):
+        # A scores table written by a leadtemp from before scores carried their MLflow run, or their p_<h>d and
+        # expected_days (every other column in place): the columns are added, empty for the old rows. Any other
+        # table is refused below, untouched.
+        quote = engine.dialect.identifier_preparer.quote
         with engine.begin() as conn:
-            conn.execute(sa.text(f"ALTER TABLE {engine.dialect.identifier_preparer.quote(table.name)} "
-                                 "ADD COLUMN run_id VARCHAR(64)"))
-        found.add("run_id")
+            for name in sorted(lacking):
+                conn.execute(sa.text(f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(name)} {added[name]}"))
+        found |= lacking
     if missing := [c.name for c in table.columns if c.name not in found]:
         raise ConfigError(f"table {table.name!r} exists without the columns {missing}; "
                           f"write to a new table or add them")
+
+
+def _is_when(name: str) -> bool:
+    """A column of "when, not only if": p_<h>d or expected_days (modelling/horizons.py)."""
+    return name == EXPECTED_DAYS or (name.startswith("p_") and name.endswith("d") and name[2:-1].isdigit())
 
 
 @dataclass
@@ -147,10 +160,12 @@ class Staging:
     as_of: pd.Timestamp
     model_version: str
     changes: bool = False
+    when: tuple[str, ...] = ()
     metadata: sa.MetaData = field(default_factory=sa.MetaData)
 
     def __post_init__(self):
-        self.rows = output_table(self.metadata, f"leadtemp_stage_{self.key}", margin=True, changes=self.changes)
+        self.rows = output_table(self.metadata, f"leadtemp_stage_{self.key}", margin=True, changes=self.changes,
+                                 when=self.when)
         self.rejects = rejects_table(self.metadata, f"leadtemp_stage_rejects_{self.key}", part=True)
         self.done = sa.Table(f"leadtemp_stage_done_{self.key}", self.metadata,
                              sa.Column("part", sa.Integer, primary_key=True), sa.Column("scored", sa.BigInteger),
@@ -193,7 +208,7 @@ class Staging:
         s = self.rows.c
         rank = sa.func.row_number().over(order_by=[s.probability.desc(), s.margin.desc(),
                                                    _byte_order(s.lead_id, self.engine.dialect.name)])
-        return sa.select(s.lead_id, s.as_of, s.probability, s.score, s.bucket, rank.label("rank"),
+        return sa.select(s.lead_id, s.as_of, s.probability, s.score, s.bucket, *(s[c] for c in self.when), rank.label("rank"),
                          s.reason_1, s.reason_2, s.reason_3, s.model_version, s.run_id, s.lost_since,
                          *((s[c] for c in CHANGE_COLUMNS) if self.changes else ()))
 
@@ -242,8 +257,8 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> No
 def publish_to_database(staging: Staging, table_name: str, rejects_name: str, include_lost: bool = False) -> None:
     """Replace this run's (as_of, model_version) rows in the output tables, in one transaction."""
     metadata = sa.MetaData()
-    target = output_table(metadata, table_name, lost_since=include_lost, changes=staging.changes)
-    columns = output_columns(include_lost, staging.changes)
+    target = output_table(metadata, table_name, lost_since=include_lost, changes=staging.changes, when=staging.when)
+    columns = output_columns(include_lost, staging.changes, staging.when)
     rejects = rejects_table(metadata, rejects_name)
     _check_columns(staging.engine, target)
     _check_columns(staging.engine, rejects)
@@ -272,7 +287,7 @@ def publish_to_files(staging: Staging, out: Path, rejects_out: Path, include_los
     """Write the ranked rows (best first) and the rejects to files, each appearing at once."""
     query = staging.ranked()
     query = query.order_by(query.selected_columns["rank"])
-    write_batches(out, _select_batches(staging.engine, query), output_columns(include_lost, staging.changes))
+    write_batches(out, _select_batches(staging.engine, query), output_columns(include_lost, staging.changes, staging.when))
     write_batches(rejects_out, _select_batches(staging.engine, staging.rejected()), REJECT_COLUMNS)
 
 
@@ -286,8 +301,11 @@ class LocalScoringRun:
     touched. The same run again (same key) finds the folder and resumes; a finished run removes it.
     """
 
-    def __init__(self, target: Target, work_dir: Path | None = None, include_lost: bool = False, changes: bool = False):
+    def __init__(self, target: Target, work_dir: Path | None = None, include_lost: bool = False, changes: bool = False,
+                 when: tuple[str, ...] = ()):
+        """``when``: the scoring model's p_<h>d and expected_days columns (:meth:`LeadScorer.output_columns`)."""
         self._target, self.work_dir, self.include_lost, self.changes = target, work_dir, include_lost, changes
+        self.when = tuple(when)
         self.target, self.rejects = str(target), str(target.rejects_name)
         self.folder: RunFolder | None = None
         self.work: Path | None = None
@@ -305,7 +323,7 @@ class LocalScoringRun:
                 with self._errors():
                     metadata = sa.MetaData()
                     _check_columns(staging.engine, output_table(metadata, self._target.table, lost_since=self.include_lost,
-                                                                changes=self.changes), create=False)
+                                                                changes=self.changes, when=self.when), create=False)
                     _check_columns(staging.engine, rejects_table(metadata, str(self._target.rejects_name)), create=False)
             except BaseException:
                 self.close(False)
@@ -343,7 +361,7 @@ class LocalScoringRun:
             with self._errors():
                 self.engine = (sa.create_engine(t.url) if t.url else
                                sa.create_engine(f"sqlite:///{self.work / 'staging.sqlite'}"))
-                staging = Staging(self.engine, self.key, self.as_of, self.model_version, self.changes)
+                staging = Staging(self.engine, self.key, self.as_of, self.model_version, self.changes, self.when)
                 staging.create()
             self.staging = staging
         return self.staging

@@ -160,6 +160,8 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
                   **{f"chosen.{k}": result.scorer.meta["selection"][k] for k in ("family", "rounds", "calibration",
                                                                                   "min_data_in_leaf")
                      if k in result.scorer.meta.get("selection", {})}}
+        if timing := getattr(result.scorer, "timing_days", ()):  # the horizons of p_<h>d the history could label
+            chosen["chosen.when_horizons_days"] = ",".join(map(str, timing))
         if chosen:
             mlflow.log_params(chosen)
         mlflow.log_params({f"fingerprint.{k}": v for k, v in result.fingerprint.items() if k != "lead_columns"})

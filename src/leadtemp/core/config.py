@@ -88,6 +88,13 @@ class Snapshots:
 
 
 @dataclass(frozen=True)
+class When:
+    # p_<h>d columns: the chance to convert within each of these many days (ascending); expected_days from them.
+    # Empty: no such columns. Horizons the history cannot label are left out with a note.
+    horizons_days: tuple[int, ...] = (7, 30, 90)
+
+
+@dataclass(frozen=True)
 class Splits:
     # rolling: the newest cutoffs are the test; before it, rolling-origin folds (each fold's booster fitted on
     # labels observed before its validation block) choose the rounds and the model family, the calibrator is
@@ -241,6 +248,7 @@ class Params:
     data: Data = field(default_factory=Data)
     snapshots: Snapshots = field(default_factory=Snapshots)
     splits: Splits = field(default_factory=Splits)
+    when: When = field(default_factory=When)
     features: Features = field(default_factory=Features)
     model: BoosterSettings = field(default_factory=BoosterSettings)
     calibration: Calibration = field(default_factory=Calibration)
@@ -297,6 +305,9 @@ class Params:
                 pd.tseries.frequencies.to_offset(sn.frequency)
             except ValueError:
                 problems.append(f"snapshots.frequency: {sn.frequency!r} is not a pandas offset alias (MS, W-MON, ...) or auto")
+        hs = self.when.horizons_days
+        if any(not isinstance(h, int) or h <= 0 for h in hs) or list(hs) != sorted(set(hs)):
+            problems.append(f"when.horizons_days must be whole numbers of days > 0, ascending, each once, not {list(hs)}")
         if sp.method not in {"rolling", "chain"}:
             problems.append(f"splits.method must be rolling or chain, not {sp.method!r}")
         if sp.folds < 1:

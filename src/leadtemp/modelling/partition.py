@@ -32,7 +32,7 @@ from leadtemp.core.schema import (
     validate_interactions,
     validate_leads,
 )
-from leadtemp.modelling.scorer import CHANGE_COLUMNS, OUTPUT_COLUMNS, LeadScorer
+from leadtemp.modelling.scorer import CHANGE_COLUMNS, LeadScorer
 
 REJECT = "_reject"  # per-row reason a partition row cannot be used (None = fine)
 ROW = "_row"        # the row's position in its source, from 1, for reject reports
@@ -218,7 +218,7 @@ def score_partition(leads: pd.DataFrame, events: pd.DataFrame, scorer: LeadScore
             moved = scorer.changes_since(now, eligible, valid_events, since, steady_within)
             scored = pd.concat([scored.reset_index(drop=True), moved], axis=1)
     else:
-        scored = pd.DataFrame({c: [] for c in OUTPUT_COLUMNS if c != "rank"} | {"margin": [], LOST_SINCE: []}
+        scored = pd.DataFrame({c: [] for c in scorer.output_columns() if c != "rank"} | {"margin": [], LOST_SINCE: []}
                               | ({c: [] for c in CHANGE_COLUMNS} if since is not None else {}))
         scored[LOST_SINCE] = scored[LOST_SINCE].astype("datetime64[ns]")
     not_eligible = len(good) - len(eligible) - (0 if include_lost else lost)

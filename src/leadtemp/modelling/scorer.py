@@ -27,6 +27,7 @@ from leadtemp.core.schema import LEAD_ID
 from leadtemp.core.snapshots import open_leads, scorable_leads
 from leadtemp.modelling.buckets import BucketCutoffs
 from leadtemp.modelling.calibration import Calibrator
+from leadtemp.modelling.horizons import HorizonModel, timing, timing_columns
 
 if TYPE_CHECKING:
     import lightgbm as lgb
@@ -42,6 +43,8 @@ FAST_REASONS_MIN_ROWS = 5000  # below this, compiling the fast TreeSHAP tables c
 # 2 adds the event vocabulary and step types to the spec (a version-1 spec reads as: every type a touch).
 # The optional "category_rates" (coded categoricals' training conversion rates, for reasons) needs no new
 # version: a file without it words every category as it is, and a reader that predates it ignores it.
+# Likewise the optional "when" (the horizons of p_<h>d and each other horizon's booster file and calibrator):
+# a model saved without it scores without the p_<h>d and expected_days columns; an older reader ignores it.
 FORMAT_VERSION = 2
 BOOSTER_FILE = "booster.txt"
 REEXPORT = "re-export the model"  # what to do about a damaged model folder
@@ -74,7 +77,16 @@ class LeadScorer:
     meta: dict = field(default_factory=dict)
     # Coded categoricals: category → smoothed training conversion rate (None: rarely seen); core/reasons.py.
     category_rates: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    # When, not only if (modelling/horizons.py): the horizons of the p_<h>d columns and each one's booster and
+    # calibrator (the main horizon's is this scorer's own); empty in a model saved before them.
+    timing_days: tuple[int, ...] = ()
+    horizon_models: dict[int, HorizonModel] = field(default_factory=dict)
     _fast: object = field(default=None, init=False, repr=False, compare=False)
+
+    def output_columns(self) -> list[str]:
+        """The columns of ``score``: OUTPUT_COLUMNS with this model's p_<h>d and expected_days after the bucket."""
+        at = OUTPUT_COLUMNS.index("bucket") + 1
+        return OUTPUT_COLUMNS[:at] + timing_columns(self.timing_days) + OUTPUT_COLUMNS[at:]
 
     # -- computing -------------------------------------------------------------------------------
     def margin(self, features: pd.DataFrame) -> np.ndarray:
@@ -158,6 +170,10 @@ class LeadScorer:
             "score": score_from_probability(p),
             "bucket": self.buckets.assign(p),
         })
+        if self.timing_days:
+            when = timing(self.horizon_models, self.horizon_days, self.timing_days, features, self.spec, p)
+            for column in when.columns:
+                out[column] = when[column].to_numpy()
         if reasons and len(out):
             contrib = self.contributions(features, margin, X)
             words = top_reasons(features, group_contributions(contrib, self.spec), self.spec, self.labels,
@@ -180,10 +196,10 @@ class LeadScorer:
         """
         out = self.score_rows(features, reasons)
         out["rank"] = rank_order(out)
-        columns = OUTPUT_COLUMNS
+        columns = self.output_columns()
         if lost_since is not None:
             out[LOST_SINCE] = lost_since
-            columns = OUTPUT_COLUMNS + [LOST_SINCE]
+            columns = columns + [LOST_SINCE]
         return out.sort_values("rank", kind="stable").reset_index(drop=True)[columns]
 
     def score(self, leads: pd.DataFrame, interactions: pd.DataFrame, as_of: pd.Timestamp,
@@ -253,6 +269,8 @@ class LeadScorer:
         Two scorers with the same fingerprint give the same rows, whatever their version number or run.
         """
         digest = hashlib.sha256(self.booster.model_to_string().encode())
+        for days in sorted(self.horizon_models):
+            digest.update(self.horizon_models[days].booster.model_to_string().encode())
         digest.update(json.dumps(self._settings(), sort_keys=True, default=str).encode())
         return digest.hexdigest()
 
@@ -261,6 +279,9 @@ class LeadScorer:
                     "horizon_days": self.horizon_days, "labels": self.labels}
         if self.category_rates:  # absent when empty: a model saved before the rates keeps its fingerprint
             settings["category_rates"] = self.category_rates
+        if self.timing_days:  # likewise the horizons (their boosters' hashes are added on save)
+            settings["when"] = {"horizons_days": list(self.timing_days), "models": {
+                str(d): {"calibrator": m.calibrator.to_dict()} for d, m in sorted(self.horizon_models.items())}}
         return settings
 
     def save(self, folder: str | Path) -> Path:
@@ -268,10 +289,17 @@ class LeadScorer:
         folder.mkdir(parents=True, exist_ok=True)
         booster = self.booster.model_to_string().encode()
         (folder / BOOSTER_FILE).write_bytes(booster)
+        settings = self._settings()
+        for days, model in self.horizon_models.items():
+            text = model.booster.model_to_string().encode()
+            name = horizon_booster_file(days)
+            (folder / name).write_bytes(text)
+            settings["when"]["models"][str(days)]["booster"] = {"file": name, "sha256": hashlib.sha256(text).hexdigest(),
+                                                                "bytes": len(text)}
         (folder / "scorer.json").write_text(json.dumps({
             "format_version": FORMAT_VERSION,
             "booster": {"file": BOOSTER_FILE, "sha256": hashlib.sha256(booster).hexdigest(), "bytes": len(booster)},
-            **self._settings(),
+            **settings,
             "meta": self.meta,
         }, indent=1, default=str))
         return folder
@@ -294,21 +322,37 @@ class LeadScorer:
             cal = raw["calibrator"]
             parts = dict(
                 spec=FeatureSpec.from_dict(raw["spec"]),
-                calibrator=Calibrator(cal["method"], tuple(cal["knots_x"]), tuple(cal["knots_y"]),
-                                      cal["slope"], cal["intercept"], cal.get("ceiling")),
+                calibrator=_calibrator(cal),
                 buckets=BucketCutoffs(**raw["buckets"]),
                 horizon_days=int(raw["horizon_days"]),
                 labels=raw.get("labels", {}),
                 meta=raw.get("meta", {}),
                 category_rates=_read_rates(raw.get("category_rates", {})),
             )
+            when = raw.get("when") or {}
+            parts["timing_days"] = tuple(int(d) for d in when.get("horizons_days", ()))
+            horizons = {int(d): (_calibrator(m["calibrator"]), m["booster"]) for d, m in when.get("models", {}).items()}
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"{folder / 'scorer.json'}: damaged ({type(exc).__name__}: {exc}); {REEXPORT}") from None
+        if missing := [d for d in parts["timing_days"] if d != parts["horizon_days"] and d not in horizons]:
+            raise ConfigError(f"{folder / 'scorer.json'}: damaged (no booster for the horizons {missing}); {REEXPORT}")
         try:
             booster = lgb.Booster(model_str=text)
+            parts["horizon_models"] = {
+                d: HorizonModel(d, lgb.Booster(model_str=_read_booster(folder / horizon_booster_file(d), recorded)), cal)
+                for d, (cal, recorded) in horizons.items()}
         except lgb.basic.LightGBMError as exc:
-            raise ConfigError(f"{folder / BOOSTER_FILE}: damaged (LightGBM: {exc}); {REEXPORT}") from None
+            raise ConfigError(f"{folder}: a booster file is damaged (LightGBM: {exc}); {REEXPORT}") from None
         return cls(booster=booster, **parts)
+
+
+def horizon_booster_file(days: int) -> str:
+    return f"booster_{days}d.txt"
+
+
+def _calibrator(cal: dict) -> Calibrator:
+    return Calibrator(cal["method"], tuple(cal["knots_x"]), tuple(cal["knots_y"]), cal["slope"], cal["intercept"],
+                      cal.get("ceiling"))
 
 
 def _read_rates(raw: dict) -> dict[str, dict[str, float | None]]:

@@ -31,7 +31,8 @@ The generative story (hidden from the model, documented for the tests):
   and reach out (inbound) months later, and then convert like any warm lead; a close that would
   fall after that comeback never happens. ``SimulatedData.losses`` is the truth of every loss.
 * ``truth.parquet`` holds, for every lead eligible at the first day of each month, its hidden
-  state and the exact probability of converting within the horizon, computed by propagating the
+  state and the exact probability of converting within the horizon (``p_convert``) and within each of
+  7, 14, 30, 60 and 90 days (``p_convert_7d`` ... ``p_convert_90d``), computed by propagating the
   same transition matrices the simulation uses.
 """
 
@@ -173,15 +174,22 @@ def _personal(ids: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:
     })
 
 
-def _oracle(z: np.ndarray, state: np.ndarray, day: int, horizon_days: int, recycle: float = 0.0) -> np.ndarray:
-    """P(converted within horizon_days | state at the start of ``day``), exactly."""
+TRUTH_HORIZONS = (7, 14, 30, 60, 90)  # days: truth.parquet's p_convert_<h>d columns (the chance within each)
+
+
+def _oracle(z: np.ndarray, state: np.ndarray, day: int, horizons: tuple[int, ...],
+            recycle: float = 0.0) -> dict[int, np.ndarray]:
+    """P(converted within h days | state at the start of ``day``), exactly, for each h of ``horizons``."""
     keys, inverse = np.unique(np.column_stack([z, state]), axis=0, return_inverse=True)
     dist = np.zeros((len(keys), N_STATES))
     dist[np.arange(len(keys)), keys[:, 1].astype(int)] = 1.0
-    for step in range(horizon_days):
+    out = {}
+    for step in range(max(horizons)):
         p = transition_matrix(keys[:, 0], market_factor(day + step), recycle)
         dist = np.einsum("ki,kij->kj", dist, p)
-    return dist[inverse.ravel(), CONVERTED]
+        if step + 1 in horizons:
+            out[step + 1] = dist[inverse.ravel(), CONVERTED]
+    return out
 
 
 def simulate(
@@ -236,11 +244,13 @@ def simulate(
         live = live[state[live] != CONVERTED]
         if day in cutoff_days:
             eligible = live
+            exact = _oracle(z[eligible], state[eligible], day, (horizon_days, *TRUTH_HORIZONS), recycle)
             truth_parts.append(pd.DataFrame({
                 "lead_id": ids[eligible],
                 "cutoff": start + pd.Timedelta(days=day),
                 "state": STATE_NAMES[state[eligible]],
-                "p_convert": _oracle(z[eligible], state[eligible], day, horizon_days, recycle),
+                "p_convert": exact[horizon_days],
+                **{f"p_convert_{h}d": exact[h] for h in TRUTH_HORIZONS},
             }))
         s = state[live]
         for rates, direction in ((INBOUND_RATE, "inbound"), (OUTBOUND_RATE, "outbound")):

@@ -11,7 +11,7 @@ import pandas as pd
 
 from leadtemp.core.errors import ConfigError
 from leadtemp.core.metrics import BUCKETS
-from leadtemp.modelling.scorer import CHANGE_COLUMNS, OUTPUT_COLUMNS, PREVIOUS_BUCKET, PREVIOUS_PROBABILITY, TREND, LeadScorer, rank_order
+from leadtemp.modelling.scorer import CHANGE_COLUMNS, PREVIOUS_BUCKET, PREVIOUS_PROBABILITY, TREND, LeadScorer, rank_order
 
 
 def check_order(earlier: pd.Timestamp, later: pd.Timestamp, what: str = "--from", then: str = "--to") -> None:
@@ -30,7 +30,7 @@ def scores_with_changes(scorer: LeadScorer, leads: pd.DataFrame, interactions: p
     out = pd.concat([scorer.score_rows(now, reasons=reasons).reset_index(drop=True),
                      scorer.changes_since(now, leads, interactions, earlier, steady_within)], axis=1)
     out["rank"] = rank_order(out)
-    return out.sort_values("rank", kind="stable").reset_index(drop=True)[OUTPUT_COLUMNS + CHANGE_COLUMNS]
+    return out.sort_values("rank", kind="stable").reset_index(drop=True)[scorer.output_columns() + CHANGE_COLUMNS]
 
 
 def crossed(scored: pd.DataFrame) -> pd.DataFrame:

@@ -34,6 +34,7 @@ from leadtemp.core.metrics import (
 from leadtemp.core.schema import CONVERTED_AT, CREATED_AT, LEAD_ID, TIMESTAMP
 from leadtemp.core.snapshots import build_snapshots, cutoff_dates, drop_lost, eligible_leads, observed_until
 from leadtemp.core.vocabulary import not_applicable_reason, thermometer_constant
+from leadtemp.modelling.horizons import horizon_metrics, timing
 from leadtemp.modelling.results import Backtest, Fold, Gate, RetrainReport
 from leadtemp.modelling.scorer import LeadScorer
 from leadtemp.workflows.train import train
@@ -96,6 +97,16 @@ def window_metrics(frame: pd.DataFrame) -> dict[str, float]:
         metrics[f"{row.bucket}_share"] = row.leads / len(frame)
         metrics[f"{row.bucket}_rate"] = row.rate
     return metrics
+
+
+def window_timing(scorer: LeadScorer, frame: pd.DataFrame, leads: pd.DataFrame, until: pd.Timestamp) -> dict[str, float]:
+    """ROC-AUC, ECE, rows and conversion rate of each ``p_<h>d`` the scorer has, on the window's rows whose ``h``
+    days are observed by ``until`` (none for a model without them)."""
+    if not scorer.timing_days:
+        return {}
+    curve = timing(scorer.horizon_models, scorer.horizon_days, scorer.timing_days, frame, scorer.spec,
+                   frame["probability"].to_numpy())
+    return horizon_metrics(frame, leads, curve, scorer.timing_days, until)
 
 
 def calls_reached(frame: pd.DataFrame, calls: int, cooldown_days: float = 0.0) -> dict[str, float]:
@@ -171,6 +182,7 @@ def backtest(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params, k:
         window = cutoffs[(cutoffs >= start) & (cutoffs < start + QUARTER)]
         frame = score_window(result.scorer, leads, interactions, window, until)
         metrics = window_metrics(frame)
+        metrics.update(window_timing(result.scorer, frame, leads, until))
         if calls is not None:
             metrics.update(calls_reached(frame, calls, params.calls.cooldown_days), calls_per_cutoff=float(calls))
         folds.append(Fold(_quarter(start), start, result, metrics))

@@ -32,6 +32,7 @@ from leadtemp.core.snapshots import (
 )
 from leadtemp.core.vocabulary import thermometer_not_applicable, vocabulary_notes
 from leadtemp.modelling.fit import fit_scorer, fit_scorer_cross_fitted, fit_scorer_rolling
+from leadtemp.modelling.horizons import fit_horizons, horizon_metrics, timing
 from leadtemp.modelling.results import Gate, RowSplits, TrainingResult
 from leadtemp.modelling.scorer import LeadScorer
 
@@ -332,16 +333,57 @@ def _train_rolling(leads: pd.DataFrame, interactions: pd.DataFrame, params: Para
         "missing_share": _missing_share(parts["train"], spec),
         "cadence": {"horizon_days": cadence.horizon_days, "frequency": cadence.frequency,
                     "test_cutoffs": cadence.test_cutoffs, "fold_cutoffs": cadence.fold_cutoffs}})
+    when_notes = []
+    if params.when.horizons_days:  # when, not only if: a booster per other horizon, on the same rows and rules
+        fresher = _short_horizon_rows(leads, interactions, spec, params, splits, until, spells)
+        fitted = fit_horizons(pd.concat([pool, fresher, parts["test"]], ignore_index=True), leads, splits, until, spec,
+                              params, selection, params.when.horizons_days)
+        scorer.timing_days, scorer.horizon_models, when_notes = fitted.horizons, fitted.models, fitted.notes
+        scorer.meta["when"] = {str(h): f for h, f in fitted.facts.items()}
     test, metrics = _evaluate(scorer, parts)
     metrics.update(selection.metrics)
+    if scorer.timing_days:
+        curve = timing(scorer.horizon_models, scorer.horizon_days, scorer.timing_days, test, spec,
+                       test["probability"].to_numpy())
+        test = pd.concat([test, curve], axis=1)
+        metrics.update(horizon_metrics(test, leads, curve, scorer.timing_days, until))
     buckets = bucket_table(test["label"], test["bucket"])
     return TrainingResult(
         scorer=scorer, splits=splits, test=test, metrics=metrics, buckets=buckets,
         fingerprint=fingerprint(leads, interactions, frame, until, source_hashes),
-        leakage=leakage, warnings=[*cadence.notes, *selection.notes, *notes],
+        leakage=leakage, warnings=[*cadence.notes, *selection.notes, *notes, *when_notes],
         gates=ship_gates(test, metrics, buckets, scorer, params.retrain.bootstrap, params.model.seed,
                          params.retrain.max_ece) + fold_gates(metrics),
     )
+
+
+def _short_horizon_rows(leads: pd.DataFrame, interactions: pd.DataFrame, spec: FeatureSpec, params: Params,
+                        splits, until: pd.Timestamp, spells: pd.DataFrame | None) -> pd.DataFrame:
+    """Snapshots only the horizons shorter than the main one may learn from: taken after the main pool's last
+    cutoff (whose main label ends by the first test cutoff) and whose shortest-horizon label still ends by it.
+
+    Without them a 7-day booster under a 90-day main horizon would learn nothing from the last 83 days before
+    the test; ``fit_horizons`` keeps, per horizon, those whose label window ends by the first test cutoff.
+    """
+    short = [h for h in params.when.horizons_days if h < splits.horizon_days]
+    if not short:
+        return pd.DataFrame()
+    h, test_from = min(short), splits.test.min()
+    after = test_from - splits.horizon
+
+    def inside(times) -> np.ndarray:
+        t = pd.DatetimeIndex(times)
+        return np.asarray((t > after) & (t + pd.Timedelta(days=h) <= test_from))
+
+    cutoffs = cutoff_dates(leads, until, params.snapshots.frequency)
+    cutoffs = cutoffs[inside(cutoffs)]
+    snaps = build_snapshots(leads, cutoffs, h, until, spells=spells).assign(snapshot="periodic")
+    if params.snapshots.at_creation:
+        created = creation_snapshots(leads, h, until, skip=cutoffs, spells=spells).assign(snapshot="creation")
+        snaps = pd.concat([snaps, created.loc[inside(created["cutoff"])]], ignore_index=True)
+    if snaps.empty:
+        return pd.DataFrame()
+    return build_training_frame(snaps.assign(slice="train"), leads, interactions, spec)
 
 
 LABEL_TABLE_HORIZON = 90  # days: a label-table model's "current for" window (period warnings at scoring)
@@ -388,6 +430,9 @@ def _train_chain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params
     parts, leakage, notes = _slices(frame, leads, spec, params)
     notes += vocabulary_notes(interactions, params.features, params.events, leads)
 
+    if params.when.horizons_days:
+        notes.append("when.horizons_days: p_<h>d and expected_days are fitted with splits.method rolling only; "
+                     "this model scores without them")
     scorer = fit_scorer(parts, spec, params, {
         "trained_through": str(splits.calibration.max() + pd.Timedelta(days=s.horizon_days)),
         "observed_until": str(until), "splits": splits.describe(), "missing_share": _missing_share(parts["train"], spec)})

@@ -184,11 +184,13 @@ def fit_horizons(frame: pd.DataFrame, leads: pd.DataFrame, splits: RollingSplits
 def horizon_calibration(candidate, labels: list[np.ndarray], method: str) -> str:
     """The calibration of one horizon's booster: of its own probabilities (``raw``), Platt scaling (``sigmoid``) and
     ``method``, the lowest ECE fitted on one fold's block and applied to the next (``choose_calibration``'s test);
-    with one fold, ``sigmoid``. A short horizon converts rarely, so an isotonic calibrator's lowest step (no
-    conversion among its leads) would give most leads the floor probability and erase their order; Platt scaling
-    keeps it (measured in docs/design/sales-floor.md)."""
+    with one fold, ``raw``, as for the main model (``choose_calibration``: nothing can test a calibrator fitted on
+    the one fold booster's margins, and on three one-fold histories it made the main horizon's ECE worse). A short
+    horizon converts rarely, so an isotonic calibrator's lowest step (no conversion among its leads) would give
+    most leads the floor probability and erase their order; Platt scaling keeps it (measured in
+    docs/design/sales-floor.md), so it is one of the options the folds test."""
     if len(labels) < 2:
-        return "sigmoid"
+        return "raw"
     scores = {}
     for option in dict.fromkeys(["raw", "sigmoid", method]):
         _, ece = choose_calibration(candidate, labels, option)

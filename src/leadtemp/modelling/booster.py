@@ -29,6 +29,13 @@ def lightgbm_params(params: Params, rows: int) -> dict:
     }
 
 
+def reads_spec_codes(booster, spec: FeatureSpec) -> bool:
+    """Whether ``booster`` codes categories as ``spec`` does (it was trained on them), so the spec's feature matrix
+    can be given to it directly instead of a frame LightGBM would recode."""
+    trained = booster.pandas_categorical or []
+    return [list(c) for c in trained] == [list(c) for c in spec.categorical.values()]
+
+
 def lead_weights(frame: pd.DataFrame) -> np.ndarray:
     """1/n for each of a lead's n rows: every lead counts once in the loss, however many snapshots it has."""
     return 1.0 / frame.groupby(LEAD_ID, sort=False)[LEAD_ID].transform("size").to_numpy(dtype=float)

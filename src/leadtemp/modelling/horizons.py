@@ -27,7 +27,7 @@ from leadtemp.core.cadence import MIN_CONVERSIONS, RollingSplits
 from leadtemp.core.features import FeatureSpec
 from leadtemp.core.metrics import classification_metrics
 from leadtemp.core.schema import CONVERTED_AT, LEAD_ID
-from leadtemp.modelling.booster import fit_rounds
+from leadtemp.modelling.booster import fit_rounds, reads_spec_codes
 from leadtemp.modelling.calibration import Calibrator, with_ceiling
 from leadtemp.modelling.select import (
     Selection,
@@ -65,8 +65,10 @@ class HorizonModel:
     booster: lgb.Booster
     calibrator: Calibrator
 
-    def probability(self, features: pd.DataFrame, spec: FeatureSpec) -> np.ndarray:
-        return self.calibrator(self.booster.predict(features[spec.columns], raw_score=True))
+    def probability(self, features: pd.DataFrame, spec: FeatureSpec, matrix: np.ndarray | None = None) -> np.ndarray:
+        """``matrix``: the rows' feature matrix, used when this booster reads the spec's codes (else the frame)."""
+        rows = matrix if matrix is not None and reads_spec_codes(self.booster, spec) else features[spec.columns]
+        return self.calibrator(self.booster.predict(rows, raw_score=True))
 
 
 def consistent(p: dict[int, np.ndarray], main_days: int, probability: np.ndarray) -> dict[int, np.ndarray]:
@@ -102,9 +104,10 @@ def expected_days(curve: dict[int, np.ndarray]) -> np.ndarray:
 
 
 def timing(models: dict[int, HorizonModel], main_days: int, horizons: tuple[int, ...], features: pd.DataFrame,
-           spec: FeatureSpec, probability: np.ndarray) -> pd.DataFrame:
-    """The ``p_<h>d`` columns (``horizons``) and ``expected_days`` for leads whose main ``probability`` is known."""
-    raw = {h: m.probability(features, spec) for h, m in models.items()}
+           spec: FeatureSpec, probability: np.ndarray, matrix: np.ndarray | None = None) -> pd.DataFrame:
+    """The ``p_<h>d`` columns (``horizons``) and ``expected_days`` for leads whose main ``probability`` is known
+    (``matrix``: the rows' feature matrix, when the caller has it)."""
+    raw = {h: m.probability(features, spec, matrix) for h, m in models.items()}
     curve = consistent(raw, main_days, probability)
     shown = {h: curve[h] for h in horizons}
     out = pd.DataFrame({p_column(h): v for h, v in shown.items()})

@@ -25,6 +25,7 @@ from leadtemp.core.metrics import BUCKETS
 from leadtemp.core.reasons import group_contributions, top_reasons, what_changed
 from leadtemp.core.schema import LEAD_ID
 from leadtemp.core.snapshots import open_leads, scorable_leads
+from leadtemp.modelling.booster import reads_spec_codes
 from leadtemp.modelling.buckets import BucketCutoffs
 from leadtemp.modelling.calibration import Calibrator
 from leadtemp.modelling.horizons import HorizonModel, timing, timing_columns
@@ -95,10 +96,7 @@ class LeadScorer:
     def _matrix(self, features: pd.DataFrame) -> np.ndarray | None:
         """The features as LightGBM sees them (:func:`feature_matrix`), when its codes are the booster's own: the
         spec's categories are those the booster was trained with, so no recoding of a frame is needed; else None."""
-        trained = self.booster.pandas_categorical or []
-        if [list(c) for c in trained] != [list(c) for c in self.spec.categorical.values()]:
-            return None
-        return feature_matrix(features, self.spec)
+        return feature_matrix(features, self.spec) if reads_spec_codes(self.booster, self.spec) else None
 
     def contributions(self, features: pd.DataFrame, margin: np.ndarray | None = None,
                       matrix: np.ndarray | None = None) -> np.ndarray:
@@ -171,7 +169,7 @@ class LeadScorer:
             "bucket": self.buckets.assign(p),
         })
         if self.timing_days:
-            when = timing(self.horizon_models, self.horizon_days, self.timing_days, features, self.spec, p)
+            when = timing(self.horizon_models, self.horizon_days, self.timing_days, features, self.spec, p, X)
             for column in when.columns:
                 out[column] = when[column].to_numpy()
         if reasons and len(out):

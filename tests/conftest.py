@@ -52,9 +52,11 @@ def quality_sim():
 
 @pytest.fixture(scope="session")
 def quality_result(quality_sim, params):
+    """The main model's statistical properties; the p_<h>d horizons (a booster each, about double the training time)
+    are tested on smaller worlds in test_when.py."""
     from leadtemp.workflows.train import train
 
-    return train(quality_sim.leads, quality_sim.interactions, params)
+    return train(quality_sim.leads, quality_sim.interactions, params.replace(when={"horizons_days": ()}))
 
 
 # -- tiers ------------------------------------------------------------------------------------------

@@ -114,7 +114,7 @@ def _print_training(result, logged) -> None:
                       else f"[yellow]note:[/yellow] {note}")
     snapshots = "snapshots" if "cutoff" in result.test.columns else "leads"
     outcome = "converted within the horizon" if snapshots == "snapshots" else "converted"
-    console.print(f"test slice {result.splits.describe()['test']}: {int(m['rows'])} {snapshots}, "
+    console.print(f"test slice {result.splits.describe()['test']}: {int(m['rows']):,} {snapshots}, "
                   f"{m['positive_rate']:.1%} {outcome}")
     baseline = f" (thermometer baseline {m['thermometer_roc_auc']:.3f})" if "thermometer_roc_auc" in m else ""
     console.print(f"ROC-AUC {m['roc_auc']:.3f}{baseline}, "
@@ -128,18 +128,18 @@ def _print_training(result, logged) -> None:
                  if "periodic_roc_auc" in m else ""]
         if "creation_roc_auc" in m:
             kinds.append(f"first morning after creation ROC-AUC {m['creation_roc_auc']:.3f} "
-                         f"on {int(m['creation_rows'])} snapshots, ECE {m['creation_ece']:.4f}")
+                         f"on {int(m['creation_rows']):,} snapshots, ECE {m['creation_ece']:.4f}")
         console.print("; ".join(k for k in kinds if k))
     if "within_month_roc_auc" in m:
         console.print(f"ROC-AUC within each month of the test slice {m['within_month_roc_auc']:.3f}")
-    if when := [f"{h} days: ROC-AUC {m[f'p_{h}d_roc_auc']:.3f}, ECE {m[f'p_{h}d_ece']:.4f} on {int(m[f'p_{h}d_rows'])} "
+    if when := [f"{h} days: ROC-AUC {m[f'p_{h}d_roc_auc']:.3f}, ECE {m[f'p_{h}d_ece']:.4f} on {int(m[f'p_{h}d_rows']):,} "
                 f"(converted {m[f'p_{h}d_positive_rate']:.1%})" for h in _horizons_of(m)]:
         console.print("converts within (p_<h>d, test rows whose h days are observed): " + "; ".join(when))
     if "folds_roc_auc" in m:
         sel = result.scorer.meta["selection"]
         console.print(f"{int(m['folds'])} rolling-origin fold(s): within-cutoff ROC-AUC {m['folds_roc_auc']:.3f} "
                       f"(logistic regression {m['folds_logistic_roc_auc']:.3f}); chosen: {sel['family']}, "
-                      f"{sel['rounds']} rounds, min_data_in_leaf {sel['min_data_in_leaf']}, calibration {sel['calibration']}")
+                      f"{int(sel['rounds'])} rounds, min_data_in_leaf {sel['min_data_in_leaf']}, calibration {sel['calibration']}")
     table = Table("bucket", "leads", "converted", "rate", "95% interval")
     for row in result.buckets.itertuples():
         table.add_row(row.bucket, str(row.leads), str(row.converted), _rate(row.rate),

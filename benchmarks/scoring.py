@@ -51,7 +51,7 @@ import sys
 import tempfile
 import time
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -229,34 +229,13 @@ def build_postgres(url: str, vocab: dict, n: int) -> int:
     return n_events
 
 
-@contextmanager
 def postgres_server():
-    """A throwaway PostgreSQL on 127.0.0.1 (as tests/services.py starts one); yields its SQLAlchemy URL."""
-    import glob
-    import shutil
-    import socket
+    """The tests' throwaway PostgreSQL on 127.0.0.1 (tests/services.py: Debian's server binaries, started as the
+    postgres user when run as root, removed afterwards); a context manager yielding its SQLAlchemy URL."""
+    sys.path.insert(0, str(HERE.parent / "tests"))
+    from services import postgres_server as server
 
-    base = Path(tempfile.mkdtemp(prefix="leadtemp-bench-pg-"))
-    bindir = Path(sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))[-1]).parent
-    prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-    data, sockets = base / "pgdata", base / "pgsock"
-    sockets.mkdir(parents=True)
-    if prefix:
-        shutil.chown(base, "postgres")
-        shutil.chown(sockets, "postgres")
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust", "-E", "UTF8",
-                    "--locale=C.UTF-8"], check=True, capture_output=True)
-    subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-o", f"-h 127.0.0.1 -p {port} -k {sockets} "
-                    "-c fsync=off", "-l", str(base / "pglog"), "-w", "start"], check=True, capture_output=True)
-    try:
-        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
-    finally:
-        subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                       capture_output=True)
-        shutil.rmtree(base, ignore_errors=True)
+    return server()
 
 
 def _peak_rss_mb() -> float:

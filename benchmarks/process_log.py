@@ -46,6 +46,8 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from leadtemp.core.metrics import expected_calibration_error
+
 HERE = Path(__file__).resolve().parent
 START, MONTHS = pd.Timestamp("2011-10-01"), 5.5
 JUDGE_DAYS = 30
@@ -227,15 +229,6 @@ def logistic_regression(apps: pd.DataFrame, log: pd.DataFrame, as_of: pd.Timesta
 
 # -- metrics ------------------------------------------------------------------------------------------
 
-def ece(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
-    order = np.argsort(p, kind="stable")
-    total = 0.0
-    for part in np.array_split(order, bins):
-        if len(part):
-            total += len(part) * abs(p[part].mean() - y[part].mean())
-    return total / len(p)
-
-
 def auc(p, y) -> float:
     from sklearn.metrics import roc_auc_score
 
@@ -317,7 +310,7 @@ def judge(config: str, h: int, scores: pd.DataFrame, live: pd.DataFrame, truth: 
     return {"config": config, "horizon_days": h, "scored": len(scored), "open_scored": len(on), "open": len(live),
             "lost_scored": int(scored.index.isin(list(lost_before)).sum()),
             "roc_auc_30d": auc(ours, y30), "lr_roc_auc_30d": auc(theirs, y30), "difference_interval": [lo, hi],
-            "ece": ece(ours, yh), "lr_ece": ece(theirs, yh),
+            "ece": expected_calibration_error(yh, ours), "lr_ece": expected_calibration_error(yh, theirs),
             "buckets": {b: {"share": float((buckets == b).mean()),
                             "converted_30d": float(y30[buckets == b].mean()) if (buckets == b).any() else None}
                         for b in ("hot", "warm", "cold")},

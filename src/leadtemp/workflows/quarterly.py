@@ -131,17 +131,19 @@ def calls_reached(frame: pd.DataFrame, calls: int, cooldown_days: float = 0.0) -
     last = frame.get("outbound_days_since_last", pd.Series(np.nan, index=frame.index)).to_numpy(dtype=float)
     contacted = ~np.isnan(last) & (last < cooldown_days)
     reached = dict.fromkeys(orders, 0.0)
-    called: dict[str, dict[str, np.datetime64]] = {name: {} for name in orders}
+    lead = pd.factorize(ids)[0]
+    called = {name: np.full(lead.max() + 1 if len(lead) else 0, np.datetime64("NaT"), dtype=cutoff.dtype)
+              for name in orders}   # per order, when its team last called each lead
     cool = np.timedelta64(int(round(cooldown_days * 86400)), "s")
     for c in np.unique(cutoff):
         rows = np.flatnonzero((cutoff == c) & ~contacted)
         for name, keys in orders.items():  # lexsort: the last key is the primary one
             ranked = rows[np.lexsort(tuple(k[rows] for k in keys))]
-            if cooldown_days > 0 and called[name]:
-                ranked = ranked[[not (ids[r] in called[name] and c - called[name][ids[r]] < cool) for r in ranked]]
+            last_called = called[name][lead[ranked]]
+            ranked = ranked[np.isnat(last_called) | ~(c - last_called < cool)]
             first = ranked[:calls]
             reached[name] += y[first].sum()
-            called[name].update(dict.fromkeys(ids[first], c))
+            called[name][lead[first]] = c
     total = y.sum()
     return {f"calls_reached_{name}": value / total for name, value in reached.items()} if total else {}
 

@@ -62,6 +62,7 @@ SALES_TEAM_NUMERIC = ["Asymmetrique Activity Score", "Asymmetrique Profile Score
 THREADS = 2
 THERMOMETER = "thermometer rule"
 ORACLE = "oracle (simulator truth)"
+OBSERVABLE = "observable ceiling (Bayes filter)"  # the best any model on observed data can do (simulate/observable.py)
 QUARTER = pd.DateOffset(months=3)
 # -- baselines --------------------------------------------------------------------------------------
 def _frame(table: pd.DataFrame, cats: list[str], nums: list[str]) -> pd.DataFrame:
@@ -152,21 +153,22 @@ class TestRows:
     seconds: dict[str, float] = field(default_factory=dict)  # training time summed over parts
 
     def add(self, name: str, y, scores: dict[str, np.ndarray], cluster, period, bucket,
-            seconds: dict[str, float], oracle=None) -> None:
+            seconds: dict[str, float], oracle=None, observable=None) -> None:
         n = len(y)
         self.parts.append({"name": name, "y": np.asarray(y, dtype=int), "scores": {m: np.asarray(s, dtype=float)
                            for m, s in scores.items()}, "cluster": np.asarray(cluster).astype(str),
                            "period": np.array([None if pd.isna(v) else str(v) for v in period], dtype=object)
                            if self.timed else None,
                            "bucket": np.asarray(bucket).astype(str),
-                           "oracle": np.full(n, np.nan) if oracle is None else np.asarray(oracle, dtype=float)})
+                           "oracle": np.full(n, np.nan) if oracle is None else np.asarray(oracle, dtype=float),
+                           "observable": np.full(n, np.nan) if observable is None else np.asarray(observable, dtype=float)})
         for m, s in seconds.items():
             self.seconds[m] = self.seconds.get(m, 0.0) + s
 
     def column(self, key: str, model: str | None = None) -> np.ndarray:
-        """One column over all parts: ``key`` (y, cluster, period, bucket, oracle), or ``model``'s scores."""
-        if model == ORACLE:
-            key, model = "oracle", None
+        """One column over all parts: ``key`` (y, cluster, period, bucket, oracle, observable), or ``model``'s scores."""
+        if model in (ORACLE, OBSERVABLE):
+            key, model = ("oracle" if model == ORACLE else "observable"), None
         return np.concatenate([p["scores"][model] if model else p[key] for p in self.parts])
 
     @property
@@ -388,13 +390,17 @@ def _periodic_cutoff(frame: pd.DataFrame) -> np.ndarray:
     return frame["cutoff"].dt.strftime("%Y-%m-%d").where(frame["snapshot"] == "periodic", None).to_numpy()
 
 
-def _oracle(sim, frame: pd.DataFrame, horizon_days: int, sim_horizon: int) -> np.ndarray | None:
-    """The simulator's true chance to convert at each periodic snapshot (NaN elsewhere); None if the horizons differ."""
+def _oracle(truth: pd.DataFrame, frame: pd.DataFrame, horizon_days: int, sim_horizon: int,
+            column: str = "p_convert") -> np.ndarray | None:
+    """The simulator's true chance to convert at each periodic snapshot (NaN elsewhere); None if the horizons differ.
+
+    ``column``: ``p_convert`` (knows the hidden state) or ``p_observable_<h>d`` (the Bayes filter's, from what a
+    model can see)."""
     if horizon_days != sim_horizon:
         return None
     keys = frame[[LEAD_ID, "cutoff"]]
-    return keys.merge(sim.truth[[LEAD_ID, "cutoff", "p_convert"]], on=[LEAD_ID, "cutoff"], how="left",
-                      validate="many_to_one")["p_convert"].to_numpy()
+    return keys.merge(truth[[LEAD_ID, "cutoff", column]], on=[LEAD_ID, "cutoff"], how="left",
+                      validate="many_to_one")[column].to_numpy()
 
 
 SIM_SEED, SIM_HORIZON = 7, 90   # the simulator's truth is P(convert within 90 days), its default
@@ -407,10 +413,13 @@ def simulated(n_leads: int, models: dict, notes: list[str], k: int, protocols: t
     from leadtemp.core.features import build_training_frame
     from leadtemp.core.snapshots import build_snapshots, cutoff_dates, observed_until
     from leadtemp.simulate import simulate
+    from leadtemp.simulate.observable import observable_truth
     from leadtemp.workflows.quarterly import backtest_quarters, known_at, score_window
 
     params = load_params(ROOT / "params.yaml")
     sim = simulate(n_leads, seed=SIM_SEED, horizon_days=SIM_HORIZON)
+    truth = sim.truth.merge(observable_truth(sim, horizons=(SIM_HORIZON,)), on=[LEAD_ID, "cutoff"], validate="one_to_one")
+    observable = f"p_observable_{SIM_HORIZON}d"
     leads, interactions = sim.leads, sim.interactions
     until = observed_until(leads, interactions, params.snapshots.observed_until)
     out = []
@@ -425,7 +434,8 @@ def simulated(n_leads: int, models: dict, notes: list[str], k: int, protocols: t
         fixed = TestRows("simulated", "fixed", rules=(THERMOMETER,))
         fixed.add("leadtemp's test slice", test["label"], {"leadtemp": test["probability"],
                   THERMOMETER: test["thermometer_score"], **scores}, test[LEAD_ID], _periodic_cutoff(test),
-                  test["bucket"], {**seconds, **secs, THERMOMETER: 0.0}, _oracle(sim, test, h, SIM_HORIZON))
+                  test["bucket"], {**seconds, **secs, THERMOMETER: 0.0}, _oracle(truth, test, h, SIM_HORIZON),
+                  _oracle(truth, test, h, SIM_HORIZON, observable))
         kinds = test["snapshot"].value_counts().to_dict() if "snapshot" in test.columns else {}
         notes.append(f"simulated (fixed): {n_leads} leads (seed {SIM_SEED}), horizon {h} days, test "
                      f"{result.splits.describe()['test']}, {len(test):,} snapshots {kinds}; baselines trained on "
@@ -464,7 +474,8 @@ def simulated(n_leads: int, models: dict, notes: list[str], k: int, protocols: t
             name = f"{start.year}Q{(start.month - 1) // 3 + 1}"
             quarterly.add(name, test["label"], {"leadtemp": test["probability"], THERMOMETER: test["thermometer_score"],
                           **scores}, test[LEAD_ID], _periodic_cutoff(test), test["bucket"],
-                          {**seconds, **secs, THERMOMETER: 0.0}, _oracle(sim, test, h, SIM_HORIZON))
+                          {**seconds, **secs, THERMOMETER: 0.0}, _oracle(truth, test, h, SIM_HORIZON),
+                          _oracle(truth, test, h, SIM_HORIZON, observable))
             notes.append(f"simulated (quarterly, {name}): data known before {start:%Y-%m-%d}; leadtemp's pool "
                          f"{result.splits.describe()['train']}, its own test {result.splits.describe()['test']}; "
                          f"baselines learn from {len(frame):,} periodic snapshots at {len(labelled)} cutoffs "
@@ -513,6 +524,13 @@ def targets(t: TestRows, rows: list[dict], draws: int) -> dict:
         if known.size:
             gap = paired_difference(t, ORACLE, "leadtemp", "roc_auc", draws, rows=known)  # periodic rows only
             out["oracle_gap"] = {"gap": gap, "met": bool(gap[0] <= 0.01), "rows": int(known.size)}
+            # What the hidden state adds over everything observable (no model can close it), and leadtemp's own
+            # distance to the best a model on observed data can do
+            out["hidden_gap"] = paired_difference(t, ORACLE, OBSERVABLE, "roc_auc", draws, rows=known)
+            out["observable_gap"] = paired_difference(t, OBSERVABLE, "leadtemp", "roc_auc", draws, rows=known)
+            out["observable_auc"] = t.value(OBSERVABLE, "roc_auc", known)
+            out["oracle_auc"] = t.value(ORACLE, "roc_auc", known)
+            out["leadtemp_known_auc"] = t.value("leadtemp", "roc_auc", known)
     return out
 
 
@@ -584,9 +602,14 @@ def markdown(rows, goals, quarters, sensitivity, notes, skipped, elapsed, commit
     if simulated:
         lines += ["", "### Simulated data: against LightGBM default and the oracle", "",
                   "Oracle gap: the simulator's true probability's ROC-AUC minus leadtemp's on the periodic snapshots "
-                  "(where the truth is known), target ≤ 0.01.", "",
-                  "| protocol | ROC-AUC vs LightGBM default | within-period vs LightGBM default | oracle gap |",
-                  "| --- | --- | --- | --- |"]
+                  "(where the truth is known), target ≤ 0.01. The oracle knows each lead's hidden state (cold / warm / "
+                  "hot / lost); the observable ceiling is the exact Bayes filter of that state from what a model can "
+                  "see (attributes, creation, events before the cutoff, not converted yet: "
+                  "`leadtemp.simulate.observable`), the best possible score on observed data. Hidden − observable is "
+                  "the part of the oracle gap no model can close.", "",
+                  "| protocol | ROC-AUC vs LightGBM default | within-period vs LightGBM default | oracle gap | "
+                  "oracle / observable ceiling / leadtemp ROC-AUC | hidden − observable | observable − leadtemp |",
+                  "| --- | --- | --- | --- | --- | --- | --- |"]
         for g in simulated:
             cells = []
             for metric in ("roc_auc", "within_period_auc"):
@@ -596,7 +619,9 @@ def markdown(rows, goals, quarters, sensitivity, notes, skipped, elapsed, commit
             o = g.get("oracle_gap")
             oracle = (f"{_diff(o['gap'])} on {o['rows']:,} rows " + ("met" if o["met"] else "**missed**")) if o else \
                 "n/a (horizon is not the simulator's 90 days)"
-            lines.append(f"| {g['protocol']} | {cells[0]} | {cells[1]} | {oracle} |")
+            ceiling = (f"{g['oracle_auc']:.4f} / {g['observable_auc']:.4f} / {g['leadtemp_known_auc']:.4f} | "
+                       f"{_diff(g['hidden_gap'])} | {_diff(g['observable_gap'])}") if "observable_gap" in g else "| |"
+            lines.append(f"| {g['protocol']} | {cells[0]} | {cells[1]} | {oracle} | {ceiling} |")
     for name, parts in quarters.items():
         models = [m for m in parts[0] if m not in ("part", "rows", "rate") and not m.endswith("_rate")]
         lines += ["", f"## {name}, quarterly: each quarter", "",
@@ -711,6 +736,12 @@ def main() -> None:
     rows = [model_row(t, m) for t in tested for m in t.models]
     print("intervals ...", flush=True)
     goals = [targets(t, rows, args.draws) for t in tested]
+    for g in goals:  # the simulated ceiling in the JSON too, on leadtemp's row
+        if "observable_gap" in g:
+            row = next(r for r in rows if (r["dataset"], r["protocol"], r["model"]) == (g["dataset"], g["protocol"], "leadtemp"))
+            row.update({"oracle_roc_auc": g["oracle_auc"], "observable_ceiling_roc_auc": g["observable_auc"],
+                        "roc_auc_where_oracle_known": g["leadtemp_known_auc"],
+                        "oracle_gap": g["oracle_gap"]["gap"][0], "observable_gap": g["observable_gap"][0]})
     quarters = {t.dataset: per_part_rows(t) for t in tested if t.protocol == "quarterly"}
     elapsed = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)

@@ -143,14 +143,6 @@ def _attributes(rng: np.random.Generator, n: int) -> tuple[pd.DataFrame, np.ndar
         for name, base in {"need": 0.5, "want": 0.4, "funds": 0.5, "authority": 0.4}.items()
     }
     past = rng.poisson(np.where(source == "former_client", 2.0, 0.1))
-    z = (
-        -0.6
-        + pd.Series(source).map(SOURCE_EFFECT).to_numpy()
-        + pd.Series(size).map(SIZE_EFFECT).to_numpy()
-        + pd.Series(potential).map(POTENTIAL_EFFECT).to_numpy()
-        + sum(effect * (flags[name] == "yes") for name, effect in FLAG_EFFECT.items())
-        + 0.25 * np.minimum(past, 3)
-    )
     attrs = pd.DataFrame({
         "source": source,
         "sector": np.array(SECTORS)[rng.integers(len(SECTORS), size=n)],
@@ -160,7 +152,19 @@ def _attributes(rng: np.random.Generator, n: int) -> tuple[pd.DataFrame, np.ndar
         **flags,
         "past_purchases": past,
     })
-    return attrs, z
+    return attrs, propensity(attrs)
+
+
+def propensity(attrs: pd.DataFrame) -> np.ndarray:
+    """The propensity ``z`` the attributes set (before ``shift_at``'s partner source): all of it is observable."""
+    return (
+        -0.6
+        + attrs["source"].map(SOURCE_EFFECT).to_numpy()
+        + attrs["company_size"].map(SIZE_EFFECT).to_numpy()
+        + attrs["potential"].map(POTENTIAL_EFFECT).to_numpy()
+        + sum(effect * (attrs[name] == "yes").to_numpy() for name, effect in FLAG_EFFECT.items())
+        + 0.25 * np.minimum(attrs["past_purchases"].to_numpy(), 3)
+    )
 
 
 def _personal(ids: np.ndarray, rng: np.random.Generator) -> pd.DataFrame:

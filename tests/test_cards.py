@@ -131,6 +131,9 @@ def test_card_of_one_lead_says_what_explain_says_in_a_real_browser(home):
     body = visible(dom.stdout)
     assert f"{why.probability:.1%} chance to convert within {why.horizon_days} days" in body
     assert f"{why.bucket} {why.probability:.1%}" in body and f"{why.bucket.capitalize()} (" in body
+    # How soon, as the terminal says it (the test world's model has when.horizons_days 7 / 30 / 90).
+    soon = re.search(r"chance within 7 / 30 / 90 days: [^\n]+\(median\)", done.output)
+    assert soon and why.when and f"How soon: {soon.group(0)}." in body
     shot = home / "card.png"
     subprocess.run([browser, *BROWSER_FLAGS, "--window-size=1000,1400", f"--screenshot={shot}",
                     (home / "card.html").as_uri()], capture_output=True, timeout=120, check=True)

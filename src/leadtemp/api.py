@@ -500,7 +500,8 @@ def _card(why: Explanation, scorer: LeadScorer, lead: pd.Series, events: pd.Data
         attributes=frozenset([*spec.categorical, *spec.numeric]), timeline=timeline,
         created_at=pd.Timestamp(created) if created is not None and pd.notna(created) else None,
         places=dict(spec.thermometer), kinds={t: spec.kind(t) for t in types},
-        type_labels={t: e.label for t, e in spec.vocabulary.items() if e.label}, top=top, rank=rank, change=change)
+        type_labels={t: e.label for t, e in spec.vocabulary.items() if e.label}, top=top, rank=rank, change=change,
+        when=why.when)
 
 
 def _private(p: Params, lead: pd.Series) -> dict[str, object]:

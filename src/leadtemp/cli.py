@@ -303,11 +303,10 @@ def explain(
     console.print(f"lead {lead_id} as of {why.as_of.date()} (model version {why.model_version}{run}): [bold]{why.bucket}[/bold], "
                   f"score {why.score}, {why.probability:.1%} chance to convert"
                   + (f" within {why.horizon_days} days" if why.horizon_days is not None else ""))
-    if why.when:  # when, not only if
-        days = [int(k[2:-1]) for k in why.when if k.startswith("p_")]
-        console.print(f"chance within {' / '.join(map(str, days))} days: "
-                      + " / ".join(f"{why.when[f'p_{d}d']:.1%}" for d in days)
-                      + f"; if it converts within {max(days)} days, in about {why.when['expected_days']:.0f} days (median)")
+    if why.when:  # when, not only if (the card says it in the same words)
+        from leadtemp.adapters.cards import when_words
+
+        console.print(when_words(why.when))
     if (c := why.change) is not None:
         since = pd.Timestamp(c["since"]).date()
         console.print(f"since {since}: new (not scorable then)" if c["trend"] == "new" else

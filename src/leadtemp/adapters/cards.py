@@ -87,6 +87,7 @@ class LeadCard:
     top: int = 5                          # factors shown on each side, as `leadtemp explain --top`
     rank: int | None = None               # in a folder of cards: the lead's rank in the scoring run
     change: dict | None = None            # explain --since: since, previous_probability, previous_bucket, trend, what_changed
+    when: dict | None = None              # p_<h>d and expected_days of a model with when.horizons_days; None: none
 
     def shown(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The factors shown, as the terminal shows them: raising (largest first), then lowering."""
@@ -228,6 +229,17 @@ def _trend(card: LeadCard) -> str:
     return f'<p id="trend"><b>Trend since {since}: {esc(c["trend"])}</b> ({moved}).{why}</p>'
 
 
+def when_words(when: dict) -> str:
+    """How soon, in the words ``leadtemp explain`` prints: the chance within each horizon and the median days."""
+    days = [int(k[2:-1]) for k in when if k.startswith("p_")]
+    return (f"chance within {' / '.join(map(str, days))} days: " + " / ".join(f"{when[f'p_{d}d']:.1%}" for d in days)
+            + f"; if it converts within {max(days)} days, in about {when['expected_days']:.0f} days (median)")
+
+
+def _when(card: LeadCard) -> str:
+    return f'<p id="when"><b>How soon:</b> {esc(when_words(card.when))}.</p>' if card.when else ""
+
+
 def render_card(card: LeadCard, generated: pd.Timestamp | None = None, back: str | None = None) -> str:
     """One card as an HTML page; ``back``: a relative link to the index of its folder."""
     generated = generated or pd.Timestamp.now().floor("s")
@@ -256,6 +268,7 @@ def render_card(card: LeadCard, generated: pd.Timestamp | None = None, back: str
 <span class="big" id="score">{card.score}</span><span>score (1\u201399)</span></div>
 <p id="meaning"><b class="{esc(card.bucket)}">{esc(card.bucket.capitalize())}</b> ({rule}, cut-offs fixed when the model
 was trained): {esc(BUCKET_MEANING.get(card.bucket, ""))}</p>
+{_when(card)}
 </section>
 {_trend(card)}
 <h2>Why: the reasons for and against</h2>

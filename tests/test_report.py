@@ -107,6 +107,9 @@ def test_report_of_the_champion_in_a_real_browser(home):
     assert f"ROC-AUC {metrics['test_thermometer_roc_auc']:.3f}" in verdict
     assert "Buckets mean what they say" in verdict and "It is the champion (version 1" in verdict
     assert f"{100 * metrics['test_hot_conversion']:.1f}%" in body
+    soon = body[body.index("How soon"):body.index("How much calling by score pays")]
+    assert [f"within {d} days {metrics[f'test_p_{d}d_roc_auc']:.3f} {metrics[f'test_p_{d}d_ece']:.4f}" in soon
+            for d in (7, 30, 90)] == [True] * 3
     assert "contact from them" in body and "What drives the scores" in body
     assert champion.run_id in body and "Notes and warnings the run logged" in body
 

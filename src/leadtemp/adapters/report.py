@@ -448,6 +448,20 @@ def _data_section(facts: RunFacts) -> str:
                                          '<p class="note">The run logged no warnings.</p>'))
 
 
+def _when_table(m: dict) -> str:
+    """The chance within each extra horizon (when.horizons_days) measured on the test slice; "" without them."""
+    days = sorted(int(hit.group(1)) for hit in map(re.compile(r"test_p_(\d+)d_roc_auc").fullmatch, m) if hit)
+    if not days:
+        return ""
+    rows = "".join(f'<tr><td>within {d} days</td><td class="n">{m[f"test_p_{d}d_roc_auc"]:.3f}</td>'
+                   f'<td class="n">{m.get(f"test_p_{d}d_ece", float("nan")):.4f}</td>'
+                   f'<td class="n">{int(m.get(f"test_p_{d}d_rows", 0)):,}</td></tr>' for d in days)
+    return ('<h2>How soon</h2><p class="note">Each score also carries the chance to convert within each of these '
+            'horizons and the median days to convert; each horizon has its own calibrated model, measured on the '
+            'test slice rows whose days are observed.</p><table id="when"><tr><th>chance to convert</th>'
+            f'<th>ROC-AUC</th><th>calibration error (ECE)</th><th>test rows</th></tr>{rows}</table>')
+
+
 def render(facts: RunFacts, generated: pd.Timestamp | None = None) -> str:
     """The whole page as one HTML string."""
     generated = generated or pd.Timestamp.now().floor("s")
@@ -488,6 +502,7 @@ def render(facts: RunFacts, generated: pd.Timestamp | None = None) -> str:
 <p class="note">Each lead's calibrated chance to convert puts it in a bucket by the cut-offs fixed at training. Counted on
 the test slice (newest labelled data, never trained on).</p>
 {_bucket_table(facts)}
+{_when_table(m)}
 <h2>How much calling by score pays, and whether the scores mean what they say</h2>
 {_charts(facts.data)}
 <h2>What drives the scores</h2>

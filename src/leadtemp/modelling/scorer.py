@@ -23,6 +23,7 @@ from leadtemp.core.features import FeatureSpec, attribute_features, feature_matr
 from leadtemp.core.lifecycle import LOST_SINCE
 from leadtemp.core.metrics import BUCKETS
 from leadtemp.core.reasons import group_contributions, top_reasons, what_changed
+from leadtemp.core.referrals import referral_ledger, with_referrals
 from leadtemp.core.schema import LEAD_ID
 from leadtemp.core.snapshots import open_leads, scorable_leads
 from leadtemp.modelling.booster import reads_spec_codes
@@ -126,17 +127,22 @@ class LeadScorer:
             self._fast = ExactContributions(self.booster)
 
     def eligible(self, leads: pd.DataFrame, interactions: pd.DataFrame, as_of: pd.Timestamp,
-                 include_lost: bool = False) -> tuple[pd.DataFrame, int]:
+                 include_lost: bool = False, ledger: pd.DataFrame | None = None) -> tuple[pd.DataFrame, int]:
         """The leads to score at ``as_of`` and how many eligible ones were lost then (left out unless ``include_lost``).
 
         Eligible: created before ``as_of``, not converted before it and not lost at it (closed as lost and
         not reopened since, by the model's loss rules and the leads' ``lost_at``:
         :func:`~leadtemp.core.snapshots.scorable_leads`); for a model trained on a table with final
         labels, every lead without an outcome yet (and, when the table has time, created before ``as_of``).
+        A model with referral features gets them here, as of ``as_of``, from ``ledger``
+        (:func:`~leadtemp.core.referrals.referral_ledger` of the whole table; default: ``leads`` is the whole table).
         """
         as_of = pd.Timestamp(as_of)
         if self.spec.mode == "events":
-            return scorable_leads(leads, interactions, as_of, self.spec.loss_rules, include_lost)
+            found, lost = scorable_leads(leads, interactions, as_of, self.spec.loss_rules, include_lost)
+            if self.spec.referral_columns:
+                found = with_referrals(found, referral_ledger(leads) if ledger is None else ledger, as_of)
+            return found, lost
         return open_leads(leads, as_of), 0
 
     def features_of(self, eligible: pd.DataFrame, interactions: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -147,9 +153,9 @@ class LeadScorer:
         return attribute_features(eligible, as_of, self.spec)
 
     def features(self, leads: pd.DataFrame, interactions: pd.DataFrame, as_of: pd.Timestamp,
-                 include_lost: bool = False) -> pd.DataFrame:
-        """Features of the leads eligible at ``as_of`` (see :meth:`eligible`)."""
-        eligible, _ = self.eligible(leads, interactions, as_of, include_lost)
+                 include_lost: bool = False, ledger: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Features of the leads eligible at ``as_of`` (see :meth:`eligible`; ``ledger`` when ``leads`` are a few)."""
+        eligible, _ = self.eligible(leads, interactions, as_of, include_lost, ledger)
         return self.features_of(eligible, interactions, as_of)
 
     def score_rows(self, features: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:
@@ -245,11 +251,13 @@ class LeadScorer:
         return out
 
     def changes_since(self, now: pd.DataFrame, leads: pd.DataFrame, interactions: pd.DataFrame, since: pd.Timestamp,
-                      steady_within: float) -> pd.DataFrame:
+                      steady_within: float, ledger: pd.DataFrame | None = None) -> pd.DataFrame:
         """:meth:`changes` of the leads of ``now`` since ``since``: those of ``leads`` scorable then, with the features
         they had then (``interactions``: at least theirs; only what came before ``since`` counts)."""
+        if self.spec.referral_columns and ledger is None:
+            ledger = referral_ledger(leads)
         then = leads.loc[leads[LEAD_ID].isin(pd.Index(now[LEAD_ID]))].drop(columns=[LOST_SINCE], errors="ignore")
-        then, _ = self.eligible(then, interactions, since)
+        then, _ = self.eligible(then, interactions, since, ledger=ledger)
         return self.changes(now.reset_index(drop=True), self.features_of(then, interactions, since), steady_within)
 
     def group_moves(self, later: pd.DataFrame, earlier: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:

@@ -8,6 +8,7 @@ and the lift the referral features carry.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -235,6 +236,7 @@ def crm(tmp_path_factory):
     return home, params, trained.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_train_notes_outside_referrers_and_score_in_partitions_equals_the_whole_table(crm, tmp_path):
     from leadtemp.adapters.pyfunc import load_scorer
@@ -254,6 +256,8 @@ def test_train_notes_outside_referrers_and_score_in_partitions_equals_the_whole_
     scores = pd.read_csv(out, dtype={"lead_id": str}).set_index("lead_id")
     scorer, _ = load_scorer(str(home / "models" / "latest"))
     assert set(REFERRAL_FEATURES) <= set(scorer.spec.columns)
+    saved = json.loads(next((home / "models" / "latest").rglob("scorer.json")).read_text())
+    assert saved["format_version"] == 3 and saved["spec"]["referrals"] is True  # older readers refuse it
     memory = scorer.score(leads, events, T(AS_OF)).set_index("lead_id")
     assert set(scores.index) == set(memory.index)
     np.testing.assert_allclose(scores.loc[memory.index, "probability"], memory["probability"], rtol=0, atol=1e-12)
@@ -268,6 +272,7 @@ def test_train_notes_outside_referrers_and_score_in_partitions_equals_the_whole_
                                             why.stdout), why.output
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_a_lead_referring_to_itself_stops_train_with_one_line_and_score_rejects_it(crm, tmp_path, monkeypatch):
     home, params, _ = crm
@@ -289,6 +294,7 @@ def test_a_lead_referring_to_itself_stops_train_with_one_line_and_score_rejects_
     assert rejects["lead_id"].tolist() == [leads.loc[5, "lead_id"]] and "themselves" in rejects["reason"].iloc[0]
 
 
+@pytest.mark.slow
 @pytest.mark.e2e
 def test_the_referral_features_carry_lift_on_the_referral_world(crm):
     """Same data, same split: with the referrer column the booster uses the referral features, and the test ROC-AUC

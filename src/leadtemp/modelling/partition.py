@@ -90,12 +90,18 @@ def partition_of(lead_ids: pd.Series | np.ndarray | pa.Array | pa.ChunkedArray, 
     return (text_hash(ids) % np.uint64(n)).astype(np.int64)
 
 
+def _reads_referrers(spec) -> bool:
+    """The model has referral features, so its rows carry ``referred_by`` (a spec-like object naming only the
+    attribute columns has none)."""
+    return bool(getattr(spec, "referral_columns", ()))
+
+
 def lead_schema(scorer: LeadScorer) -> pa.Schema:
     spec = scorer.spec
     fields = [(LEAD_ID, pa.string()), (CREATED_AT, pa.timestamp("ns")), (CONVERTED_AT, pa.timestamp("ns")),
               (LOST_AT, pa.timestamp("ns")), (LABEL, pa.int8())]
     fields += [(c, pa.string()) for c in spec.categorical] + [(c, pa.float64()) for c in spec.numeric]
-    fields += [(REFERRED_BY, pa.string())] if spec.referral_columns else []
+    fields += [(REFERRED_BY, pa.string())] if _reads_referrers(spec) else []
     return pa.schema(fields + [(REJECT, pa.string()), (ROW, pa.int64())])
 
 
@@ -111,7 +117,7 @@ def lead_columns_read(params: Params, scorer: LeadScorer) -> tuple[list[str], li
         return None
     c = d.columns
     required = [x for x in (c.lead_id, c.created_at, c.lost_at) if x] + list(spec.categorical) + list(spec.numeric)
-    if spec.referral_columns:
+    if _reads_referrers(spec):
         if c.referred_by is None:
             raise ConfigError("this model has referral features: map the referrer column in data.columns.referred_by")
         required.append(c.referred_by)
@@ -151,7 +157,7 @@ def canonical_rows(leads: pd.DataFrame, problems: RowProblems, scorer: LeadScore
         out[column] = leads[column].astype("string")
     for column in spec.numeric:
         out[column] = leads[column]
-    if spec.referral_columns:
+    if _reads_referrers(spec):
         if REFERRED_BY not in leads.columns:
             raise ConfigError("this model has referral features: map the referrer column in data.columns.referred_by")
         out[REFERRED_BY] = leads[REFERRED_BY].astype("string")

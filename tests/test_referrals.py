@@ -128,7 +128,7 @@ def test_reasons_say_who_referred_them_and_whom_they_referred_never_an_id():
     assert describe_referrer(1, 0, 0) == "referred by someone outside the leads table"
     assert describe_referrer(0, 0, 0) == "not referred by anyone"
     assert describe_referrals(3, 1) == "referred 3 leads, 1 bought"
-    assert describe_referrals(1, 0) == "referred 1 lead, 0 bought"
+    assert describe_referrals(1, 0) == "referred 1 lead, none bought yet"
     assert describe_referrals(0, 0) == "has referred no one yet"
 
 
@@ -322,3 +322,31 @@ def test_the_referral_features_carry_lift_on_the_referral_world(crm):
     print(f"test ROC-AUC without / with referred_by: all {auc(plain)} / {auc(rich)}, referred leads "
           f"({referred.sum()} rows) {auc(plain, referred)} / {auc(rich, referred)}; gain {used}")
     assert auc(rich, referred) > auc(plain, referred)
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_a_serve_request_names_referrers_among_its_own_leads(crm):
+    """A request's leads are the whole table it sees: with the referrers in it, the answer equals scoring those leads
+    in memory; a request without referred_by scores its leads as not referred."""
+    from leadtemp.adapters.pyfunc import answer, load_scorer, nest
+
+    home, _, _ = crm
+    scorer, _ = load_scorer(str(home / "models" / "latest"))
+    leads = pd.read_parquet(home / "data" / "leads.parquet")
+    events = pd.read_parquet(home / "data" / "interactions.parquet")
+    as_of = T(AS_OF)
+    referrer = leads.set_index("lead_id")["converted_at"].reindex(leads["referred_by"]).to_numpy()
+    open_ = (leads["created_at"] < as_of) & ~(leads["converted_at"] < as_of)
+    chosen = leads.loc[open_.to_numpy() & (referrer < as_of)].head(15)
+    assert len(chosen) == 15
+    subset = leads.loc[leads["lead_id"].isin(set(chosen["lead_id"]) | set(chosen["referred_by"]))].reset_index(drop=True)
+    own = events.loc[events["lead_id"].isin(subset["lead_id"])]
+    served = answer(scorer, nest(subset, own, scorer, statuses=True), {"as_of": AS_OF}).set_index("lead_id")
+    memory = scorer.score(subset, own, as_of).set_index("lead_id")
+    np.testing.assert_allclose(served.loc[memory.index, "probability"].astype(float), memory["probability"], atol=1e-12)
+    assert memory.loc[chosen["lead_id"]].filter(like="reason_").stack().str.contains("customer who bought").any()
+    alone = answer(scorer, nest(subset.drop(columns="referred_by"), own, scorer, statuses=True), {"as_of": AS_OF})
+    plain = scorer.score(subset.assign(referred_by=pd.NA), own, as_of).set_index("lead_id")
+    np.testing.assert_allclose(alone.set_index("lead_id").loc[plain.index, "probability"].astype(float),
+                               plain["probability"], atol=1e-12)

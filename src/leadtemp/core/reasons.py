@@ -180,7 +180,8 @@ def describe_referrals(made: float, converted: float) -> str:
     made, converted = int(round(made)), int(round(converted))
     if not made:
         return "has referred no one yet"
-    return f"referred {made} lead" + ("s" if made != 1 else "") + f", {converted} bought"
+    return f"referred {made} lead" + ("s" if made != 1 else "") + (f", {converted} bought" if converted
+                                                                    else ", none bought yet")
 
 
 def _activity(row: pd.Series, prefix: str, windows: tuple[int, ...], done: str, noun: str) -> str:

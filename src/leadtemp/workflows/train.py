@@ -11,7 +11,6 @@ from leadtemp.core.config import AUTO, Params, Retrain
 from leadtemp.core.errors import TrainingDataError
 from leadtemp.core.features import FeatureSpec, attribute_features, build_training_frame, fit_feature_spec
 from leadtemp.core.lifecycle import LossRules, loss_spells
-from leadtemp.core.referrals import outside_referrers
 from leadtemp.core.metrics import (
     BUCKETS,
     auc_interval,
@@ -22,6 +21,7 @@ from leadtemp.core.metrics import (
     ranking_metrics,
     within_period_auc,
 )
+from leadtemp.core.referrals import outside_referrers
 from leadtemp.core.schema import CONVERTED_AT, CREATED_AT, LABEL, LEAD_ID, LOST_AT, REFERRED_BY, empty_interactions
 from leadtemp.core.snapshots import (
     build_snapshots,

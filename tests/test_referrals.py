@@ -265,6 +265,17 @@ def test_train_notes_outside_referrers_and_score_in_partitions_equals_the_whole_
     assert reasons.str.fullmatch(r"referred by a customer who bought \(\+\)").any()
     assert not reasons.str.contains(r"\bL\d{7}\b|\bC\d{6}\b").any()  # no referrer id in any reason
     assert "referred_by" not in scores.columns
+    # how each lead moved since a month before, in partitions, equals the whole table in memory (leadtemp changes)
+    from leadtemp.workflows.changes import scores_with_changes
+
+    moved_out = tmp_path / "moved.csv"
+    result = _cli("score", "--as-of", AS_OF, "--since", "2024-09-01", "--out", moved_out, "--chunk-size", 500,
+                  "--model", model, "--params", params)
+    assert result.exit_code == 0, result.output
+    moved = pd.read_csv(moved_out, dtype={"lead_id": str}).set_index("lead_id")
+    expected = scores_with_changes(scorer, leads, events, T("2024-09-01"), T(AS_OF), 0.02).set_index("lead_id")
+    np.testing.assert_allclose(moved.loc[expected.index, "previous_probability"], expected["previous_probability"],
+                               rtol=0, atol=1e-12)
     # explain one referred lead: its referrer is found in the whole table, not only among its own rows
     referred = memory.loc[memory.index.isin(leads.loc[leads["referred_by"].isin(leads["lead_id"]), "lead_id"])].index[0]
     why = _cli("explain", referred, "--as-of", AS_OF, "--model", model, "--params", params)

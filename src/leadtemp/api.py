@@ -141,11 +141,12 @@ def load_model(params: Params, model: str | None = None) -> tuple[LeadScorer, st
 
 def simulate(params: Params | str | Path = "params.yaml", out: str | Path = "data/sim", leads: int | None = None,
              seed: int | None = None, start: str | None = None, months: int | None = None,
-             shift_at: str | None = None, lost: bool | None = None):
+             shift_at: str | None = None, lost: bool | None = None, referrals: bool | None = None):
     """Simulate a CRM (defaults from params' ``simulate`` section) and write it to ``out``.
 
     ``lost``: tell the story of lost leads (a ``lost_at`` column, ``disqualified`` events, recycled
-    leads, and ``losses.parquet``, the truth of every loss). Returns the simulated data and the files written.
+    leads, and ``losses.parquet``, the truth of every loss). ``referrals``: referral leads name their referrer (a
+    ``referred_by`` column; docs/simulator.md). Returns the simulated data and the files written.
     """
     from leadtemp.adapters.files import write_table
     from leadtemp.simulate import simulate as run
@@ -159,7 +160,7 @@ def simulate(params: Params | str | Path = "params.yaml", out: str | Path = "dat
             raise ConfigError(f"--shift-at {shift_at} must fall inside the simulated period")
     data = run(leads or s.leads, seed if seed is not None else s.seed, start or s.start, months or s.months,
                p.snapshots.horizon_days if p.snapshots.horizon_days != AUTO else SIMULATED_HORIZON, shift_at=shift_at,
-               lost=s.lost if lost is None else lost)
+               lost=s.lost if lost is None else lost, referrals=s.referrals if referrals is None else referrals)
     out = Path(out)
     written = [write_table(data.leads, out / "leads.parquet"),
                write_table(data.interactions, out / "interactions.parquet"),
@@ -317,6 +318,15 @@ def score_sources(scorer: LeadScorer, params: Params, as_of: pd.Timestamp, leads
 DEFAULT_CARDS = 20  # score --html without --top
 
 
+def _ledger(scorer: LeadScorer, leads: pd.DataFrame) -> pd.DataFrame | None:
+    """The whole table's referral ledger when the model has referral features and only some leads are scored."""
+    if not scorer.spec.referral_columns:
+        return None
+    from leadtemp.core.referrals import referral_ledger
+
+    return referral_ledger(leads)
+
+
 def _check_cards(p: Params, html: str | Path | None, top: int | None, target, engine: str, tables: bool) -> None:
     """score --html DIR [--top N], before any work: a folder of cards (new or earlier cards), file inputs, --out FILE."""
     from leadtemp.adapters.cards import check_card_folder
@@ -360,7 +370,7 @@ def write_cards(p: Params, scorer: LeadScorer, version: str, when: pd.Timestamp,
     lead_table, events = load_data(p)
     chosen = lead_table.loc[lead_table["lead_id"].isin(ids)]
     own = events.loc[events["lead_id"].isin(ids)]
-    features = scorer.features(chosen, own, when, include_lost=include_lost)
+    features = scorer.features(chosen, own, when, include_lost=include_lost, ledger=_ledger(scorer, lead_table))
     found = {w.lead_id: w for w in _explanations(scorer, version, features, when)} if len(features) else {}
     rows = chosen.set_index("lead_id")
     pages, listed, reasons = {}, [], {}
@@ -430,7 +440,7 @@ def explain(params: Params | str | Path, lead_id: str, as_of: str | pd.Timestamp
     scorer, version = load_model(p, model)
     own = events.loc[events["lead_id"] == lead_id]
     if scorer.spec.mode == "events":
-        features = scorer.features(one, own, when)
+        features = scorer.features(one, own, when, ledger=_ledger(scorer, lead_table))
     else:  # a one-row-per-lead model: any lead can be explained, with or without an outcome
         features = attribute_features(one.reset_index(drop=True), when, scorer.spec)
     if features.empty:
@@ -440,7 +450,8 @@ def explain(params: Params | str | Path, lead_id: str, as_of: str | pd.Timestamp
     if since is not None:
         from dataclasses import replace as with_change
 
-        moved = scorer.changes_since(features, one, own, since, p.buckets.steady_within).iloc[0]
+        moved = scorer.changes_since(features, one, own, since, p.buckets.steady_within,
+                                     _ledger(scorer, lead_table)).iloc[0]
         why = with_change(why, change={"since": since, **{k: moved[k] for k in moved.index}})
     if plot is not None:
         from leadtemp.adapters.paths import storage_errors

@@ -67,19 +67,26 @@ def simulate(
         "--lost/--no-lost", help="Lost leads are recorded: disqualified (a `disqualified` event and lost_at), closed "
         "silently weeks later (lost_at only) or not at all, and some come back (default: simulate.lost); "
         "losses.parquet holds the truth. Train with data.columns.lost_at: lost_at (docs/simulator.md).")] = None,
+    referrals: Annotated[Optional[bool], typer.Option(
+        "--referrals/--no-referrals", help="Leads of the `referral` source name their referrer (a `referred_by` "
+        "column): an earlier lead, more often one that had bought, or an outside customer; a referrer who bought "
+        "makes the lead warmer (default: simulate.referrals). Train with data.columns.referred_by: referred_by "
+        "(docs/simulator.md).")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Generate a synthetic lead database with a known truth (see docs/domain.md)."""
     from leadtemp.api import simulate as run
 
     p = _params(params)
-    data, written = run(p, out, leads, seed, start, months, shift_at, lost)
+    data, written = run(p, out, leads, seed, start, months, shift_at, lost, referrals)
     for path in written:
         typer.echo(f"wrote {path}")
     if shift_at := shift_at or p.simulate.shift_at:
         typer.echo(f"from {shift_at} on: new lead source 'partner', no more inbound SMS")
     typer.echo(f"{len(data.leads)} leads, {len(data.interactions)} interactions, "
                f"{data.leads['converted_at'].notna().mean():.1%} converted")
+    if "referred_by" in data.leads.columns:
+        typer.echo(f"{data.leads['referred_by'].notna().mean():.1%} name their referrer (referred_by)")
     if data.losses is not None:
         typer.echo(f"{data.leads['lost_at'].notna().mean():.1%} closed as lost (lost_at); "
                    f"{data.losses['recycled_on'].notna().sum()} of {len(data.losses)} losses came back")

@@ -27,6 +27,7 @@ from leadtemp.core.schema import (
     ISO,
     LEAD_ID,
     LOST_AT,
+    REFERRED_BY,
     DateRules,
     RowProblems,
     validate_interactions,
@@ -94,6 +95,7 @@ def request_columns(scorer: LeadScorer) -> RequestColumns:
     events = spec.mode == "events"
     required = [LEAD_ID] + ([CREATED_AT] if spec.timed else []) + ([NESTED] if events else [])
     optional = [*spec.categorical, *spec.numeric] + ([LOST_AT] if events and spec.lifecycle else [])
+    optional += [REFERRED_BY] if spec.referral_columns else []  # the request's leads are the whole table it sees
     return RequestColumns(tuple(required), tuple(optional), (CONVERTED_AT,) if events else ())
 
 
@@ -204,9 +206,12 @@ def answer(scorer: LeadScorer, frame: pd.DataFrame, params: dict) -> pd.DataFram
     cols = request_columns(scorer)
     absent = [c for c in (*spec.categorical, *spec.numeric) if c not in frame.columns]
     leads_in = frame.drop(columns=[NESTED], errors="ignore").assign(**{c: None for c in absent})
+    if spec.referral_columns and REFERRED_BY not in leads_in.columns:  # nobody named: not referred
+        leads_in = leads_in.assign(**{REFERRED_BY: None})
     roles = LeadColumns(created_at=CREATED_AT if spec.timed else None,
                         converted_at=CONVERTED_AT if CONVERTED_AT in cols.status_only else None, label=None,
-                        lost_at=LOST_AT if LOST_AT in frame.columns else None)
+                        lost_at=LOST_AT if LOST_AT in frame.columns else None,
+                        referred_by=REFERRED_BY if spec.referral_columns else None)
     problems = RowProblems(len(frame))
     leads = validate_leads(leads_in, SOURCE, spec.categorical, spec.numeric, columns=roles, problems=problems,
                            dates=_iso_rules((SOURCE, (CREATED_AT, CONVERTED_AT, LOST_AT))))
@@ -287,7 +292,7 @@ def nest(leads: pd.DataFrame, interactions: pd.DataFrame | None, scorer: LeadSco
     (``leadtemp serve`` and a loaded python model read it; ``mlflow models serve`` drops what its
     signature does not list).
     """
-    columns = [c for c in input_columns(scorer) if c in leads.columns or c != LOST_AT]
+    columns = [c for c in input_columns(scorer) if c in leads.columns or c not in (LOST_AT, REFERRED_BY)]
     if statuses:
         columns += [c for c in request_columns(scorer).status_only if c in leads.columns]
     out = leads[columns].astype({c: float for c in scorer.spec.numeric})
@@ -311,7 +316,8 @@ def signature(scorer: LeadScorer):
 
     spec = scorer.spec
     cols = request_columns(scorer)
-    kinds = {LEAD_ID: "string", CREATED_AT: "datetime", LOST_AT: "datetime", **{c: "string" for c in spec.categorical},
+    kinds = {LEAD_ID: "string", CREATED_AT: "datetime", LOST_AT: "datetime", REFERRED_BY: "string",
+             **{c: "string" for c in spec.categorical},
              **{c: "double" for c in spec.numeric}}
     inputs = [ColSpec(Array(AnyType()) if c == NESTED else kinds[c], c, required=c in cols.required)
               for c in cols.required + cols.optional]

@@ -126,6 +126,9 @@ def score_spark(
     if d.columns.lead_id is None or d.created_from_row_order is not None:
         raise ConfigError("--engine spark needs a lead id column (data.columns.lead_id) and no "
                           "data.created_from_row_order: both depend on one machine reading the table in order")
+    if scorer.spec.referral_columns:
+        raise ConfigError("--engine spark: this model has referral features (data.columns.referred_by), which look up "
+                          "referrers across partitions; score it with the local engine")
     interactions = interactions_read(scorer, interactions)
     spark = spark or session()
     version, run_id = str(scorer.meta.get("model_version", "")), str(scorer.meta.get("run_id") or "")

@@ -27,6 +27,7 @@ class LeadColumns:
     converted_at: str | None = "converted_at"  # conversion time, empty while not converted
     label: str | None = None                   # a final 0/1 outcome instead of a conversion time
     lost_at: str | None = None                 # when the lead was closed as lost/disqualified; empty while open
+    referred_by: str | None = None             # the id of the lead or customer who referred it; empty: nobody
 
 
 @dataclass(frozen=True)
@@ -215,6 +216,7 @@ class Simulate:
     months: int = 30
     shift_at: str | None = None
     lost: bool = False   # lost leads recorded (disqualified, closed silently) and recycled: docs/simulator.md
+    referrals: bool = False  # referral leads name their referrer (a referred_by column): docs/simulator.md
 
 
 @dataclass(frozen=True)
@@ -381,6 +383,7 @@ class Params:
             if (e.kind == "outcome") != (e.ends is not None) or (e.ends is not None and e.ends not in OUTCOME_ENDS):
                 problems.append(f"events.{name}: an outcome needs ends: lost or won, and only outcomes have ends")
         problems += _lost_problems(self)
+        problems += _referral_problems(self)
         problems += _vocabulary_problems(self)
         if not 0 < self.drift.psi_warn <= self.drift.psi_alert:
             problems.append("drift: need 0 < psi_warn <= psi_alert")
@@ -399,6 +402,24 @@ def _lost_problems(p: Params) -> list[str]:
         problems.append(f"events: {both} close a lead as lost (outcome, ends: lost) and reopen it (reopens: true); "
                         "choose one")
     return problems
+
+
+def _referral_problems(p: Params) -> list[str]:
+    """Referrals (DOMAIN section 4): ``referred_by`` is an id column of its own, read with conversion times."""
+    c = p.data.columns
+    if c.referred_by is None:
+        return []
+    if c.referred_by in {c.lead_id, c.created_at, c.converted_at, c.label, c.lost_at}:
+        return [f"data.columns.referred_by: {c.referred_by!r} is already another role's column"]
+    # the columns and reason groups of core/referrals.py and core/reasons.py: an attribute of one of these names would
+    # be two features of one name
+    if taken := sorted({"referred", "referrer", "referrer_is_lead", "referrer_converted", "referrals_made",
+                        "referrals_converted"} & {*p.data.categorical, *p.data.numeric}):
+        return [f"data: {taken} are names of the referral features (data.columns.referred_by); rename those attributes"]
+    if p.data.mode == "labels":
+        return ["data.columns.referred_by needs conversion times (data.columns.converted_at), not a label: whether a "
+                "referrer had bought by a date is what its features ask"]
+    return []
 
 
 def _vocabulary_problems(p: Params) -> list[str]:

@@ -18,7 +18,8 @@ import pandas as pd
 
 from leadtemp.core.config import EventType, Features
 from leadtemp.core.lifecycle import REOPENED_AT, LossRules, loss_spells, lost_state
-from leadtemp.core.schema import CREATED_AT, DIRECTION, LEAD_ID, TIMESTAMP, TYPE
+from leadtemp.core.referrals import REFERRAL_FEATURES, referral_features, referral_ledger
+from leadtemp.core.schema import CREATED_AT, DIRECTION, LEAD_ID, REFERRED_BY, TIMESTAMP, TYPE
 from leadtemp.core.vocabulary import STEP, TOUCH, kind_of, thermometer_weights
 
 DAY = np.timedelta64(1, "D")
@@ -66,6 +67,12 @@ class FeatureSpec:
     # The user's vocabulary (params ``events``) and the declared step types seen in training, most frequent first.
     vocabulary: dict[str, EventType] = field(default_factory=dict)
     steps: tuple[str, ...] = ()
+    # Referrals (data.columns.referred_by, core/referrals.py): the model has the REFERRAL_FEATURES columns.
+    referrals: bool = False
+
+    @property
+    def referral_columns(self) -> list[str]:
+        return list(REFERRAL_FEATURES) if self.referrals and self.mode == "events" else []
 
     def kind(self, type_: str) -> str:
         return kind_of(self.vocabulary, type_)
@@ -104,7 +111,7 @@ class FeatureSpec:
     @property
     def columns(self) -> list[str]:
         """Model feature columns, in the booster's order."""
-        return self.behaviour_columns + list(self.categorical) + list(self.numeric)
+        return self.behaviour_columns + list(self.categorical) + list(self.numeric) + self.referral_columns
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -128,6 +135,7 @@ class FeatureSpec:
             vocabulary={t: EventType(**{k: v for k, v in e.items() if k in EVENT_TYPE_FIELDS})
                         for t, e in raw.get("vocabulary", {}).items()},
             steps=tuple(raw.get("steps", ())),
+            referrals=bool(raw.get("referrals", False)),
         )
 
 
@@ -145,13 +153,15 @@ def fit_feature_spec(
     timed: bool = True,
     lifecycle: LossRules | None = None,
     events: dict[str, EventType] | None = None,
+    referrals: bool = False,
 ) -> FeatureSpec:
     """Learn channels, step types and categories from rows strictly before ``before`` (the training data).
 
     ``before=None``: the caller passes only training rows (tables with a final label). ``lifecycle``:
     how leads are lost and reopened (:meth:`LossRules.of`); lost types never become channels. ``events``:
     the user's vocabulary (params ``events``); only touches make channels, the declared steps seen most
-    often (at most ``max_channels``) get step features.
+    often (at most ``max_channels``) get step features. ``referrals``: the leads name their referrer
+    (``data.columns.referred_by``): the model gets the referral features (core/referrals.py).
     """
     events = dict(events or {})
     past = interactions if before is None else interactions.loc[interactions[TIMESTAMP] < before]
@@ -184,6 +194,7 @@ def fit_feature_spec(
         lifecycle=lifecycle.to_dict() if lifecycle is not None and mode == "events" else {},
         vocabulary=events,
         steps=steps,
+        referrals=referrals and mode == "events",
     )
 
 
@@ -418,8 +429,19 @@ def features_as_of(
         behaviour,
         _attributes(leads, spec),
     ], axis=1)
+    if spec.referral_columns:
+        out = pd.concat([out, _referral_values(leads)], axis=1)
     out["thermometer_score"] = thermometer
     return out.reset_index(drop=True)
+
+
+def _referral_values(leads: pd.DataFrame) -> pd.DataFrame:
+    """The referral features the leads come with as of this very date (:func:`leadtemp.core.referrals.with_referrals`,
+    from the whole table: a lead's referrer and referrals are other rows)."""
+    if missing := [c for c in REFERRAL_FEATURES if c not in leads.columns]:
+        raise ValueError(f"this model has referral features: pass leads with {missing} as of the date "
+                         "(leadtemp.core.referrals.with_referrals)")
+    return leads[list(REFERRAL_FEATURES)].astype(float)
 
 
 def _days_since_reopened(leads: pd.DataFrame, as_of: pd.Timestamp) -> np.ndarray:
@@ -455,7 +477,7 @@ def build_training_frame(
     by_id = leads.set_index(LEAD_ID, drop=False)
     extra = [c for c in snapshots.columns if c not in (LEAD_ID, "cutoff", "label", REOPENED_AT)]
     # Attributes do not depend on the date: built once for all rows, behaviour per date.
-    per_date = replace(spec, categorical={}, numeric=()) if spec.mode == "events" else spec
+    per_date = replace(spec, categorical={}, numeric=(), referrals=False) if spec.mode == "events" else spec
     snapshots = snapshots.sort_values("cutoff", kind="stable")
     if spec.lifecycle:  # each row's reopening as of its own cutoff
         spells = loss_spells(leads, interactions, spec.loss_rules)
@@ -481,7 +503,12 @@ def build_training_frame(
     out = pd.concat(parts, ignore_index=True).rename(columns={"as_of": "cutoff"})
     if per_date is spec:
         return out
-    attributes = _attributes(by_id.loc[snapshots[LEAD_ID]].reset_index(drop=True), spec)
+    rows = by_id.loc[snapshots[LEAD_ID]].reset_index(drop=True)
+    attributes = _attributes(rows, spec)
+    if spec.referral_columns:  # each row as of its own cutoff, from the whole table
+        attributes = pd.concat([attributes, referral_features(referral_ledger(leads), rows[LEAD_ID].to_numpy(),
+                                                              rows[REFERRED_BY].to_numpy(), snapshots["cutoff"].to_numpy())],
+                               axis=1)
     at = out.columns.get_loc("thermometer_score")
     return pd.concat([out.iloc[:, :at], attributes, out.iloc[:, at:]], axis=1)
 

@@ -50,6 +50,10 @@ OUTBOUND_WORDS = {
 }
 PLUS, MINUS = "(+)", "(\u2212)"
 REOPENED_GROUP = "reopened"  # lost and reopened leads (core/lifecycle.py): days_since_reopened
+# Referrals (core/referrals.py): who referred the lead, and whom it referred.
+REFERRER_GROUP, REFERRALS_GROUP = "referrer", "referrals_made"
+REFERRER_FEATURES = ("referred", "referrer_is_lead", "referrer_converted")
+REFERRALS_FEATURES = ("referrals_made", "referrals_converted")
 
 
 # Coded categoricals (see category_rates). More than this many categories: a rep cannot know each
@@ -155,7 +159,29 @@ def feature_groups(spec: FeatureSpec) -> list[Group]:
         groups += [Group(name, (f"{name}_reached", f"{name}_days_since")) for name in spec.step_columns]
         groups += [Group(STEP_PACE, (f"steps_{STEPS_RECENT_DAYS}d",))]
     groups += [Group(col, (col,)) for col in [*spec.categorical, *spec.numeric]]
+    if spec.referral_columns:
+        groups += [Group(REFERRER_GROUP, REFERRER_FEATURES), Group(REFERRALS_GROUP, REFERRALS_FEATURES)]
     return groups
+
+
+def describe_referrer(referred: float, is_lead: float, converted: float) -> str:
+    """Who referred the lead, as known at the date (never who: the referrer's id is no reason)."""
+    if not referred:
+        return "not referred by anyone"
+    if converted:
+        return "referred by a customer who bought"
+    if is_lead:
+        return "referred by a lead who has not bought yet"
+    return "referred by someone outside the leads table"
+
+
+def describe_referrals(made: float, converted: float) -> str:
+    """Whom the lead referred before the date, and how many of them bought."""
+    made, converted = int(round(made)), int(round(converted))
+    if not made:
+        return "has referred no one yet"
+    return f"referred {made} lead" + ("s" if made != 1 else "") + (f", {converted} bought" if converted
+                                                                    else ", none bought yet")
 
 
 def _activity(row: pd.Series, prefix: str, windows: tuple[int, ...], done: str, noun: str) -> str:
@@ -224,6 +250,10 @@ def describe_group(key: str, row: pd.Series, spec: FeatureSpec, labels: dict[str
         return f"lead is {_days(row['lead_age_days'])} old"
     if key == REOPENED_GROUP:
         return describe_reopening(row["days_since_reopened"])
+    if key == REFERRER_GROUP and spec.referral_columns:
+        return describe_referrer(*(row[c] for c in REFERRER_FEATURES))
+    if key == REFERRALS_GROUP and spec.referral_columns:
+        return describe_referrals(*(row[c] for c in REFERRALS_FEATURES))
     label = labels.get(key, key.replace("_", " "))
     value = row[key]
     if pd.isna(value):
@@ -254,6 +284,8 @@ def group_name(key: str, spec: FeatureSpec, labels: dict[str, str]) -> str:
              "inbound": "contact from them (any channel)", "outbound": "contact from us (any channel)",
              "activation": "when they first reached out", "trend": "contact from them picking up or slowing",
              "lead_age": "lead age", REOPENED_GROUP: "reopened after being lost"}
+    if spec.referral_columns:
+        fixed |= {REFERRER_GROUP: "who referred them", REFERRALS_GROUP: "leads they referred, and who bought"}
     return fixed.get(key) or labels.get(key, key.replace("_", " "))
 
 
@@ -288,6 +320,8 @@ def _worded_from(key: str, spec: FeatureSpec, channels: dict) -> list[str]:
         return [f"{key}_{w}d" for w in spec.windows_days] + [f"{key}_days_since_last"]
     if key in spec.step_columns:
         return [f"{key}_days_since"]
+    if spec.referral_columns and key in (REFERRER_GROUP, REFERRALS_GROUP):
+        return list(REFERRER_FEATURES if key == REFERRER_GROUP else REFERRALS_FEATURES)
     return {"activation": ["days_since_first_inbound", "just_turned_active"], "trend": ["inbound_trend"],
             "lead_age": ["lead_age_days"], REOPENED_GROUP: ["days_since_reopened"],
             STEP_PACE: [f"steps_{STEPS_RECENT_DAYS}d"]}.get(key, [key])

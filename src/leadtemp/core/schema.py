@@ -27,6 +27,7 @@ from leadtemp.core.errors import SchemaError
 
 LEAD_ID, CREATED_AT, CONVERTED_AT, LABEL = "lead_id", "created_at", "converted_at", "label"
 LOST_AT = "lost_at"  # when the CRM closed the lead as lost or disqualified (NaT: open, or no such column)
+REFERRED_BY = "referred_by"  # the id of whoever referred the lead (<NA>: nobody); only when data.columns.referred_by maps it
 TIMESTAMP, TYPE, DIRECTION, VALUE = "timestamp", "type", "direction", "value"
 DIRECTIONS = ("inbound", "outbound")
 MAX_EXAMPLES = 5
@@ -412,9 +413,11 @@ def validate_leads(
               frame, id_col, problems)
         if problems is None:
             _fail(source, id_col, ids.duplicated(keep=False).to_numpy(), "have a duplicate lead id", frame, id_col)
-    roles = {c for c in (id_col, columns.created_at, columns.converted_at, columns.label, columns.lost_at) if c}
+    roles = {c for c in (id_col, columns.created_at, columns.converted_at, columns.label, columns.lost_at,
+                         columns.referred_by) if c}
     out = frame.drop(columns=[c for c in frame.columns
-                              if c in roles or c in (LEAD_ID, CREATED_AT, CONVERTED_AT, LABEL, LOST_AT)])
+                              if c in roles or c in (LEAD_ID, CREATED_AT, CONVERTED_AT, LABEL, LOST_AT)
+                              or (c == REFERRED_BY and columns.referred_by is not None)])
     out.insert(0, LEAD_ID, ids.fillna("").astype(str).to_numpy())
     if row_order is not None:
         created = months_from_row_order(frame, row_order, source, id_col)  # whole-table rule: always raises
@@ -434,6 +437,8 @@ def validate_leads(
     out.insert(2, CONVERTED_AT, converted.to_numpy())
     if columns.lost_at is not None:
         out.insert(3, LOST_AT, _lost_times(frame, columns, source, created, converted, id_col, problems, dates).to_numpy())
+    if columns.referred_by is not None:
+        out[REFERRED_BY] = _referrers(frame, columns.referred_by, ids, source, id_col, problems).array
     if columns.label is not None:
         label = (parse_label(frame, columns.label, source, id_col, problems) if columns.label in frame.columns
                  else pd.Series(pd.NA, index=frame.index, dtype="Int8"))
@@ -458,6 +463,20 @@ def _lost_times(frame: pd.DataFrame, columns: LeadColumns, source: str, created:
     _fail(source, columns.lost_at, (lost == converted).to_numpy(),
           "are lost at the moment they converted (converted and lost at once)", shown, id_col, problems)
     return lost
+
+
+def _referrers(frame: pd.DataFrame, column: str, ids: pd.Series, source: str, id_col: str | None,
+               problems: RowProblems | None) -> pd.Series:
+    """The ``referred_by`` column (``columns.referred_by``, required once mapped): ids as text, empty = nobody.
+
+    A lead naming itself is a bad value. An id that is not in the table is allowed (a customer from
+    before the CRM, an outside contact): it counts as referred, by someone whose history is unknown.
+    """
+    _require_columns(frame, [column], source)
+    referrer = frame[column].astype("string").str.strip().replace("", pd.NA)
+    _fail(source, column, (referrer == ids).fillna(False).to_numpy(dtype=bool), "refer to themselves (their own lead id)",
+          frame, id_col, problems)
+    return referrer
 
 
 def parse_numbers(frame: pd.DataFrame, column: str, source: str, id_column: str | None,

@@ -24,6 +24,7 @@ from leadtemp.core.schema import (
     LABEL,
     LEAD_ID,
     LOST_AT,
+    REFERRED_BY,
     TIMESTAMP,
     TYPE,
     DateRules,
@@ -89,11 +90,18 @@ def partition_of(lead_ids: pd.Series | np.ndarray | pa.Array | pa.ChunkedArray, 
     return (text_hash(ids) % np.uint64(n)).astype(np.int64)
 
 
+def _reads_referrers(spec) -> bool:
+    """The model has referral features, so its rows carry ``referred_by`` (a spec-like object naming only the
+    attribute columns has none)."""
+    return bool(getattr(spec, "referral_columns", ()))
+
+
 def lead_schema(scorer: LeadScorer) -> pa.Schema:
     spec = scorer.spec
     fields = [(LEAD_ID, pa.string()), (CREATED_AT, pa.timestamp("ns")), (CONVERTED_AT, pa.timestamp("ns")),
               (LOST_AT, pa.timestamp("ns")), (LABEL, pa.int8())]
     fields += [(c, pa.string()) for c in spec.categorical] + [(c, pa.float64()) for c in spec.numeric]
+    fields += [(REFERRED_BY, pa.string())] if _reads_referrers(spec) else []
     return pa.schema(fields + [(REJECT, pa.string()), (ROW, pa.int64())])
 
 
@@ -109,6 +117,10 @@ def lead_columns_read(params: Params, scorer: LeadScorer) -> tuple[list[str], li
         return None
     c = d.columns
     required = [x for x in (c.lead_id, c.created_at, c.lost_at) if x] + list(spec.categorical) + list(spec.numeric)
+    if _reads_referrers(spec):
+        if c.referred_by is None:
+            raise ConfigError("this model has referral features: map the referrer column in data.columns.referred_by")
+        required.append(c.referred_by)
     return required, [x for x in (c.converted_at, c.label) if x]
 
 
@@ -145,6 +157,10 @@ def canonical_rows(leads: pd.DataFrame, problems: RowProblems, scorer: LeadScore
         out[column] = leads[column].astype("string")
     for column in spec.numeric:
         out[column] = leads[column]
+    if _reads_referrers(spec):
+        if REFERRED_BY not in leads.columns:
+            raise ConfigError("this model has referral features: map the referrer column in data.columns.referred_by")
+        out[REFERRED_BY] = leads[REFERRED_BY].astype("string")
     out[REJECT] = row_reasons(problems)
     out[ROW] = np.arange(first_row, first_row + len(out), dtype=np.int64)
     return out
@@ -167,7 +183,8 @@ def canonical_events(raw: pd.DataFrame, source: str, params: Params, first_row: 
 
 def score_partition(leads: pd.DataFrame, events: pd.DataFrame, scorer: LeadScorer, as_of: pd.Timestamp,
                     reasons: bool = True, include_lost: bool = False, since: pd.Timestamp | None = None,
-                    steady_within: float = 0.0) -> tuple[pd.DataFrame, pd.DataFrame, int, int]:
+                    steady_within: float = 0.0, ledger: pd.DataFrame | None = None
+                    ) -> tuple[pd.DataFrame, pd.DataFrame, int, int]:
     """Score one partition: canonical leads and all their events (with ``_reject`` reasons).
 
     Returns the scored rows (output columns without ``rank``, plus ``margin`` and ``lost_since``), the
@@ -179,6 +196,8 @@ def score_partition(leads: pd.DataFrame, events: pd.DataFrame, scorer: LeadScore
     Interactions of a lead that is not in the leads table are rejected as ``interactions`` rows.
     ``since`` (before ``as_of``): also how each scored lead moved since then, by the same model
     (:meth:`LeadScorer.changes`, ``steady_within``: its steady band), in the columns ``CHANGE_COLUMNS``.
+    ``ledger``: a model with referral features looks referrers and referrals up there
+    (:func:`~leadtemp.core.referrals.referral_ledger` of the whole table: a referrer may be in another partition).
     """
     leads = leads.reset_index(drop=True)
     reason = leads[REJECT].astype(object).where(leads[REJECT].notna(), None).to_numpy()
@@ -207,7 +226,7 @@ def score_partition(leads: pd.DataFrame, events: pd.DataFrame, scorer: LeadScore
     for column in scorer.spec.categorical:
         good[column] = good[column].astype("string")
     valid_events = events.loc[~orphan & events[REJECT].isna()].drop(columns=[REJECT, ROW])
-    eligible, lost = scorer.eligible(good, valid_events, as_of, include_lost)
+    eligible, lost = scorer.eligible(good, valid_events, as_of, include_lost, ledger)
     valid_events = valid_events.loc[is_among(valid_events[LEAD_ID], eligible[LEAD_ID])]
     if len(eligible):
         now = scorer.features_of(eligible, valid_events, as_of)
@@ -215,7 +234,7 @@ def score_partition(leads: pd.DataFrame, events: pd.DataFrame, scorer: LeadScore
         scored[LOST_SINCE] = (eligible[LOST_SINCE].to_numpy() if LOST_SINCE in eligible.columns
                               else np.full(len(eligible), np.datetime64("NaT", "ns")))
         if since is not None:
-            moved = scorer.changes_since(now, eligible, valid_events, since, steady_within)
+            moved = scorer.changes_since(now, eligible, valid_events, since, steady_within, ledger)
             scored = pd.concat([scored.reset_index(drop=True), moved], axis=1)
     else:
         scored = pd.DataFrame({c: [] for c in scorer.output_columns() if c != "rank"} | {"margin": [], LOST_SINCE: []}
@@ -223,6 +242,15 @@ def score_partition(leads: pd.DataFrame, events: pd.DataFrame, scorer: LeadScore
         scored[LOST_SINCE] = scored[LOST_SINCE].astype("datetime64[ns]")
     not_eligible = len(good) - len(eligible) - (0 if include_lost else lost)
     return scored, pd.concat(rejects, ignore_index=True), not_eligible, lost
+
+
+def partition_ledger(lead_parts, n: int) -> pd.DataFrame:
+    """The referral ledger of a partitioned run: ids, times and referrers of every valid row of every partition
+    (a lead's referrer and referrals may be in other partitions); a few columns of the whole table in memory."""
+    from leadtemp.core.referrals import LEDGER_COLUMNS, referral_ledger
+
+    parts = [part.loc[part[REJECT].isna(), LEDGER_COLUMNS] for part in (lead_parts.read(k) for k in range(n))]
+    return referral_ledger(pd.concat(parts, ignore_index=True))
 
 
 def interactions_read(scorer: LeadScorer, interactions: TableSource | None) -> TableSource | None:

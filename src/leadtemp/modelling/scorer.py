@@ -23,6 +23,7 @@ from leadtemp.core.features import FeatureSpec, attribute_features, feature_matr
 from leadtemp.core.lifecycle import LOST_SINCE
 from leadtemp.core.metrics import BUCKETS
 from leadtemp.core.reasons import group_contributions, top_reasons, what_changed
+from leadtemp.core.referrals import referral_ledger, with_referrals
 from leadtemp.core.schema import LEAD_ID
 from leadtemp.core.snapshots import open_leads, scorable_leads
 from leadtemp.modelling.booster import reads_spec_codes
@@ -47,6 +48,9 @@ FAST_REASONS_MIN_ROWS = 5000  # below this, compiling the fast TreeSHAP tables c
 # Likewise the optional "when" (the horizons of p_<h>d and each other horizon's booster file and calibrator):
 # a model saved without it scores without the p_<h>d and expected_days columns; an older reader ignores it.
 FORMAT_VERSION = 2
+# 3: the spec has referral features (``referrals``); written only by such models, so a reader that predates them
+# refuses the model with "upgrade leadtemp" instead of scoring with the wrong columns. Every other model stays 2.
+REFERRALS_FORMAT_VERSION = 3
 BOOSTER_FILE = "booster.txt"
 REEXPORT = "re-export the model"  # what to do about a damaged model folder
 
@@ -126,17 +130,22 @@ class LeadScorer:
             self._fast = ExactContributions(self.booster)
 
     def eligible(self, leads: pd.DataFrame, interactions: pd.DataFrame, as_of: pd.Timestamp,
-                 include_lost: bool = False) -> tuple[pd.DataFrame, int]:
+                 include_lost: bool = False, ledger: pd.DataFrame | None = None) -> tuple[pd.DataFrame, int]:
         """The leads to score at ``as_of`` and how many eligible ones were lost then (left out unless ``include_lost``).
 
         Eligible: created before ``as_of``, not converted before it and not lost at it (closed as lost and
         not reopened since, by the model's loss rules and the leads' ``lost_at``:
         :func:`~leadtemp.core.snapshots.scorable_leads`); for a model trained on a table with final
         labels, every lead without an outcome yet (and, when the table has time, created before ``as_of``).
+        A model with referral features gets them here, as of ``as_of``, from ``ledger``
+        (:func:`~leadtemp.core.referrals.referral_ledger` of the whole table; default: ``leads`` is the whole table).
         """
         as_of = pd.Timestamp(as_of)
         if self.spec.mode == "events":
-            return scorable_leads(leads, interactions, as_of, self.spec.loss_rules, include_lost)
+            found, lost = scorable_leads(leads, interactions, as_of, self.spec.loss_rules, include_lost)
+            if self.spec.referral_columns:
+                found = with_referrals(found, referral_ledger(leads) if ledger is None else ledger, as_of)
+            return found, lost
         return open_leads(leads, as_of), 0
 
     def features_of(self, eligible: pd.DataFrame, interactions: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -147,9 +156,9 @@ class LeadScorer:
         return attribute_features(eligible, as_of, self.spec)
 
     def features(self, leads: pd.DataFrame, interactions: pd.DataFrame, as_of: pd.Timestamp,
-                 include_lost: bool = False) -> pd.DataFrame:
-        """Features of the leads eligible at ``as_of`` (see :meth:`eligible`)."""
-        eligible, _ = self.eligible(leads, interactions, as_of, include_lost)
+                 include_lost: bool = False, ledger: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Features of the leads eligible at ``as_of`` (see :meth:`eligible`; ``ledger`` when ``leads`` are a few)."""
+        eligible, _ = self.eligible(leads, interactions, as_of, include_lost, ledger)
         return self.features_of(eligible, interactions, as_of)
 
     def score_rows(self, features: pd.DataFrame, reasons: bool = True) -> pd.DataFrame:
@@ -245,11 +254,13 @@ class LeadScorer:
         return out
 
     def changes_since(self, now: pd.DataFrame, leads: pd.DataFrame, interactions: pd.DataFrame, since: pd.Timestamp,
-                      steady_within: float) -> pd.DataFrame:
+                      steady_within: float, ledger: pd.DataFrame | None = None) -> pd.DataFrame:
         """:meth:`changes` of the leads of ``now`` since ``since``: those of ``leads`` scorable then, with the features
         they had then (``interactions``: at least theirs; only what came before ``since`` counts)."""
+        if self.spec.referral_columns and ledger is None:
+            ledger = referral_ledger(leads)
         then = leads.loc[leads[LEAD_ID].isin(pd.Index(now[LEAD_ID]))].drop(columns=[LOST_SINCE], errors="ignore")
-        then, _ = self.eligible(then, interactions, since)
+        then, _ = self.eligible(then, interactions, since, ledger=ledger)
         return self.changes(now.reset_index(drop=True), self.features_of(then, interactions, since), steady_within)
 
     def group_moves(self, later: pd.DataFrame, earlier: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
@@ -295,7 +306,7 @@ class LeadScorer:
             settings["when"]["models"][str(days)]["booster"] = {"file": name, "sha256": hashlib.sha256(text).hexdigest(),
                                                                 "bytes": len(text)}
         (folder / "scorer.json").write_text(json.dumps({
-            "format_version": FORMAT_VERSION,
+            "format_version": REFERRALS_FORMAT_VERSION if self.spec.referral_columns else FORMAT_VERSION,
             "booster": {"file": BOOSTER_FILE, "sha256": hashlib.sha256(booster).hexdigest(), "bytes": len(booster)},
             **settings,
             "meta": self.meta,
@@ -312,9 +323,9 @@ class LeadScorer:
 
         folder = Path(folder)
         raw = _read_json(folder / "scorer.json")
-        if raw.get("format_version", FORMAT_VERSION) > FORMAT_VERSION:
+        if raw.get("format_version", FORMAT_VERSION) > REFERRALS_FORMAT_VERSION:
             raise ConfigError(f"{folder / 'scorer.json'}: format version {raw['format_version']} is newer than this "
-                              f"leadtemp reads ({FORMAT_VERSION}); upgrade leadtemp")
+                              f"leadtemp reads ({REFERRALS_FORMAT_VERSION}); upgrade leadtemp")
         text = _read_booster(folder / BOOSTER_FILE, raw.get("booster"))
         try:
             cal = raw["calibrator"]

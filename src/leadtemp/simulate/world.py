@@ -30,6 +30,13 @@ The generative story (hidden from the model, documented for the tests):
   only, no event), or nobody records it. And lost leads **recycle**: a lost lead may warm up again
   and reach out (inbound) months later, and then convert like any warm lead; a close that would
   fall after that comeback never happens. ``SimulatedData.losses`` is the truth of every loss.
+* ``referrals=True`` (optional, off by default so every other world stays as it was) tells the story of
+  referrals (DOMAIN section 4; REFERRAL_STORY, below). Most leads whose source is ``referral`` name their
+  referrer in ``referred_by``: an earlier lead of the table, much more often one that had already bought
+  (converted before the new lead was created), or now and then a customer from outside the table (an id
+  it does not hold). Being referred by a customer who bought raises the lead's ``z``; by a lead who had not
+  bought lowers it (a friend's tip, not a customer's word); an outside customer changes nothing. A lead
+  that sends us someone warms to us a little itself (its ``z`` rises with every referral it makes).
 * ``truth.parquet`` holds, for every lead eligible at the first day of each month, its hidden
   state and the exact probability of converting within the horizon (``p_convert``) and within each of
   7, 14, 30, 60 and 90 days (``p_convert_7d`` ... ``p_convert_90d``), computed by propagating the
@@ -82,6 +89,14 @@ LOST_STORY = {"disqualified": 0.45, "silent": 0.40, "unrecorded": 0.15}
 DISQUALIFY_DAYS, SILENT_CLOSE_DAYS = (1, 7), (14, 60)   # from the hidden loss to the CRM's lost_at
 DISQUALIFIED = "disqualified"  # the outbound interaction type of a disqualification
 FLAG_EFFECT = {"need": 0.4, "want": 0.3, "funds": 0.3, "authority": 0.3}
+# The story of referrals (``referrals=True``): who names a referrer, whom, and what it does to z.
+REFERRAL_STORY = {
+    "named": 0.85,        # share of the `referral` source's leads that name their referrer (the rest name no one)
+    "outside": 0.15,      # of those, the share naming a customer from outside the table (an id it does not hold)
+    "bought_weight": 12.0,  # an earlier lead that had bought is this many times as likely to be named as one that had not
+}
+REFERRAL_EFFECT = {"bought": 1.0, "lead": -0.6, "outside": 0.0}  # on the referred lead's z, by its referrer
+REFERRER_EFFECT = 0.3  # on the referrer's own z, per referral it makes (while it is a lead)
 
 
 @dataclass(frozen=True)
@@ -204,6 +219,7 @@ def simulate(
     horizon_days: int = 90,
     shift_at: str | pd.Timestamp | None = None,
     lost: bool = False,
+    referrals: bool = False,
 ) -> SimulatedData:
     """Simulate ``months`` of leads, their interactions and conversions; deterministic per seed.
 
@@ -215,6 +231,9 @@ def simulate(
     ``lost``: lost leads are recorded (disqualified, closed silently, or not at all) and may recycle,
     as the module docstring says; the leads get a ``lost_at`` column and the data a ``losses`` truth.
     Off, the world is exactly the one of earlier versions.
+
+    ``referrals``: leads of the ``referral`` source name their referrer (a ``referred_by`` column), as the
+    module docstring says; drawn from its own random stream. Off, the world is exactly the one without it.
     """
     recycle = RECYCLE_RATE if lost else 0.0
     losses, comebacks = [], []
@@ -235,6 +254,7 @@ def simulate(
     initial_warm = rng.random(n_leads) < 1 / (1 + np.exp(-(z - 1.0)))
     state = np.where(initial_warm, WARM, COLD)
     converted_day = np.full(n_leads, -1)
+    referred = _ReferralStory(attrs["source"].to_numpy(), np.random.default_rng([seed, 3])) if referrals else None
 
     cutoff_days = {
         (d - start).days
@@ -244,6 +264,9 @@ def simulate(
     truth_parts, events = [], []
     first_live = np.searchsorted(created_day, np.arange(n_days), side="left")  # leads created before day d
     for day in range(n_days):
+        if referred is not None:  # the leads created today name their referrer (before anything else of the day)
+            referred.name(first_live[day], first_live[day + 1] if day + 1 < n_days else n_leads, day, z, state,
+                       converted_day)
         live = np.arange(first_live[day])
         live = live[state[live] != CONVERTED]
         if day in cutoff_days:
@@ -328,6 +351,8 @@ def simulate(
         attrs,
     ], axis=1)
     truth = pd.concat(truth_parts, ignore_index=True)
+    if referred is not None:
+        leads.insert(3, "referred_by", referred.ids(ids))
     if not lost:
         return SimulatedData(leads=leads, interactions=interactions, truth=truth)
     recorded = story.loc[story["closed_day"].notna()].sort_values("closed_day").drop_duplicates("lead", keep="last")
@@ -342,6 +367,45 @@ def simulate(
         "recycled_on": start + pd.to_timedelta(story["comeback_day"].to_numpy(), unit="D"),
     })
     return SimulatedData(leads=leads, interactions=interactions, truth=truth, losses=truth_of_losses)
+
+
+class _ReferralStory:
+    """Who names whom (``simulate(referrals=True)``), day by day, and its effect on ``z`` and the first state."""
+
+    def __init__(self, source: np.ndarray, rng: np.random.Generator):
+        n = len(source)
+        self.rng = rng
+        self.names = (source == "referral") & (rng.random(n) < REFERRAL_STORY["named"])
+        self.outside = rng.random(n) < REFERRAL_STORY["outside"]
+        self.referrer = np.full(n, -1)          # position of the referring lead (-1: none or outside)
+        self.outside_id = rng.integers(1, 10**6, size=n)
+
+    def name(self, lo: int, hi: int, day: int, z: np.ndarray, state: np.ndarray, converted_day: np.ndarray) -> None:
+        """Leads ``lo``..``hi`` - 1, created on ``day``, name a referrer among the leads created on earlier days (those
+        ``< lo``); ``z`` and ``state`` (their first state, drawn again from the new ``z``) change in place."""
+        new = np.arange(lo, hi)
+        new = new[self.names[new]]
+        if not new.size:
+            return
+        inside = new[~self.outside[new]] if lo else new[:0]
+        if inside.size:
+            bought = (converted_day[:lo] >= 0) & (converted_day[:lo] < day)  # bought before today: before the creation
+            weight = np.where(bought, REFERRAL_STORY["bought_weight"], 1.0)
+            chosen = self.rng.choice(lo, size=inside.size, p=weight / weight.sum())
+            self.referrer[inside] = chosen
+            z[inside] += np.where(bought[chosen], REFERRAL_EFFECT["bought"], REFERRAL_EFFECT["lead"])
+            np.add.at(z, chosen[~bought[chosen]], REFERRER_EFFECT)
+        z[new[self.outside[new]]] += REFERRAL_EFFECT["outside"]
+        state[new] = np.where(self.rng.random(new.size) < 1 / (1 + np.exp(-(z[new] - 1.0))), WARM, COLD)
+
+    def ids(self, ids: np.ndarray) -> pd.Series:
+        """The ``referred_by`` column: the referrer's lead id, an outside customer's id (``C`` + 6 digits), or empty."""
+        out = np.full(len(ids), None, dtype=object)
+        inside = self.referrer >= 0
+        out[inside] = ids[self.referrer[inside]]
+        outside = self.names & ~inside
+        out[outside] = np.char.add("C", np.char.zfill(self.outside_id[outside].astype(str), 6))
+        return pd.Series(out, dtype="string")
 
 
 def _lost_story(losses: list, comebacks: list, n_days: int, rng: np.random.Generator) -> pd.DataFrame:

@@ -45,6 +45,7 @@ from leadtemp.modelling.partition import (
     interactions_read,
     lead_columns_read,
     lead_schema,
+    partition_ledger,
     partition_of,
     score_partition,
 )
@@ -120,6 +121,7 @@ def score_in_batches(
             echo(f"resuming: {len(done)} of {n} partitions already scored")
         shown = progress(manifest["leads"], "scoring")
         shown.advance(sum(manifest["lead_rows"][k] for k in done))
+        ledger = partition_ledger(lead_parts, n) if scorer.spec.referral_columns else None
         unseen = Unseen()
         for k in range(n):
             part_leads, part_events = lead_parts.read(k), event_parts.read(k)
@@ -127,7 +129,8 @@ def score_in_batches(
             if k in done:
                 continue
             scored, rejects, not_eligible, lost = score_partition(part_leads, part_events, scorer, as_of, reasons,
-                                                                  include_lost, since, params.buckets.steady_within)
+                                                                  include_lost, since, params.buckets.steady_within,
+                                                                  ledger)
             run.stage(k, scored, rejects, not_eligible, manifest["id"], lost)
             done[k] = (len(scored), len(rejects), not_eligible, lost)
             shown.advance(len(part_leads))

@@ -21,7 +21,8 @@ from leadtemp.core.metrics import (
     ranking_metrics,
     within_period_auc,
 )
-from leadtemp.core.schema import CONVERTED_AT, CREATED_AT, LABEL, LEAD_ID, LOST_AT, empty_interactions
+from leadtemp.core.referrals import outside_referrers
+from leadtemp.core.schema import CONVERTED_AT, CREATED_AT, LABEL, LEAD_ID, LOST_AT, REFERRED_BY, empty_interactions
 from leadtemp.core.snapshots import (
     build_snapshots,
     creation_snapshots,
@@ -73,10 +74,22 @@ def unused_columns(leads: pd.DataFrame, params: Params) -> list[str]:
     """Input columns in no role at all: said out loud, so a forgotten attribute is noticed."""
     d = params.data
     known = {LEAD_ID, CREATED_AT, CONVERTED_AT, LABEL, LOST_AT, *d.categorical, *d.numeric, *d.excluded,
+             *([REFERRED_BY] if d.columns.referred_by else []),
              *(c for c in vars(d.columns).values() if c)}
     if d.created_from_row_order is not None:
         known.add(d.created_from_row_order.month_column)
     return [str(c) for c in leads.columns if c not in known]
+
+
+def referral_notes(leads: pd.DataFrame) -> list[str]:
+    """What the referral features will see: how many leads name a referrer, and how many of those referrers the
+    table does not hold (outside customers: referred, history unknown; nothing is guessed about them)."""
+    named = int(leads[REFERRED_BY].notna().sum())
+    outside = outside_referrers(leads)
+    if not named:
+        return ["data.columns.referred_by: no lead names a referrer; the referral features are all 0"]
+    return [f"referrals: {named:,} leads name a referrer; {outside:,} of them one not in the leads table (an outside "
+            "customer: counted as referred, with no history)"] if outside else []
 
 
 def _missing_share(train: pd.DataFrame, spec: FeatureSpec) -> dict[str, float]:
@@ -247,6 +260,8 @@ def _slices(frame: pd.DataFrame, leads: pd.DataFrame, spec: FeatureSpec, params:
              for c, a in leakage.loc[leakage["column"].isin(allowed)].itertuples(index=False)]
     if unused := unused_columns(leads, params):
         notes.append(f"columns in no role (not categorical, numeric or excluded), not used: {unused}")
+    if spec.referral_columns:
+        notes += referral_notes(leads)
     pool = parts["train"].drop_duplicates(LEAD_ID) if LEAD_ID in parts["train"].columns else parts["train"]
     if context := context_columns(pool, [*params.data.categorical, *params.data.numeric], _creation_month(pool, leads),
                                   params.data.categorical):
@@ -321,7 +336,8 @@ def _train_rolling(leads: pd.DataFrame, interactions: pd.DataFrame, params: Para
     before = splits.trained_through - splits.horizon
     check_identifiers(leads.loc[leads[CREATED_AT] < before], params.data.categorical)
     spec = fit_feature_spec(leads, interactions, params.features, params.data.categorical, params.data.numeric,
-                            before=before, lifecycle=rules, events=params.events)
+                            before=before, lifecycle=rules, events=params.events,
+                            referrals=params.data.columns.referred_by is not None)
     snaps = _snapshots(leads, used, lambda t: splits.slice_of(t, until), params, until, spells)
     frame = build_training_frame(snaps, leads, interactions, spec)
     parts, leakage, notes = _slices(frame, leads, spec, params, names=("train", "test"))
@@ -417,7 +433,8 @@ def _train_chain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params
     # The categories are learned from the leads created before the last validation cutoff: judged there.
     check_identifiers(leads.loc[leads[CREATED_AT] < splits.validation.max()], params.data.categorical)
     spec = fit_feature_spec(leads, interactions, params.features, params.data.categorical,
-                            params.data.numeric, before=splits.validation.max(), lifecycle=rules, events=params.events)
+                            params.data.numeric, before=splits.validation.max(), lifecycle=rules, events=params.events,
+                            referrals=params.data.columns.referred_by is not None)
     used = splits.train.append([splits.validation, splits.calibration, splits.test])
 
     def slice_of(times: pd.Series) -> np.ndarray:

@@ -53,3 +53,5 @@ def test_it_sees_only_the_past_and_ranks_between_chance_and_the_oracle(world):
 def test_other_worlds_are_refused():
     with pytest.raises(ValueError, match="default world"):
         observable_truth(simulate(300, seed=1, months=6, lost=True))
+    with pytest.raises(ValueError, match="default world"):
+        observable_truth(simulate(300, seed=1, months=6, referrals=True))

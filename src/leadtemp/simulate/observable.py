@@ -15,7 +15,7 @@ reaches out once more in the last quarter of that day, with a type drawn from it
 still open at the cutoff did not convert on any earlier day, so the filter drops that transition.
 
 The ROC-AUC of ``p_observable`` is the ceiling of every model on observed data; the distance from it to the
-hidden oracle's is what no feature can close. Only the default world (no ``shift_at``, no ``lost``).
+hidden oracle's is what no feature can close. Only the default world (no ``shift_at``, ``lost`` or ``referrals``).
 """
 
 from __future__ import annotations
@@ -53,8 +53,8 @@ def observable_truth(sim: SimulatedData, start: str | pd.Timestamp = "2023-01-01
     mark, which no real CRM has). Columns: lead_id, cutoff, post_cold,
     post_warm, post_hot, post_lost, and p_observable_<h>d for each of ``horizons``.
     """
-    if sim.losses is not None or "partner" in set(sim.leads["source"]):
-        raise ValueError("observable_truth models the default world only (no lost story, no shift)")
+    if sim.losses is not None or "partner" in set(sim.leads["source"]) or "referred_by" in sim.leads.columns:
+        raise ValueError("observable_truth models the default world only (no lost story, no shift, no referrals)")
     start = pd.Timestamp(start).normalize()
     leads = sim.leads
     n = len(leads)

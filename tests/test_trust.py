@@ -241,3 +241,26 @@ def test_a_timed_label_table_trained_with_the_defaults_folds_by_time_and_saves_a
     assert "'x'" not in context and "'source'" not in context
     loaded = LeadScorer.load(result.scorer.save(tmp_path / "scorer"))
     assert loaded.horizon_days == result.scorer.horizon_days == 90
+
+
+def test_a_category_first_seen_in_the_newest_pool_rows_is_learned_in_a_label_table():
+    """The final booster learns from the whole pool before the test, so its categories come from there too: a lead
+    source that appears only in the newest pool rows (a renamed source, a new campaign) is a category, not missing."""
+    from leadtemp.core.config import params_from_dict
+
+    rng = np.random.default_rng(5)
+    n = 5000
+    created = pd.Timestamp("2023-01-01") + pd.to_timedelta(np.sort(rng.integers(0, 600, n)), unit="D")
+    source = rng.choice(["web", "fair"], size=n).astype(object)
+    new = (np.arange(n) >= int(0.65 * n))
+    source[new & (rng.random(n) < 0.3)] = "partner webinar"     # only from the newest 35% of rows (pool and test)
+    label = (rng.random(n) < np.where(source == "partner webinar", 0.8, 0.1)).astype(float)
+    leads = pd.DataFrame({"lead_id": [f"L{i}" for i in range(n)], "created_at": created, "converted_at": pd.NaT,
+                          "label": label, "source": source, "x": rng.normal(size=n)})
+    params = params_from_dict({"data": {"interactions": None, "columns": {"converted_at": None, "label": "label"},
+                                        "categorical": ["source"], "numeric": ["x"]}})
+    result = train(leads, empty_interactions(), params)
+    assert "partner webinar" in result.scorer.spec.categorical["source"]
+    test = result.test
+    partner = (test["lead_id"].map(leads.set_index("lead_id")["source"]) == "partner webinar").to_numpy()
+    assert partner.any() and test.loc[partner, "probability"].mean() > 3 * test.loc[~partner, "probability"].mean()

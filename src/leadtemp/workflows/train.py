@@ -537,15 +537,22 @@ def _train_label_table(leads: pd.DataFrame, params: Params, source_hashes: dict[
     if splits.kind != "time-ordered":
         notes.insert(0, NO_TIME_WARNING)
     d = params.data
-    check_identifiers(table.loc[names == "train"], d.categorical)
-    spec = fit_feature_spec(table.loc[names == "train"], empty_interactions(), params.features, d.categorical,
+    rolling = splits.kind == "time-ordered" and params.splits.method == "rolling"
+    # Categories come from every row the final booster learns from: the whole pool before the test (rolling, and the
+    # cross-fitted table without time), the train slice (+ validation when it is refitted on it) of the time chain. A
+    # category first seen in the newest pool rows is still one (a fold booster that never saw it treats it as unseen).
+    chain = splits.kind == "time-ordered" and not rolling
+    learned = (np.isin(names, ("train", "validation") if params.model.refit_with_validation else ("train",))
+               if chain else names != "test")
+    check_identifiers(table.loc[learned], d.categorical)
+    spec = fit_feature_spec(table.loc[learned], empty_interactions(), params.features, d.categorical,
                             d.numeric, before=None, mode="labels", timed=d.timed)
     frame = attribute_features(table, None, spec)
     frame["label"] = y
     frame[CREATED_AT] = table[CREATED_AT].to_numpy()
     frame["slice"] = names
     until = table[CREATED_AT].max()
-    folds = label_folds(frame, params) if splits.kind == "time-ordered" and params.splits.method == "rolling" else None
+    folds = label_folds(frame, params) if rolling else None
     if folds is not None:  # rolling origin over the rows before the test, by creation time
         frame["slice"] = np.where(names == "test", "test", "train")
         parts, leakage, more = _slices(frame, leads, spec, params, names=("train", "test"))

@@ -109,3 +109,22 @@ def test_model_is_close_to_the_oracle_and_beats_the_thermometer(quality_sim, qua
     model = roc_auc_score(test["label"], test["probability"])
     assert model >= oracle - 0.02, f"model AUC {model:.4f} vs oracle {oracle:.4f}"
     assert model > quality_result.metrics["thermometer_roc_auc"] + 0.05
+
+
+def test_the_trend_of_a_lead_that_never_contacted_us_is_not_a_rise(small_sim, small_result):
+    """inbound_trend smooths both counts by 0.5, so no inbound contact in either window reads 30/7 = 4.3x: worded as
+    what it is. A lead with as many contacts in the last 7 days as in the 30 before did pick up (4.3x the rate)."""
+    scorer = small_result.scorer
+    features = scorer.features(small_sim.leads, small_sim.interactions, small_result.splits.test.max())
+    words = [describe_group("trend", features.iloc[i], scorer.spec, scorer.labels) for i in range(len(features))]
+    silent = (features["inbound_days_since_last"].isna() | (features["inbound_days_since_last"] >= 37)).to_numpy()
+    assert silent.any() and (~silent).any()
+    assert {w for w, s in zip(words, silent) if s} == {"no contact from them in the last 37 days"}
+    assert not any("no contact from them in the last" in w for w, s in zip(words, silent) if not s)
+    equal = ~silent & np.isclose(features["inbound_trend"], np.log(30 / 7))
+    assert {w for w, e in zip(words, equal) if e} <= {"contact from them is picking up: 4.3x their usual rate this week"}
+    # the batch reasons word it the same way as one lead's explanation
+    scored = scorer.score_features(features).set_index("lead_id")
+    for i in np.flatnonzero(silent)[:50]:
+        reasons = " ".join(str(scored.iloc[i][f"reason_{k}"]) for k in (1, 2, 3))
+        assert "picking up" not in reasons

@@ -25,7 +25,7 @@ import numba
 import numpy as np
 import pandas as pd
 
-from leadtemp.core.features import STEPS_RECENT_DAYS, FeatureSpec
+from leadtemp.core.features import STEPS_RECENT_DAYS, TREND_PRIOR_DAYS, TREND_RECENT_DAYS, FeatureSpec
 from leadtemp.core.schema import LEAD_ID
 
 # (what they did, what it is called) for inbound actions, hottest first (docs/domain.md section 1).
@@ -203,6 +203,9 @@ def _step(row, name: str, type_: str, label: str | None) -> str:
     return f"{label} {_days(since)} ago" if label else f"reached '{type_}' {_days(since)} ago"
 
 
+EQUAL_COUNTS = float(np.log(TREND_PRIOR_DAYS / TREND_RECENT_DAYS))  # inbound_trend when both windows hold as many
+
+
 def describe_group(key: str, row: pd.Series, spec: FeatureSpec, labels: dict[str, str],
                    channels: dict | None = None, rates: dict[str, dict[str, float | None]] | None = None) -> str:
     """The group's value in words, from the lead's own feature values (``channels``: name → Channel, if known).
@@ -240,6 +243,13 @@ def describe_group(key: str, row: pd.Series, spec: FeatureSpec, labels: dict[str
             return f"just turned active: first reached out {_days(first)} ago"
         return f"first reached out to us {_days(first)} ago"
     if key == "trend":
+        # inbound_trend = log((recent + 0.5) / 7) - log((prior + 0.5) / 30), recent: inbound contacts in the last 7
+        # days, prior: in the 30 before (core/features.py). It is log(30/7) exactly when recent == prior: either both 0
+        # (the last inbound contact is at least 37 days old, or none) or both at least 1 (one within 7 days). The first
+        # is no rise at all, whatever the smoothing says; the whole-day rounding of days_since_last cannot blur them.
+        last = row["inbound_days_since_last"]
+        if abs(row["inbound_trend"] - EQUAL_COUNTS) < 1e-9 and (pd.isna(last) or last > TREND_RECENT_DAYS + 1):
+            return f"no contact from them in the last {TREND_RECENT_DAYS + TREND_PRIOR_DAYS} days"
         ratio = float(np.exp(row["inbound_trend"]))
         if ratio >= 1.5:
             return f"contact from them is picking up: {ratio:.1f}x their usual rate this week"
@@ -322,7 +332,7 @@ def _worded_from(key: str, spec: FeatureSpec, channels: dict) -> list[str]:
         return [f"{key}_days_since"]
     if spec.referral_columns and key in (REFERRER_GROUP, REFERRALS_GROUP):
         return list(REFERRER_FEATURES if key == REFERRER_GROUP else REFERRALS_FEATURES)
-    return {"activation": ["days_since_first_inbound", "just_turned_active"], "trend": ["inbound_trend"],
+    return {"activation": ["days_since_first_inbound", "just_turned_active"], "trend": ["inbound_trend", "inbound_days_since_last"],
             "lead_age": ["lead_age_days"], REOPENED_GROUP: ["days_since_reopened"],
             STEP_PACE: [f"steps_{STEPS_RECENT_DAYS}d"]}.get(key, [key])
 

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -205,6 +206,22 @@ def test_ordinary_categoricals_pass_the_identifier_check():
     check_identifiers(pd.DataFrame({"code": [f"c{i}" for i in range(60)]}), ["code"])  # tiny table: not judged
     with pytest.raises(TrainingDataError, match=r"column 'code' .* \(100% unique\)"):
         check_identifiers(pd.DataFrame({"code": [f"c{i}" for i in range(200)]}), ["code"])
+
+
+def test_a_phone_number_declared_numeric_is_refused_but_amounts_and_counts_pass():
+    """A phone read as a number (48792992973) would be split on and worded in reasons: refused like a categorical
+    phone; a unique-per-lead amount, a count or a year is an ordinary number."""
+    from leadtemp.core.checks import check_identifiers
+    from leadtemp.core.errors import TrainingDataError
+
+    rng = np.random.default_rng(0)
+    n = 1000
+    rows = pd.DataFrame({"phone": rng.integers(48_500_000_000, 48_899_999_999, n).astype(float),
+                         "revenue": rng.lognormal(12, 2, n), "visits": rng.poisson(3, n),
+                         "founded": rng.integers(1950, 2024, n), "orders": rng.integers(0, 10**6, n)})
+    check_identifiers(rows, [], ["revenue", "visits", "founded", "orders"])
+    with pytest.raises(TrainingDataError, match=r"column 'phone' under data.numeric .*phone numbers.*data.excluded"):
+        check_identifiers(rows, [], list(rows.columns))
 
 
 # -- a resume reuses only what is unchanged ---------------------------------------------------------

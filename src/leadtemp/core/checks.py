@@ -162,13 +162,16 @@ def _personal_shape(values: pd.Series) -> str | None:
     return "phone numbers" if phone.mean() > PERSONAL_SHARE else None
 
 
-def check_identifiers(rows: pd.DataFrame, categorical: Iterable[str]) -> None:
-    """Refuse categorical columns that name leads rather than group them, judged on the training rows.
+def check_identifiers(rows: pd.DataFrame, categorical: Iterable[str], numeric: Iterable[str] = ()) -> None:
+    """Refuse attribute columns that name leads rather than describe them, judged on the training rows.
 
-    A column is refused when it has nearly one distinct value per lead (more than
+    A categorical column is refused when it has nearly one distinct value per lead (more than
     ``IDENTIFIER_UNIQUE_SHARE`` of its filled rows, from ``IDENTIFIER_MIN_ROWS`` filled rows on) or when
     most of its values look like emails or phone numbers. Its categories would otherwise be stored,
-    verbatim, in the model files and MLflow. The message never quotes a value.
+    verbatim, in the model files and MLflow. A numeric column is refused when most of its values are whole
+    numbers shaped like phone numbers (10 to 15 digits): a phone number read as a number would be split on
+    and worded in reasons ("Phone: 48792992973"). Many distinct values alone are fine for a number (an
+    amount). The message never quotes a value.
     """
     found = []
     for column in categorical:
@@ -179,13 +182,23 @@ def check_identifiers(rows: pd.DataFrame, categorical: Iterable[str]) -> None:
         unique = values.nunique() / len(values)
         shape = _personal_shape(values)
         if shape or (unique > IDENTIFIER_UNIQUE_SHARE and len(values) >= IDENTIFIER_MIN_ROWS):
-            found.append((column, f"{unique:.0%} unique" + (f", values like {shape}" if shape else "")))
+            found.append((column, "data.categorical", f"{unique:.0%} unique" + (f", values like {shape}" if shape else "")))
+    for column in numeric:
+        values = pd.to_numeric(rows[column], errors="coerce").dropna()
+        whole = values[(values == np.round(values)) & (values.abs() < 1e16)]
+        if values.empty or len(whole) <= PERSONAL_SHARE * len(values):
+            continue
+        if _personal_shape(whole.astype("int64").astype(str)) == "phone numbers":
+            found.append((column, "data.numeric", f"{whole.nunique() / len(whole):.0%} unique, values like phone numbers"))
     if not found:
         return
     if len(found) == 1:
-        (column, why), = found
-        what = f"column '{column}' under data.categorical looks like an identifier or personal data ({why}); move it"
+        (column, role, why), = found
+        what = f"column '{column}' under {role} looks like an identifier or personal data ({why}); move it"
     else:
-        listed = ", ".join(f"'{c}' ({why})" for c, why in found)
-        what = f"columns {listed} under data.categorical look like identifiers or personal data; move them"
-    raise TrainingDataError(f"{what} to data.excluded (a categorical's values are stored in the model files and MLflow)")
+        roles = dict.fromkeys(role for _, role, _ in found)
+        listed = "; ".join(", ".join(f"'{c}' ({why})" for c, r, why in found if r == role) + f" under {role}"
+                           for role in roles)
+        what = f"columns {listed} look like identifiers or personal data; move them"
+    raise TrainingDataError(f"{what} to data.excluded (an attribute's values are stored in the model files and MLflow "
+                            "and worded in reasons)")

@@ -334,7 +334,7 @@ def _train_rolling(leads: pd.DataFrame, interactions: pd.DataFrame, params: Para
     used = labelled[splits.slice_of(labelled, until) != ""]
     # Categories and channels are learned from what the last pool snapshot could see.
     before = splits.trained_through - splits.horizon
-    check_identifiers(leads.loc[leads[CREATED_AT] < before], params.data.categorical)
+    check_identifiers(leads.loc[leads[CREATED_AT] < before], params.data.categorical, params.data.numeric)
     spec = fit_feature_spec(leads, interactions, params.features, params.data.categorical, params.data.numeric,
                             before=before, lifecycle=rules, events=params.events,
                             referrals=params.data.columns.referred_by is not None)
@@ -431,7 +431,8 @@ def _train_chain(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params
     splits = split_cutoffs(pd.DatetimeIndex(labelled), s.horizon_days, params.splits.test_cutoffs,
                            params.splits.calibration_cutoffs, params.splits.validation_cutoffs)
     # The categories are learned from the leads created before the last validation cutoff: judged there.
-    check_identifiers(leads.loc[leads[CREATED_AT] < splits.validation.max()], params.data.categorical)
+    check_identifiers(leads.loc[leads[CREATED_AT] < splits.validation.max()], params.data.categorical,
+                      params.data.numeric)
     spec = fit_feature_spec(leads, interactions, params.features, params.data.categorical,
                             params.data.numeric, before=splits.validation.max(), lifecycle=rules, events=params.events,
                             referrals=params.data.columns.referred_by is not None)
@@ -544,7 +545,7 @@ def _train_label_table(leads: pd.DataFrame, params: Params, source_hashes: dict[
     chain = splits.kind == "time-ordered" and not rolling
     learned = (np.isin(names, ("train", "validation") if params.model.refit_with_validation else ("train",))
                if chain else names != "test")
-    check_identifiers(table.loc[learned], d.categorical)
+    check_identifiers(table.loc[learned], d.categorical, d.numeric)
     spec = fit_feature_spec(table.loc[learned], empty_interactions(), params.features, d.categorical,
                             d.numeric, before=None, mode="labels", timed=d.timed)
     frame = attribute_features(table, None, spec)

@@ -180,3 +180,20 @@ def test_why_not_champion_in_words():
     assert "the retrain kept the champion: it failed \u201cbetter than the champion\u201d" in champion_status(
         facts(decision=decision))[1]
     assert "not registered" in champion_status(facts(tags={}))[1]
+
+
+def test_a_run_without_time_says_first_that_its_test_is_no_out_of_time_check():
+    from leadtemp.adapters.report import render
+
+    def page(tags):
+        facts = RunFacts(run_id="r1", run_name="x", metrics={"test_roc_auc": 0.8}, params={},
+                         tags={"registered_version": "1", **tags}, model_name="leadtemp", champion_version="1",
+                         champion_run_id="r1")
+        return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", render(facts)))
+
+    random = page({"out_of_time_check": "false"})
+    verdict = random[random.index("Lead scoring model report"):random.index("Hot, warm and cold")]
+    assert verdict.index("No out-of-time check") < verdict.index("Ranking:")
+    assert "a random sample held out" in random and "newest labelled data" not in random
+    timed = page({"out_of_time_check": "true"})
+    assert "No out-of-time check" not in timed and "newest labelled data" in timed

@@ -282,6 +282,11 @@ def champion_status(facts: RunFacts) -> tuple[bool, str]:
     return False, f"It is NOT the champion ({now}), because " + "; ".join(why) + "."
 
 
+def _out_of_time(facts: RunFacts) -> bool:
+    """Whether the run's test slice is newer than what it learned from (runs logged before the tag: yes)."""
+    return facts.tags.get("out_of_time_check", "true") != "false"
+
+
 def verdict_lines(facts: RunFacts) -> tuple[str, list[str], bool]:
     """The headline, the verdict's points in words and whether the news is bad (failed gates, disordered buckets)."""
     m = facts.metrics
@@ -290,6 +295,10 @@ def verdict_lines(facts: RunFacts) -> tuple[str, list[str], bool]:
     span = f", 95% interval {interval[0]:.2f}\u2013{interval[1]:.2f}" if interval else ""
     lines = [f"<b>Ranking:</b> pick one lead that converted and one that did not: the model scores the converter higher "
              f"{auc:.0%} of the time (ROC-AUC {auc:.3f}{esc(span)}; a coin toss scores 50%)."]
+    if not _out_of_time(facts):
+        lines.insert(0, "<b>No out-of-time check:</b> the table has no time, so the test slice is a random sample of the "
+                        "same leads the model learned from. These numbers say how well it fits leads like those, not how "
+                        "it will do on next quarter's leads; add a creation time (data.columns.created_at) to measure that.")
     within = _num(m, "test_within_cutoff_roc_auc")
     if within is not None:
         lines.append(f"<b>Within one day's call list</b> (leads compared on the same date, as a rep sees them): "
@@ -500,7 +509,8 @@ def render(facts: RunFacts, generated: pd.Timestamp | None = None) -> str:
 {quality}
 <h2>Hot, warm and cold</h2>
 <p class="note">Each lead's calibrated chance to convert puts it in a bucket by the cut-offs fixed at training. Counted on
-the test slice (newest labelled data, never trained on).</p>
+the test slice ({'newest labelled data' if _out_of_time(facts) else 'a random sample held out: the table has no time'},
+never trained on).</p>
 {_bucket_table(facts)}
 {_when_table(m)}
 <h2>How much calling by score pays, and whether the scores mean what they say</h2>

@@ -129,6 +129,10 @@ def test_the_calls_command_plans_the_day_and_refuses_what_it_cannot_plan(small_s
     plan = pd.read_csv(tmp_path / "calls.csv", keep_default_na=False)
     assert len(plan) == 15 and list(plan.groupby("rep").size()) == [5, 5, 5]
     assert f"expected conversions {plan['probability'].sum():.1f}" in done.output and "wrote 15 calls" in done.output
+    shown = runner.invoke(app, [*args, "--reps", "3", "--per-rep", "5"], env={"COLUMNS": "250"})  # written nowhere: shown
+    assert shown.exit_code == 0, shown.output
+    assert "the first 10 of 15 calls; the whole list with every reason: add --out calls.csv" in shown.output
+    assert all(lead in shown.output for lead in plan["lead_id"].head(10)) and plan["lead_id"].iloc[14] not in shown.output
     features = scorer.features(small_sim.leads, small_sim.interactions, pd.Timestamp("2024-10-01")).set_index("lead_id")
     last = features.loc[plan["lead_id"], "outbound_days_since_last"]
     assert not (last < 7).any(), "nobody we contacted within the cooldown"

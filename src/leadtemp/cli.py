@@ -643,6 +643,20 @@ def calls(
     console.print(table)
     if done.out is not None:
         console.print(f"wrote {len(plan.calls):,} calls to {done.out}")
+        return
+    import pandas as pd
+
+    shown = plan.calls.head(CALLS_SHOWN)
+    first = Table("rep", "order", "lead", "chance", "bucket", "first reason")
+    for row in shown.itertuples(index=False):
+        first.add_row(str(row.rep), str(row.order), str(row.lead_id), f"{row.probability:.1%}", str(row.bucket),
+                      "" if pd.isna(row.reason_1) else str(row.reason_1))
+    console.print(first)
+    more = f"the first {len(shown)} of {len(plan.calls):,} calls; " if len(plan.calls) > len(shown) else ""
+    console.print(f"{more}the whole list with every reason: add --out calls.csv (or --db URL --write-table TABLE)")
+
+
+CALLS_SHOWN = 10  # calls printed when the plan is not written anywhere
 
 
 @app.command()

@@ -10,6 +10,18 @@ from typing import Annotated, Optional
 
 import typer
 
+PIPE_WIDTH = 130  # columns of the printed text and tables when the output is a pipe or a log, not a terminal
+
+
+def _console():
+    """The terminal's console; in a pipe or a log (rich's default there is 80 columns, which cut tables), tables at
+    least PIPE_WIDTH wide and each message on one line (grep finds it whole)."""
+    from rich.console import Console
+
+    console = Console()
+    return console if console.is_terminal else Console(width=max(console.width, PIPE_WIDTH), soft_wrap=True)
+
+
 app = typer.Typer(
     help="leadtemp: predict which sales leads will convert and sort them into hot / warm / cold, with reasons.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False, rich_markup_mode="markdown",
@@ -111,11 +123,10 @@ def _horizons_of(names) -> list[int]:
 
 
 def _print_training(result, logged) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     m = result.metrics
-    console = Console()
+    console = _console()
     for note in result.warnings:
         console.print(f"[bold red]warning:[/bold red] {note}" if note.startswith("NO OUT-OF-TIME")
                       else f"[yellow]note:[/yellow] {note}")
@@ -298,14 +309,13 @@ def explain(
     """Why is this lead hot (or not)? Score, bucket, the chance within each horizon (when.horizons_days) with the
     expected days to convert, and the strongest factors in words; --html writes its card."""
     import pandas as pd
-    from rich.console import Console
     from rich.table import Table
 
     from leadtemp.api import explain as run
 
     p = _params(params, leads, interactions)
     why = run(p, lead_id, _as_of(as_of, p.data.mode), model, plot, html, top, since)
-    console = Console()
+    console = _console()
     run = f", run {why.run_id}" if why.run_id and why.run_id != why.model_version else ""
     console.print(f"lead {lead_id} as of {why.as_of.date()} (model version {why.model_version}{run}): [bold]{why.bucket}[/bold], "
                   f"score {why.score}, {why.probability:.1%} chance to convert"
@@ -338,12 +348,11 @@ def demo(
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Simulate (if no data yet), train, score as of the last date and show the top 10 with reasons."""
-    from rich.console import Console
     from rich.table import Table
 
     from leadtemp.api import demo as run
 
-    console = Console()
+    console = _console()
     p = _params(params)
     if not (data / "leads.parquet").exists():
         console.print(f"simulating {p.simulate.leads} leads into {data} ...")
@@ -418,12 +427,11 @@ def backtest(
     """Rolling-origin backtest: for each of the last K quarters, train with only the data known at its start
     (as `retrain` would have), then test on that quarter. Logs one MLflow parent run with a child run per quarter.
     """
-    from rich.console import Console
     from rich.table import Table
 
     from leadtemp.api import backtest as run
 
-    console = Console(width=max(Console().width, 130))  # the table stays whole in logs and pipes (80 columns)
+    console = _console()
     done = run(_params(params, leads, interactions), quarters, reps, per_rep)
     table = done.backtest.table()
     out = Table("quarter", "fitted to", "snapshots", "converted", "ROC-AUC", "within a cutoff", "thermometer", "PR-AUC", "ECE",
@@ -468,10 +476,9 @@ def _thermometer_not_applicable(table) -> list[str]:
 
 def _print_retrain(report, logged, dry_run: bool) -> str:
     """The human summary of a retrain; returns the final line."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=max(Console().width, 130))
+    console = _console()
     if report.challenger is not None:
         meta = report.challenger.scorer.meta
         console.print(f"challenger: data before {report.through:%Y-%m-%d}, fitted on labels up to {meta['trained_through'][:10]}"
@@ -571,7 +578,6 @@ def changes(
 ) -> None:
     """Leads whose temperature changed between two dates (one model, both dates scored from the same data): the ones
     that crossed buckets, hottest movers first, and what changed, in words (docs/temperature-over-time.md)."""
-    from rich.console import Console
     from rich.table import Table
 
     from leadtemp.api import changes as run
@@ -579,7 +585,7 @@ def changes(
     p = _params(params, leads, interactions)
     done = run(p, earlier, later, model, out)
     c = done.counts
-    console = Console()
+    console = _console()
     console.print(f"{len(done.scored):,} leads scorable on {done.later:%Y-%m-%d} (model version {done.model_version}): "
                   f"{c['warming']:,} warming, {c['cooling']:,} cooling, {c['steady']:,} steady, {c['new']:,} new since "
                   f"{done.earlier:%Y-%m-%d}; {len(done.crossed):,} crossed buckets")
@@ -621,14 +627,13 @@ def calls(
     """Who each rep calls today, in which order: the leads with the most expected conversions the team can reach,
     balanced between reps, just-turned-active leads first within a score, recently contacted leads left for later
     (docs/calls.md)."""
-    from rich.console import Console
     from rich.table import Table
 
     from leadtemp.api import calls as run
 
     p = _params(params, leads, interactions)
     done = run(p, _as_of(as_of, p.data.mode), reps, per_rep, by, cooldown_days, out, model, db, write_table)
-    plan, console = done.plan, Console()
+    plan, console = done.plan, _console()
     for note in plan.notes:
         console.print(f"[yellow]note:[/yellow] {note}")
     thermometer = (f", the thermometer's plan of as many calls {plan.thermometer_expected:.1f}"

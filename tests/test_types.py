@@ -21,7 +21,7 @@ from leadtemp.adapters.files import load_interactions, load_leads
 from leadtemp.adapters.sources import Source
 from leadtemp.api import parse_as_of
 from leadtemp.cli import app
-from leadtemp.core.config import Params, params_from_dict
+from leadtemp.core.config import LeadColumns, Params, params_from_dict
 from leadtemp.core.errors import ConfigError, SchemaError
 from leadtemp.core.schema import DateRules, validate_leads
 from leadtemp.modelling.partition import REJECT, canonical_events, canonical_leads
@@ -234,6 +234,31 @@ def test_the_conversion_column_follows_the_order_its_table_settled():
     """converted_at alone (03/05, 04/06) cannot tell; created_at (13/05) says day first."""
     out = validate_leads(_leads(["13/04/2024", "01/05/2024"], ["03/05/2024", "04/06/2024"]), "leads.csv")
     assert out["converted_at"].dt.strftime("%Y-%m-%d").tolist() == ["2024-05-03", "2024-06-04"]
+
+
+CRM_DATES = """Lead Ref,Created,Won at,Closed lost
+A,09/12/2024 01:05,"Dec 09, 2024",
+B,13/12/2024 10:00,,"Dec 13, 2024"
+C,14/12/2024 10:00,"Dec 20, 2024",
+"""
+CRM_COLUMNS = {"lead_id": "Lead Ref", "created_at": "Created", "converted_at": "Won at", "lost_at": "Closed lost"}
+
+
+def test_a_date_without_a_time_on_the_creation_day_is_the_creation_moment(tmp_path):
+    """A CRM's close date (no time) on the day the lead was created is not before its creation."""
+    path = _csv(tmp_path / "leads.csv", CRM_DATES)
+    params = _params(columns=LeadColumns(**CRM_COLUMNS), categorical=(), numeric=())
+    leads = load_leads(params, path)
+    assert leads["converted_at"].dt.strftime("%Y-%m-%d %H:%M").tolist()[::2] == ["2024-12-09 01:05", "2024-12-20 00:00"]
+    assert leads["lost_at"].dt.strftime("%Y-%m-%d %H:%M").tolist()[1] == "2024-12-13 10:00"
+    got = _batches(path, params)  # score reads them the same way and rejects nothing
+    assert _reasons(got) == [None, None, None]
+    assert got["converted_at"].tolist() == leads["converted_at"].tolist()
+    # an earlier day stays a bad value, and so does a time of day before the creation
+    with pytest.raises(SchemaError, match=r"column 'Won at': 1 row\(s\) convert before they were created; e.g. row 1"):
+        load_leads(params, _csv(tmp_path / "early.csv", CRM_DATES.replace('"Dec 09, 2024"', '"Dec 08, 2024"')))
+    with pytest.raises(SchemaError, match=r"column 'Won at': 1 row\(s\) convert before they were created; e.g. row 1"):
+        load_leads(params, _csv(tmp_path / "timed.csv", CRM_DATES.replace('"Dec 09, 2024"', '"Dec 09, 2024 00:30"')))
 
 
 def test_data_date_format_is_honoured_and_values_outside_it_are_bad(tmp_path):

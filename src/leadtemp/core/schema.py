@@ -162,6 +162,7 @@ class DateRules:
     earliest: str = "1970-01-01"
     latest: str = "2100-01-01"
     settled: dict[tuple[str, str], DateFormat] = field(default_factory=dict)
+    timed: set[tuple[str, str]] = field(default_factory=set)  # columns seen with a time of day (never date columns)
 
     @classmethod
     def of(cls, data: Data) -> DateRules:
@@ -170,6 +171,17 @@ class DateRules:
     @property
     def window(self) -> str:
         return f"outside {self.earliest} .. {self.latest} (data.earliest, data.latest)"
+
+    def is_date_column(self, parsed: pd.Series, source: str, column: str) -> bool:
+        """Whether a column carries no time of day: every value at midnight, as a date without a time reads.
+
+        Once a column (of a streamed table) has shown a time of day, it stays a timestamp column.
+        """
+        key = (source, column)
+        values = parsed.dropna()
+        if key not in self.timed and len(values) and not (values == values.dt.normalize()).all():
+            self.timed.add(key)
+        return key not in self.timed and len(values) > 0
 
 
 def _read_with(fmt: DateFormat, text: pd.Series) -> pd.Series:
@@ -431,6 +443,7 @@ def validate_leads(
     if columns.converted_at is not None and columns.converted_at in frame.columns:
         converted = parse_timestamps(frame, columns.converted_at, source, required=False, id_column=id_col,
                                      problems=problems, rules=dates)
+        converted = on_creation_day(converted, created, dates.is_date_column(converted, source, columns.converted_at))
         shown = frame.assign(**{columns.converted_at: converted})
         _fail(source, columns.converted_at, (converted < created).to_numpy(), "convert before they were created",
               shown, id_col, problems)
@@ -448,6 +461,20 @@ def validate_leads(
     return out
 
 
+def on_creation_day(when: pd.Series, created: pd.Series, date_column: bool) -> pd.Series:
+    """A date column's dates on the creation's own day, read as the creation moment.
+
+    A date without a time of day ("Dec 09, 2024") reads as midnight, which on the day the lead was created
+    (09/12/2024 01:05) would be before it: the event happened that day, at the creation or after it. The
+    creation moment is the earliest time it can have happened, as midnight is for any later day, so no
+    snapshot sees it later than it was. An earlier day stays a bad value; a timestamp column is taken as it is.
+    """
+    if not date_column:
+        return when
+    same_day = ((when < created) & (when == created.dt.normalize())).to_numpy(dtype=bool, na_value=False)
+    return when.mask(same_day, created)
+
+
 def _lost_times(frame: pd.DataFrame, columns: LeadColumns, source: str, created: pd.Series, converted: pd.Series,
                 id_col: str | None, problems: RowProblems | None, dates: DateRules) -> pd.Series:
     """The ``lost_at`` column (``columns.lost_at``, required once mapped), read like ``converted_at``.
@@ -457,6 +484,7 @@ def _lost_times(frame: pd.DataFrame, columns: LeadColumns, source: str, created:
     """
     lost = parse_timestamps(frame, columns.lost_at, source, required=False, id_column=id_col, problems=problems,
                             rules=dates)
+    lost = on_creation_day(lost, created, dates.is_date_column(lost, source, columns.lost_at))
     shown = frame.assign(**{columns.lost_at: lost})
     _fail(source, columns.lost_at, (lost < created).to_numpy(), "are lost before they were created", shown, id_col,
           problems)

@@ -213,7 +213,7 @@ def test_an_ambiguous_date_column_is_refused_saying_how_to_declare_it(tmp_path):
         load_leads(Params(), path)
     message = str(info.value)
     assert "\n" not in message and str(path) in message and "column 'created_at'" in message
-    assert 'data.date_format: "%d/%m/%Y"' in message and "day above 12" in message
+    assert 'data.date_format: {created_at: "%d/%m/%Y"}' in message and "day above 12" in message
     with pytest.raises(SchemaError, match="data.date_format"):  # batch scoring: the whole table is refused
         _batches(path, Params().replace(data={"categorical": (), "numeric": ()}))
 
@@ -269,6 +269,25 @@ def test_data_date_format_is_honoured_and_values_outside_it_are_bad(tmp_path):
     got = _batches(path, params)
     assert got["created_at"].dt.strftime("%Y-%m-%d %H:%M").tolist()[:2] == ["2024-03-05 00:00", "2024-04-06 10:00"]
     assert _reasons(got) == [None, None, "column 'created_at': is not a parsable timestamp"]
+
+
+def test_a_format_declared_for_one_column_leaves_the_others_inferred(tmp_path):
+    """The ambiguous Created gets its format; ISO values in Won at and the interactions stay readable."""
+    path = _csv(tmp_path / "leads.csv", "Lead Ref,Created,Won at\nA,03/05/2024 10:00,2024-07-11 12:13\n"
+                                        "B,04/06/2024 11:00,\n")
+    events = _csv(tmp_path / "events.csv", "lead_id,timestamp,type,direction\nA,2024-05-04 09:00,email,inbound\n")
+    columns = LeadColumns(lead_id="Lead Ref", created_at="Created", converted_at="Won at")
+    with pytest.raises(SchemaError, match=r"column 'Created': .*e.g. data.date_format: \{Created: \"%d/%m/%Y\"\}"):
+        load_leads(_params(columns=columns, categorical=(), numeric=()), path)
+    params = params_from_dict({"data": {"columns": {"lead_id": "Lead Ref", "created_at": "Created",
+                                                    "converted_at": "Won at"},
+                                        "date_format": {"Created": "%d/%m/%Y %H:%M"}}})
+    leads = load_leads(params, path)
+    assert leads["created_at"].dt.strftime("%Y-%m-%d %H:%M").tolist() == ["2024-05-03 10:00", "2024-06-04 11:00"]
+    assert leads["converted_at"].dt.strftime("%Y-%m-%d %H:%M").tolist()[0] == "2024-07-11 12:13"
+    assert load_interactions(params, leads, events)["timestamp"].tolist() == [pd.Timestamp("2024-05-04 09:00")]
+    got = _batches(path, params)
+    assert _reasons(got) == [None, None] and got["created_at"].tolist() == leads["created_at"].tolist()
 
 
 def test_streamed_batches_keep_the_format_the_first_batch_settled(tmp_path):
@@ -341,6 +360,9 @@ def test_inf_is_rejected_while_empty_and_missing_tokens_stay_missing_and_text_is
 # -- params and --as-of ------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("data", "pattern"), [
     ({"date_format": "day/month"}, r"data.date_format: 'day/month' is not a strftime format"),
+    ({"date_format": {"created_at": "day/month"}}, r"data.date_format of 'created_at': 'day/month' is not a strftime"),
+    ({"date_format": {"Created": "%d/%m/%Y"}}, r"data.date_format: 'Created' is not a timestamp column; those are "
+                                               r"\['converted_at', 'created_at', 'timestamp'\]"),
     ({"earliest": "2100-01-01", "latest": "1970-01-01"}, r"earliest \(2100-01-01\) must be before latest"),
     ({"latest": "3000-01-01"}, r"data.latest: '3000-01-01' is not a date"),
 ])

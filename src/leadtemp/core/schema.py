@@ -151,14 +151,14 @@ _MONTH_WORD = (r"(?i)\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*
 class DateRules:
     """How timestamps are read: one format per text column, given or inferred, inside a plausible window.
 
-    ``date_format`` (strftime) applies to every text timestamp column; None infers each column's format
-    from all its values. Timestamps outside ``[earliest, latest)`` are bad values. ``settled`` keeps
+    ``date_format`` (strftime) applies to every text timestamp column, or, a mapping, to the columns it
+    names; None (or a column the mapping leaves out) infers each column's format from all its values. Timestamps outside ``[earliest, latest)`` are bad values. ``settled`` keeps
     the format each (source, column) was read with, so the later batches of a streamed table are read
     the same way, and a column that alone cannot tell day from month follows another column of its table.
     Columns that are already datetimes (Parquet, databases) are taken as they are.
     """
 
-    date_format: str | None = None
+    date_format: str | dict[str, str] | None = None
     earliest: str = "1970-01-01"
     latest: str = "2100-01-01"
     settled: dict[tuple[str, str], DateFormat] = field(default_factory=dict)
@@ -171,6 +171,13 @@ class DateRules:
     @property
     def window(self) -> str:
         return f"outside {self.earliest} .. {self.latest} (data.earliest, data.latest)"
+
+    def declared(self, column: str) -> tuple[str | None, str]:
+        """The format declared for ``column`` (None: infer it) and how params spell it, for messages."""
+        if isinstance(self.date_format, dict):
+            fmt = self.date_format.get(column)
+            return fmt, f"data.date_format of {column!r} is {fmt!r}"
+        return self.date_format, f"data.date_format is {self.date_format!r}"
 
     def is_date_column(self, parsed: pd.Series, source: str, column: str) -> bool:
         """Whether a column carries no time of day: every value at midnight, as a date without a time reads.
@@ -237,7 +244,7 @@ def _infer_format(text: pd.Series, source: str, column: str,
     if len(results) > 1 and results[0][0] == results[1][0]:
         (n, a, *_), (_, b, *_) = results[:2]
         raise SchemaError(f"{source}: column '{column}': mixes date forms, {n} value(s) each as {a.name} and as "
-                          f"{b.name}; declare the one it uses in params (data.date_format)")
+                          f"{b.name}; declare the one it uses in params, e.g. data.date_format: {{{yaml_key(column)}: \"...\"}}")
     _, fmt, parsed, settle, unsure = results[0]
     if unsure is not None:  # the column's own form cannot tell day from month (a minority form is just bad)
         raise SchemaError(unsure)
@@ -273,7 +280,20 @@ def _day_or_month_first(group: tuple[DateFormat, DateFormat], values: pd.Series,
            else f"as many values read one way as the other, {reads_day_first} each")
     return day_first, False, (f"{source}: column '{column}': dates such as {values[differ].iloc[0]!r} read as "
                               f"\"{day_first.name}\" and as \"{month_first.name}\" ({why}); declare the format in "
-                              f"params, e.g. data.date_format: \"{day_first.name}\"")
+                              f"params, e.g. data.date_format: {{{yaml_key(column)}: \"{day_first.name}\"}}")
+
+
+def yaml_key(column: str) -> str:
+    """A column name as a key of a YAML flow mapping: as it is when YAML reads it back as that text, else quoted."""
+    import json
+
+    import yaml
+
+    try:
+        plain = yaml.safe_load(f"{{{column}: x}}") == {column: "x"}
+    except yaml.YAMLError:
+        plain = False
+    return column if plain else json.dumps(column, ensure_ascii=False)
 
 
 def parse_timestamps(frame: pd.DataFrame, column: str, source: str, required: bool,
@@ -295,9 +315,9 @@ def parse_timestamps(frame: pd.DataFrame, column: str, source: str, required: bo
         text = text.mask(text == "")
         key = (source, column)
         settle = False
-        if rules.date_format is not None:
-            fmt = declared_format(rules.date_format)
-            hint = f"data.date_format is {rules.date_format!r}"
+        declared, hint = rules.declared(column)
+        if declared is not None:
+            fmt = declared_format(declared)
         else:
             fmt = rules.settled.get(key)
         if fmt is None:
@@ -306,10 +326,11 @@ def parse_timestamps(frame: pd.DataFrame, column: str, source: str, required: bo
             parsed = _read_with(fmt, text)
         if settle:
             rules.settled[key] = fmt
-        if rules.date_format is None:
-            hint = (f"the column is read as {fmt.name}; set data.date_format to declare another format" if fmt else
+        if declared is None:
+            example = f"data.date_format: {{{yaml_key(column)}: ...}}"
+            hint = (f"the column is read as {fmt.name}; declare another format in params, e.g. {example}" if fmt else
                     "no known format reads it: ISO 8601, DD/MM/YYYY, MM/DD/YYYY, DD.MM.YYYY, YYYY/MM/DD or month "
-                    "names, each with an optional HH:MM[:SS]; set data.date_format")
+                    f"names, each with an optional HH:MM[:SS]; declare its format in params, e.g. {example}")
         _fail(source, column, text.notna() & parsed.isna(), "are not parsable timestamps", frame, id_column, problems,
               hint)
     if getattr(parsed.dt, "tz", None) is not None:

@@ -102,6 +102,23 @@ def test_database_integer_ids_with_a_null_read_as_whole_numbers(tmp_path):
     assert _reasons(got) == [None, "column 'lead_id': is empty", None]
 
 
+def test_empty_text_categories_are_missing_from_parquet_and_sqlite_as_from_csv(tmp_path):
+    """'' from a Parquet file or a database is an empty cell, as in a CSV, never a category of its own."""
+    frame = pd.DataFrame({"lead_id": ["A", "B", "C"], "created_at": ["2024-01-05"] * 3, "source": ["web", "", "  "],
+                          "visits": [1.0, 2.0, 3.0]})
+    frame.to_parquet(tmp_path / "leads.parquet")
+    frame.to_csv(tmp_path / "leads.csv", index=False)
+    params = _params()
+    for path in ("leads.parquet", "leads.csv"):
+        assert load_leads(params, tmp_path / path)["source"].isna().tolist() == [False, True, True], path
+    db = tmp_path / "crm.db"
+    with sqlite3.connect(db) as conn:
+        frame.to_sql("leads", conn, index=False)
+    (batch,) = Source.database(f"sqlite:///{db}", "leads").batches(None)
+    got = canonical_leads(batch, "crm leads", params, _scorer(params), 1)
+    assert got["source"].isna().tolist() == [False, True, True] and _reasons(got) == [None, None, None]
+
+
 def _same_values(a: pd.DataFrame, b: pd.DataFrame) -> None:
     """The same columns, dtypes, and values of the same Python types (NULL as NULL)."""
     assert list(a.columns) == list(b.columns)

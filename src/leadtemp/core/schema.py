@@ -477,9 +477,23 @@ def validate_leads(
         label = (parse_label(frame, columns.label, source, id_col, problems) if columns.label in frame.columns
                  else pd.Series(pd.NA, index=frame.index, dtype="Int8"))
         out.insert(3, LABEL, label.to_numpy())
+    for column in categorical:
+        out[column] = _blank_is_missing(out[column])
     for column in numeric:
         out[column] = parse_numbers(frame, column, source, id_col, problems)
     return out
+
+
+def _blank_is_missing(values: pd.Series) -> pd.Series:
+    """Empty or whitespace-only text is missing, as an empty CSV cell is: a Parquet file, a database table or a
+    serve request hands it over as '', which would otherwise be a category of its own."""
+    if not (pd.api.types.is_string_dtype(values.dtype) or values.dtype == object):
+        return values
+    text = values.astype("string") if values.dtype == object else values
+    blank = text.str.strip().eq("").to_numpy(dtype=bool, na_value=False)
+    if values.dtype == object:  # a str-typed check: the integers and floats of a database column stay as they are
+        blank &= np.fromiter((isinstance(v, str) for v in values), dtype=bool, count=len(values))
+    return values.mask(blank) if blank.any() else values
 
 
 def on_creation_day(when: pd.Series, created: pd.Series, date_column: bool) -> pd.Series:

@@ -119,6 +119,22 @@ def test_empty_text_categories_are_missing_from_parquet_and_sqlite_as_from_csv(t
     assert got["source"].isna().tolist() == [False, True, True] and _reasons(got) == [None, None, None]
 
 
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_a_wrong_separator_is_named_even_when_a_value_holds_the_configured_one(tmp_path, separator):
+    """A ';' export read with ',' whose row 2 holds a comma: the header says it, not pandas' tokenizer."""
+    path = _csv(tmp_path / "leads.csv", separator.join(["Lead Ref", "Full Name", "Created"]) + "\n"
+                + separator.join(["L1", "Ann", "2024-01-01"]) + "\n" + separator.join(["L2", "Smith, John", "2024-01-02"]))
+    wanted = f"leads.csv: the header has 1 column {separator.join(['Lead Ref', 'Full Name', 'Created'])!r}: " \
+             f"is data.csv_separator {separator!r}?"
+    with pytest.raises(SchemaError) as info:
+        load_leads(_params(), path)
+    assert wanted in str(info.value) and "tokenizing" not in str(info.value)
+    for size in (None, 1):
+        with pytest.raises(SchemaError) as info:
+            list(Source.file(path).batches(size))
+        assert wanted in str(info.value)
+
+
 def _same_values(a: pd.DataFrame, b: pd.DataFrame) -> None:
     """The same columns, dtypes, and values of the same Python types (NULL as NULL)."""
     assert list(a.columns) == list(b.columns)

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from leadtemp.adapters.paths import file_mode, storage_errors
 from leadtemp.core.config import Params
-from leadtemp.core.errors import ConfigError, SchemaError
+from leadtemp.core.errors import ConfigError, LeadtempError, SchemaError
 from leadtemp.core.schema import DateRules, empty_interactions, validate_interactions, validate_leads
 
 TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -43,10 +43,22 @@ def read_table(path: str | Path, separator: str = ",") -> pd.DataFrame:
         raise SchemaError(f"{path}: file not found")
     try:
         if kind == "csv":
-            return check_separator(pd.read_csv(path, sep=separator, dtype=str, low_memory=False), path, separator)
+            return check_separator(read_csv(path, separator), path, separator)
         return pd.read_parquet(path)
+    except LeadtempError:
+        raise
     except (ValueError, OSError) as exc:
         raise unreadable(path, exc) from exc
+
+
+def read_csv(path: Path, separator: str, **options) -> pd.DataFrame:
+    """``pd.read_csv`` with every cell as text; a row with more fields than the header, in a file whose header
+    holds another separator, is a wrong ``data.csv_separator`` (:func:`check_separator`), not a parser error."""
+    try:
+        return pd.read_csv(path, sep=separator, dtype=str, low_memory=False, **options)
+    except pd.errors.ParserError:
+        check_separator(pd.read_csv(path, sep=separator, dtype=str, nrows=0), path, separator)
+        raise
 
 
 def unreadable(path: Path, exc: BaseException) -> SchemaError:
@@ -62,10 +74,13 @@ def unreadable(path: Path, exc: BaseException) -> SchemaError:
 
 def check_separator(frame: pd.DataFrame, path: Path, separator: str) -> pd.DataFrame:
     """A CSV read as one column whose name holds another separator was read with the wrong one."""
-    if frame.shape[1] == 1 and separator not in str(frame.columns[0]) and any(
-            other in str(frame.columns[0]) for other in ",;\t|" if other != separator):
-        raise SchemaError(f"{path}: one column {str(frame.columns[0])[:60]!r}: is the separator "
-                          f"{separator!r} right? set data.csv_separator")
+    header = str(frame.columns[0]) if frame.shape[1] == 1 else ""
+    found = {other: header.count(other) for other in ",;\t|" if other != separator and other in header}
+    if found and separator not in header:
+        likely = max(found, key=found.get)
+        shown = header if len(header) <= 40 else header[:40] + "\u2026"
+        raise SchemaError(f"{path}: the header has 1 column {shown!r}: is data.csv_separator {likely!r}? "
+                          f"(it is {separator!r})")
     return frame
 
 

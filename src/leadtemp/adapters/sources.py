@@ -260,12 +260,12 @@ class Source:
                             yield batch.to_pandas()
 
     def _read_csv(self, part: Path, size: int | None):
-        from leadtemp.adapters.files import check_separator, read_table
+        from leadtemp.adapters.files import check_separator, read_csv, read_table
 
         if size is None:
             return read_table(part, self.separator)
-        check_separator(pd.read_csv(part, sep=self.separator, nrows=5, dtype=str), part, self.separator)
-        return pd.read_csv(part, sep=self.separator, chunksize=size, dtype=str, low_memory=False)  # as read_table
+        check_separator(pd.read_csv(part, sep=self.separator, nrows=0, dtype=str), part, self.separator)
+        return read_csv(part, self.separator, chunksize=size)  # as read_table
 
     def _database_batches(self, size: int | None, wanted: tuple[list[str], list[str]] | None = None) -> Iterator[pd.DataFrame]:
         """Arrow record batches from the database's ADBC driver when one is installed (SQLite, PostgreSQL),

@@ -135,6 +135,29 @@ def test_a_wrong_separator_is_named_even_when_a_value_holds_the_configured_one(t
         assert wanted in str(info.value)
 
 
+def test_a_csv_s_empty_rows_at_its_end_are_skipped_with_a_note(tmp_path):
+    """Excel leaves ',,,,' lines below the data: no leads, and said so, in train and in score."""
+    path = _csv(tmp_path / "leads.csv", LEADS.replace(",2024-01-07", "9,2024-01-07") + ",,,,\n , ,,,\n,,,,\n")
+    events = _csv(tmp_path / "events.csv", "lead_id,timestamp,type,direction,value\n000123,2024-01-10,email,inbound,\n"
+                                           ",,,,\n")
+    notes: list[str] = []
+    leads = load_leads(_params(), path, notes)
+    assert leads["lead_id"].tolist() == ["000123", "416", "9"]
+    assert len(load_interactions(_params(), leads, events, notes)) == 1
+    assert notes == [f"{path}: skipped 3 empty row(s) at the end of the file (every cell empty)",
+                     f"{events}: skipped 1 empty row(s) at the end of the file (every cell empty)"]
+    for size in (None, 1, 2, 3):
+        source = Source.file(path)
+        batches = list(source.batches(size))
+        assert pd.concat(batches)["lead_id"].tolist() == ["000123", "416", "9"], size
+        assert source.notes == [notes[0]], size
+    # an empty row with filled rows after it is a row: refused naming it, never dropped
+    middle = _csv(tmp_path / "middle.csv", "lead_id,created_at,converted_at,source,visits\nA,2024-01-05,,web,1\n"
+                                           ",,,,\nB,2024-01-06,,web,2\n")
+    with pytest.raises(SchemaError, match=r"1 row\(s\) have an empty lead id; e.g. row 2"):
+        load_leads(_params(), middle)
+
+
 def _same_values(a: pd.DataFrame, b: pd.DataFrame) -> None:
     """The same columns, dtypes, and values of the same Python types (NULL as NULL)."""
     assert list(a.columns) == list(b.columns)

@@ -152,8 +152,9 @@ class DateRules:
     """How timestamps are read: one format per text column, given or inferred, inside a plausible window.
 
     ``date_format`` (strftime) applies to every text timestamp column, or, a mapping, to the columns it
-    names; None (or a column the mapping leaves out) infers each column's format from all its values. Timestamps outside ``[earliest, latest)`` are bad values. ``settled`` keeps
-    the format each (source, column) was read with, so the later batches of a streamed table are read
+    names; None (or a column the mapping leaves out) infers each column's format from all its values.
+    Timestamps outside ``[earliest, latest)`` are bad values. ``settled`` keeps the format each
+    (source, column) was read with, so the later batches of a streamed table are read
     the same way, and a column that alone cannot tell day from month follows another column of its table.
     Columns that are already datetimes (Parquet, databases) are taken as they are.
     """

@@ -311,10 +311,30 @@ def test_a_date_without_a_time_on_the_creation_day_is_the_creation_moment(tmp_pa
     assert _reasons(got) == [None, None, None]
     assert got["converted_at"].tolist() == leads["converted_at"].tolist()
     # an earlier day stays a bad value, and so does a time of day before the creation
-    with pytest.raises(SchemaError, match=r"column 'Won at': 1 row\(s\) convert before they were created; e.g. row 1"):
+    with pytest.raises(SchemaError) as info:
         load_leads(params, _csv(tmp_path / "early.csv", CRM_DATES.replace('"Dec 09, 2024"', '"Dec 08, 2024"')))
+    assert str(info.value).endswith("column 'Won at': 1 row(s) convert before they were created; e.g. row 1 "
+                                    "{'Lead Ref': 'A', 'Won at': 'Dec 08, 2024', 'Created': '09/12/2024 01:05'}")
     with pytest.raises(SchemaError, match=r"column 'Won at': 1 row\(s\) convert before they were created; e.g. row 1"):
         load_leads(params, _csv(tmp_path / "timed.csv", CRM_DATES.replace('"Dec 09, 2024"', '"Dec 09, 2024 00:30"')))
+
+
+def test_examples_show_values_as_written_never_python_reprs():
+    """Timestamps from Parquet as text, an empty cell as empty, numbers plainly."""
+    frame = pd.DataFrame({"lead_id": ["A", "B", None], "created_at": pd.to_datetime(["2024-12-09 01:05"] * 3),
+                          "converted_at": pd.to_datetime(["2024-12-08", None, None])})
+    with pytest.raises(SchemaError) as info:
+        validate_leads(frame.assign(lead_id=["A", "B", "C"]), "leads.parquet")
+    assert str(info.value).endswith("e.g. row 1 {'lead_id': 'A', 'converted_at': '2024-12-08 00:00:00', "
+                                    "'created_at': '2024-12-09 01:05:00'}")
+    with pytest.raises(SchemaError) as info:
+        validate_leads(frame.assign(converted_at=pd.NaT), "leads.parquet")
+    assert str(info.value).endswith("e.g. row 3 {'lead_id': empty}")
+    with pytest.raises(SchemaError) as info:
+        validate_leads(frame.assign(converted_at=pd.NaT, lead_id=["A", "B", "C"], visits=[1.0, np.inf, 2.0]),
+                       "leads.parquet", numeric=["visits"])
+    assert str(info.value).startswith("leads.parquet: column 'visits': 1 row(s) are not finite numbers")
+    assert "e.g. row 2 {'lead_id': 'B', 'visits': inf}" in str(info.value)
 
 
 def test_data_date_format_is_honoured_and_values_outside_it_are_bad(tmp_path):

@@ -7,7 +7,8 @@ Interactions: ``lead_id``, ``timestamp``, ``type`` (free vocabulary), ``directio
 the lead acted, ``outbound`` = we acted), optional numeric ``value``.
 
 Row numbers in messages count data rows from 1 (the first row after a CSV header is row 1).
-Example rows show the lead id and the offending value only, never personal columns.
+Example rows show the lead id and the offending value as written (a time before the creation also the
+creation's), never personal columns.
 """
 
 from __future__ import annotations
@@ -54,8 +55,24 @@ class RowProblems:
         return ~pd.isna(self.reason)
 
 
+def _written(value: object) -> str:
+    """A cell in a message as the user wrote it: text quoted, a timestamp as text, a number plainly, nothing as
+    ``empty`` (never Python's ``Timestamp('…')``, ``nan`` or ``np.float64(…)``)."""
+    if value is None or value is pd.NaT or (not isinstance(value, (str, bytes)) and np.ndim(value) == 0
+                                            and pd.isna(value)):
+        return "empty"
+    if isinstance(value, (pd.Timestamp, datetime, np.datetime64)):
+        return repr(str(pd.Timestamp(value)))
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
+
 def _fail(source: str, column: str, mask: np.ndarray | pd.Series, what: str, frame: pd.DataFrame,
-          id_column: str | None = LEAD_ID, problems: RowProblems | None = None, hint: str = "") -> None:
+          id_column: str | None = LEAD_ID, problems: RowProblems | None = None, hint: str = "",
+          also: Iterable[str | None] = ()) -> None:
+    """Raise (or, with ``problems``, record) the rows of ``mask``: the file, column, count and example rows, each
+    with its id, the value at fault and the values of the columns ``also`` (as written)."""
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return
@@ -68,7 +85,8 @@ def _fail(source: str, column: str, mask: np.ndarray | pd.Series, what: str, fra
         row = frame.iloc[pos]
         shown = {id_column: row.get(id_column)} if id_column in frame.columns and column != id_column else {}
         shown[column] = row.get(column)
-        examples.append(f"row {pos + 1} {shown}")
+        shown |= {c: row.get(c) for c in also if c is not None and c in frame.columns and c not in shown}
+        examples.append(f"row {pos + 1} {{" + ", ".join(f"{k!r}: {_written(v)}" for k, v in shown.items()) + "}")
     raise SchemaError(
         f"{source}: column '{column}': {len(positions)} row(s) {what}; e.g. " + "; ".join(examples)
         + (f" ({hint})" if hint else "")
@@ -466,9 +484,8 @@ def validate_leads(
         converted = parse_timestamps(frame, columns.converted_at, source, required=False, id_column=id_col,
                                      problems=problems, rules=dates)
         converted = on_creation_day(converted, created, dates.is_date_column(converted, source, columns.converted_at))
-        shown = frame.assign(**{columns.converted_at: converted})
         _fail(source, columns.converted_at, (converted < created).to_numpy(), "convert before they were created",
-              shown, id_col, problems)
+              frame, id_col, problems, also=(columns.created_at,))
     out.insert(2, CONVERTED_AT, converted.to_numpy())
     if columns.lost_at is not None:
         out.insert(3, LOST_AT, _lost_times(frame, columns, source, created, converted, id_col, problems, dates).to_numpy())
@@ -521,11 +538,11 @@ def _lost_times(frame: pd.DataFrame, columns: LeadColumns, source: str, created:
     lost = parse_timestamps(frame, columns.lost_at, source, required=False, id_column=id_col, problems=problems,
                             rules=dates)
     lost = on_creation_day(lost, created, dates.is_date_column(lost, source, columns.lost_at))
-    shown = frame.assign(**{columns.lost_at: lost})
-    _fail(source, columns.lost_at, (lost < created).to_numpy(), "are lost before they were created", shown, id_col,
-          problems)
+    _fail(source, columns.lost_at, (lost < created).to_numpy(), "are lost before they were created", frame, id_col,
+          problems, also=(columns.created_at,))
     _fail(source, columns.lost_at, (lost == converted).to_numpy(),
-          "are lost at the moment they converted (converted and lost at once)", shown, id_col, problems)
+          "are lost at the moment they converted (converted and lost at once)", frame, id_col, problems,
+          also=(columns.converted_at,))
     return lost
 
 

@@ -504,12 +504,15 @@ def test_cli_score_keeps_text_ids_with_their_history_and_rejects_bad_rows(small_
     rows.loc[2, "created_at"] = "2300-01-01"
     rows.loc[3, "past_purchases"] = "inf"
     rows.to_csv(tmp_path / "leads.csv", index=False)
+    with open(tmp_path / "leads.csv", "a") as fh:  # a spreadsheet's empty rows below the data: skipped, said
+        fh.write("," * (rows.shape[1] - 1) + "\n" + "," * (rows.shape[1] - 1) + "\n")
     history = events[events["lead_id"] == original["lead_id"]]
     pd.concat([history, history.assign(lead_id="000123")]).to_csv(tmp_path / "events.csv", index=False)
     result = runner.invoke(app, ["score", "--as-of", str(as_of.date()), "--out", str(tmp_path / "scores.csv"),
                                  "--leads", str(tmp_path / "leads.csv"), "--interactions", str(tmp_path / "events.csv"),
                                  "--model", str(model), "--params", PARAMS])
     assert result.exit_code == 0, result.output
+    assert f"note: {tmp_path / 'leads.csv'}: skipped 2 empty row(s) at the end of the file" in result.output
     scores = pd.read_csv(tmp_path / "scores.csv", dtype={"lead_id": str}).set_index("lead_id")
     rejects = pd.read_csv(tmp_path / "scores.rejects.csv", dtype={"lead_id": str}, keep_default_na=False)
     assert "000123" in scores.index and scores.loc["000123", "probability"] == scores.loc[original["lead_id"], "probability"]

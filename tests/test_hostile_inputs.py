@@ -580,6 +580,13 @@ def _(c: Ctx) -> Plan:
     return _bad_leads_file(c, "leads.csv", c.w.leads.to_csv(index=False, sep=";").encode(), "leads.csv", "separator")
 
 
+@case("files", "leads-wrong-separator-comma-in-a-value")
+def _(c: Ctx) -> Plan:
+    frame = c.w.leads.assign(name=c.w.leads["name"].where(c.w.leads.index != 3, "Smith, John"))
+    return _bad_leads_file(c, "leads.csv", frame.to_csv(index=False, sep=";").encode(), "leads.csv",
+                           "the header has 1 column", "is data.csv_separator ';'?")
+
+
 @case("files", "leads-truncated-parquet")
 def _(c: Ctx) -> Plan:
     data = (c.w.data / "leads.parquet").read_bytes()

@@ -21,7 +21,7 @@ from leadtemp.adapters.files import load_interactions, load_leads
 from leadtemp.adapters.sources import Source
 from leadtemp.api import parse_as_of
 from leadtemp.cli import app
-from leadtemp.core.config import Params, params_from_dict
+from leadtemp.core.config import LeadColumns, Params, params_from_dict
 from leadtemp.core.errors import ConfigError, SchemaError
 from leadtemp.core.schema import DateRules, validate_leads
 from leadtemp.modelling.partition import REJECT, canonical_events, canonical_leads
@@ -100,6 +100,62 @@ def test_database_integer_ids_with_a_null_read_as_whole_numbers(tmp_path):
     assert got["lead_id"].tolist() == ["416", "", "17"]  # not "416.0"
     assert got["source"].tolist()[::2] == ["7", "3"]
     assert _reasons(got) == [None, "column 'lead_id': is empty", None]
+
+
+def test_empty_text_categories_are_missing_from_parquet_and_sqlite_as_from_csv(tmp_path):
+    """'' from a Parquet file or a database is an empty cell, as in a CSV, never a category of its own."""
+    frame = pd.DataFrame({"lead_id": ["A", "B", "C"], "created_at": ["2024-01-05"] * 3, "source": ["web", "", "  "],
+                          "visits": [1.0, 2.0, 3.0]})
+    frame.to_parquet(tmp_path / "leads.parquet")
+    frame.to_csv(tmp_path / "leads.csv", index=False)
+    params = _params()
+    for path in ("leads.parquet", "leads.csv"):
+        assert load_leads(params, tmp_path / path)["source"].isna().tolist() == [False, True, True], path
+    db = tmp_path / "crm.db"
+    with sqlite3.connect(db) as conn:
+        frame.to_sql("leads", conn, index=False)
+    (batch,) = Source.database(f"sqlite:///{db}", "leads").batches(None)
+    got = canonical_leads(batch, "crm leads", params, _scorer(params), 1)
+    assert got["source"].isna().tolist() == [False, True, True] and _reasons(got) == [None, None, None]
+
+
+@pytest.mark.parametrize("separator", [";", "\t"])
+def test_a_wrong_separator_is_named_even_when_a_value_holds_the_configured_one(tmp_path, separator):
+    """A ';' export read with ',' whose row 2 holds a comma: the header says it, not pandas' tokenizer."""
+    path = _csv(tmp_path / "leads.csv", separator.join(["Lead Ref", "Full Name", "Created"]) + "\n"
+                + separator.join(["L1", "Ann", "2024-01-01"]) + "\n" + separator.join(["L2", "Smith, John", "2024-01-02"]))
+    wanted = f"leads.csv: the header has 1 column {separator.join(['Lead Ref', 'Full Name', 'Created'])!r}: " \
+             f"is data.csv_separator {separator!r}?"
+    with pytest.raises(SchemaError) as info:
+        load_leads(_params(), path)
+    assert wanted in str(info.value) and "tokenizing" not in str(info.value)
+    for size in (None, 1):
+        with pytest.raises(SchemaError) as info:
+            list(Source.file(path).batches(size))
+        assert wanted in str(info.value)
+
+
+def test_a_csv_s_empty_rows_at_its_end_are_skipped_with_a_note(tmp_path):
+    """Excel leaves ',,,,' lines below the data: no leads, and said so, in train and in score."""
+    path = _csv(tmp_path / "leads.csv", LEADS.replace(",2024-01-07", "9,2024-01-07") + ",,,,\n , ,,,\n,,,,\n")
+    events = _csv(tmp_path / "events.csv", "lead_id,timestamp,type,direction,value\n000123,2024-01-10,email,inbound,\n"
+                                           ",,,,\n")
+    notes: list[str] = []
+    leads = load_leads(_params(), path, notes)
+    assert leads["lead_id"].tolist() == ["000123", "416", "9"]
+    assert len(load_interactions(_params(), leads, events, notes)) == 1
+    assert notes == [f"{path}: skipped 3 empty row(s) at the end of the file (every cell empty)",
+                     f"{events}: skipped 1 empty row(s) at the end of the file (every cell empty)"]
+    for size in (None, 1, 2, 3):
+        source = Source.file(path)
+        batches = list(source.batches(size))
+        assert pd.concat(batches)["lead_id"].tolist() == ["000123", "416", "9"], size
+        assert source.notes == [notes[0]], size
+    # an empty row with filled rows after it is a row: refused naming it, never dropped
+    middle = _csv(tmp_path / "middle.csv", "lead_id,created_at,converted_at,source,visits\nA,2024-01-05,,web,1\n"
+                                           ",,,,\nB,2024-01-06,,web,2\n")
+    with pytest.raises(SchemaError, match=r"1 row\(s\) have an empty lead id; e.g. row 2"):
+        load_leads(_params(), middle)
 
 
 def _same_values(a: pd.DataFrame, b: pd.DataFrame) -> None:
@@ -213,7 +269,7 @@ def test_an_ambiguous_date_column_is_refused_saying_how_to_declare_it(tmp_path):
         load_leads(Params(), path)
     message = str(info.value)
     assert "\n" not in message and str(path) in message and "column 'created_at'" in message
-    assert 'data.date_format: "%d/%m/%Y"' in message and "day above 12" in message
+    assert 'data.date_format: {created_at: "%d/%m/%Y"}' in message and "day above 12" in message
     with pytest.raises(SchemaError, match="data.date_format"):  # batch scoring: the whole table is refused
         _batches(path, Params().replace(data={"categorical": (), "numeric": ()}))
 
@@ -236,6 +292,51 @@ def test_the_conversion_column_follows_the_order_its_table_settled():
     assert out["converted_at"].dt.strftime("%Y-%m-%d").tolist() == ["2024-05-03", "2024-06-04"]
 
 
+CRM_DATES = """Lead Ref,Created,Won at,Closed lost
+A,09/12/2024 01:05,"Dec 09, 2024",
+B,13/12/2024 10:00,,"Dec 13, 2024"
+C,14/12/2024 10:00,"Dec 20, 2024",
+"""
+CRM_COLUMNS = {"lead_id": "Lead Ref", "created_at": "Created", "converted_at": "Won at", "lost_at": "Closed lost"}
+
+
+def test_a_date_without_a_time_on_the_creation_day_is_the_creation_moment(tmp_path):
+    """A CRM's close date (no time) on the day the lead was created is not before its creation."""
+    path = _csv(tmp_path / "leads.csv", CRM_DATES)
+    params = _params(columns=LeadColumns(**CRM_COLUMNS), categorical=(), numeric=())
+    leads = load_leads(params, path)
+    assert leads["converted_at"].dt.strftime("%Y-%m-%d %H:%M").tolist()[::2] == ["2024-12-09 01:05", "2024-12-20 00:00"]
+    assert leads["lost_at"].dt.strftime("%Y-%m-%d %H:%M").tolist()[1] == "2024-12-13 10:00"
+    got = _batches(path, params)  # score reads them the same way and rejects nothing
+    assert _reasons(got) == [None, None, None]
+    assert got["converted_at"].tolist() == leads["converted_at"].tolist()
+    # an earlier day stays a bad value, and so does a time of day before the creation
+    with pytest.raises(SchemaError) as info:
+        load_leads(params, _csv(tmp_path / "early.csv", CRM_DATES.replace('"Dec 09, 2024"', '"Dec 08, 2024"')))
+    assert str(info.value).endswith("column 'Won at': 1 row(s) convert before they were created; e.g. row 1 "
+                                    "{'Lead Ref': 'A', 'Won at': 'Dec 08, 2024', 'Created': '09/12/2024 01:05'}")
+    with pytest.raises(SchemaError, match=r"column 'Won at': 1 row\(s\) convert before they were created; e.g. row 1"):
+        load_leads(params, _csv(tmp_path / "timed.csv", CRM_DATES.replace('"Dec 09, 2024"', '"Dec 09, 2024 00:30"')))
+
+
+def test_examples_show_values_as_written_never_python_reprs():
+    """Timestamps from Parquet as text, an empty cell as empty, numbers plainly."""
+    frame = pd.DataFrame({"lead_id": ["A", "B", None], "created_at": pd.to_datetime(["2024-12-09 01:05"] * 3),
+                          "converted_at": pd.to_datetime(["2024-12-08", None, None])})
+    with pytest.raises(SchemaError) as info:
+        validate_leads(frame.assign(lead_id=["A", "B", "C"]), "leads.parquet")
+    assert str(info.value).endswith("e.g. row 1 {'lead_id': 'A', 'converted_at': '2024-12-08 00:00:00', "
+                                    "'created_at': '2024-12-09 01:05:00'}")
+    with pytest.raises(SchemaError) as info:
+        validate_leads(frame.assign(converted_at=pd.NaT), "leads.parquet")
+    assert str(info.value).endswith("e.g. row 3 {'lead_id': empty}")
+    with pytest.raises(SchemaError) as info:
+        validate_leads(frame.assign(converted_at=pd.NaT, lead_id=["A", "B", "C"], visits=[1.0, np.inf, 2.0]),
+                       "leads.parquet", numeric=["visits"])
+    assert str(info.value).startswith("leads.parquet: column 'visits': 1 row(s) are not finite numbers")
+    assert "e.g. row 2 {'lead_id': 'B', 'visits': inf}" in str(info.value)
+
+
 def test_data_date_format_is_honoured_and_values_outside_it_are_bad(tmp_path):
     path = _csv(tmp_path / "leads.csv", "lead_id,created_at\nA,03/05/2024\nB,04/06/2024 10:00\nC,2024-07-01\n")
     params = Params().replace(data={"date_format": "%m/%d/%Y"})
@@ -244,6 +345,25 @@ def test_data_date_format_is_honoured_and_values_outside_it_are_bad(tmp_path):
     got = _batches(path, params)
     assert got["created_at"].dt.strftime("%Y-%m-%d %H:%M").tolist()[:2] == ["2024-03-05 00:00", "2024-04-06 10:00"]
     assert _reasons(got) == [None, None, "column 'created_at': is not a parsable timestamp"]
+
+
+def test_a_format_declared_for_one_column_leaves_the_others_inferred(tmp_path):
+    """The ambiguous Created gets its format; ISO values in Won at and the interactions stay readable."""
+    path = _csv(tmp_path / "leads.csv", "Lead Ref,Created,Won at\nA,03/05/2024 10:00,2024-07-11 12:13\n"
+                                        "B,04/06/2024 11:00,\n")
+    events = _csv(tmp_path / "events.csv", "lead_id,timestamp,type,direction\nA,2024-05-04 09:00,email,inbound\n")
+    columns = LeadColumns(lead_id="Lead Ref", created_at="Created", converted_at="Won at")
+    with pytest.raises(SchemaError, match=r"column 'Created': .*e.g. data.date_format: \{Created: \"%d/%m/%Y\"\}"):
+        load_leads(_params(columns=columns, categorical=(), numeric=()), path)
+    params = params_from_dict({"data": {"columns": {"lead_id": "Lead Ref", "created_at": "Created",
+                                                    "converted_at": "Won at"},
+                                        "date_format": {"Created": "%d/%m/%Y %H:%M"}}})
+    leads = load_leads(params, path)
+    assert leads["created_at"].dt.strftime("%Y-%m-%d %H:%M").tolist() == ["2024-05-03 10:00", "2024-06-04 11:00"]
+    assert leads["converted_at"].dt.strftime("%Y-%m-%d %H:%M").tolist()[0] == "2024-07-11 12:13"
+    assert load_interactions(params, leads, events)["timestamp"].tolist() == [pd.Timestamp("2024-05-04 09:00")]
+    got = _batches(path, params)
+    assert _reasons(got) == [None, None] and got["created_at"].tolist() == leads["created_at"].tolist()
 
 
 def test_streamed_batches_keep_the_format_the_first_batch_settled(tmp_path):
@@ -316,6 +436,9 @@ def test_inf_is_rejected_while_empty_and_missing_tokens_stay_missing_and_text_is
 # -- params and --as-of ------------------------------------------------------------------------------------
 @pytest.mark.parametrize(("data", "pattern"), [
     ({"date_format": "day/month"}, r"data.date_format: 'day/month' is not a strftime format"),
+    ({"date_format": {"created_at": "day/month"}}, r"data.date_format of 'created_at': 'day/month' is not a strftime"),
+    ({"date_format": {"Created": "%d/%m/%Y"}}, r"data.date_format: 'Created' is not a timestamp column; those are "
+                                               r"\['converted_at', 'created_at', 'timestamp'\]"),
     ({"earliest": "2100-01-01", "latest": "1970-01-01"}, r"earliest \(2100-01-01\) must be before latest"),
     ({"latest": "3000-01-01"}, r"data.latest: '3000-01-01' is not a date"),
 ])
@@ -381,12 +504,15 @@ def test_cli_score_keeps_text_ids_with_their_history_and_rejects_bad_rows(small_
     rows.loc[2, "created_at"] = "2300-01-01"
     rows.loc[3, "past_purchases"] = "inf"
     rows.to_csv(tmp_path / "leads.csv", index=False)
+    with open(tmp_path / "leads.csv", "a") as fh:  # a spreadsheet's empty rows below the data: skipped, said
+        fh.write("," * (rows.shape[1] - 1) + "\n" + "," * (rows.shape[1] - 1) + "\n")
     history = events[events["lead_id"] == original["lead_id"]]
     pd.concat([history, history.assign(lead_id="000123")]).to_csv(tmp_path / "events.csv", index=False)
     result = runner.invoke(app, ["score", "--as-of", str(as_of.date()), "--out", str(tmp_path / "scores.csv"),
                                  "--leads", str(tmp_path / "leads.csv"), "--interactions", str(tmp_path / "events.csv"),
                                  "--model", str(model), "--params", PARAMS])
     assert result.exit_code == 0, result.output
+    assert f"note: {tmp_path / 'leads.csv'}: skipped 2 empty row(s) at the end of the file" in result.output
     scores = pd.read_csv(tmp_path / "scores.csv", dtype={"lead_id": str}).set_index("lead_id")
     rejects = pd.read_csv(tmp_path / "scores.rejects.csv", dtype={"lead_id": str}, keep_default_na=False)
     assert "000123" in scores.index and scores.loc["000123", "probability"] == scores.loc[original["lead_id"], "probability"]

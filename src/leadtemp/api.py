@@ -15,6 +15,7 @@ Heavy libraries (MLflow, LightGBM, Spark) are imported inside the functions that
 from __future__ import annotations
 
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -116,11 +117,19 @@ def quiet_mlflow() -> None:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # `report` reads a run's small artifacts
 
 
-def load_data(params: Params) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The leads and interactions named in params, validated (see :mod:`leadtemp.core.schema`)."""
+def load_data(params: Params, notes: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The leads and interactions named in params, validated (see :mod:`leadtemp.core.schema`).
+
+    ``notes`` collects what the reading skipped (a CSV's empty rows at its end); without it they go to stderr.
+    """
     from leadtemp.adapters.files import load_data as read
 
-    return read(params)
+    said: list[str] = [] if notes is None else notes
+    frames = read(params, notes=said)
+    if notes is None:
+        for note in said:
+            print(f"note: {note}", file=sys.stderr)
+    return frames
 
 
 def load_model(params: Params, model: str | None = None) -> tuple[LeadScorer, str]:
@@ -183,9 +192,12 @@ def train(params: Params | str | Path = "params.yaml", leads: pd.DataFrame | Non
 
     p = params_with(params)
     started = time.time()
+    notes: list[str] = []
     if leads is None:
-        leads, interactions = load_data(p)
+        leads, interactions = load_data(p, notes)
     result = fit(leads, interactions, p, source_hashes=input_hashes(p))
+    if notes:
+        result = replace(result, warnings=[*notes, *result.warnings])
     return Trained(result, log_run(result, p, export_dir=p.mlflow.export_dir, started=started))
 
 

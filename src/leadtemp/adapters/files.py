@@ -10,13 +10,14 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from leadtemp.adapters.paths import file_mode, storage_errors
 from leadtemp.core.config import Params
-from leadtemp.core.errors import ConfigError, SchemaError
+from leadtemp.core.errors import ConfigError, LeadtempError, SchemaError
 from leadtemp.core.schema import DateRules, empty_interactions, validate_interactions, validate_leads
 
 TABLE_SUFFIXES = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
@@ -33,20 +34,53 @@ def _format(path: Path, reading: bool = False) -> str:
         raise SchemaError(f"{path}: unsupported file type; use one of {known}") from None
 
 
-def read_table(path: str | Path, separator: str = ",") -> pd.DataFrame:
+def read_table(path: str | Path, separator: str = ",", notes: list[str] | None = None) -> pd.DataFrame:
     """A CSV (or gzip-compressed ``.csv.gz``) or Parquet file as a DataFrame. CSV cells are all read as text (empty = missing): ids and
     categories stay exactly as written (``000123``), and numbers and dates are parsed by their role
-    in :mod:`leadtemp.core.schema`, never guessed here."""
+    in :mod:`leadtemp.core.schema`, never guessed here. A CSV's empty rows at the end of the file (``,,,,``,
+    as Excel leaves them) are skipped, with a note in ``notes``."""
     path = Path(path)
     kind = _format(path, reading=True)
     if not path.is_file():
         raise SchemaError(f"{path}: file not found")
     try:
         if kind == "csv":
-            return check_separator(pd.read_csv(path, sep=separator, dtype=str, low_memory=False), path, separator)
+            frame = check_separator(read_csv(path, separator), path, separator)
+            if skipped := blank_tail(frame):
+                frame = frame.iloc[:-skipped]
+                if notes is not None:
+                    notes.append(skipped_note(path, skipped))
+            return frame
         return pd.read_parquet(path)
+    except LeadtempError:
+        raise
     except (ValueError, OSError) as exc:
         raise unreadable(path, exc) from exc
+
+
+def read_csv(path: Path, separator: str, **options) -> pd.DataFrame:
+    """``pd.read_csv`` with every cell as text; a row with more fields than the header, in a file whose header
+    holds another separator, is a wrong ``data.csv_separator`` (:func:`check_separator`), not a parser error."""
+    try:
+        return pd.read_csv(path, sep=separator, dtype=str, low_memory=False, **options)
+    except pd.errors.ParserError:
+        check_separator(pd.read_csv(path, sep=separator, dtype=str, nrows=0), path, separator)
+        raise
+
+
+def blank_tail(frame: pd.DataFrame) -> int:
+    """How many rows at the end of a CSV's frame have every cell empty (or only spaces): no row at all, but the
+    ``,,,,`` lines a spreadsheet leaves below its data. Empty rows before a filled one are rows (row numbers in
+    messages stay those of the file), and refused or rejected as such."""
+    filled = frame.notna().to_numpy().any(axis=1) if frame.shape[1] else np.zeros(len(frame), dtype=bool)
+    end = len(frame)
+    while end > 0 and not (filled[end - 1] and any(isinstance(v, str) and v.strip() for v in frame.iloc[end - 1])):
+        end -= 1
+    return len(frame) - end
+
+
+def skipped_note(path: str | Path, rows: int) -> str:
+    return f"{path}: skipped {rows:,} empty row(s) at the end of the file (every cell empty)"
 
 
 def unreadable(path: Path, exc: BaseException) -> SchemaError:
@@ -62,10 +96,13 @@ def unreadable(path: Path, exc: BaseException) -> SchemaError:
 
 def check_separator(frame: pd.DataFrame, path: Path, separator: str) -> pd.DataFrame:
     """A CSV read as one column whose name holds another separator was read with the wrong one."""
-    if frame.shape[1] == 1 and separator not in str(frame.columns[0]) and any(
-            other in str(frame.columns[0]) for other in ",;\t|" if other != separator):
-        raise SchemaError(f"{path}: one column {str(frame.columns[0])[:60]!r}: is the separator "
-                          f"{separator!r} right? set data.csv_separator")
+    header = str(frame.columns[0]) if frame.shape[1] == 1 else ""
+    found = {other: header.count(other) for other in ",;\t|" if other != separator and other in header}
+    if found and separator not in header:
+        likely = max(found, key=found.get)
+        shown = header if len(header) <= 40 else header[:40] + "\u2026"
+        raise SchemaError(f"{path}: the header has 1 column {shown!r}: is data.csv_separator {likely!r}? "
+                          f"(it is {separator!r})")
     return frame
 
 
@@ -167,28 +204,31 @@ def replace_dir(source: str | Path, target: str | Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def load_leads(params: Params, path: str | Path | None = None) -> pd.DataFrame:
-    """The leads table under leadtemp's column names (see :func:`leadtemp.schema.validate_leads`)."""
+def load_leads(params: Params, path: str | Path | None = None, notes: list[str] | None = None) -> pd.DataFrame:
+    """The leads table under leadtemp's column names (see :func:`leadtemp.schema.validate_leads`); ``notes``
+    collects what the user should hear about the reading (empty rows skipped)."""
     d = params.data
     path = Path(path or d.leads)
-    return validate_leads(read_table(path, d.csv_separator), str(path), d.categorical, d.numeric, columns=d.columns,
+    return validate_leads(read_table(path, d.csv_separator, notes), str(path), d.categorical, d.numeric, columns=d.columns,
                           missing_values=d.missing_values, row_order=d.created_from_row_order,
                           dates=DateRules.of(d))
 
 
-def load_interactions(params: Params, leads: pd.DataFrame, path: str | Path | None = None) -> pd.DataFrame:
+def load_interactions(params: Params, leads: pd.DataFrame, path: str | Path | None = None,
+                      notes: list[str] | None = None) -> pd.DataFrame:
     """The interaction log, or an empty one when params declares none."""
     path = path or params.data.interactions
     if path is None:
         return empty_interactions()
     d = params.data
-    return validate_interactions(read_table(path, d.csv_separator), str(path), leads["lead_id"], d.interaction_columns,
+    return validate_interactions(read_table(path, d.csv_separator, notes), str(path), leads["lead_id"], d.interaction_columns,
                                  dates=DateRules.of(d))
 
 
-def load_data(params: Params, leads_path=None, interactions_path=None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    leads = load_leads(params, leads_path)
-    return leads, load_interactions(params, leads, interactions_path)
+def load_data(params: Params, leads_path=None, interactions_path=None,
+              notes: list[str] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    leads = load_leads(params, leads_path, notes)
+    return leads, load_interactions(params, leads, interactions_path, notes)
 
 
 def sha256(path: str | Path) -> str:

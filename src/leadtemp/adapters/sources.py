@@ -7,7 +7,7 @@ import tempfile
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -133,6 +133,8 @@ class Source:
     table: str | None = None
     separator: str = ","
     location: str | None = None  # the path as given (a cluster URI such as s3a://… survives only as text)
+    # what the reading skipped, for the user to hear (a CSV's empty rows at its end); the reader empties it
+    notes: list[str] = field(default_factory=list, compare=False, hash=False, repr=False)
 
     @classmethod
     def file(cls, path: str | Path, separator: str = ",") -> Source:
@@ -260,12 +262,28 @@ class Source:
                             yield batch.to_pandas()
 
     def _read_csv(self, part: Path, size: int | None):
-        from leadtemp.adapters.files import check_separator, read_table
+        from leadtemp.adapters.files import check_separator, read_csv, read_table
 
         if size is None:
-            return read_table(part, self.separator)
-        check_separator(pd.read_csv(part, sep=self.separator, nrows=5, dtype=str), part, self.separator)
-        return pd.read_csv(part, sep=self.separator, chunksize=size, dtype=str, low_memory=False)  # as read_table
+            return read_table(part, self.separator, self.notes)
+        check_separator(pd.read_csv(part, sep=self.separator, nrows=0, dtype=str), part, self.separator)
+        return self._without_blank_tail(part, read_csv(part, self.separator, chunksize=size))  # as read_table
+
+    def _without_blank_tail(self, part: Path, chunks: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        """The chunks without the file's empty rows at its end (as :func:`read_table`): empty rows at the end of a
+        chunk are held back and go out in front of the next one, so row numbers stay the file's."""
+        from leadtemp.adapters.files import blank_tail, skipped_note
+
+        held = None
+        for chunk in chunks:
+            if held is not None:
+                chunk, held = pd.concat([held, chunk], ignore_index=True), None
+            if skipped := blank_tail(chunk):
+                chunk, held = chunk.iloc[:-skipped], chunk.iloc[-skipped:]
+            if len(chunk):
+                yield chunk
+        if held is not None:
+            self.notes.append(skipped_note(part, len(held)))
 
     def _database_batches(self, size: int | None, wanted: tuple[list[str], list[str]] | None = None) -> Iterator[pd.DataFrame]:
         """Arrow record batches from the database's ADBC driver when one is installed (SQLite, PostgreSQL),

@@ -55,7 +55,8 @@ class Data:
     columns: LeadColumns = field(default_factory=LeadColumns)
     interaction_columns: InteractionColumns = field(default_factory=InteractionColumns)
     missing_values: tuple[str, ...] = ()
-    date_format: str | None = None   # strftime format of every text timestamp column; None: inferred per column
+    # strftime format of every text timestamp column, or {column: format} for some; None (or not listed): inferred
+    date_format: str | dict[str, str] | None = None
     earliest: str = "1970-01-01"     # timestamps before this are bad values ...
     latest: str = "2100-01-01"       # ... and so are those at or after this one
     created_from_row_order: RowOrderTime | None = None
@@ -444,14 +445,24 @@ def _date_problems(d: Data) -> list[str]:
     import pandas as pd
 
     problems = []
-    if d.date_format is not None:
+    formats = d.date_format if isinstance(d.date_format, dict) else {None: d.date_format}
+    timestamps = sorted({c for c in (d.columns.created_at, d.columns.converted_at, d.columns.lost_at,
+                                     d.interaction_columns.timestamp) if c is not None})
+    for column, fmt in formats.items():
+        where = "data.date_format" if column is None else f"data.date_format of {column!r}"
+        if column is not None and column not in timestamps:
+            problems.append(f"data.date_format: {column!r} is not a timestamp column; those are {timestamps} "
+                            "(data.columns created_at, converted_at, lost_at and data.interaction_columns.timestamp)")
+            continue
+        if fmt is None:
+            continue
         sample = pd.Timestamp("2024-11-23 13:45:56")
         try:
-            back = pd.to_datetime(sample.strftime(d.date_format), format=d.date_format)
+            back = pd.to_datetime(sample.strftime(fmt), format=fmt)
         except (ValueError, TypeError):
             back = None
-        if back is None or "%" not in d.date_format:
-            problems.append(f"data.date_format: {d.date_format!r} is not a strftime format leadtemp can read back "
+        if back is None or "%" not in fmt:
+            problems.append(f"{where}: {fmt!r} is not a strftime format leadtemp can read back "
                             "(e.g. \"%d/%m/%Y\" or \"%m/%d/%Y %H:%M\")")
     window = []
     for name in ("earliest", "latest"):

@@ -7,7 +7,8 @@ Interactions: ``lead_id``, ``timestamp``, ``type`` (free vocabulary), ``directio
 the lead acted, ``outbound`` = we acted), optional numeric ``value``.
 
 Row numbers in messages count data rows from 1 (the first row after a CSV header is row 1).
-Example rows show the lead id and the offending value only, never personal columns.
+Example rows show the lead id and the offending value as written (a time before the creation also the
+creation's), never personal columns.
 """
 
 from __future__ import annotations
@@ -54,8 +55,24 @@ class RowProblems:
         return ~pd.isna(self.reason)
 
 
+def _written(value: object) -> str:
+    """A cell in a message as the user wrote it: text quoted, a timestamp as text, a number plainly, nothing as
+    ``empty`` (never Python's ``Timestamp('…')``, ``nan`` or ``np.float64(…)``)."""
+    if value is None or value is pd.NaT or (not isinstance(value, (str, bytes)) and np.ndim(value) == 0
+                                            and pd.isna(value)):
+        return "empty"
+    if isinstance(value, (pd.Timestamp, datetime, np.datetime64)):
+        return repr(str(pd.Timestamp(value)))
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
+
 def _fail(source: str, column: str, mask: np.ndarray | pd.Series, what: str, frame: pd.DataFrame,
-          id_column: str | None = LEAD_ID, problems: RowProblems | None = None, hint: str = "") -> None:
+          id_column: str | None = LEAD_ID, problems: RowProblems | None = None, hint: str = "",
+          also: Iterable[str | None] = ()) -> None:
+    """Raise (or, with ``problems``, record) the rows of ``mask``: the file, column, count and example rows, each
+    with its id, the value at fault and the values of the columns ``also`` (as written)."""
     mask = np.asarray(mask, dtype=bool)
     if not mask.any():
         return
@@ -68,7 +85,8 @@ def _fail(source: str, column: str, mask: np.ndarray | pd.Series, what: str, fra
         row = frame.iloc[pos]
         shown = {id_column: row.get(id_column)} if id_column in frame.columns and column != id_column else {}
         shown[column] = row.get(column)
-        examples.append(f"row {pos + 1} {shown}")
+        shown |= {c: row.get(c) for c in also if c is not None and c in frame.columns and c not in shown}
+        examples.append(f"row {pos + 1} {{" + ", ".join(f"{k!r}: {_written(v)}" for k, v in shown.items()) + "}")
     raise SchemaError(
         f"{source}: column '{column}': {len(positions)} row(s) {what}; e.g. " + "; ".join(examples)
         + (f" ({hint})" if hint else "")
@@ -151,17 +169,19 @@ _MONTH_WORD = (r"(?i)\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*
 class DateRules:
     """How timestamps are read: one format per text column, given or inferred, inside a plausible window.
 
-    ``date_format`` (strftime) applies to every text timestamp column; None infers each column's format
-    from all its values. Timestamps outside ``[earliest, latest)`` are bad values. ``settled`` keeps
-    the format each (source, column) was read with, so the later batches of a streamed table are read
+    ``date_format`` (strftime) applies to every text timestamp column, or, a mapping, to the columns it
+    names; None (or a column the mapping leaves out) infers each column's format from all its values.
+    Timestamps outside ``[earliest, latest)`` are bad values. ``settled`` keeps the format each
+    (source, column) was read with, so the later batches of a streamed table are read
     the same way, and a column that alone cannot tell day from month follows another column of its table.
     Columns that are already datetimes (Parquet, databases) are taken as they are.
     """
 
-    date_format: str | None = None
+    date_format: str | dict[str, str] | None = None
     earliest: str = "1970-01-01"
     latest: str = "2100-01-01"
     settled: dict[tuple[str, str], DateFormat] = field(default_factory=dict)
+    timed: set[tuple[str, str]] = field(default_factory=set)  # columns seen with a time of day (never date columns)
 
     @classmethod
     def of(cls, data: Data) -> DateRules:
@@ -170,6 +190,24 @@ class DateRules:
     @property
     def window(self) -> str:
         return f"outside {self.earliest} .. {self.latest} (data.earliest, data.latest)"
+
+    def declared(self, column: str) -> tuple[str | None, str]:
+        """The format declared for ``column`` (None: infer it) and how params spell it, for messages."""
+        if isinstance(self.date_format, dict):
+            fmt = self.date_format.get(column)
+            return fmt, f"data.date_format of {column!r} is {fmt!r}"
+        return self.date_format, f"data.date_format is {self.date_format!r}"
+
+    def is_date_column(self, parsed: pd.Series, source: str, column: str) -> bool:
+        """Whether a column carries no time of day: every value at midnight, as a date without a time reads.
+
+        Once a column (of a streamed table) has shown a time of day, it stays a timestamp column.
+        """
+        key = (source, column)
+        values = parsed.dropna()
+        if key not in self.timed and len(values) and not (values == values.dt.normalize()).all():
+            self.timed.add(key)
+        return key not in self.timed and len(values) > 0
 
 
 def _read_with(fmt: DateFormat, text: pd.Series) -> pd.Series:
@@ -225,7 +263,7 @@ def _infer_format(text: pd.Series, source: str, column: str,
     if len(results) > 1 and results[0][0] == results[1][0]:
         (n, a, *_), (_, b, *_) = results[:2]
         raise SchemaError(f"{source}: column '{column}': mixes date forms, {n} value(s) each as {a.name} and as "
-                          f"{b.name}; declare the one it uses in params (data.date_format)")
+                          f"{b.name}; declare the one it uses in params, e.g. data.date_format: {{{yaml_key(column)}: \"...\"}}")
     _, fmt, parsed, settle, unsure = results[0]
     if unsure is not None:  # the column's own form cannot tell day from month (a minority form is just bad)
         raise SchemaError(unsure)
@@ -261,7 +299,20 @@ def _day_or_month_first(group: tuple[DateFormat, DateFormat], values: pd.Series,
            else f"as many values read one way as the other, {reads_day_first} each")
     return day_first, False, (f"{source}: column '{column}': dates such as {values[differ].iloc[0]!r} read as "
                               f"\"{day_first.name}\" and as \"{month_first.name}\" ({why}); declare the format in "
-                              f"params, e.g. data.date_format: \"{day_first.name}\"")
+                              f"params, e.g. data.date_format: {{{yaml_key(column)}: \"{day_first.name}\"}}")
+
+
+def yaml_key(column: str) -> str:
+    """A column name as a key of a YAML flow mapping: as it is when YAML reads it back as that text, else quoted."""
+    import json
+
+    import yaml
+
+    try:
+        plain = yaml.safe_load(f"{{{column}: x}}") == {column: "x"}
+    except yaml.YAMLError:
+        plain = False
+    return column if plain else json.dumps(column, ensure_ascii=False)
 
 
 def parse_timestamps(frame: pd.DataFrame, column: str, source: str, required: bool,
@@ -283,9 +334,9 @@ def parse_timestamps(frame: pd.DataFrame, column: str, source: str, required: bo
         text = text.mask(text == "")
         key = (source, column)
         settle = False
-        if rules.date_format is not None:
-            fmt = declared_format(rules.date_format)
-            hint = f"data.date_format is {rules.date_format!r}"
+        declared, hint = rules.declared(column)
+        if declared is not None:
+            fmt = declared_format(declared)
         else:
             fmt = rules.settled.get(key)
         if fmt is None:
@@ -294,10 +345,11 @@ def parse_timestamps(frame: pd.DataFrame, column: str, source: str, required: bo
             parsed = _read_with(fmt, text)
         if settle:
             rules.settled[key] = fmt
-        if rules.date_format is None:
-            hint = (f"the column is read as {fmt.name}; set data.date_format to declare another format" if fmt else
+        if declared is None:
+            example = f"data.date_format: {{{yaml_key(column)}: ...}}"
+            hint = (f"the column is read as {fmt.name}; declare another format in params, e.g. {example}" if fmt else
                     "no known format reads it: ISO 8601, DD/MM/YYYY, MM/DD/YYYY, DD.MM.YYYY, YYYY/MM/DD or month "
-                    "names, each with an optional HH:MM[:SS]; set data.date_format")
+                    f"names, each with an optional HH:MM[:SS]; declare its format in params, e.g. {example}")
         _fail(source, column, text.notna() & parsed.isna(), "are not parsable timestamps", frame, id_column, problems,
               hint)
     if getattr(parsed.dt, "tz", None) is not None:
@@ -431,9 +483,9 @@ def validate_leads(
     if columns.converted_at is not None and columns.converted_at in frame.columns:
         converted = parse_timestamps(frame, columns.converted_at, source, required=False, id_column=id_col,
                                      problems=problems, rules=dates)
-        shown = frame.assign(**{columns.converted_at: converted})
+        converted = on_creation_day(converted, created, dates.is_date_column(converted, source, columns.converted_at))
         _fail(source, columns.converted_at, (converted < created).to_numpy(), "convert before they were created",
-              shown, id_col, problems)
+              frame, id_col, problems, also=(columns.created_at,))
     out.insert(2, CONVERTED_AT, converted.to_numpy())
     if columns.lost_at is not None:
         out.insert(3, LOST_AT, _lost_times(frame, columns, source, created, converted, id_col, problems, dates).to_numpy())
@@ -443,9 +495,37 @@ def validate_leads(
         label = (parse_label(frame, columns.label, source, id_col, problems) if columns.label in frame.columns
                  else pd.Series(pd.NA, index=frame.index, dtype="Int8"))
         out.insert(3, LABEL, label.to_numpy())
+    for column in categorical:
+        out[column] = _blank_is_missing(out[column])
     for column in numeric:
         out[column] = parse_numbers(frame, column, source, id_col, problems)
     return out
+
+
+def _blank_is_missing(values: pd.Series) -> pd.Series:
+    """Empty or whitespace-only text is missing, as an empty CSV cell is: a Parquet file, a database table or a
+    serve request hands it over as '', which would otherwise be a category of its own."""
+    if not (pd.api.types.is_string_dtype(values.dtype) or values.dtype == object):
+        return values
+    text = values.astype("string") if values.dtype == object else values
+    blank = text.str.strip().eq("").to_numpy(dtype=bool, na_value=False)
+    if values.dtype == object:  # a str-typed check: the integers and floats of a database column stay as they are
+        blank &= np.fromiter((isinstance(v, str) for v in values), dtype=bool, count=len(values))
+    return values.mask(blank) if blank.any() else values
+
+
+def on_creation_day(when: pd.Series, created: pd.Series, date_column: bool) -> pd.Series:
+    """A date column's dates on the creation's own day, read as the creation moment.
+
+    A date without a time of day ("Dec 09, 2024") reads as midnight, which on the day the lead was created
+    (09/12/2024 01:05) would be before it: the event happened that day, at the creation or after it. The
+    creation moment is the earliest time it can have happened, as midnight is for any later day, so no
+    snapshot sees it later than it was. An earlier day stays a bad value; a timestamp column is taken as it is.
+    """
+    if not date_column:
+        return when
+    same_day = ((when < created) & (when == created.dt.normalize())).to_numpy(dtype=bool, na_value=False)
+    return when.mask(same_day, created)
 
 
 def _lost_times(frame: pd.DataFrame, columns: LeadColumns, source: str, created: pd.Series, converted: pd.Series,
@@ -457,11 +537,12 @@ def _lost_times(frame: pd.DataFrame, columns: LeadColumns, source: str, created:
     """
     lost = parse_timestamps(frame, columns.lost_at, source, required=False, id_column=id_col, problems=problems,
                             rules=dates)
-    shown = frame.assign(**{columns.lost_at: lost})
-    _fail(source, columns.lost_at, (lost < created).to_numpy(), "are lost before they were created", shown, id_col,
-          problems)
+    lost = on_creation_day(lost, created, dates.is_date_column(lost, source, columns.lost_at))
+    _fail(source, columns.lost_at, (lost < created).to_numpy(), "are lost before they were created", frame, id_col,
+          problems, also=(columns.created_at,))
     _fail(source, columns.lost_at, (lost == converted).to_numpy(),
-          "are lost at the moment they converted (converted and lost at once)", shown, id_col, problems)
+          "are lost at the moment they converted (converted and lost at once)", frame, id_col, problems,
+          also=(columns.converted_at,))
     return lost
 
 

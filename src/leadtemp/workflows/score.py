@@ -150,6 +150,14 @@ def score_in_batches(
         lost=sum(v[3] for v in done.values()), include_lost=include_lost)
 
 
+def _say_notes(source: TableSource, echo: Callable[[str], None]) -> None:
+    """What reading ``source`` skipped (a CSV's empty rows at its end), said once."""
+    notes = getattr(source, "notes", None) or []
+    for note in notes:
+        echo(f"note: {note}")
+    notes.clear()
+
+
 def _resumable(manifest: dict | None, inputs: dict, echo: Callable[[str], None]) -> dict | None:
     """The manifest of an unfinished run, if it was made from these very inputs; else None (start afresh)."""
     if manifest is None or manifest.get("inputs") == inputs:
@@ -182,6 +190,7 @@ def _partition(scorer: LeadScorer, params: Params, as_of: pd.Timestamp, leads: T
     if read == 0:
         raise SchemaError(f"{leads}: no lead rows to score (only a header, or an empty table)")
     echo(f"read {read:,} leads from {leads} into {n} partitions")
+    _say_notes(leads, echo)
     events_read = 0
     if interactions is not None:
         event_parts = run.partitions("events", n, EVENT_SCHEMA)
@@ -190,6 +199,7 @@ def _partition(scorer: LeadScorer, params: Params, as_of: pd.Timestamp, leads: T
             events_read += len(batch)
         event_parts.close()
         echo(f"read {events_read:,} interactions from {interactions}")
+        _say_notes(interactions, echo)
     manifest = {"id": hashlib.sha256(f"{run.target}|{time.time_ns()}".encode()).hexdigest()[:12], "partitions": n,
                 "leads": read, "interactions": events_read, "lead_rows": lead_rows.tolist(), "inputs": inputs}
     run.save_manifest(manifest)

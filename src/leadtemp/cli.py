@@ -67,13 +67,17 @@ def simulate(
         "--lost/--no-lost", help="Lost leads are recorded: disqualified (a `disqualified` event and lost_at), closed "
         "silently weeks later (lost_at only) or not at all, and some come back (default: simulate.lost); "
         "losses.parquet holds the truth. Train with data.columns.lost_at: lost_at (docs/simulator.md).")] = None,
+    stages: Annotated[Optional[bool], typer.Option(
+        "--stages/--no-stages", help="The sales funnel: `stage` rows (new, contacted, qualified, proposal, negotiation; "
+        "won, lost) in a `stage` column and the `outcome` of each of our calls, from the hidden story "
+        "(default: simulate.stages). Train with the events and columns of docs/simulator.md.")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Generate a synthetic lead database with a known truth (see docs/domain.md)."""
     from leadtemp.api import simulate as run
 
     p = _params(params)
-    data, written = run(p, out, leads, seed, start, months, shift_at, lost)
+    data, written = run(p, out, leads, seed, start, months, shift_at, lost, stages)
     for path in written:
         typer.echo(f"wrote {path}")
     if shift_at := shift_at or p.simulate.shift_at:
@@ -83,6 +87,9 @@ def simulate(
     if data.losses is not None:
         typer.echo(f"{data.leads['lost_at'].notna().mean():.1%} closed as lost (lost_at); "
                    f"{data.losses['recycled_on'].notna().sum()} of {len(data.losses)} losses came back")
+    if "stage" in data.interactions.columns:
+        typer.echo(f"{(data.interactions['type'] == 'stage').sum():,} stage changes, "
+                   f"{data.interactions['outcome'].notna().sum():,} call outcomes")
 
 
 def _print_gates(console, gates) -> None:

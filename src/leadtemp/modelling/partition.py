@@ -24,6 +24,8 @@ from leadtemp.core.schema import (
     LABEL,
     LEAD_ID,
     LOST_AT,
+    OUTCOME,
+    STAGE,
     TIMESTAMP,
     TYPE,
     DateRules,
@@ -101,6 +103,19 @@ EVENT_SCHEMA = pa.schema([(LEAD_ID, pa.string()), (TIMESTAMP, pa.timestamp("ns")
                           (DIRECTION, pa.string()), (REJECT, pa.string()), (ROW, pa.int64())])
 
 
+def funnel_columns(scorer: LeadScorer) -> tuple[str, ...]:
+    """The funnel's event columns a model reads (a stage model: ``stage``; task outcomes: ``outcome``)."""
+    return tuple(c for c, used in ((STAGE, bool(scorer.spec.stages)), (OUTCOME, scorer.spec.task_outcomes)) if used)
+
+
+def event_schema(scorer: LeadScorer) -> pa.Schema:
+    """EVENT_SCHEMA, and the funnel's columns for a model that reads them."""
+    schema = EVENT_SCHEMA
+    for column in funnel_columns(scorer):
+        schema = schema.insert(4, pa.field(column, pa.string()))
+    return schema
+
+
 def lead_columns_read(params: Params, scorer: LeadScorer) -> tuple[list[str], list[str]] | None:
     """The leads table's columns :func:`canonical_leads` reads: (required, optional); None: all of them
     (months from row order read the table as a whole)."""
@@ -115,7 +130,7 @@ def lead_columns_read(params: Params, scorer: LeadScorer) -> tuple[list[str], li
 def event_columns_read(params: Params) -> tuple[list[str], list[str]]:
     """The interaction columns :func:`canonical_events` reads: (required, optional)."""
     c = params.data.interaction_columns
-    return [c.lead_id, c.timestamp, c.type, c.direction], [c.value]
+    return [c.lead_id, c.timestamp, c.type, c.direction], [c.value] + [x for x in (c.stage, c.outcome) if x]
 
 
 def canonical_leads(raw: pd.DataFrame, source: str, params: Params, scorer: LeadScorer, first_row: int,
@@ -151,14 +166,17 @@ def canonical_rows(leads: pd.DataFrame, problems: RowProblems, scorer: LeadScore
 
 
 def canonical_events(raw: pd.DataFrame, source: str, params: Params, first_row: int,
-                     as_of: pd.Timestamp, dates: DateRules | None = None) -> pd.DataFrame:
+                     as_of: pd.Timestamp, dates: DateRules | None = None, funnel: tuple[str, ...] = ()) -> pd.DataFrame:
     """One batch of the interactions under leadtemp's names with reasons; events at or after ``as_of``
     are left out here, as scoring would never look at them (a bad row is kept whatever its time).
-    ``dates`` as in :func:`canonical_leads`."""
+    ``dates`` as in :func:`canonical_leads`; ``funnel``: the funnel's columns the model reads (:func:`funnel_columns`),
+    empty where the interactions have none."""
     problems = RowProblems(len(raw))
     events = validate_interactions(raw, source, None, params.data.interaction_columns, problems=problems,
-                                   dates=dates or DateRules.of(params.data))
+                                   dates=dates or DateRules.of(params.data), stages=params.stage_names())
     out = events[[LEAD_ID, TIMESTAMP, TYPE, DIRECTION]].copy()
+    for column in funnel:
+        out[column] = events[column] if column in events.columns else pd.Series(pd.NA, index=out.index, dtype="string")
     out[REJECT] = row_reasons(problems)
     out[ROW] = np.arange(first_row, first_row + len(out), dtype=np.int64)
     keep = problems.bad | (out[TIMESTAMP] < as_of).to_numpy()

@@ -1,0 +1,279 @@
+"""The sales funnel as data (issue 14 item 3, docs/domain.md section 5): stage changes and task outcomes.
+
+Units: the stage and task features are point in time and read the stages in their order; bad input and
+terminal stages are refused with one line. Model: a small simulated world with stages trains and scores
+through the CLI, uses the funnel's features and words them for a rep; the lift from them is measured on
+the same split with and without them (printed, not asserted: it is the simulator's, not a truth).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from leadtemp.cli import app
+from leadtemp.core.checks import check_terminal_stages
+from leadtemp.core.config import ConfigError, EventType, load_params, params_from_dict
+from leadtemp.core.errors import SchemaError, TrainingDataError
+from leadtemp.core.features import STAGE_FEATURES, TASK_FEATURES, features_as_of, fit_feature_spec, prepare_events
+from leadtemp.core.reasons import describe_group
+from leadtemp.core.schema import validate_interactions, validate_leads
+
+ORDER = ["new", "contacted", "qualified", "proposal", "negotiation"]
+FUNNEL = {"stage": {"kind": "stage", "order": ORDER, "terminal": {"won": "won", "lost": "lost"}}}
+
+
+def funnel_params(**data):
+    return params_from_dict({"events": FUNNEL, "data": {"categorical": [], "numeric": [],
+                                                        "interaction_columns": {"outcome": "outcome"}, **data}})
+
+
+def tiny_log() -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Lead A: new, a missed call, qualified (skipping contacted), back to contacted, a reached call, negotiation
+    (skipping qualified and proposal), won. Lead B: one voicemail, no stage."""
+    leads = validate_leads(pd.DataFrame({"lead_id": ["A", "B"], "created_at": ["2024-01-01", "2024-01-01"]}), "leads")
+    raw = pd.DataFrame({
+        "lead_id": ["A"] * 7 + ["B"],
+        "timestamp": ["2024-01-02", "2024-01-03", "2024-01-05", "2024-01-06", "2024-01-08", "2024-01-09",
+                      "2024-01-20", "2024-01-04"],
+        "type": ["stage", "phone_call", "stage", "stage", "phone_call", "stage", "stage", "phone_call"],
+        "direction": ["outbound"] * 8,
+        "value": ["new", "3.5", "qualified", "contacted", "", " negotiation", "won", ""],
+        "outcome": ["", "no_answer", "", "", "Reached", "", "", "voicemail"],
+    })
+    return leads, raw
+
+
+def funnel_at(day: str, sort: bool = True, raw: pd.DataFrame | None = None) -> pd.DataFrame:
+    p = funnel_params()
+    leads, log = tiny_log()
+    events = validate_interactions(log if raw is None else raw, "log.csv", leads["lead_id"],
+                                   p.data.interaction_columns, stages=p.stage_names())
+    spec = fit_feature_spec(leads, events, p.features, (), (), None, events=p.events)
+    out = features_as_of(leads, prepare_events(events, spec, sort=sort), pd.Timestamp(day), spec)
+    return out.set_index("lead_id")[spec.funnel_features]
+
+
+# -- units: the features ---------------------------------------------------------------------------------
+def test_stage_values_are_read_as_text_and_the_value_column_stays_numeric_elsewhere():
+    p = funnel_params()
+    leads, raw = tiny_log()
+    events = validate_interactions(raw, "log.csv", leads["lead_id"], p.data.interaction_columns, stages=p.stage_names())
+    assert events["stage"].dropna().tolist() == ["new", "qualified", "contacted", "negotiation", "won"]
+    assert events["value"].tolist()[1] == 3.5 and events["value"].iloc[[0, 2]].isna().all()
+    assert events["outcome"].dropna().tolist() == ["no_answer", "reached", "voicemail"]
+
+
+def test_funnel_features_read_the_stages_in_their_order():
+    got = funnel_at("2024-01-10")
+    a, b = got.loc["A"], got.loc["B"]
+    assert list(got.columns) == [*STAGE_FEATURES, *TASK_FEATURES]
+    assert a["stage_rank"] == 5 and a["days_in_stage"] == 1                  # negotiation since 01-09
+    assert a["stages_skipped"] == 1 + 2 and a["stage_moves_back"] == 1       # contacted; qualified and proposal
+    assert a["task_attempts_30d"] == 2 and a["reach_rate_30d"] == 0.5 and a["last_task_outcome"] == 3  # reached
+    assert np.isnan(b["stage_rank"]) and np.isnan(b["days_in_stage"]) and b["stages_skipped"] == 0
+    assert b["task_attempts_30d"] == 1 and b["reach_rate_30d"] == 0
+
+
+def test_funnel_features_are_point_in_time_and_never_see_a_terminal_stage():
+    early = funnel_at("2024-01-07")
+    assert early.loc["A", "stage_rank"] == 2 and early.loc["A", "stages_skipped"] == 1  # contacted, after qualified
+    assert early.loc["A", "task_attempts_30d"] == 1 and early.loc["A", "last_task_outcome"] == 1  # no answer
+    # won on 01-20: the lead is still "in negotiation" after it, for more days (a terminal stage is no feature)
+    late = funnel_at("2024-01-25")
+    assert late.loc["A", "stage_rank"] == 5 and late.loc["A", "days_in_stage"] == 16
+    # a row at the cutoff itself, or after it, changes nothing; nor does the order the rows come in
+    leads, raw = tiny_log()
+    future = pd.DataFrame({"lead_id": ["A", "A", "B"], "timestamp": ["2024-01-10", "2024-01-12", "2024-01-10"],
+                           "type": ["stage", "phone_call", "stage"], "direction": "outbound",
+                           "value": ["new", "", "proposal"], "outcome": ["", "reached", ""]})
+    more = pd.concat([raw, future], ignore_index=True)
+    pd.testing.assert_frame_equal(funnel_at("2024-01-10", raw=more), funnel_at("2024-01-10"))
+    shuffled = more.sample(frac=1.0, random_state=1).reset_index(drop=True)
+    pd.testing.assert_frame_equal(funnel_at("2024-01-10", sort=False, raw=shuffled), funnel_at("2024-01-10"))
+
+
+def test_funnel_reasons_are_worded_for_a_rep():
+    p = funnel_params()
+    leads, raw = tiny_log()
+    events = validate_interactions(raw, "log.csv", leads["lead_id"], p.data.interaction_columns, stages=p.stage_names())
+    spec = fit_feature_spec(leads, events, p.features, (), (), None, events=p.events)
+    row = features_as_of(leads, prepare_events(events, spec), pd.Timestamp("2024-01-21"), spec).iloc[0]
+    words = {key: describe_group(key, row, spec, {}) for key in ("stage", "stage_path", "reach", "last_task")}
+    assert words == {"stage": "in negotiation for 12 days", "stage_path": "skipped 3 stages and moved back a stage 1 time",
+                     "reach": "reached on 1 of 2 calls in the last 30 days", "last_task": "last task: reached"}
+
+
+def test_models_without_a_funnel_have_none_of_its_columns(small_sim, params):
+    spec = fit_feature_spec(small_sim.leads, small_sim.interactions, params.features, (), (), None, events=params.events)
+    assert spec.funnel_features == [] and not set(STAGE_FEATURES + TASK_FEATURES) & set(spec.columns)
+
+
+# -- bad input ---------------------------------------------------------------------------------------------
+def test_an_undeclared_stage_is_one_line_naming_file_column_and_rows():
+    p = funnel_params()
+    leads, raw = tiny_log()
+    raw.loc[[2, 5], "value"] = ["demo", "Negotiation"]
+    with pytest.raises(SchemaError) as caught:
+        validate_interactions(raw, "log.csv", leads["lead_id"], p.data.interaction_columns, stages=p.stage_names())
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("log.csv: column 'value': 2 row(s) of a stage type name a stage")
+    assert "row 3 " in message and "'demo'" in message and "row 6 " in message and "negotiation" in message
+
+
+BAD_FUNNELS = {
+    "no order": ({"stage": {"kind": "stage"}}, r"events\.stage\.order: a stage type needs its stages"),
+    "order twice": ({"stage": {"kind": "stage", "order": ["a", "b", "a"]}}, r"\['a'\] listed more than once"),
+    "terminal end": ({"stage": {"kind": "stage", "order": ["a"], "terminal": {"gone": "away"}}},
+                     r"events\.stage\.terminal: \{'gone': 'away'\} must each end the lead as lost or won"),
+    "order on a touch": ({"call": {"order": ["a"]}}, r"events\.call: only a stage type"),
+    "two funnels": ({"s1": {"kind": "stage", "order": ["a"]}, "s2": {"kind": "stage", "order": ["b"]}},
+                    r"declare one funnel"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FUNNELS))
+def test_a_bad_funnel_declaration_is_refused_by_the_params(case):
+    events, message = BAD_FUNNELS[case]
+    with pytest.raises(ConfigError, match=message):
+        params_from_dict({"events": events})
+
+
+def write_tiny_world(folder, extra_params: dict | None = None, raw: pd.DataFrame | None = None):
+    leads, log = tiny_log()
+    leads.to_csv(folder / "leads.csv", index=False)
+    (log if raw is None else raw).to_csv(folder / "log.csv", index=False)
+    p = {"data": {"leads": "leads.csv", "interactions": "log.csv", "categorical": [], "numeric": [],
+                  "interaction_columns": {"outcome": "outcome"}}, "events": FUNNEL}
+    for key, value in (extra_params or {}).items():
+        p[key] = value
+    (folder / "p.yaml").write_text(yaml.safe_dump(p))
+
+
+def _one_line_exit_2(folder, pattern: str):
+    before = sorted(x.name for x in folder.iterdir())
+    result = CliRunner().invoke(app, ["train", "--params", "p.yaml"])  # the test's cwd is its tmp_path
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1 and re.search(pattern, lines[0]), result.output
+    assert sorted(x.name for x in folder.iterdir()) == before  # no mlflow.db, no models/
+
+
+def test_train_stops_on_an_undeclared_stage_or_outcome_with_exit_2_and_writes_nothing(tmp_path):
+    leads, raw = tiny_log()
+    raw.loc[2, "value"] = "demo"
+    write_tiny_world(tmp_path, raw=raw)
+    _one_line_exit_2(tmp_path, r"^error: log\.csv: column 'value': 1 row\(s\) of a stage type name a stage not "
+                               r"declared in events .*row 3 .*'demo'")
+    raw = tiny_log()[1]
+    raw.loc[1, "outcome"] = "maybe"
+    write_tiny_world(tmp_path, raw=raw)
+    _one_line_exit_2(tmp_path, r"^error: log\.csv: column 'outcome': 1 row\(s\) are not a task outcome .*'maybe'")
+
+
+# -- terminal stages: never a feature --------------------------------------------------------------------
+@pytest.mark.parametrize("order, refused", [
+    ([*ORDER, "won"], "won"),                   # won by name
+    (["new", "Closed Lost", "negotiation"], "Closed Lost"),
+    (["new", "signed"], "signed"),              # declared terminal by the params, and listed as open too
+    (["new", "A_Denied"], "A_Denied"),          # the name of a type declared as an outcome
+])
+def test_a_terminal_stage_among_the_open_ones_is_refused_by_the_leakage_check(order, refused):
+    events = {"stage": EventType(kind="stage", order=tuple(order), terminal={"signed": "won"}),
+              "A_Denied": EventType(kind="outcome", ends="lost")}
+    with pytest.raises(TrainingDataError, match=rf"^leakage: stage\(s\) \['{refused}'\] in events\.stage\.order end the lead"):
+        check_terminal_stages(events)
+    check_terminal_stages({**events, "stage": EventType(kind="stage", order=tuple(ORDER), terminal={"won": "won"})})
+
+
+def test_train_refuses_a_won_stage_as_a_feature_with_exit_2(tmp_path):
+    write_tiny_world(tmp_path, {"events": {"stage": {"kind": "stage", "order": [*ORDER, "won"], "terminal": {"lost": "lost"}}}})
+    _one_line_exit_2(tmp_path, r"^error: leakage: stage\(s\) \['won'\] in events\.stage\.order end the lead")
+
+
+# -- a simulated world with its funnel, end to end -------------------------------------------------------
+WORLD = ["--leads", "3000", "--seed", "5", "--months", "24", "--start", "2023-01-01"]
+WORLD_END = "2025-01-01"
+
+
+def world_params(folder, funnel: bool) -> dict:
+    from conftest import ROOT
+
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["data"].update(leads=str(folder / "sim" / "leads.parquet"), interactions=str(folder / "sim" / "interactions.parquet"))
+    p["when"] = {"horizons_days": []}
+    p["snapshots"]["observed_until"] = WORLD_END  # the same cutoffs and slices whatever the interactions hold
+    p["retrain"]["bootstrap"] = 0
+    p["mlflow"]["export_dir"] = str(folder / "models")
+    if funnel:
+        p["events"] = FUNNEL
+        p["data"]["interaction_columns"] = {"stage": "stage", "outcome": "outcome"}
+    return p
+
+
+@pytest.fixture(scope="module")
+def funnel_world(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("funnel")
+    (folder / "p.yaml").write_text(yaml.safe_dump(world_params(folder, funnel=True)))
+    result = CliRunner().invoke(app, ["simulate", "--out", str(folder / "sim"), *WORLD, "--stages",
+                                      "--params", str(folder / "p.yaml")])
+    assert result.exit_code == 0, result.output
+    assert re.search(r"[\d,]+ stage changes, [\d,]+ call outcomes", result.output)
+    return folder
+
+
+def test_cli_trains_and_scores_with_the_funnel_and_words_it(funnel_world, monkeypatch):
+    monkeypatch.chdir(funnel_world)
+    result = CliRunner().invoke(app, ["train", "--params", "p.yaml"])
+    assert result.exit_code == 0, result.output
+    from leadtemp.adapters.pyfunc import load_scorer
+
+    scorer, _ = load_scorer(str(funnel_world / "models" / "latest"))
+    spec = scorer.spec
+    assert spec.stages == tuple(ORDER) and spec.task_outcomes and set(spec.funnel_features) <= set(spec.columns)
+    gain = dict(zip(scorer.booster.feature_name(), scorer.booster.feature_importance("gain")))
+    used = {c: round(float(gain[c]), 1) for c in spec.funnel_features}
+    print("gain of the funnel's features:", used)
+    assert sum(v > 0 for v in used.values()) >= 2, used  # the model uses the funnel
+    result = CliRunner().invoke(app, ["score", "--params", "p.yaml", "--as-of", "2024-12-01", "--out", "scores.csv"])
+    assert result.exit_code == 0, result.output
+    scores = pd.read_csv(funnel_world / "scores.csv")
+    reasons = pd.concat([scores[f"reason_{i}"] for i in (1, 2, 3)]).dropna()
+    funnel = reasons.loc[reasons.str.contains(r"^(?:in (?:new|contacted|qualified|proposal|negotiation) for|reached on "
+                                              r"\d+ of \d+ call|last task: |no funnel stage|skipped \d+ stage|moved back)")]
+    print(f"{len(funnel):,} of {len(reasons):,} reasons are the funnel's, e.g. {funnel.value_counts().head(4).to_dict()}")
+    assert len(funnel) > 0
+    assert not reasons.str.contains(r"\bwon\b|\blost for\b|'stage'").any()  # terminal stages and stage rows: no reason
+
+
+def test_lift_from_the_funnel_on_the_same_split(funnel_world):
+    """Test ROC-AUC with and without the stage and task features on the same snapshots and slices.
+
+    Without: the same world with no stage rows and no outcome column (what a CRM export without them holds).
+    The numbers are printed for the closing note; the assertion is on the split being the same and the
+    funnel's features being used, not on a number of the simulator's."""
+    from leadtemp.adapters.files import load_data
+    from leadtemp.workflows.train import train
+
+    with_p = params_from_dict(world_params(funnel_world, funnel=True))
+    without_p = params_from_dict(world_params(funnel_world, funnel=False))
+    leads, events = load_data(with_p)
+    base_leads, base_events = load_data(without_p)
+    base_events = base_events.loc[base_events["type"] != "stage"].reset_index(drop=True)
+    with_, without = train(leads, events, with_p), train(base_leads, base_events, without_p)
+    key = ["lead_id", "cutoff"]
+    assert with_.test[key].equals(without.test[key])  # the same test rows
+    a, b = with_.metrics, without.metrics
+    print(f"lift from the funnel (test ROC-AUC, same split, {len(with_.test):,} test rows, "
+          f"{int(with_.test['label'].sum()):,} positive): with {a['roc_auc']:.4f} vs without {b['roc_auc']:.4f} "
+          f"({a['roc_auc'] - b['roc_auc']:+.4f}); within-cutoff {a.get('within_cutoff_roc_auc', float('nan')):.4f} vs "
+          f"{b.get('within_cutoff_roc_auc', float('nan')):.4f}; PR-AUC {a['pr_auc']:.4f} vs "
+          f"{b['pr_auc']:.4f}; lift at 10% {a['lift_at_10']:.2f} vs {b['lift_at_10']:.2f}")
+    assert set(with_.scorer.spec.funnel_features) <= set(with_.scorer.spec.columns)
+    assert not set(with_.scorer.spec.funnel_features) & set(without.scorer.spec.columns)
+    assert with_.leakage["column"].isin(with_.scorer.spec.funnel_features).any()  # the leakage check saw them

@@ -8,7 +8,6 @@ the same split with and without them (printed, not asserted: it is the simulator
 
 from __future__ import annotations
 
-import dataclasses
 import re
 
 import numpy as np
@@ -19,7 +18,7 @@ from typer.testing import CliRunner
 
 from leadtemp.cli import app
 from leadtemp.core.checks import check_terminal_stages
-from leadtemp.core.config import ConfigError, EventType, load_params, params_from_dict
+from leadtemp.core.config import ConfigError, EventType, params_from_dict
 from leadtemp.core.errors import SchemaError, TrainingDataError
 from leadtemp.core.features import STAGE_FEATURES, TASK_FEATURES, features_as_of, fit_feature_spec, prepare_events
 from leadtemp.core.reasons import describe_group

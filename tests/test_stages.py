@@ -114,6 +114,31 @@ def test_models_without_a_funnel_have_none_of_its_columns(small_sim, params):
     assert spec.funnel_features == [] and not set(STAGE_FEATURES + TASK_FEATURES) & set(spec.columns)
 
 
+def test_the_simulator_without_stages_is_the_world_it_was_and_with_them_adds_only_the_funnel():
+    from leadtemp.simulate import simulate
+
+    plain, funnel = simulate(600, seed=2, months=8), simulate(600, seed=2, months=8, stages=True)
+    pd.testing.assert_frame_equal(plain.leads, funnel.leads)
+    pd.testing.assert_frame_equal(plain.truth, funnel.truth)
+    log = funnel.interactions
+    rest = log.loc[log["type"] != "stage"].drop(columns=["stage", "outcome"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(rest, plain.interactions)
+    assert set(log["stage"].dropna()) <= {*ORDER, "won", "lost"} and log.loc[log["type"] == "stage", "stage"].notna().all()
+    calls = (log["type"] == "phone_call") & (log["direction"] == "outbound")
+    assert log.loc[calls, "outcome"].isin(["reached", "no_answer", "voicemail"]).all() and log.loc[~calls, "outcome"].isna().all()
+    won = log.loc[log["stage"] == "won"].merge(funnel.leads[["lead_id", "converted_at"]], on="lead_id")
+    assert len(won) and (won["timestamp"] == won["converted_at"]).all()  # won at the very moment of the conversion
+
+
+def test_the_documented_funnel_is_valid_params():
+    from conftest import ROOT
+
+    doc = (ROOT / "docs" / "own-data.md").read_text().split("## Funnel stages and task outcomes", 1)[1]
+    example = params_from_dict(yaml.safe_load(doc.split("```yaml\n", 1)[1].split("```", 1)[0]))
+    assert example.stage_names() == {"stage": (*ORDER, "won", "lost")} and example.data.interaction_columns.outcome
+    check_terminal_stages(example.events)
+
+
 # -- bad input ---------------------------------------------------------------------------------------------
 def test_an_undeclared_stage_is_one_line_naming_file_column_and_rows():
     p = funnel_params()
@@ -248,6 +273,10 @@ def test_cli_trains_and_scores_with_the_funnel_and_words_it(funnel_world, monkey
     print(f"{len(funnel):,} of {len(reasons):,} reasons are the funnel's, e.g. {funnel.value_counts().head(4).to_dict()}")
     assert len(funnel) > 0
     assert not reasons.str.contains(r"\bwon\b|\blost for\b|'stage'").any()  # terminal stages and stage rows: no reason
+    top = scores.sort_values("rank").iloc[0]["lead_id"]
+    result = CliRunner().invoke(app, ["explain", top, "--params", "p.yaml", "--as-of", "2024-12-01"])
+    assert result.exit_code == 0 and top in result.output, result.output
+    assert re.search(r"in (?:new|contacted|qualified|proposal|negotiation) for|no funnel stage recorded yet", result.output)
 
 
 def test_lift_from_the_funnel_on_the_same_split(funnel_world):

@@ -8,6 +8,7 @@ the same split with and without them (printed, not asserted: it is the simulator
 
 from __future__ import annotations
 
+import json
 import re
 
 import numpy as np
@@ -20,7 +21,14 @@ from leadtemp.cli import app
 from leadtemp.core.checks import check_terminal_stages
 from leadtemp.core.config import ConfigError, EventType, params_from_dict
 from leadtemp.core.errors import SchemaError, TrainingDataError
-from leadtemp.core.features import STAGE_FEATURES, TASK_FEATURES, features_as_of, fit_feature_spec, prepare_events
+from leadtemp.core.features import (
+    RATING_FEATURES,
+    STAGE_FEATURES,
+    TASK_FEATURES,
+    features_as_of,
+    fit_feature_spec,
+    prepare_events,
+)
 from leadtemp.core.reasons import describe_group
 from leadtemp.core.schema import validate_interactions, validate_leads
 
@@ -28,9 +36,12 @@ ORDER = ["new", "contacted", "qualified", "proposal", "negotiation"]
 FUNNEL = {"stage": {"kind": "stage", "order": ORDER, "terminal": {"won": "won", "lost": "lost"}}}
 
 
+COLUMNS = {"outcome": "outcome", "lead_rating": "lead_rating", "task_rating": "task_rating"}
+
+
 def funnel_params(**data):
     return params_from_dict({"events": FUNNEL, "data": {"categorical": [], "numeric": [],
-                                                        "interaction_columns": {"outcome": "outcome"}, **data}})
+                                                        "interaction_columns": COLUMNS, **data}})
 
 
 def tiny_log() -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -45,6 +56,8 @@ def tiny_log() -> tuple[pd.DataFrame, pd.DataFrame]:
         "direction": ["outbound"] * 8,
         "value": ["new", "3.5", "qualified", "contacted", "", " negotiation", "won", ""],
         "outcome": ["", "no_answer", "", "", "Reached", "", "", "voicemail"],
+        "lead_rating": ["", "", "", "", "4", "", "", ""],
+        "task_rating": ["", "1", "", "", "4", "", "", "2"],
     })
     return leads, raw
 
@@ -72,18 +85,21 @@ def test_stage_values_are_read_as_text_and_the_value_column_stays_numeric_elsewh
 def test_funnel_features_read_the_stages_in_their_order():
     got = funnel_at("2024-01-10")
     a, b = got.loc["A"], got.loc["B"]
-    assert list(got.columns) == [*STAGE_FEATURES, *TASK_FEATURES]
+    assert list(got.columns) == [*STAGE_FEATURES, *TASK_FEATURES, *RATING_FEATURES.values()]
     assert a["stage_rank"] == 5 and a["days_in_stage"] == 1                  # negotiation since 01-09
     assert a["stages_skipped"] == 1 + 2 and a["stage_moves_back"] == 1       # contacted; qualified and proposal
     assert a["task_attempts_30d"] == 2 and a["reach_rate_30d"] == 0.5 and a["last_task_outcome"] == 3  # reached
     assert np.isnan(b["stage_rank"]) and np.isnan(b["days_in_stage"]) and b["stages_skipped"] == 0
     assert b["task_attempts_30d"] == 1 and b["reach_rate_30d"] == 0
+    assert a["lead_rating_last"] == 4 and a["task_rating_30d"] == 2.5 and np.isnan(b["lead_rating_last"])
 
 
 def test_funnel_features_are_point_in_time_and_never_see_a_terminal_stage():
     early = funnel_at("2024-01-07")
     assert early.loc["A", "stage_rank"] == 2 and early.loc["A", "stages_skipped"] == 1  # contacted, after qualified
     assert early.loc["A", "task_attempts_30d"] == 1 and early.loc["A", "last_task_outcome"] == 1  # no answer
+    assert np.isnan(early.loc["A", "lead_rating_last"]) and early.loc["A", "task_rating_30d"] == 1
+    assert np.isnan(funnel_at("2024-02-10").loc["A", "task_rating_30d"])  # ratings older than 30 days: none
     # won on 01-20: the lead is still "in negotiation" after it, for more days (a terminal stage is no feature)
     late = funnel_at("2024-01-25")
     assert late.loc["A", "stage_rank"] == 5 and late.loc["A", "days_in_stage"] == 16
@@ -91,7 +107,8 @@ def test_funnel_features_are_point_in_time_and_never_see_a_terminal_stage():
     leads, raw = tiny_log()
     future = pd.DataFrame({"lead_id": ["A", "A", "B"], "timestamp": ["2024-01-10", "2024-01-12", "2024-01-10"],
                            "type": ["stage", "phone_call", "stage"], "direction": "outbound",
-                           "value": ["new", "", "proposal"], "outcome": ["", "reached", ""]})
+                           "value": ["new", "", "proposal"], "outcome": ["", "reached", ""],
+                           "lead_rating": ["", "1", ""], "task_rating": ["", "5", ""]})
     more = pd.concat([raw, future], ignore_index=True)
     pd.testing.assert_frame_equal(funnel_at("2024-01-10", raw=more), funnel_at("2024-01-10"))
     shuffled = more.sample(frac=1.0, random_state=1).reset_index(drop=True)
@@ -104,9 +121,12 @@ def test_funnel_reasons_are_worded_for_a_rep():
     events = validate_interactions(raw, "log.csv", leads["lead_id"], p.data.interaction_columns, stages=p.stage_names())
     spec = fit_feature_spec(leads, events, p.features, (), (), None, events=p.events)
     row = features_as_of(leads, prepare_events(events, spec), pd.Timestamp("2024-01-21"), spec).iloc[0]
-    words = {key: describe_group(key, row, spec, {}) for key in ("stage", "stage_path", "reach", "last_task")}
+    keys = ("stage", "stage_path", "reach", "last_task", "rep_lead_rating", "rep_task_rating")
+    words = {key: describe_group(key, row, spec, {}) for key in keys}
     assert words == {"stage": "in negotiation for 12 days", "stage_path": "skipped 3 stages and moved back a stage 1 time",
-                     "reach": "reached on 1 of 2 calls in the last 30 days", "last_task": "last task: reached"}
+                     "reach": "reached on 1 of 2 calls in the last 30 days", "last_task": "last task: reached",
+                     "rep_lead_rating": "rep's rating of the lead: 4",
+                     "rep_task_rating": "tasks rated 2.5 on average in the last 30 days"}
 
 
 def test_models_without_a_funnel_have_none_of_its_columns(small_sim, params):
@@ -121,11 +141,15 @@ def test_the_simulator_without_stages_is_the_world_it_was_and_with_them_adds_onl
     pd.testing.assert_frame_equal(plain.leads, funnel.leads)
     pd.testing.assert_frame_equal(plain.truth, funnel.truth)
     log = funnel.interactions
-    rest = log.loc[log["type"] != "stage"].drop(columns=["stage", "outcome"]).reset_index(drop=True)
+    rest = log.loc[log["type"] != "stage"].drop(columns=["stage", "outcome", "lead_rating", "task_rating"])
+    rest = rest.reset_index(drop=True)
     pd.testing.assert_frame_equal(rest, plain.interactions)
     assert set(log["stage"].dropna()) <= {*ORDER, "won", "lost"} and log.loc[log["type"] == "stage", "stage"].notna().all()
     calls = (log["type"] == "phone_call") & (log["direction"] == "outbound")
     assert log.loc[calls, "outcome"].isin(["reached", "no_answer", "voicemail"]).all() and log.loc[~calls, "outcome"].isna().all()
+    assert log.loc[calls, "task_rating"].between(1, 5).all() and log.loc[~calls, "task_rating"].isna().all()
+    assert log.loc[log["outcome"] == "reached", "lead_rating"].between(1, 5).all()
+    assert log.loc[log["outcome"] != "reached", "lead_rating"].isna().all()
     won = log.loc[log["stage"] == "won"].merge(funnel.leads[["lead_id", "converted_at"]], on="lead_id")
     assert len(won) and (won["timestamp"] == won["converted_at"]).all()  # won at the very moment of the conversion
 
@@ -225,7 +249,9 @@ WORLD = ["--leads", "3000", "--seed", "5", "--months", "24", "--start", "2023-01
 WORLD_END = "2025-01-01"
 
 
-def world_params(folder, funnel: bool) -> dict:
+def world_params(folder, funnel: str) -> dict:
+    """params for the simulated world: ``none`` (no funnel), ``stages`` (stages and task outcomes) or ``all``
+    (and the rep's ratings)."""
     from conftest import ROOT
 
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -234,16 +260,18 @@ def world_params(folder, funnel: bool) -> dict:
     p["snapshots"]["observed_until"] = WORLD_END  # the same cutoffs and slices whatever the interactions hold
     p["retrain"]["bootstrap"] = 0
     p["mlflow"]["export_dir"] = str(folder / "models")
-    if funnel:
+    if funnel != "none":
         p["events"] = FUNNEL
         p["data"]["interaction_columns"] = {"stage": "stage", "outcome": "outcome"}
+    if funnel == "all":
+        p["data"]["interaction_columns"].update(lead_rating="lead_rating", task_rating="task_rating")
     return p
 
 
 @pytest.fixture(scope="module")
 def funnel_world(tmp_path_factory):
     folder = tmp_path_factory.mktemp("funnel")
-    (folder / "p.yaml").write_text(yaml.safe_dump(world_params(folder, funnel=True)))
+    (folder / "p.yaml").write_text(yaml.safe_dump(world_params(folder, funnel="all")))
     result = CliRunner().invoke(app, ["simulate", "--out", str(folder / "sim"), *WORLD, "--stages",
                                       "--params", str(folder / "p.yaml")])
     assert result.exit_code == 0, result.output
@@ -259,7 +287,10 @@ def test_cli_trains_and_scores_with_the_funnel_and_words_it(funnel_world, monkey
 
     scorer, _ = load_scorer(str(funnel_world / "models" / "latest"))
     spec = scorer.spec
-    assert spec.stages == tuple(ORDER) and spec.task_outcomes and set(spec.funnel_features) <= set(spec.columns)
+    assert spec.stages == tuple(ORDER) and spec.task_outcomes and spec.ratings == ("lead_rating", "task_rating")
+    assert set(spec.funnel_features) <= set(spec.columns)
+    export = funnel_world / "models" / "latest" / "artifacts" / "scorer_export" / "scorer.json"
+    assert json.loads(export.read_text())["format_version"] == 3  # older leadtemp refuses it instead of misreading it
     gain = dict(zip(scorer.booster.feature_name(), scorer.booster.feature_importance("gain")))
     used = {c: round(float(gain[c]), 1) for c in spec.funnel_features}
     print("gain of the funnel's features:", used)
@@ -280,28 +311,34 @@ def test_cli_trains_and_scores_with_the_funnel_and_words_it(funnel_world, monkey
 
 
 def test_lift_from_the_funnel_on_the_same_split(funnel_world):
-    """Test ROC-AUC with and without the stage and task features on the same snapshots and slices.
+    """Test ROC-AUC with and without the funnel's features on the same snapshots and slices.
 
-    Without: the same world with no stage rows and no outcome column (what a CRM export without them holds).
-    The numbers are printed for the closing note; the assertion is on the split being the same and the
-    funnel's features being used, not on a number of the simulator's."""
+    Without: the same world with no stage rows and no outcome or rating column (what a CRM export without them
+    holds); stages: stage rows and task outcomes; all: and the rep's ratings. The numbers are printed for the
+    closing note; the assertions are on the split being the same and the funnel's features being there and
+    checked for leakage, not on a number of the simulator's."""
     from leadtemp.adapters.files import load_data
     from leadtemp.workflows.train import train
 
-    with_p = params_from_dict(world_params(funnel_world, funnel=True))
-    without_p = params_from_dict(world_params(funnel_world, funnel=False))
-    leads, events = load_data(with_p)
-    base_leads, base_events = load_data(without_p)
-    base_events = base_events.loc[base_events["type"] != "stage"].reset_index(drop=True)
-    with_, without = train(leads, events, with_p), train(base_leads, base_events, without_p)
+    results = {}
+    for variant in ("none", "stages", "all"):
+        p = params_from_dict(world_params(funnel_world, funnel=variant))
+        leads, events = load_data(p)
+        if variant == "none":
+            events = events.loc[events["type"] != "stage"].reset_index(drop=True)
+        results[variant] = train(leads, events, p)
     key = ["lead_id", "cutoff"]
-    assert with_.test[key].equals(without.test[key])  # the same test rows
-    a, b = with_.metrics, without.metrics
-    print(f"lift from the funnel (test ROC-AUC, same split, {len(with_.test):,} test rows, "
-          f"{int(with_.test['label'].sum()):,} positive): with {a['roc_auc']:.4f} vs without {b['roc_auc']:.4f} "
-          f"({a['roc_auc'] - b['roc_auc']:+.4f}); within-cutoff {a.get('within_cutoff_roc_auc', float('nan')):.4f} vs "
-          f"{b.get('within_cutoff_roc_auc', float('nan')):.4f}; PR-AUC {a['pr_auc']:.4f} vs "
-          f"{b['pr_auc']:.4f}; lift at 10% {a['lift_at_10']:.2f} vs {b['lift_at_10']:.2f}")
-    assert set(with_.scorer.spec.funnel_features) <= set(with_.scorer.spec.columns)
-    assert not set(with_.scorer.spec.funnel_features) & set(without.scorer.spec.columns)
-    assert with_.leakage["column"].isin(with_.scorer.spec.funnel_features).any()  # the leakage check saw them
+    base = results["none"]
+    lines = []
+    for variant, r in results.items():
+        assert r.test[key].equals(base.test[key])  # the same test rows
+        m, b = r.metrics, base.metrics
+        lines.append(f"{variant:>6}: ROC-AUC {m['roc_auc']:.4f} ({m['roc_auc'] - b['roc_auc']:+.4f}), within-cutoff "
+                     f"{m['within_cutoff_roc_auc']:.4f} ({m['within_cutoff_roc_auc'] - b['within_cutoff_roc_auc']:+.4f}), "
+                     f"PR-AUC {m['pr_auc']:.4f} ({m['pr_auc'] - b['pr_auc']:+.4f}), lift at 10% {m['lift_at_10']:.2f}")
+    print(f"lift from the funnel, same split ({len(base.test):,} test rows, {int(base.test['label'].sum()):,} "
+          "positive):\n" + "\n".join(lines))
+    assert not set(results["all"].scorer.spec.funnel_features) & set(base.scorer.spec.columns)
+    assert set(results["stages"].scorer.spec.funnel_features) == {*STAGE_FEATURES, *TASK_FEATURES}
+    assert set(results["all"].scorer.spec.funnel_features) == {*STAGE_FEATURES, *TASK_FEATURES, *RATING_FEATURES.values()}
+    assert results["all"].leakage["column"].isin(results["all"].scorer.spec.funnel_features).sum() == 9  # all checked

@@ -40,6 +40,9 @@ class InteractionColumns:
     # rows of a stage type (None: its value column), and a column of task outcomes (reached, no_answer, ...).
     stage: str | None = None
     outcome: str | None = None
+    # The rep's ratings (numbers, any scale, higher is better): of the lead, and of the task the row records.
+    lead_rating: str | None = None
+    task_rating: str | None = None
 
 
 @dataclass(frozen=True)

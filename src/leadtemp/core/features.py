@@ -18,7 +18,18 @@ import pandas as pd
 
 from leadtemp.core.config import EventType, Features
 from leadtemp.core.lifecycle import REOPENED_AT, LossRules, loss_spells, lost_state
-from leadtemp.core.schema import CREATED_AT, DIRECTION, LEAD_ID, OUTCOME, STAGE, TASK_OUTCOMES, TIMESTAMP, TYPE
+from leadtemp.core.schema import (
+    CREATED_AT,
+    DIRECTION,
+    LEAD_ID,
+    LEAD_RATING,
+    OUTCOME,
+    STAGE,
+    TASK_OUTCOMES,
+    TASK_RATING,
+    TIMESTAMP,
+    TYPE,
+)
 from leadtemp.core.vocabulary import STEP, TOUCH, kind_of, thermometer_weights
 
 DAY = np.timedelta64(1, "D")
@@ -31,6 +42,7 @@ NOT_A_STEP, UNTRACKED_STEP = -2, -1  # codes of prepared events that are no step
 STAGE_FEATURES = ("stage_rank", "days_in_stage", "stages_skipped", "stage_moves_back")
 REACH_DAYS = 30  # outbound attempts counted for the reach rate
 TASK_FEATURES = (f"task_attempts_{REACH_DAYS}d", f"reach_rate_{REACH_DAYS}d", "last_task_outcome")
+RATING_FEATURES = {LEAD_RATING: "lead_rating_last", TASK_RATING: f"task_rating_{REACH_DAYS}d"}  # latest; mean
 REACHED, MISSED = ("reached", "held"), ("no_answer", "voicemail", "no_show")  # an attempt that reached the lead, or not
 
 
@@ -76,10 +88,12 @@ class FeatureSpec:
     stage_type: str | None = None
     stages: tuple[str, ...] = ()
     task_outcomes: bool = False
+    ratings: tuple[str, ...] = ()  # the rep's ratings the interactions carry: lead_rating, task_rating
 
     @property
     def funnel_features(self) -> list[str]:
-        return (list(STAGE_FEATURES) if self.stages else []) + (list(TASK_FEATURES) if self.task_outcomes else [])
+        return ((list(STAGE_FEATURES) if self.stages else []) + (list(TASK_FEATURES) if self.task_outcomes else [])
+                + [f for r, f in RATING_FEATURES.items() if r in self.ratings])
 
     def kind(self, type_: str) -> str:
         return kind_of(self.vocabulary, type_)
@@ -146,6 +160,7 @@ class FeatureSpec:
             stage_type=raw.get("stage_type"),
             stages=tuple(raw.get("stages", ())),
             task_outcomes=bool(raw.get("task_outcomes", False)),
+            ratings=tuple(raw.get("ratings", ())),
         )
 
 
@@ -206,6 +221,7 @@ def fit_feature_spec(
         stage_type=stage_type,
         stages=tuple(events[stage_type].order) if stage_type is not None else (),
         task_outcomes=mode == "events" and OUTCOME in interactions.columns,
+        ratings=tuple(r for r in RATING_FEATURES if mode == "events" and r in interactions.columns),
     )
 
 
@@ -269,6 +285,9 @@ def prepare_events(interactions: pd.DataFrame, spec: FeatureSpec, sort: bool = T
         told = interactions[OUTCOME] if OUTCOME in interactions.columns else pd.Series(pd.NA, index=interactions.index)
         code = pd.Series(told.array).map({name: i for i, name in enumerate(TASK_OUTCOMES)})
         funnel["outcome_code"] = code.fillna(-1).to_numpy(dtype=np.int32)[order]
+    for rating in spec.ratings:
+        given = interactions[rating] if rating in interactions.columns else pd.Series(np.nan, index=interactions.index)
+        funnel[rating] = pd.to_numeric(given, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)[order]
     return pd.DataFrame({
         LEAD_ID: interactions[LEAD_ID].take(order).array,
         TIMESTAMP: stamps[order],
@@ -393,13 +412,15 @@ def _behaviour_of(values, lo, hi, start, order, age, decay, channel, inbound, he
 
 
 @numba.njit(cache=True, nogil=True)
-def _funnel(values, pos, age, stage, outcome, inbound, n, rows_stage, rows_task, reached, missed):
+def _funnel(values, pos, age, stage, outcome, inbound, n, rows_stage, rows_task, reached, missed, lead_rating,
+            task_rating, rows_rating):
     """The funnel's columns of ``values`` (columns, leads) from each lead's stage rows and task outcomes.
 
     Stage rows are walked oldest first (ties in the order given): the current stage is the last one, its
     days the age of the move into it; a move forward by more than one stage skips the stages between, a
     move to an earlier stage is a move back; a row naming the current stage again is no move. Task outcomes:
     outbound attempts in the last ``REACH_DAYS`` days (reached or missed) and the latest outcome's code.
+    Ratings (NaN: none on the row): the latest lead rating, the mean task rating of the last ``REACH_DAYS`` days.
     ``rows_*``: the row of ``values`` of each column (-1: the model has no such column).
     """
     start = np.zeros(n + 1, dtype=np.int64)
@@ -420,8 +441,15 @@ def _funnel(values, pos, age, stage, outcome, inbound, n, rows_stage, rows_task,
         hits = 0.0
         last_age = np.inf
         last_code = -1
+        rated_age, rated = np.inf, np.nan
+        task_sum, task_n = 0.0, 0.0
         for q in range(start[i], start[i + 1]):
             e = order[q]
+            if not np.isnan(lead_rating[e]) and age[e] < rated_age:
+                rated_age, rated = age[e], lead_rating[e]
+            if not np.isnan(task_rating[e]) and age[e] < REACH_DAYS:
+                task_sum += task_rating[e]
+                task_n += 1.0
             if stage[e] >= 0:  # insertion by age, oldest first; equal ages keep their order
                 j = m
                 while j > 0 and ages[j - 1] < age[e]:
@@ -459,6 +487,10 @@ def _funnel(values, pos, age, stage, outcome, inbound, n, rows_stage, rows_task,
             values[rows_task[0], i] = attempts
             values[rows_task[1], i] = hits / attempts if attempts > 0 else np.nan
             values[rows_task[2], i] = np.nan if last_code < 0 else float(last_code)
+        if rows_rating[0] >= 0:
+            values[rows_rating[0], i] = rated
+        if rows_rating[1] >= 0:
+            values[rows_rating[1], i] = task_sum / task_n if task_n > 0 else np.nan
 
 
 def features_as_of(
@@ -515,7 +547,9 @@ def features_as_of(
         _funnel(values, pos, age, column("stage_rank", -1).astype(np.int32), column("outcome_code", -1).astype(np.int32),
                 column("inbound", False).astype(np.bool_), n,
                 np.array([row.get(c, -1) for c in STAGE_FEATURES], dtype=np.int64),
-                np.array([row.get(c, -1) for c in TASK_FEATURES], dtype=np.int64), *flags)
+                np.array([row.get(c, -1) for c in TASK_FEATURES], dtype=np.int64), *flags,
+                column(LEAD_RATING, np.nan).astype(np.float64), column(TASK_RATING, np.nan).astype(np.float64),
+                np.array([row.get(c, -1) for c in RATING_FEATURES.values()], dtype=np.int64))
     if spec.lifecycle:
         values[row["days_since_reopened"]] = _days_since_reopened(leads, as_of)
 

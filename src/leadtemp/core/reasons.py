@@ -25,8 +25,15 @@ import numba
 import numpy as np
 import pandas as pd
 
-from leadtemp.core.features import REACH_DAYS, STAGE_FEATURES, STEPS_RECENT_DAYS, TASK_FEATURES, FeatureSpec
-from leadtemp.core.schema import LEAD_ID, TASK_OUTCOMES
+from leadtemp.core.features import (
+    RATING_FEATURES,
+    REACH_DAYS,
+    STAGE_FEATURES,
+    STEPS_RECENT_DAYS,
+    TASK_FEATURES,
+    FeatureSpec,
+)
+from leadtemp.core.schema import LEAD_ID, LEAD_RATING, TASK_OUTCOMES, TASK_RATING
 
 # (what they did, what it is called) for inbound actions, hottest first (docs/domain.md section 1).
 INBOUND_WORDS = {
@@ -52,8 +59,10 @@ PLUS, MINUS = "(+)", "(\u2212)"
 REOPENED_GROUP = "reopened"  # lost and reopened leads (core/lifecycle.py): days_since_reopened
 # The funnel's groups (core/features.py): where the lead is and for how long, how it got there, our attempts, the last task.
 STAGE_GROUP, PATH_GROUP, REACH_GROUP, TASK_GROUP = "stage", "stage_path", "reach", "last_task"
+LEAD_RATED, TASK_RATED = "rep_lead_rating", "rep_task_rating"
 FUNNEL_COLUMNS = {STAGE_GROUP: STAGE_FEATURES[:2], PATH_GROUP: STAGE_FEATURES[2:], REACH_GROUP: TASK_FEATURES[:2],
-                  TASK_GROUP: TASK_FEATURES[2:]}
+                  TASK_GROUP: TASK_FEATURES[2:], LEAD_RATED: (RATING_FEATURES[LEAD_RATING],),
+                  TASK_RATED: (RATING_FEATURES[TASK_RATING],)}
 OUTCOME_WORDS = {"no_show": "a no-show at the meeting", "no_answer": "no answer", "voicemail": "voicemail",
                  "reached": "reached", "booked": "a meeting booked", "held": "a meeting held"}
 
@@ -265,7 +274,8 @@ def group_name(key: str, spec: FeatureSpec, labels: dict[str, str]) -> str:
              "activation": "when they first reached out", "trend": "contact from them picking up or slowing",
              "lead_age": "lead age", REOPENED_GROUP: "reopened after being lost", STAGE_GROUP: "funnel stage and days in it",
              PATH_GROUP: "funnel stages skipped or moved back", REACH_GROUP: f"reach of our calls ({REACH_DAYS} days)",
-             TASK_GROUP: "last task outcome"}
+             TASK_GROUP: "last task outcome", LEAD_RATED: "rep's rating of the lead",
+             TASK_RATED: f"rep's rating of the tasks ({REACH_DAYS} days)"}
     return fixed.get(key) or labels.get(key, key.replace("_", " "))
 
 
@@ -287,6 +297,12 @@ def describe_funnel(key: str, row, spec: FeatureSpec) -> str:
             return f"no call or meeting attempt by us in the last {REACH_DAYS} days"
         hits = int(round(row[TASK_FEATURES[1]] * attempts))
         return f"reached on {hits} of {attempts} call" + ("s" if attempts != 1 else "") + f" in the last {REACH_DAYS} days"
+    if key in (LEAD_RATED, TASK_RATED):
+        value = row[FUNNEL_COLUMNS[key][0]]
+        if key == LEAD_RATED:
+            return "no rating of the lead by a rep yet" if pd.isna(value) else f"rep's rating of the lead: {value:.3g}"
+        return (f"no task rated in the last {REACH_DAYS} days" if pd.isna(value)
+                else f"tasks rated {value:.2g} on average in the last {REACH_DAYS} days")
     code = row[TASK_FEATURES[2]]
     return "no task outcome recorded yet" if pd.isna(code) else f"last task: {OUTCOME_WORDS[TASK_OUTCOMES[int(code)]]}"
 

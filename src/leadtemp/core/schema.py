@@ -29,6 +29,7 @@ LEAD_ID, CREATED_AT, CONVERTED_AT, LABEL = "lead_id", "created_at", "converted_a
 LOST_AT = "lost_at"  # when the CRM closed the lead as lost or disqualified (NaT: open, or no such column)
 TIMESTAMP, TYPE, DIRECTION, VALUE = "timestamp", "type", "direction", "value"
 STAGE, OUTCOME = "stage", "outcome"  # the funnel: a stage row's stage name, a task's outcome (text; empty: none)
+LEAD_RATING, TASK_RATING = "lead_rating", "task_rating"  # the rep's ratings of the lead and of the task (numbers)
 # Task outcomes a row may carry (data.interaction_columns.outcome), worst to best: calls attempted and meetings.
 TASK_OUTCOMES = ("no_show", "no_answer", "voicemail", "reached", "booked", "held")
 DIRECTIONS = ("inbound", "outbound")
@@ -487,7 +488,8 @@ def validate_interactions(interactions: pd.DataFrame, source: str, lead_ids: pd.
     partition); with ``problems``, bad values are recorded per row instead of raised. ``stages``
     (:meth:`Params.stage_names`): the rows of these types name a stage (in ``columns.stage``, else in
     the value column, then read as text, not a number), one of the declared ones: output column ``stage``.
-    With ``columns.outcome``, the column ``outcome`` holds each row's task outcome (``TASK_OUTCOMES``).
+    With ``columns.outcome``, the column ``outcome`` holds each row's task outcome (``TASK_OUTCOMES``); with
+    ``columns.lead_rating`` / ``task_rating``, the columns ``lead_rating`` / ``task_rating`` the rep's ratings.
     """
     c = columns or InteractionColumns()
     _require_columns(interactions, [c.lead_id, c.timestamp, c.type, c.direction], source)
@@ -526,6 +528,10 @@ def validate_interactions(interactions: pd.DataFrame, source: str, lead_ids: pd.
         _fail(source, c.outcome, bad, f"are not a task outcome {list(TASK_OUTCOMES)} (empty: none)", frame, c.lead_id,
               problems)
         out[OUTCOME] = text.mask(bad).array
+    for name, column in ((LEAD_RATING, c.lead_rating), (TASK_RATING, c.task_rating)):
+        if column is not None:
+            _require_columns(frame, [column], source)
+            out[name] = parse_numbers(frame, column, source, c.lead_id, problems)
     return out
 
 

@@ -23,9 +23,11 @@ from leadtemp.core.schema import (
     DIRECTION,
     LABEL,
     LEAD_ID,
+    LEAD_RATING,
     LOST_AT,
     OUTCOME,
     STAGE,
+    TASK_RATING,
     TIMESTAMP,
     TYPE,
     DateRules,
@@ -104,16 +106,19 @@ EVENT_SCHEMA = pa.schema([(LEAD_ID, pa.string()), (TIMESTAMP, pa.timestamp("ns")
 
 
 def funnel_columns(scorer: LeadScorer) -> tuple[str, ...]:
-    """The funnel's event columns a model reads (a stage model: ``stage``; task outcomes: ``outcome``)."""
-    return tuple(c for c, used in ((STAGE, bool(scorer.spec.stages)), (OUTCOME, scorer.spec.task_outcomes)) if used)
+    """The funnel's event columns a model reads (a stage model: ``stage``; task outcomes: ``outcome``; the ratings)."""
+    spec = scorer.spec
+    return tuple(c for c, used in ((STAGE, bool(spec.stages)), (OUTCOME, spec.task_outcomes),
+                                   (LEAD_RATING, LEAD_RATING in spec.ratings), (TASK_RATING, TASK_RATING in spec.ratings))
+                 if used)
 
 
 def event_schema(scorer: LeadScorer) -> pa.Schema:
     """EVENT_SCHEMA, and the funnel's columns for a model that reads them."""
-    schema = EVENT_SCHEMA
-    for column in funnel_columns(scorer):
-        schema = schema.insert(4, pa.field(column, pa.string()))
-    return schema
+    fields = list(EVENT_SCHEMA)
+    fields[4:4] = [pa.field(c, pa.float64() if c in (LEAD_RATING, TASK_RATING) else pa.string())
+                   for c in funnel_columns(scorer)]
+    return pa.schema(fields)
 
 
 def lead_columns_read(params: Params, scorer: LeadScorer) -> tuple[list[str], list[str]] | None:
@@ -130,7 +135,8 @@ def lead_columns_read(params: Params, scorer: LeadScorer) -> tuple[list[str], li
 def event_columns_read(params: Params) -> tuple[list[str], list[str]]:
     """The interaction columns :func:`canonical_events` reads: (required, optional)."""
     c = params.data.interaction_columns
-    return [c.lead_id, c.timestamp, c.type, c.direction], [c.value] + [x for x in (c.stage, c.outcome) if x]
+    return [c.lead_id, c.timestamp, c.type, c.direction], [c.value] + [
+        x for x in (c.stage, c.outcome, c.lead_rating, c.task_rating) if x]
 
 
 def canonical_leads(raw: pd.DataFrame, source: str, params: Params, scorer: LeadScorer, first_row: int,
@@ -176,7 +182,9 @@ def canonical_events(raw: pd.DataFrame, source: str, params: Params, first_row: 
                                    dates=dates or DateRules.of(params.data), stages=params.stage_names())
     out = events[[LEAD_ID, TIMESTAMP, TYPE, DIRECTION]].copy()
     for column in funnel:
-        out[column] = events[column] if column in events.columns else pd.Series(pd.NA, index=out.index, dtype="string")
+        empty = pd.Series(np.nan if column in (LEAD_RATING, TASK_RATING) else pd.NA, index=out.index,
+                          dtype="float64" if column in (LEAD_RATING, TASK_RATING) else "string")
+        out[column] = events[column] if column in events.columns else empty
     out[REJECT] = row_reasons(problems)
     out[ROW] = np.arange(first_row, first_row + len(out), dtype=np.int64)
     keep = problems.bad | (out[TIMESTAMP] < as_of).to_numpy()

@@ -46,7 +46,10 @@ FAST_REASONS_MIN_ROWS = 5000  # below this, compiling the fast TreeSHAP tables c
 # version: a file without it words every category as it is, and a reader that predates it ignores it.
 # Likewise the optional "when" (the horizons of p_<h>d and each other horizon's booster file and calibrator):
 # a model saved without it scores without the p_<h>d and expected_days columns; an older reader ignores it.
-FORMAT_VERSION = 2
+# 3 adds the funnel (the spec's stage type, stages and task outcomes): written only by a model that has its
+# features, so every other model stays format 2 and older readers refuse a funnel model instead of misreading it.
+FORMAT_VERSION = 3
+FUNNEL_FORMAT, PLAIN_FORMAT = 3, 2
 BOOSTER_FILE = "booster.txt"
 REEXPORT = "re-export the model"  # what to do about a damaged model folder
 
@@ -295,7 +298,7 @@ class LeadScorer:
             settings["when"]["models"][str(days)]["booster"] = {"file": name, "sha256": hashlib.sha256(text).hexdigest(),
                                                                 "bytes": len(text)}
         (folder / "scorer.json").write_text(json.dumps({
-            "format_version": FORMAT_VERSION,
+            "format_version": FUNNEL_FORMAT if self.spec.funnel_features else PLAIN_FORMAT,
             "booster": {"file": BOOSTER_FILE, "sha256": hashlib.sha256(booster).hexdigest(), "bytes": len(booster)},
             **settings,
             "meta": self.meta,

@@ -37,7 +37,9 @@ The generative story (hidden from the model, documented for the tests):
   otherwise it stalls where it is. A lead that converts reaches ``won`` at that moment, and most lost
   leads are marked ``lost`` within two weeks. Stage changes are outbound ``stage`` rows with the stage in
   a ``stage`` column; and each call we make has an ``outcome``: ``reached`` more often the hotter the lead
-  is, else ``voicemail`` or ``no_answer``.
+  is, else ``voicemail`` or ``no_answer``; and the rep's ratings (1 to 5): ``task_rating`` of each call (1 when
+  it did not reach the lead), ``lead_rating`` of the lead on each call that reached it, both higher the hotter
+  the lead is, with noise.
 * ``truth.parquet`` holds, for every lead eligible at the first day of each month, its hidden
   state and the exact probability of converting within the horizon (``p_convert``) and within each of
   7, 14, 30, 60 and 90 days (``p_convert_7d`` ... ``p_convert_90d``), computed by propagating the
@@ -98,6 +100,9 @@ STAGE_STORY = {"advance_on_warming": 0.8, "advance_on_heating": 0.9, "skip": 0.1
 LOST_MARKED_DAYS = (1, 14)  # from the hidden loss to the lost stage
 REACH = np.array([0.25, 0.45, 0.7, 0.1])  # chance a call of ours reaches the lead, by state (cold, warm, hot, lost)
 VOICEMAIL = 0.4  # of the calls that do not reach the lead, the share that ends on voicemail (else no answer)
+# The rep's ratings, 1 to 5 (rounded, with noise RATING_NOISE): of the lead on a call that reached it, centred by
+# its hidden state (cold, warm, hot, lost), and of each call (a call that did not reach the lead: 1).
+LEAD_RATING_MEAN, TASK_RATING_MEAN, RATING_NOISE = np.array([2.0, 3.0, 4.0, 1.5]), np.array([2.5, 3.2, 4.0, 2.0]), 0.9
 
 
 @dataclass(frozen=True)
@@ -353,10 +358,19 @@ def simulate(
         outcome = np.where(draw < REACH[np.minimum(hidden, LOST)], "reached", missed)
         interactions["stage"] = None
         interactions["outcome"] = np.where(calls, outcome, None)[keep]
+        reached = calls & (outcome == "reached")
+        level = np.minimum(hidden, LOST)
+
+        def rating(mean: np.ndarray) -> np.ndarray:
+            return np.clip(np.round(mean[level] + RATING_NOISE * funnel_rng.standard_normal(kind.size)), 1, 5)
+
+        interactions["lead_rating"] = np.where(reached, rating(LEAD_RATING_MEAN), np.nan)[keep]
+        interactions["task_rating"] = np.where(calls, np.where(reached, rating(TASK_RATING_MEAN), 1.0), np.nan)[keep]
         story = _stage_story(moves, created, conv, n_days, funnel_rng)
         interactions = pd.concat([interactions, pd.DataFrame({
             "lead_id": ids[story["lead"]], "timestamp": seconds(story["at"]), "type": STAGE_TYPE,
-            "direction": "outbound", "value": np.nan, "stage": story["stage"], "outcome": None})], ignore_index=True)
+            "direction": "outbound", "value": np.nan, "stage": story["stage"], "outcome": None, "lead_rating": np.nan,
+            "task_rating": np.nan})], ignore_index=True)
     interactions = interactions.sort_values(["timestamp", "lead_id"], kind="stable").reset_index(drop=True)
 
     leads = pd.concat([

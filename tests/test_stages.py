@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from leadtemp.cli import app
 from leadtemp.core.checks import check_terminal_stages
-from leadtemp.core.config import ConfigError, EventType, params_from_dict
+from leadtemp.core.config import ConfigError, EventType, load_params, params_from_dict
 from leadtemp.core.errors import SchemaError, TrainingDataError
 from leadtemp.core.features import (
     RATING_FEATURES,
@@ -304,6 +304,22 @@ def test_cli_trains_and_scores_with_the_funnel_and_words_it(funnel_world, monkey
     print(f"{len(funnel):,} of {len(reasons):,} reasons are the funnel's, e.g. {funnel.value_counts().head(4).to_dict()}")
     assert len(funnel) > 0
     assert not reasons.str.contains(r"\bwon\b|\blost for\b|'stage'").any()  # terminal stages and stage rows: no reason
+    # the exported pyfunc (what `leadtemp serve` answers with) reads the funnel from the request like `score` does
+    import mlflow
+
+    from leadtemp.adapters.files import load_data
+    from leadtemp.adapters.pyfunc import nest
+
+    p = load_params(funnel_world / "p.yaml")
+    leads, events = load_data(p)
+    some = scores["lead_id"].head(40).tolist()
+    frame = nest(leads.loc[leads["lead_id"].isin(some)], events.loc[events["lead_id"].isin(some)], scorer)
+    sent = [e for lead in frame["interactions"] for e in lead]
+    assert any("stage" in e for e in sent) and any("outcome" in e for e in sent) and any("lead_rating" in e for e in sent)
+    assert not any(pd.isna(v) for e in sent for k, v in e.items() if k in ("stage", "outcome", "lead_rating"))
+    served = mlflow.pyfunc.load_model(str(funnel_world / "models" / "latest")).predict(frame, params={"as_of": "2024-12-01"})
+    mine = scores.set_index("lead_id").loc[served["lead_id"], "probability"].to_numpy()
+    assert (served["status"] == "scored").all() and np.allclose(served["probability"].to_numpy(), mine, atol=1e-9)
     top = scores.sort_values("rank").iloc[0]["lead_id"]
     result = CliRunner().invoke(app, ["explain", top, "--params", "p.yaml", "--as-of", "2024-12-01"])
     assert result.exit_code == 0 and top in result.output, result.output

@@ -72,6 +72,7 @@ TIER_OF_MODULE = {
     "test_trust": "model", "test_types": "unit", "test_buckets": "model", "test_vocabulary": "model",
     "test_reason_codes": "model", "test_serving": "e2e", "test_report": "e2e", "test_cards": "e2e",
     "test_notebooks": "e2e", "test_tour": "e2e", "test_changes": "e2e", "test_calls": "e2e", "test_mlflow_ui": "e2e", "test_when": "model",
+    "test_stages": "model",
 }
 SLOW_FIXTURES = {"quality_sim", "quality_result", "shifted", "champion", "world", "trained", "in_home", "hostile_home",
                   "vocab_trained"}

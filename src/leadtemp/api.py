@@ -150,12 +150,14 @@ def load_model(params: Params, model: str | None = None) -> tuple[LeadScorer, st
 
 def simulate(params: Params | str | Path = "params.yaml", out: str | Path = "data/sim", leads: int | None = None,
              seed: int | None = None, start: str | None = None, months: int | None = None,
-             shift_at: str | None = None, lost: bool | None = None, referrals: bool | None = None):
+             shift_at: str | None = None, lost: bool | None = None, referrals: bool | None = None,
+             stages: bool | None = None):
     """Simulate a CRM (defaults from params' ``simulate`` section) and write it to ``out``.
 
     ``lost``: tell the story of lost leads (a ``lost_at`` column, ``disqualified`` events, recycled
     leads, and ``losses.parquet``, the truth of every loss). ``referrals``: referral leads name their referrer (a
-    ``referred_by`` column; docs/simulator.md). Returns the simulated data and the files written.
+    ``referred_by`` column; docs/simulator.md). ``stages``: the sales funnel's stage changes and call outcomes
+    (docs/simulator.md). Returns the simulated data and the files written.
     """
     from leadtemp.adapters.files import write_table
     from leadtemp.simulate import simulate as run
@@ -169,7 +171,8 @@ def simulate(params: Params | str | Path = "params.yaml", out: str | Path = "dat
             raise ConfigError(f"--shift-at {shift_at} must fall inside the simulated period")
     data = run(leads or s.leads, seed if seed is not None else s.seed, start or s.start, months or s.months,
                p.snapshots.horizon_days if p.snapshots.horizon_days != AUTO else SIMULATED_HORIZON, shift_at=shift_at,
-               lost=s.lost if lost is None else lost, referrals=s.referrals if referrals is None else referrals)
+               lost=s.lost if lost is None else lost, referrals=s.referrals if referrals is None else referrals,
+               stages=s.stages if stages is None else stages)
     out = Path(out)
     written = [write_table(data.leads, out / "leads.parquet"),
                write_table(data.interactions, out / "interactions.parquet"),

@@ -84,13 +84,17 @@ def simulate(
         "column): an earlier lead, more often one that had bought, or an outside customer; a referrer who bought "
         "makes the lead warmer (default: simulate.referrals). Train with data.columns.referred_by: referred_by "
         "(docs/simulator.md).")] = None,
+    stages: Annotated[Optional[bool], typer.Option(
+        "--stages/--no-stages", help="The sales funnel: `stage` rows (new, contacted, qualified, proposal, negotiation; "
+        "won, lost) in a `stage` column and the `outcome` of each of our calls, from the hidden story "
+        "(default: simulate.stages). Train with the events and columns of docs/simulator.md.")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
     """Generate a synthetic lead database with a known truth (see docs/domain.md)."""
     from leadtemp.api import simulate as run
 
     p = _params(params)
-    data, written = run(p, out, leads, seed, start, months, shift_at, lost, referrals)
+    data, written = run(p, out, leads, seed, start, months, shift_at, lost, referrals, stages)
     for path in written:
         typer.echo(f"wrote {path}")
     if shift_at := shift_at or p.simulate.shift_at:
@@ -102,6 +106,9 @@ def simulate(
     if data.losses is not None:
         typer.echo(f"{data.leads['lost_at'].notna().mean():.1%} closed as lost (lost_at); "
                    f"{data.losses['recycled_on'].notna().sum()} of {len(data.losses)} losses came back")
+    if "stage" in data.interactions.columns:
+        typer.echo(f"{(data.interactions['type'] == 'stage').sum():,} stage changes, "
+                   f"{data.interactions['outcome'].notna().sum():,} call outcomes")
 
 
 def _print_gates(console, gates) -> None:

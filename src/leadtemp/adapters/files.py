@@ -222,7 +222,7 @@ def load_interactions(params: Params, leads: pd.DataFrame, path: str | Path | No
         return empty_interactions()
     d = params.data
     return validate_interactions(read_table(path, d.csv_separator, notes), str(path), leads["lead_id"], d.interaction_columns,
-                                 dates=DateRules.of(d))
+                                 dates=DateRules.of(d), stages=params.stage_names())
 
 
 def load_data(params: Params, leads_path=None, interactions_path=None,

@@ -19,7 +19,7 @@ import mlflow.pyfunc
 import numpy as np
 import pandas as pd
 
-from leadtemp.core.config import LeadColumns
+from leadtemp.core.config import InteractionColumns, LeadColumns
 from leadtemp.core.errors import ConfigError, LeadtempError, SchemaError
 from leadtemp.core.schema import (
     CONVERTED_AT,
@@ -34,7 +34,7 @@ from leadtemp.core.schema import (
     validate_leads,
 )
 from leadtemp.modelling.horizons import timing_columns
-from leadtemp.modelling.partition import REJECT, ROW, canonical_rows, row_reasons, score_partition
+from leadtemp.modelling.partition import REJECT, ROW, canonical_rows, funnel_columns, row_reasons, score_partition
 from leadtemp.modelling.scorer import REASON_COLUMNS, REEXPORT, LeadScorer, rank_order
 from leadtemp.modelling.unseen import Unseen, period_warning
 
@@ -146,7 +146,17 @@ def _id_at(frame: pd.DataFrame, i: int) -> object:
     return frame[LEAD_ID].iloc[i] if LEAD_ID in frame.columns else None
 
 
-def flat_events(frame: pd.DataFrame) -> pd.DataFrame:
+def event_fields(scorer: LeadScorer) -> tuple[str, ...]:
+    """The fields of a request's interaction: EVENT_FIELDS, and for a funnel model its columns (stage, outcome,
+    lead_rating, task_rating; docs/own-data.md#funnel-stages-and-task-outcomes)."""
+    return EVENT_FIELDS + funnel_columns(scorer)
+
+
+def _shape(fields: tuple[str, ...]) -> str:
+    return "{" + ", ".join(EVENT_FIELDS[:3]) + "".join(f"[, {f}]" for f in fields[3:]) + "}"
+
+
+def flat_events(frame: pd.DataFrame, fields: tuple[str, ...] = EVENT_FIELDS) -> pd.DataFrame:
     """The nested interactions as one table: lead_id, the event fields, ``_row`` (the event's place in its lead, from 1).
 
     Read field by field: one list per field, typed by Arrow in C++ (text as ``str``, numbers as float); a
@@ -162,13 +172,13 @@ def flat_events(frame: pd.DataFrame) -> pd.DataFrame:
         bad = next(i for i, e in enumerate(rows) if not isinstance(e, dict))
         lead = int(np.searchsorted(np.cumsum(counts), bad, side="right"))
         raise SchemaError(f"{NESTED}: row {lead + 1} (lead {_id_at(frame, lead)!r}): an interaction is not an object "
-                          f"{{timestamp, type, direction[, value]}}")
+                          f"{_shape(fields)}")
     given = set().union(*rows)
-    if unknown := sorted(given - set(EVENT_FIELDS)):
+    if unknown := sorted(given - set(fields)):
         raise SchemaError(f"{NESTED}: field(s) the model does not read: {unknown}; an interaction is "
-                          "{timestamp, type, direction[, value]}")
+                          f"{_shape(fields)}")
     columns = {}
-    for field in (f for f in EVENT_FIELDS if f in given):
+    for field in (f for f in fields if f in given):
         values = [e.get(field) for e in rows]
         try:
             columns[field] = pa.array(values)
@@ -179,7 +189,7 @@ def flat_events(frame: pd.DataFrame) -> pd.DataFrame:
     for field, values in columns.items():
         if values is None:
             events[field] = pd.Series([e.get(field) for e in rows], dtype=object)
-    events = events.reindex(columns=[LEAD_ID, *(f for f in EVENT_FIELDS if f in given or f != "value")])
+    events = events.reindex(columns=[LEAD_ID, *(f for f in fields if f in given or f in EVENT_FIELDS[:3])])
     starts = np.repeat(np.cumsum(counts) - counts, counts)
     events[ROW] = np.arange(len(rows), dtype=np.int64) - starts + 1
     return events
@@ -217,11 +227,16 @@ def answer(scorer: LeadScorer, frame: pd.DataFrame, params: dict) -> pd.DataFram
                            dates=_iso_rules((SOURCE, (CREATED_AT, CONVERTED_AT, LOST_AT))))
     canonical = canonical_rows(leads, problems, scorer, 1)
     if spec.mode == "events":
-        raw = flat_events(frame)
+        raw = flat_events(frame, event_fields(scorer))
         event_problems = RowProblems(len(raw))
-        events = validate_interactions(raw, f"{SOURCE} {NESTED}", None, problems=event_problems,
-                                       dates=_iso_rules((f"{SOURCE} {NESTED}", ("timestamp",))))
-        events = events[[LEAD_ID, "timestamp", "type", "direction"]].assign(
+        funnel = [c for c in funnel_columns(scorer) if c in raw.columns]
+        stages = {spec.stage_type: (*spec.vocabulary[spec.stage_type].order, *spec.vocabulary[spec.stage_type].terminal)
+                  } if spec.stages else None
+        events = validate_interactions(raw, f"{SOURCE} {NESTED}", None, InteractionColumns(**{c: c for c in funnel}),
+                                       problems=event_problems, dates=_iso_rules((f"{SOURCE} {NESTED}", ("timestamp",))),
+                                       stages=stages)
+        events = events[[LEAD_ID, "timestamp", "type", "direction",
+                         *(c for c in funnel_columns(scorer) if c in events.columns)]].assign(
             **{REJECT: row_reasons(event_problems), ROW: raw[ROW].to_numpy()})
         events = events.loc[event_problems.bad | (events["timestamp"] < as_of).to_numpy()]
     else:
@@ -299,8 +314,11 @@ def nest(leads: pd.DataFrame, interactions: pd.DataFrame | None, scorer: LeadSco
     if scorer.spec.mode != "events":
         return out
     records = interactions.assign(timestamp=interactions["timestamp"].dt.strftime("%Y-%m-%dT%H:%M:%S.%f"))
-    fields = ["timestamp", "type", "direction"] + (["value"] if "value" in records.columns else [])
+    fields = ["timestamp", "type", "direction"] + [f for f in event_fields(scorer)[3:] if f in records.columns]
     grouped = {lead: g[fields].to_dict("records") for lead, g in records.groupby("lead_id", sort=False)}
+    if funnel := [f for f in fields if f in funnel_columns(scorer)]:  # a funnel field only where the row has one
+        grouped = {lead: [{k: v for k, v in e.items() if k not in funnel or not pd.isna(v)} for e in events]
+                   for lead, events in grouped.items()}
     out[NESTED] = [grouped.get(lead, []) for lead in leads["lead_id"]]
     return out
 

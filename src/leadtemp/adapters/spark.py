@@ -129,6 +129,9 @@ def score_spark(
     if scorer.spec.referral_columns:
         raise ConfigError("--engine spark: this model has referral features (data.columns.referred_by), which look up "
                           "referrers across partitions; score it with the local engine")
+    if scorer.spec.funnel_features:
+        raise ConfigError("--engine spark: this model has funnel features (a kind: stage type, task outcomes or "
+                          "ratings), which the Spark engine does not read yet; score it with the local engine")
     interactions = interactions_read(scorer, interactions)
     spark = spark or session()
     version, run_id = str(scorer.meta.get("model_version", "")), str(scorer.meta.get("run_id") or "")

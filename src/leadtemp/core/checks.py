@@ -8,7 +8,7 @@ from collections.abc import Iterable
 import numpy as np
 import pandas as pd
 
-from leadtemp.core.config import Checks
+from leadtemp.core.config import Checks, EventType
 from leadtemp.core.errors import TrainingDataError
 
 LEAKAGE_FOLDS = 5
@@ -92,6 +92,30 @@ def check_leakage(report: pd.DataFrame, checks: Checks) -> list[str]:
             "data.excluded, or list it in checks.allow_leaky if it is really known before the outcome"
         )
     return list(leaky["column"])
+
+
+# Stage names that end a lead whatever the params say: won or lost, closed won, closed-lost, converted, disqualified.
+TERMINAL_STAGE = r"(?i)(closed[\s_-]*)?(won|lost|converted|disqualified)"
+
+
+def check_terminal_stages(events: dict[str, EventType]) -> None:
+    """Refuse a funnel whose open stages (``order``) include a terminal one: won or lost by name
+    (``TERMINAL_STAGE``), one of the type's own ``terminal`` stages, or the name of a type declared as an outcome.
+
+    A terminal stage is the outcome itself: as "the stage the lead is in" it would tell the model the answer
+    for every lead that reached it before a cutoff (a deal marked won before the invoice is paid).
+    """
+    import re
+
+    for type_, e in events.items():
+        if e.kind != "stage":
+            continue
+        outcomes = {t for t, x in events.items() if x.kind == "outcome"} | set(e.terminal)
+        if refused := [s for s in e.order if s in outcomes or re.fullmatch(TERMINAL_STAGE, s.strip())]:
+            raise TrainingDataError(
+                f"leakage: stage(s) {refused} in events.{type_}.order end the lead (won or lost, or declared as an "
+                "outcome): a terminal stage is the outcome itself and never a feature; move them to "
+                f"events.{type_}.terminal (as stage: lost or won)")
 
 
 CONTEXT_SHARE = 0.95    # a column whose variation is at least this share between periods describes the period

@@ -37,6 +37,13 @@ class InteractionColumns:
     type: str = "type"
     direction: str = "direction"
     value: str = "value"
+    # The funnel (docs/own-data.md#funnel-stages-and-task-outcomes): the column holding the stage name of the
+    # rows of a stage type (None: its value column), and a column of task outcomes (reached, no_answer, ...).
+    stage: str | None = None
+    outcome: str | None = None
+    # The rep's ratings (numbers, any scale, higher is better): of the lead, and of the task the row records.
+    lead_rating: str | None = None
+    task_rating: str | None = None
 
 
 @dataclass(frozen=True)
@@ -132,7 +139,7 @@ class Features:
     thermometer: dict[str, float] = field(default_factory=lambda: dict(COACH_THERMOMETER))
 
 
-EVENT_KINDS = ("touch", "step", "outcome")
+EVENT_KINDS = ("touch", "step", "outcome", "stage")
 OUTCOME_ENDS = ("lost", "won")
 
 
@@ -146,6 +153,9 @@ class EventType:
     ``label``: the words used in reasons; None = the raw type name, in quotes. ``thermometer``: the
     type's place on the thermometer (the weight of an inbound touch, hottest highest); None = not on it.
     ``reopens``: this type, after a loss, makes the lead open again.
+    ``stage``: each row is a move in the sales funnel, the stage named in the row (its value, or the column
+    ``data.interaction_columns.stage``); ``order`` lists the open stages first to last, ``terminal`` the stages
+    that end the lead (stage: lost | won), which are outcomes: never a feature.
     """
 
     label: str | None = field(default=None, metadata={"text": True})  # words, never a number: no coercion
@@ -153,6 +163,8 @@ class EventType:
     thermometer: float | None = None
     ends: str | None = None
     reopens: bool = False
+    order: tuple[str, ...] = ()
+    terminal: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -218,6 +230,7 @@ class Simulate:
     shift_at: str | None = None
     lost: bool = False   # lost leads recorded (disqualified, closed silently) and recycled: docs/simulator.md
     referrals: bool = False  # referral leads name their referrer (a referred_by column): docs/simulator.md
+    stages: bool = False  # funnel stage changes and call outcomes from the hidden story: docs/simulator.md
 
 
 @dataclass(frozen=True)
@@ -267,6 +280,10 @@ class Params:
     def lost_types(self) -> tuple[str, ...]:
         """Interaction types that close a lead as lost (``kind: outcome, ends: lost``)."""
         return tuple(t for t, e in self.events.items() if e.kind == "outcome" and e.ends == "lost")
+
+    def stage_names(self) -> dict[str, tuple[str, ...]]:
+        """Each stage type (``kind: stage``) and every stage its rows may name: the order, then the terminal ones."""
+        return {t: (*e.order, *e.terminal) for t, e in self.events.items() if e.kind == "stage"}
 
     def reopening_types(self) -> tuple[str, ...]:
         return tuple(t for t, e in self.events.items() if e.reopens)
@@ -385,6 +402,7 @@ class Params:
                 problems.append(f"events.{name}: an outcome needs ends: lost or won, and only outcomes have ends")
         problems += _lost_problems(self)
         problems += _referral_problems(self)
+        problems += _stage_problems(self)
         problems += _vocabulary_problems(self)
         if not 0 < self.drift.psi_warn <= self.drift.psi_alert:
             problems.append("drift: need 0 < psi_warn <= psi_alert")
@@ -421,6 +439,32 @@ def _referral_problems(p: Params) -> list[str]:
         return ["data.columns.referred_by needs conversion times (data.columns.converted_at), not a label: whether a "
                 "referrer had bought by a date is what its features ask"]
     return []
+
+
+def _stage_problems(p: Params) -> list[str]:
+    """A stage type has an order of open stages, each named once; only stage types have an order or terminal
+    stages; one stage type at most (one funnel). Terminal stages among the order are left to the leakage check."""
+    problems = []
+    stages = [t for t, e in p.events.items() if e.kind == "stage"]
+    for name, e in p.events.items():
+        if e.kind != "stage":
+            if e.order or e.terminal:
+                problems.append(f"events.{name}: only a stage type (kind: stage) has an order or terminal stages")
+            continue
+        if not e.order:
+            problems.append(f"events.{name}.order: a stage type needs its stages listed first to last")
+        names = [*e.order, *e.terminal]
+        if dupes := sorted({x for x in e.order if e.order.count(x) > 1}):
+            problems.append(f"events.{name}.order: {dupes} listed more than once")
+        if empty := [x for x in names if not str(x).strip()]:
+            problems.append(f"events.{name}: {len(empty)} empty stage name(s)")
+        if bad := {k: v for k, v in e.terminal.items() if v not in OUTCOME_ENDS}:
+            problems.append(f"events.{name}.terminal: {bad} must each end the lead as lost or won")
+    if len(stages) > 1:
+        problems.append(f"events: {stages} are all stage types; declare one funnel (one type with kind: stage)")
+    if p.data.interaction_columns.stage is not None and not stages:
+        problems.append("data.interaction_columns.stage is set but no events type has kind: stage")
+    return problems
 
 
 def _vocabulary_problems(p: Params) -> list[str]:

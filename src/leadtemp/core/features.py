@@ -19,7 +19,19 @@ import pandas as pd
 from leadtemp.core.config import EventType, Features
 from leadtemp.core.lifecycle import REOPENED_AT, LossRules, loss_spells, lost_state
 from leadtemp.core.referrals import REFERRAL_FEATURES, referral_features, referral_ledger
-from leadtemp.core.schema import CREATED_AT, DIRECTION, LEAD_ID, REFERRED_BY, TIMESTAMP, TYPE
+from leadtemp.core.schema import (
+    CREATED_AT,
+    DIRECTION,
+    LEAD_ID,
+    LEAD_RATING,
+    OUTCOME,
+    REFERRED_BY,
+    STAGE,
+    TASK_OUTCOMES,
+    TASK_RATING,
+    TIMESTAMP,
+    TYPE,
+)
 from leadtemp.core.vocabulary import STEP, TOUCH, kind_of, thermometer_weights
 
 DAY = np.timedelta64(1, "D")
@@ -28,6 +40,12 @@ LEGACY_MODES = {"outcomes": "labels"}  # scorer.json written before the data sha
 TREND_RECENT_DAYS, TREND_PRIOR_DAYS = 7, 30
 STEPS_RECENT_DAYS = 7
 NOT_A_STEP, UNTRACKED_STEP = -2, -1  # codes of prepared events that are no step / a step type the spec does not track
+# The funnel (params: a type with kind: stage; data.interaction_columns.outcome): features of its stages and tasks.
+STAGE_FEATURES = ("stage_rank", "days_in_stage", "stages_skipped", "stage_moves_back")
+REACH_DAYS = 30  # outbound attempts counted for the reach rate
+TASK_FEATURES = (f"task_attempts_{REACH_DAYS}d", f"reach_rate_{REACH_DAYS}d", "last_task_outcome")
+RATING_FEATURES = {LEAD_RATING: "lead_rating_last", TASK_RATING: f"task_rating_{REACH_DAYS}d"}  # latest; mean
+REACHED, MISSED = ("reached", "held"), ("no_answer", "voicemail", "no_show")  # an attempt that reached the lead, or not
 
 
 def _slug(text: str) -> str:
@@ -74,6 +92,18 @@ class FeatureSpec:
     def referral_columns(self) -> list[str]:
         return list(REFERRAL_FEATURES) if self.referrals and self.mode == "events" else []
 
+    # The funnel: the stage type and its open stages first to last (terminal stages are never features), and
+    # whether the interactions carry task outcomes. Models without them have none of the funnel's columns.
+    stage_type: str | None = None
+    stages: tuple[str, ...] = ()
+    task_outcomes: bool = False
+    ratings: tuple[str, ...] = ()  # the rep's ratings the interactions carry: lead_rating, task_rating
+
+    @property
+    def funnel_features(self) -> list[str]:
+        return ((list(STAGE_FEATURES) if self.stages else []) + (list(TASK_FEATURES) if self.task_outcomes else [])
+                + [f for r, f in RATING_FEATURES.items() if r in self.ratings])
+
     def kind(self, type_: str) -> str:
         return kind_of(self.vocabulary, type_)
 
@@ -105,7 +135,8 @@ class FeatureSpec:
         for prefix in [c.name for c in self.channels] + ["inbound", "outbound"]:
             cols += [f"{prefix}_{w}d" for w in self.windows_days]
             cols += [f"{prefix}_days_since_last", f"{prefix}_decayed"]
-        cols += ["days_since_first_inbound", "just_turned_active", "inbound_trend", "lead_age_days", *self.step_features]
+        cols += ["days_since_first_inbound", "just_turned_active", "inbound_trend", "lead_age_days", *self.step_features,
+                 *self.funnel_features]
         return cols + (["days_since_reopened"] if self.lifecycle else [])
 
     @property
@@ -132,10 +163,14 @@ class FeatureSpec:
             timed=bool(raw.get("timed", True)),
             lifecycle=dict(raw.get("lifecycle", {})),
             # scorer.json before the vocabulary (format 1): every type a touch, no steps
-            vocabulary={t: EventType(**{k: v for k, v in e.items() if k in EVENT_TYPE_FIELDS})
+            vocabulary={t: EventType(**{k: tuple(v) if k == "order" else v for k, v in e.items() if k in EVENT_TYPE_FIELDS})
                         for t, e in raw.get("vocabulary", {}).items()},
             steps=tuple(raw.get("steps", ())),
             referrals=bool(raw.get("referrals", False)),
+            stage_type=raw.get("stage_type"),
+            stages=tuple(raw.get("stages", ())),
+            task_outcomes=bool(raw.get("task_outcomes", False)),
+            ratings=tuple(raw.get("ratings", ())),
         )
 
 
@@ -177,6 +212,7 @@ def fit_feature_spec(
         step_counts = past.loc[(is_kind == STEP).to_numpy(), TYPE].value_counts(sort=False)
         step_counts = step_counts.sort_index(kind="stable").sort_values(ascending=False, kind="stable")
         steps = tuple(step_counts.index[: settings.max_channels])
+    stage_type = next((t for t, e in events.items() if e.kind == "stage"), None) if mode == "events" else None
     old_leads = leads if before is None else leads.loc[leads[CREATED_AT] < before]
     categories = {
         col: tuple(sorted(old_leads[col].dropna().astype(str).unique())) for col in categorical
@@ -195,6 +231,10 @@ def fit_feature_spec(
         vocabulary=events,
         steps=steps,
         referrals=referrals and mode == "events",
+        stage_type=stage_type,
+        stages=tuple(events[stage_type].order) if stage_type is not None else (),
+        task_outcomes=mode == "events" and OUTCOME in interactions.columns,
+        ratings=tuple(r for r in RATING_FEATURES if mode == "events" and r in interactions.columns),
     )
 
 
@@ -248,6 +288,19 @@ def prepare_events(interactions: pd.DataFrame, spec: FeatureSpec, sort: bool = T
     stamps = interactions[TIMESTAMP].to_numpy()
     # Arrays are sorted one by one: cheaper than sorting a frame.
     order = np.argsort(stamps, kind="stable") if sort else np.arange(len(stamps))
+    funnel = {}
+    if spec.stages:  # the rank of an open stage (0: the first); -1: no stage row, or a terminal stage (never a feature)
+        named = interactions[STAGE] if STAGE in interactions.columns else pd.Series(pd.NA, index=interactions.index)
+        rank = pd.Series(named.array).map({name: i for i, name in enumerate(spec.stages)})
+        rank = rank.where((interactions[TYPE] == spec.stage_type).to_numpy())
+        funnel["stage_rank"] = rank.fillna(-1).to_numpy(dtype=np.int32)[order]
+    if spec.task_outcomes:  # the task outcome's place in TASK_OUTCOMES; -1: none
+        told = interactions[OUTCOME] if OUTCOME in interactions.columns else pd.Series(pd.NA, index=interactions.index)
+        code = pd.Series(told.array).map({name: i for i, name in enumerate(TASK_OUTCOMES)})
+        funnel["outcome_code"] = code.fillna(-1).to_numpy(dtype=np.int32)[order]
+    for rating in spec.ratings:
+        given = interactions[rating] if rating in interactions.columns else pd.Series(np.nan, index=interactions.index)
+        funnel[rating] = pd.to_numeric(given, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)[order]
     return pd.DataFrame({
         LEAD_ID: interactions[LEAD_ID].take(order).array,
         TIMESTAMP: stamps[order],
@@ -256,7 +309,7 @@ def prepare_events(interactions: pd.DataFrame, spec: FeatureSpec, sort: bool = T
         "heat": np.where(inbound, heat[kind], 0.0)[order] if len(kind) else np.zeros(0),
         "touch": touch[kind[order]] if len(kind) else np.zeros(0, dtype=bool),
         "step": step[kind[order]] if len(kind) else np.zeros(0, dtype=np.int32),
-    })
+    } | funnel)
 
 
 def _positions(lead_ids: pd.Series, event_ids: pd.Series) -> np.ndarray:
@@ -371,6 +424,88 @@ def _behaviour_of(values, lo, hi, start, order, age, decay, channel, inbound, he
         thermometer[i] = heat_sum
 
 
+@numba.njit(cache=True, nogil=True)
+def _funnel(values, pos, age, stage, outcome, inbound, n, rows_stage, rows_task, reached, missed, lead_rating,
+            task_rating, rows_rating):
+    """The funnel's columns of ``values`` (columns, leads) from each lead's stage rows and task outcomes.
+
+    Stage rows are walked oldest first (ties in the order given): the current stage is the last one, its
+    days the age of the move into it; a move forward by more than one stage skips the stages between, a
+    move to an earlier stage is a move back; a row naming the current stage again is no move. Task outcomes:
+    outbound attempts in the last ``REACH_DAYS`` days (reached or missed) and the latest outcome's code.
+    Ratings (NaN: none on the row): the latest lead rating, the mean task rating of the last ``REACH_DAYS`` days.
+    ``rows_*``: the row of ``values`` of each column (-1: the model has no such column).
+    """
+    start = np.zeros(n + 1, dtype=np.int64)
+    for e in range(pos.shape[0]):
+        start[pos[e] + 1] += 1
+    for i in range(n):
+        start[i + 1] += start[i]
+    fill = start[:-1].copy()
+    order = np.empty(pos.shape[0], dtype=np.int64)
+    for e in range(pos.shape[0]):
+        order[fill[pos[e]]] = e
+        fill[pos[e]] += 1
+    ages = np.empty(pos.shape[0])
+    ranks = np.empty(pos.shape[0], dtype=np.int32)
+    for i in range(n):
+        m = 0
+        attempts = 0.0
+        hits = 0.0
+        last_age = np.inf
+        last_code = -1
+        rated_age, rated = np.inf, np.nan
+        task_sum, task_n = 0.0, 0.0
+        for q in range(start[i], start[i + 1]):
+            e = order[q]
+            if not np.isnan(lead_rating[e]) and age[e] < rated_age:
+                rated_age, rated = age[e], lead_rating[e]
+            if not np.isnan(task_rating[e]) and age[e] < REACH_DAYS:
+                task_sum += task_rating[e]
+                task_n += 1.0
+            if stage[e] >= 0:  # insertion by age, oldest first; equal ages keep their order
+                j = m
+                while j > 0 and ages[j - 1] < age[e]:
+                    ages[j], ranks[j] = ages[j - 1], ranks[j - 1]
+                    j -= 1
+                ages[j], ranks[j] = age[e], stage[e]
+                m += 1
+            c = outcome[e]
+            if c >= 0:
+                if age[e] < last_age:
+                    last_age, last_code = age[e], c
+                if not inbound[e] and age[e] < REACH_DAYS:
+                    if reached[c]:
+                        attempts += 1.0
+                        hits += 1.0
+                    elif missed[c]:
+                        attempts += 1.0
+        if rows_stage[0] >= 0:
+            current, entered, skipped, back = -1, np.nan, 0.0, 0.0
+            for j in range(m):
+                r = ranks[j]
+                if current < 0:
+                    current, entered = r, ages[j]
+                elif r != current:
+                    if r > current + 1:
+                        skipped += r - current - 1
+                    elif r < current:
+                        back += 1.0
+                    current, entered = r, ages[j]
+            values[rows_stage[0], i] = np.nan if current < 0 else current + 1.0
+            values[rows_stage[1], i] = entered
+            values[rows_stage[2], i] = skipped
+            values[rows_stage[3], i] = back
+        if rows_task[0] >= 0:
+            values[rows_task[0], i] = attempts
+            values[rows_task[1], i] = hits / attempts if attempts > 0 else np.nan
+            values[rows_task[2], i] = np.nan if last_code < 0 else float(last_code)
+        if rows_rating[0] >= 0:
+            values[rows_rating[0], i] = rated
+        if rows_rating[1] >= 0:
+            values[rows_rating[1], i] = task_sum / task_n if task_n > 0 else np.nan
+
+
 def features_as_of(
     leads: pd.DataFrame,
     events: pd.DataFrame,
@@ -420,6 +555,14 @@ def features_as_of(
         row["days_since_first_inbound"], row["just_turned_active"], row["inbound_trend"],
         row.get(f"steps_{STEPS_RECENT_DAYS}d", -1), thermometer)
     values[row["lead_age_days"]] = (as_of.to_datetime64() - leads[CREATED_AT].to_numpy()) / DAY
+    if spec.funnel_features:
+        flags = [np.array([t in kinds for t in TASK_OUTCOMES], dtype=np.bool_) for kinds in (REACHED, MISSED)]
+        _funnel(values, pos, age, column("stage_rank", -1).astype(np.int32), column("outcome_code", -1).astype(np.int32),
+                column("inbound", False).astype(np.bool_), n,
+                np.array([row.get(c, -1) for c in STAGE_FEATURES], dtype=np.int64),
+                np.array([row.get(c, -1) for c in TASK_FEATURES], dtype=np.int64), *flags,
+                column(LEAD_RATING, np.nan).astype(np.float64), column(TASK_RATING, np.nan).astype(np.float64),
+                np.array([row.get(c, -1) for c in RATING_FEATURES.values()], dtype=np.int64))
     if spec.lifecycle:
         values[row["days_since_reopened"]] = _days_since_reopened(leads, as_of)
 

@@ -1,7 +1,8 @@
 """Lost, disqualified and reopened leads: a lead's open/lost state at any time, from its history only.
 
 A lead's **losses** are its ``lost_at`` time (the CRM's "closed as lost" column, when mapped) and every
-interaction whose type is declared terminal-lost (``events: TYPE: {kind: outcome, ends: lost}``). A
+interaction whose type is declared terminal-lost (``events: TYPE: {kind: outcome, ends: lost}``) or
+that moves the lead to a lost stage of the funnel (``events: TYPE: {kind: stage, terminal: {STAGE: lost}}``). A
 loss is undone, the lead **reopens**, by a later inbound interaction of another type or by one of the
 declared reopening types (``reopens: true``). At time ``t`` only what happened strictly before ``t``
 counts: the lead is lost at ``t`` when its latest loss before ``t`` is later than its latest reopening
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from leadtemp.core.schema import DIRECTION, LEAD_ID, LOST_AT, TIMESTAMP, TYPE
+from leadtemp.core.schema import DIRECTION, LEAD_ID, LOST_AT, STAGE, TIMESTAMP, TYPE
 
 LOST_FROM, LOST_UNTIL = "lost_from", "lost_until"
 LOST, LOST_SINCE, REOPENED_AT = "lost", "lost_since", "reopened_at"
@@ -31,26 +32,38 @@ NAT = np.iinfo(np.int64).min    # NaT as int64 nanoseconds
 
 @dataclass(frozen=True)
 class LossRules:
-    """Which interaction types close a lead as lost and which reopen it (besides any inbound interaction)."""
+    """Which interaction types close a lead as lost and which reopen it (besides any inbound interaction); and the
+    funnel's stages that close it (``events: TYPE: {kind: stage, terminal: {STAGE: lost}}``): rows of ``stage_type``
+    naming one of ``lost_stages``."""
 
     lost_types: tuple[str, ...] = ()
     reopening_types: tuple[str, ...] = ()
+    stage_type: str | None = None
+    lost_stages: tuple[str, ...] = ()
 
     @classmethod
     def of(cls, params) -> LossRules | None:
         """From params' ``events`` section; None when params give no way to lose a lead (no ``data.columns.lost_at``,
         no lost type): then nothing about losses is computed or stored, and models stay as they were."""
-        if params.data.columns.lost_at is None and not params.lost_types():
+        stage_type = next((t for t, e in params.events.items() if e.kind == "stage"), None)
+        lost_stages = tuple(s for s, ends in params.events[stage_type].terminal.items() if ends == "lost") \
+            if stage_type is not None else ()
+        if params.data.columns.lost_at is None and not params.lost_types() and not lost_stages:
             return None
-        return cls(tuple(params.lost_types()), tuple(params.reopening_types()))
+        return cls(tuple(params.lost_types()), tuple(params.reopening_types()), stage_type if lost_stages else None,
+                   lost_stages)
 
-    def to_dict(self) -> dict[str, list[str]]:
-        return {"lost_types": list(self.lost_types), "reopening_types": list(self.reopening_types)}
+    def to_dict(self) -> dict:
+        out = {"lost_types": list(self.lost_types), "reopening_types": list(self.reopening_types)}
+        if self.lost_stages:  # only then: every other model's lifecycle stays as it was written
+            out |= {"stage_type": self.stage_type, "lost_stages": list(self.lost_stages)}
+        return out
 
     @classmethod
     def from_dict(cls, raw: dict | None) -> LossRules:
         raw = raw or {}
-        return cls(tuple(raw.get("lost_types", ())), tuple(raw.get("reopening_types", ())))
+        return cls(tuple(raw.get("lost_types", ())), tuple(raw.get("reopening_types", ())), raw.get("stage_type"),
+                   tuple(raw.get("lost_stages", ())))
 
 
 def _empty_spells() -> pd.DataFrame:
@@ -74,6 +87,9 @@ def loss_spells(leads: pd.DataFrame, interactions: pd.DataFrame, rules: LossRule
         closed = leads.loc[leads[LOST_AT].notna(), [LEAD_ID, LOST_AT]]
         losses.append((closed[LEAD_ID].to_numpy(dtype=object), _ns(closed[LOST_AT])))
     is_loss = interactions[TYPE].isin(rules.lost_types).to_numpy(dtype=bool)
+    if rules.lost_stages and STAGE in interactions.columns:  # the funnel's lost stages close the lead too
+        is_loss = is_loss | ((interactions[TYPE] == rules.stage_type).to_numpy(dtype=bool, na_value=False)
+                    & interactions[STAGE].isin(rules.lost_stages).to_numpy(dtype=bool, na_value=False))
     if is_loss.any():
         losses.append((interactions[LEAD_ID].to_numpy(dtype=object)[is_loss], _ns(interactions[TIMESTAMP].to_numpy()[is_loss])))
     if not losses or not sum(len(ids) for ids, _ in losses):

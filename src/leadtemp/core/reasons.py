@@ -25,8 +25,17 @@ import numba
 import numpy as np
 import pandas as pd
 
-from leadtemp.core.features import STEPS_RECENT_DAYS, TREND_PRIOR_DAYS, TREND_RECENT_DAYS, FeatureSpec
-from leadtemp.core.schema import LEAD_ID
+from leadtemp.core.features import (
+    RATING_FEATURES,
+    REACH_DAYS,
+    STAGE_FEATURES,
+    STEPS_RECENT_DAYS,
+    TASK_FEATURES,
+    TREND_PRIOR_DAYS,
+    TREND_RECENT_DAYS,
+    FeatureSpec,
+)
+from leadtemp.core.schema import LEAD_ID, LEAD_RATING, TASK_OUTCOMES, TASK_RATING
 
 # (what they did, what it is called) for inbound actions, hottest first (docs/domain.md section 1).
 INBOUND_WORDS = {
@@ -54,6 +63,14 @@ REOPENED_GROUP = "reopened"  # lost and reopened leads (core/lifecycle.py): days
 REFERRER_GROUP, REFERRALS_GROUP = "referrer", "referrals_made"
 REFERRER_FEATURES = ("referred", "referrer_is_lead", "referrer_converted")
 REFERRALS_FEATURES = ("referrals_made", "referrals_converted")
+# The funnel's groups (core/features.py): where the lead is and for how long, how it got there, our attempts, the last task.
+STAGE_GROUP, PATH_GROUP, REACH_GROUP, TASK_GROUP = "stage", "stage_path", "reach", "last_task"
+LEAD_RATED, TASK_RATED = "rep_lead_rating", "rep_task_rating"
+FUNNEL_COLUMNS = {STAGE_GROUP: STAGE_FEATURES[:2], PATH_GROUP: STAGE_FEATURES[2:], REACH_GROUP: TASK_FEATURES[:2],
+                  TASK_GROUP: TASK_FEATURES[2:], LEAD_RATED: (RATING_FEATURES[LEAD_RATING],),
+                  TASK_RATED: (RATING_FEATURES[TASK_RATING],)}
+OUTCOME_WORDS = {"no_show": "a no-show at the meeting", "no_answer": "no answer", "voicemail": "voicemail",
+                 "reached": "reached", "booked": "a meeting booked", "held": "a meeting held"}
 
 
 # Coded categoricals (see category_rates). More than this many categories: a rep cannot know each
@@ -158,6 +175,8 @@ def feature_groups(spec: FeatureSpec) -> list[Group]:
     if spec.step_features:
         groups += [Group(name, (f"{name}_reached", f"{name}_days_since")) for name in spec.step_columns]
         groups += [Group(STEP_PACE, (f"steps_{STEPS_RECENT_DAYS}d",))]
+    funnel = set(spec.funnel_features)
+    groups += [Group(key, tuple(cols)) for key, cols in FUNNEL_COLUMNS.items() if funnel.issuperset(cols)]
     groups += [Group(col, (col,)) for col in [*spec.categorical, *spec.numeric]]
     if spec.referral_columns:
         groups += [Group(REFERRER_GROUP, REFERRER_FEATURES), Group(REFERRALS_GROUP, REFERRALS_FEATURES)]
@@ -264,6 +283,8 @@ def describe_group(key: str, row: pd.Series, spec: FeatureSpec, labels: dict[str
         return describe_referrer(*(row[c] for c in REFERRER_FEATURES))
     if key == REFERRALS_GROUP and spec.referral_columns:
         return describe_referrals(*(row[c] for c in REFERRALS_FEATURES))
+    if key in FUNNEL_COLUMNS:
+        return describe_funnel(key, row, spec)
     label = labels.get(key, key.replace("_", " "))
     value = row[key]
     if pd.isna(value):
@@ -293,10 +314,41 @@ def group_name(key: str, spec: FeatureSpec, labels: dict[str, str]) -> str:
     fixed = {STEP_PACE: f"steps reached in the last {STEPS_RECENT_DAYS} days",
              "inbound": "contact from them (any channel)", "outbound": "contact from us (any channel)",
              "activation": "when they first reached out", "trend": "contact from them picking up or slowing",
-             "lead_age": "lead age", REOPENED_GROUP: "reopened after being lost"}
+             "lead_age": "lead age", REOPENED_GROUP: "reopened after being lost", STAGE_GROUP: "funnel stage and days in it",
+             PATH_GROUP: "funnel stages skipped or moved back", REACH_GROUP: f"reach of our calls ({REACH_DAYS} days)",
+             TASK_GROUP: "last task outcome", LEAD_RATED: "rep's rating of the lead",
+             TASK_RATED: f"rep's rating of the tasks ({REACH_DAYS} days)"}
     if spec.referral_columns:
         fixed |= {REFERRER_GROUP: "who referred them", REFERRALS_GROUP: "leads they referred, and who bought"}
     return fixed.get(key) or labels.get(key, key.replace("_", " "))
+
+
+def describe_funnel(key: str, row, spec: FeatureSpec) -> str:
+    """The funnel in a rep's words: "in negotiation for 12 days", "reached on 1 of 5 calls in the last 30 days"."""
+    if key == STAGE_GROUP:
+        rank = row["stage_rank"]
+        if pd.isna(rank):
+            return "no funnel stage recorded yet"
+        return f"in {spec.stages[int(rank) - 1]} for {_days(row['days_in_stage'])}"
+    if key == PATH_GROUP:
+        skipped, back = int(round(row["stages_skipped"])), int(round(row["stage_moves_back"]))
+        said = ([f"skipped {skipped} stage" + ("s" if skipped != 1 else "")] if skipped else []) + (
+            [f"moved back a stage {_times(back)}"] if back else [])
+        return " and ".join(said) if said else "never skipped or moved back a funnel stage"
+    if key == REACH_GROUP:
+        attempts = int(round(row[TASK_FEATURES[0]]))
+        if not attempts:
+            return f"no call or meeting attempt by us in the last {REACH_DAYS} days"
+        hits = int(round(row[TASK_FEATURES[1]] * attempts))
+        return f"reached on {hits} of {attempts} call" + ("s" if attempts != 1 else "") + f" in the last {REACH_DAYS} days"
+    if key in (LEAD_RATED, TASK_RATED):
+        value = row[FUNNEL_COLUMNS[key][0]]
+        if key == LEAD_RATED:
+            return "no rating of the lead by a rep yet" if pd.isna(value) else f"rep's rating of the lead: {value:.3g}"
+        return (f"no task rated in the last {REACH_DAYS} days" if pd.isna(value)
+                else f"tasks rated {value:.2g} on average in the last {REACH_DAYS} days")
+    code = row[TASK_FEATURES[2]]
+    return "no task outcome recorded yet" if pd.isna(code) else f"last task: {OUTCOME_WORDS[TASK_OUTCOMES[int(code)]]}"
 
 
 def describe_reopening(days_since_reopened: float) -> str:
@@ -332,6 +384,8 @@ def _worded_from(key: str, spec: FeatureSpec, channels: dict) -> list[str]:
         return [f"{key}_days_since"]
     if spec.referral_columns and key in (REFERRER_GROUP, REFERRALS_GROUP):
         return list(REFERRER_FEATURES if key == REFERRER_GROUP else REFERRALS_FEATURES)
+    if key in FUNNEL_COLUMNS:
+        return list(FUNNEL_COLUMNS[key])
     return {"activation": ["days_since_first_inbound", "just_turned_active"], "trend": ["inbound_trend", "inbound_days_since_last"],
             "lead_age": ["lead_age_days"], REOPENED_GROUP: ["days_since_reopened"],
             STEP_PACE: [f"steps_{STEPS_RECENT_DAYS}d"]}.get(key, [key])
@@ -340,7 +394,7 @@ def _worded_from(key: str, spec: FeatureSpec, channels: dict) -> list[str]:
 def _in_whole_days(column: str) -> bool:
     """Columns :func:`describe_group` words through ``_days``, i.e. rounded to whole days."""
     return column.endswith(("days_since_last", "_days_since")) or column in ("days_since_first_inbound", "lead_age_days",
-                                                                             "days_since_reopened")
+                                                                             "days_since_reopened", "days_in_stage")
 
 
 def _value_groups(columns: list[np.ndarray]) -> np.ndarray:

@@ -30,6 +30,10 @@ LEAD_ID, CREATED_AT, CONVERTED_AT, LABEL = "lead_id", "created_at", "converted_a
 LOST_AT = "lost_at"  # when the CRM closed the lead as lost or disqualified (NaT: open, or no such column)
 REFERRED_BY = "referred_by"  # the id of whoever referred the lead (<NA>: nobody); only when data.columns.referred_by maps it
 TIMESTAMP, TYPE, DIRECTION, VALUE = "timestamp", "type", "direction", "value"
+STAGE, OUTCOME = "stage", "outcome"  # the funnel: a stage row's stage name, a task's outcome (text; empty: none)
+LEAD_RATING, TASK_RATING = "lead_rating", "task_rating"  # the rep's ratings of the lead and of the task (numbers)
+# Task outcomes a row may carry (data.interaction_columns.outcome), worst to best: calls attempted and meetings.
+TASK_OUTCOMES = ("no_show", "no_answer", "voicemail", "reached", "booked", "held")
 DIRECTIONS = ("inbound", "outbound")
 MAX_EXAMPLES = 5
 # LightGBM caps numbers at +-1e300 as its infinity (Common::AvoidInf): anything that large is no measurement.
@@ -576,11 +580,16 @@ def parse_numbers(frame: pd.DataFrame, column: str, source: str, id_column: str 
 
 def validate_interactions(interactions: pd.DataFrame, source: str, lead_ids: pd.Series | None,
                           columns: InteractionColumns | None = None,
-                          problems: RowProblems | None = None, dates: DateRules | None = None) -> pd.DataFrame:
+                          problems: RowProblems | None = None, dates: DateRules | None = None,
+                          stages: dict[str, tuple[str, ...]] | None = None) -> pd.DataFrame:
     """Check the interaction log against the leads and return a normalised copy (leadtemp's names).
 
     ``lead_ids=None`` skips the check that every event's lead exists (batch scoring does it per
-    partition); with ``problems``, bad values are recorded per row instead of raised.
+    partition); with ``problems``, bad values are recorded per row instead of raised. ``stages``
+    (:meth:`Params.stage_names`): the rows of these types name a stage (in ``columns.stage``, else in
+    the value column, then read as text, not a number), one of the declared ones: output column ``stage``.
+    With ``columns.outcome``, the column ``outcome`` holds each row's task outcome (``TASK_OUTCOMES``); with
+    ``columns.lead_rating`` / ``task_rating``, the columns ``lead_rating`` / ``task_rating`` the rep's ratings.
     """
     c = columns or InteractionColumns()
     _require_columns(interactions, [c.lead_id, c.timestamp, c.type, c.direction], source)
@@ -603,9 +612,45 @@ def validate_interactions(interactions: pd.DataFrame, source: str, lead_ids: pd.
     _fail(source, c.direction, ~direction.isin(DIRECTIONS).fillna(False).to_numpy(),
           f"have a direction other than {list(DIRECTIONS)}", frame, c.lead_id, problems)
     out[DIRECTION] = direction.fillna("").astype(str).array
+    staged = np.zeros(len(frame), dtype=bool)
+    if stages:
+        staged = kinds.isin(list(stages)).to_numpy(dtype=bool, na_value=False)
     if c.value in frame.columns:
-        out[VALUE] = parse_numbers(frame, c.value, source, c.lead_id, problems)
+        numbers = frame if not staged.any() or c.stage else frame.assign(**{c.value: frame[c.value].mask(staged)})
+        out[VALUE] = parse_numbers(numbers, c.value, source, c.lead_id, problems)
+    if stages:
+        out[STAGE] = _stage_names(frame, kinds, staged, stages, c, source, problems)
+    if c.outcome is not None:
+        _require_columns(frame, [c.outcome], source)
+        text = frame[c.outcome].astype("string").str.strip().str.lower()
+        text = text.mask(text == "")
+        bad = (text.notna() & ~text.isin(TASK_OUTCOMES)).to_numpy(dtype=bool, na_value=False)
+        _fail(source, c.outcome, bad, f"are not a task outcome {list(TASK_OUTCOMES)} (empty: none)", frame, c.lead_id,
+              problems)
+        out[OUTCOME] = text.mask(bad).array
+    for name, column in ((LEAD_RATING, c.lead_rating), (TASK_RATING, c.task_rating)):
+        if column is not None:
+            _require_columns(frame, [column], source)
+            out[name] = parse_numbers(frame, column, source, c.lead_id, problems)
     return out
+
+
+def _stage_names(frame: pd.DataFrame, kinds: pd.Series, staged: np.ndarray, stages: dict[str, tuple[str, ...]],
+                 c: InteractionColumns, source: str, problems: RowProblems | None) -> pd.Series:
+    """The stage each row of a stage type names (missing on other rows); a stage not declared is a bad value."""
+    column = c.stage or c.value
+    if not staged.any() and column not in frame.columns:
+        return pd.Series(pd.NA, index=frame.index, dtype="string").array
+    _require_columns(frame, [column], source)
+    text = frame[column].astype("string").str.strip()
+    declared = np.zeros(len(frame), dtype=bool)
+    for type_, names in stages.items():
+        declared |= (kinds == type_).to_numpy(dtype=bool, na_value=False) & text.isin(names).to_numpy(
+            dtype=bool, na_value=False)
+    shown = "; ".join(f"{t}: {list(n)}" for t, n in stages.items())
+    _fail(source, column, staged & ~declared, f"of a stage type name a stage not declared in events ({shown})",
+          frame, c.lead_id, problems, "add it to the type's order or terminal stages, or fix the rows")
+    return text.where(staged & declared).array
 
 
 def empty_interactions() -> pd.DataFrame:

@@ -23,8 +23,12 @@ from leadtemp.core.schema import (
     DIRECTION,
     LABEL,
     LEAD_ID,
+    LEAD_RATING,
     LOST_AT,
+    OUTCOME,
     REFERRED_BY,
+    STAGE,
+    TASK_RATING,
     TIMESTAMP,
     TYPE,
     DateRules,
@@ -109,6 +113,22 @@ EVENT_SCHEMA = pa.schema([(LEAD_ID, pa.string()), (TIMESTAMP, pa.timestamp("ns")
                           (DIRECTION, pa.string()), (REJECT, pa.string()), (ROW, pa.int64())])
 
 
+def funnel_columns(scorer: LeadScorer) -> tuple[str, ...]:
+    """The funnel's event columns a model reads (a stage model: ``stage``; task outcomes: ``outcome``; the ratings)."""
+    spec = scorer.spec
+    return tuple(c for c, used in ((STAGE, bool(spec.stages)), (OUTCOME, spec.task_outcomes),
+                                   (LEAD_RATING, LEAD_RATING in spec.ratings), (TASK_RATING, TASK_RATING in spec.ratings))
+                 if used)
+
+
+def event_schema(scorer: LeadScorer) -> pa.Schema:
+    """EVENT_SCHEMA, and the funnel's columns for a model that reads them."""
+    fields = list(EVENT_SCHEMA)
+    fields[4:4] = [pa.field(c, pa.float64() if c in (LEAD_RATING, TASK_RATING) else pa.string())
+                   for c in funnel_columns(scorer)]
+    return pa.schema(fields)
+
+
 def lead_columns_read(params: Params, scorer: LeadScorer) -> tuple[list[str], list[str]] | None:
     """The leads table's columns :func:`canonical_leads` reads: (required, optional); None: all of them
     (months from row order read the table as a whole)."""
@@ -127,7 +147,8 @@ def lead_columns_read(params: Params, scorer: LeadScorer) -> tuple[list[str], li
 def event_columns_read(params: Params) -> tuple[list[str], list[str]]:
     """The interaction columns :func:`canonical_events` reads: (required, optional)."""
     c = params.data.interaction_columns
-    return [c.lead_id, c.timestamp, c.type, c.direction], [c.value]
+    return [c.lead_id, c.timestamp, c.type, c.direction], [c.value] + [
+        x for x in (c.stage, c.outcome, c.lead_rating, c.task_rating) if x]
 
 
 def canonical_leads(raw: pd.DataFrame, source: str, params: Params, scorer: LeadScorer, first_row: int,
@@ -167,14 +188,19 @@ def canonical_rows(leads: pd.DataFrame, problems: RowProblems, scorer: LeadScore
 
 
 def canonical_events(raw: pd.DataFrame, source: str, params: Params, first_row: int,
-                     as_of: pd.Timestamp, dates: DateRules | None = None) -> pd.DataFrame:
+                     as_of: pd.Timestamp, dates: DateRules | None = None, funnel: tuple[str, ...] = ()) -> pd.DataFrame:
     """One batch of the interactions under leadtemp's names with reasons; events at or after ``as_of``
     are left out here, as scoring would never look at them (a bad row is kept whatever its time).
-    ``dates`` as in :func:`canonical_leads`."""
+    ``dates`` as in :func:`canonical_leads`; ``funnel``: the funnel's columns the model reads (:func:`funnel_columns`),
+    empty where the interactions have none."""
     problems = RowProblems(len(raw))
     events = validate_interactions(raw, source, None, params.data.interaction_columns, problems=problems,
-                                   dates=dates or DateRules.of(params.data))
+                                   dates=dates or DateRules.of(params.data), stages=params.stage_names())
     out = events[[LEAD_ID, TIMESTAMP, TYPE, DIRECTION]].copy()
+    for column in funnel:
+        empty = pd.Series(np.nan if column in (LEAD_RATING, TASK_RATING) else pd.NA, index=out.index,
+                          dtype="float64" if column in (LEAD_RATING, TASK_RATING) else "string")
+        out[column] = events[column] if column in events.columns else empty
     out[REJECT] = row_reasons(problems)
     out[ROW] = np.arange(first_row, first_row + len(out), dtype=np.int64)
     keep = problems.bad | (out[TIMESTAMP] < as_of).to_numpy()

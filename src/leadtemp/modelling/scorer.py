@@ -47,10 +47,11 @@ FAST_REASONS_MIN_ROWS = 5000  # below this, compiling the fast TreeSHAP tables c
 # version: a file without it words every category as it is, and a reader that predates it ignores it.
 # Likewise the optional "when" (the horizons of p_<h>d and each other horizon's booster file and calibrator):
 # a model saved without it scores without the p_<h>d and expected_days columns; an older reader ignores it.
-FORMAT_VERSION = 2
-# 3: the spec has referral features (``referrals``); written only by such models, so a reader that predates them
-# refuses the model with "upgrade leadtemp" instead of scoring with the wrong columns. Every other model stays 2.
-REFERRALS_FORMAT_VERSION = 3
+# 3: the spec has referral features (``referrals``) or the funnel's (stage type, stages, task outcomes); written
+# only by such models, so a reader that predates them refuses the model with "upgrade leadtemp" instead of scoring
+# with the wrong columns. Every other model stays 2.
+PLAIN_FORMAT, EXTENDED_FORMAT = 2, 3
+FORMAT_VERSION = EXTENDED_FORMAT  # the newest this code reads
 BOOSTER_FILE = "booster.txt"
 REEXPORT = "re-export the model"  # what to do about a damaged model folder
 
@@ -306,7 +307,8 @@ class LeadScorer:
             settings["when"]["models"][str(days)]["booster"] = {"file": name, "sha256": hashlib.sha256(text).hexdigest(),
                                                                 "bytes": len(text)}
         (folder / "scorer.json").write_text(json.dumps({
-            "format_version": REFERRALS_FORMAT_VERSION if self.spec.referral_columns else FORMAT_VERSION,
+            "format_version": (EXTENDED_FORMAT if self.spec.referral_columns or self.spec.funnel_features
+                               else PLAIN_FORMAT),
             "booster": {"file": BOOSTER_FILE, "sha256": hashlib.sha256(booster).hexdigest(), "bytes": len(booster)},
             **settings,
             "meta": self.meta,
@@ -323,9 +325,9 @@ class LeadScorer:
 
         folder = Path(folder)
         raw = _read_json(folder / "scorer.json")
-        if raw.get("format_version", FORMAT_VERSION) > REFERRALS_FORMAT_VERSION:
+        if raw.get("format_version", PLAIN_FORMAT) > FORMAT_VERSION:
             raise ConfigError(f"{folder / 'scorer.json'}: format version {raw['format_version']} is newer than this "
-                              f"leadtemp reads ({REFERRALS_FORMAT_VERSION}); upgrade leadtemp")
+                              f"leadtemp reads ({FORMAT_VERSION}); upgrade leadtemp")
         text = _read_booster(folder / BOOSTER_FILE, raw.get("booster"))
         try:
             cal = raw["calibrator"]

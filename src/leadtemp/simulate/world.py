@@ -37,6 +37,16 @@ The generative story (hidden from the model, documented for the tests):
   it does not hold). Being referred by a customer who bought raises the lead's ``z``; by a lead who had not
   bought lowers it (a friend's tip, not a customer's word); an outside customer changes nothing. A lead
   that sends us someone warms to us a little itself (its ``z`` rises with every referral it makes).
+* ``stages=True`` (optional, off by default so every other world stays as it was) tells the funnel of
+  docs/domain.md section 5 from the hidden story (STAGE_STORY, below), with its own random stream. Each
+  lead enters the funnel as ``new`` when it arrives; as its hidden state warms (cold → warm, warm → hot)
+  the rep moves it on a stage, now and then two; as it cools, the rep now and then moves it back a stage,
+  otherwise it stalls where it is. A lead that converts reaches ``won`` at that moment, and most lost
+  leads are marked ``lost`` within two weeks. Stage changes are outbound ``stage`` rows with the stage in
+  a ``stage`` column; and each call we make has an ``outcome``: ``reached`` more often the hotter the lead
+  is, else ``voicemail`` or ``no_answer``; and the rep's ratings (1 to 5): ``task_rating`` of each call (1 when
+  it did not reach the lead), ``lead_rating`` of the lead on each call that reached it, both higher the hotter
+  the lead is, with noise.
 * ``truth.parquet`` holds, for every lead eligible at the first day of each month, its hidden
   state and the exact probability of converting within the horizon (``p_convert``) and within each of
   7, 14, 30, 60 and 90 days (``p_convert_7d`` ... ``p_convert_90d``), computed by propagating the
@@ -97,6 +107,17 @@ REFERRAL_STORY = {
 }
 REFERRAL_EFFECT = {"bought": 1.0, "lead": -0.6, "outside": 0.0}  # on the referred lead's z, by its referrer
 REFERRER_EFFECT = 0.3  # on the referrer's own z, per referral it makes (while it is a lead)
+# The funnel (``stages=True``): its open stages, and how the rep moves a lead as its hidden state moves.
+STAGE_TYPE, STAGE_ORDER, STAGE_WON, STAGE_LOST = "stage", ("new", "contacted", "qualified", "proposal", "negotiation"), \
+    "won", "lost"
+STAGE_STORY = {"advance_on_warming": 0.8, "advance_on_heating": 0.9, "skip": 0.12, "back_on_cooling": 0.25,
+               "lost_marked": 0.6}
+LOST_MARKED_DAYS = (1, 14)  # from the hidden loss to the lost stage
+REACH = np.array([0.25, 0.45, 0.7, 0.1])  # chance a call of ours reaches the lead, by state (cold, warm, hot, lost)
+VOICEMAIL = 0.4  # of the calls that do not reach the lead, the share that ends on voicemail (else no answer)
+# The rep's ratings, 1 to 5 (rounded, with noise RATING_NOISE): of the lead on a call that reached it, centred by
+# its hidden state (cold, warm, hot, lost), and of each call (a call that did not reach the lead: 1).
+LEAD_RATING_MEAN, TASK_RATING_MEAN, RATING_NOISE = np.array([2.0, 3.0, 4.0, 1.5]), np.array([2.5, 3.2, 4.0, 2.0]), 0.9
 
 
 @dataclass(frozen=True)
@@ -220,6 +241,7 @@ def simulate(
     shift_at: str | pd.Timestamp | None = None,
     lost: bool = False,
     referrals: bool = False,
+    stages: bool = False,
 ) -> SimulatedData:
     """Simulate ``months`` of leads, their interactions and conversions; deterministic per seed.
 
@@ -234,6 +256,8 @@ def simulate(
 
     ``referrals``: leads of the ``referral`` source name their referrer (a ``referred_by`` column), as the
     module docstring says; drawn from its own random stream. Off, the world is exactly the one without it.
+    ``stages``: the funnel's stage changes (``stage`` rows) and the outcome of each of our calls (an
+    ``outcome`` column), drawn from their own random stream: the rest of the world is the one without them.
     """
     recycle = RECYCLE_RATE if lost else 0.0
     losses, comebacks = [], []
@@ -262,6 +286,7 @@ def simulate(
         if 0 < (d - start).days < n_days
     }
     truth_parts, events = [], []
+    event_states, moves = [], []  # stages=True: each event's hidden state, and every state move (lead, day, from, to)
     first_live = np.searchsorted(created_day, np.arange(n_days), side="left")  # leads created before day d
     for day in range(n_days):
         if referred is not None:  # the leads created today name their referrer (before anything else of the day)
@@ -291,6 +316,8 @@ def simulate(
             else:
                 kind = OUTBOUND_TYPES[rng.choice(len(OUTBOUND_TYPES), size=who.size, p=OUTBOUND_MIX)]
             events.append((who, np.full(who.size, day), rng.random(who.size) * 86400, kind, direction))
+            if stages:
+                event_states.append(state[who])
         # The state moves at the end of the day; a conversion happens during that day.
         p = transition_matrix(z[live], market_factor(day), recycle)[np.arange(live.size), s]
         nxt = (rng.random(live.size)[:, None] > np.cumsum(p, axis=1)).sum(axis=1).clip(max=N_STATES - 1)
@@ -300,6 +327,10 @@ def simulate(
             cum = np.cumsum(INBOUND_MIX[nxt[(nxt > s) & (nxt <= HOT)]], axis=1)
             kind = INBOUND_TYPES[(rng.random(warmed.size)[:, None] > cum).sum(axis=1).clip(max=len(INBOUND_TYPES) - 1)]
             events.append((warmed, np.full(warmed.size, day), 86400 * (1 - 0.25 * rng.random(warmed.size)), kind, "inbound"))
+            if stages:
+                event_states.append(nxt[(nxt > s) & (nxt <= HOT)])
+        if stages and (moved := nxt != s).any():
+            moves.append((live[moved], day, s[moved], nxt[moved]))
         if lost:
             losses.append((live[(nxt == LOST) & (s != LOST)], day))
             back = live[(s == LOST) & (nxt == WARM)]
@@ -307,6 +338,8 @@ def simulate(
                 cum = np.cumsum(INBOUND_MIX[np.full(back.size, WARM)], axis=1)
                 kind = INBOUND_TYPES[(rng.random(back.size)[:, None] > cum).sum(axis=1).clip(max=len(INBOUND_TYPES) - 1)]
                 events.append((back, np.full(back.size, day), 86400 * (1 - 0.25 * rng.random(back.size)), kind, "inbound"))
+                if stages:
+                    event_states.append(np.full(back.size, WARM))
                 comebacks.append((back, day))
         newly = live[(nxt == CONVERTED) & (s != CONVERTED)]
         converted_day[newly] = day
@@ -317,6 +350,8 @@ def simulate(
         closed = story.loc[(story["story"] == DISQUALIFIED) & story["closed_day"].notna()]
         events.append((closed["lead"].to_numpy(), np.floor(closed["closed_day"]).to_numpy().astype(int),
                        (closed["closed_day"] % 1).to_numpy() * 86400, np.full(len(closed), DISQUALIFIED), "outbound"))
+        if stages:
+            event_states.append(np.full(len(closed), LOST))
     who = np.concatenate([e[0] for e in events])
     day = np.concatenate([e[1] for e in events])
     sec = np.concatenate([e[2] for e in events])
@@ -339,7 +374,32 @@ def simulate(
         "type": kind[keep],
         "direction": direction[keep],
         "value": value[keep],
-    }).sort_values(["timestamp", "lead_id"], kind="stable").reset_index(drop=True)
+    })
+    if stages:
+        # its own stream, so the world without stages stays as it was ([seed, 3], the referrals' stream, when they are
+        # off: a funnel world is the one measured before both existed; [seed, 4] beside referrals, never the same draws)
+        funnel_rng = np.random.default_rng([seed, 4] if referrals else [seed, 3])
+        calls = (kind == "phone_call") & (direction == "outbound")
+        hidden = np.concatenate(event_states)
+        draw = funnel_rng.random(kind.size)
+        missed = np.where(funnel_rng.random(kind.size) < VOICEMAIL, "voicemail", "no_answer")
+        outcome = np.where(draw < REACH[np.minimum(hidden, LOST)], "reached", missed)
+        interactions["stage"] = None
+        interactions["outcome"] = np.where(calls, outcome, None)[keep]
+        reached = calls & (outcome == "reached")
+        level = np.minimum(hidden, LOST)
+
+        def rating(mean: np.ndarray) -> np.ndarray:
+            return np.clip(np.round(mean[level] + RATING_NOISE * funnel_rng.standard_normal(kind.size)), 1, 5)
+
+        interactions["lead_rating"] = np.where(reached, rating(LEAD_RATING_MEAN), np.nan)[keep]
+        interactions["task_rating"] = np.where(calls, np.where(reached, rating(TASK_RATING_MEAN), 1.0), np.nan)[keep]
+        funnel = _stage_story(moves, created, conv, n_days, funnel_rng)
+        interactions = pd.concat([interactions, pd.DataFrame({
+            "lead_id": ids[funnel["lead"]], "timestamp": seconds(funnel["at"]), "type": STAGE_TYPE,
+            "direction": "outbound", "value": np.nan, "stage": funnel["stage"], "outcome": None, "lead_rating": np.nan,
+            "task_rating": np.nan})], ignore_index=True)
+    interactions = interactions.sort_values(["timestamp", "lead_id"], kind="stable").reset_index(drop=True)
 
     leads = pd.concat([
         pd.DataFrame({
@@ -406,6 +466,57 @@ class _ReferralStory:
         outside = self.names & ~inside
         out[outside] = np.char.add("C", np.char.zfill(self.outside_id[outside].astype(str), 6))
         return pd.Series(out, dtype="string")
+
+
+def _stage_story(moves: list, created: np.ndarray, conv: np.ndarray, n_days: int,
+                 rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """The funnel's stage changes (STAGE_STORY) from the hidden state moves: lead (position), at (days from the
+    start, fractional) and stage, for every lead: ``new`` on arrival, then the moves, ``won`` at the conversion.
+
+    A rep records a move the day after the hidden state moved; a lead's stage stays inside the open stages.
+    """
+    lead = np.concatenate([m[0] for m in moves]) if moves else np.zeros(0, int)
+    day = np.concatenate([np.full(m[0].size, m[1]) for m in moves]) if moves else np.zeros(0, int)
+    was = np.concatenate([m[2] for m in moves]) if moves else np.zeros(0, int)
+    now = np.concatenate([m[3] for m in moves]) if moves else np.zeros(0, int)
+    order = np.lexsort((day, lead))  # each lead's moves in time order
+    u, hop, when = rng.random(lead.size), rng.random(lead.size), rng.random(lead.size)
+    st = STAGE_STORY
+    rank = np.zeros(created.size, dtype=int)
+    out_lead, out_at, out_stage = [np.arange(created.size)], [created + 0.05 * rng.random(created.size)], \
+        [np.full(created.size, STAGE_ORDER[0], dtype=object)]
+    rows_lead, rows_at, rows_stage = [], [], []
+    top = len(STAGE_ORDER) - 1
+    for k in order:
+        i, a, b = lead[k], was[k], now[k]
+        at = day[k] + 1 + 0.5 * when[k]
+        if b in (WARM, HOT) and b > a:  # warming (or back from lost): the rep moves the lead on
+            if u[k] < (st["advance_on_heating"] if b == HOT else st["advance_on_warming"]) and rank[i] < top:
+                rank[i] = min(top, rank[i] + (2 if hop[k] < st["skip"] else 1))
+            else:
+                continue
+        elif b in (COLD, WARM) and b < a:  # cooling: now and then moved back, else it stalls
+            if u[k] < st["back_on_cooling"] and rank[i] > 0:
+                rank[i] -= 1
+            else:
+                continue
+        elif b == LOST:
+            if u[k] < st["lost_marked"]:
+                at = day[k] + 1 + LOST_MARKED_DAYS[0] + when[k] * (LOST_MARKED_DAYS[1] - LOST_MARKED_DAYS[0])
+                rows_lead.append(i), rows_at.append(at), rows_stage.append(STAGE_LOST)
+            continue
+        else:
+            continue
+        rows_lead.append(i), rows_at.append(at), rows_stage.append(STAGE_ORDER[rank[i]])
+    out_lead.append(np.array(rows_lead, dtype=int))
+    out_at.append(np.array(rows_at, dtype=float))
+    out_stage.append(np.array(rows_stage, dtype=object))
+    won = np.flatnonzero(np.isfinite(conv) & (conv < n_days))
+    out_lead.append(won), out_at.append(conv[won]), out_stage.append(np.full(won.size, STAGE_WON, dtype=object))
+    lead, at, stage = np.concatenate(out_lead), np.concatenate(out_at), np.concatenate(out_stage)
+    # Recorded while the lead is a lead and inside the period; won at the very moment of the conversion.
+    keep = (at < n_days) & ((at < conv[lead]) | (stage == STAGE_WON))
+    return {"lead": lead[keep], "at": at[keep], "stage": stage[keep]}
 
 
 def _lost_story(losses: list, comebacks: list, n_days: int, rng: np.random.Generator) -> pd.DataFrame:

@@ -38,10 +38,11 @@ from leadtemp.core.schema import LEAD_ID, DateRules
 from leadtemp.modelling.buckets import bucket_warnings
 from leadtemp.modelling.partition import (
     DEFAULT_CHUNK,
-    EVENT_SCHEMA,
     canonical_events,
     canonical_leads,
     event_columns_read,
+    event_schema,
+    funnel_columns,
     interactions_read,
     lead_columns_read,
     lead_schema,
@@ -116,7 +117,7 @@ def score_in_batches(
         done = run.finished(manifest["id"])
         resumed = len(done)
         lead_parts = run.partitions("leads", n, lead_schema(scorer))
-        event_parts = run.partitions("events", n, EVENT_SCHEMA)
+        event_parts = run.partitions("events", n, event_schema(scorer))
         if done:
             echo(f"resuming: {len(done)} of {n} partitions already scored")
         shown = progress(manifest["leads"], "scoring")
@@ -193,9 +194,10 @@ def _partition(scorer: LeadScorer, params: Params, as_of: pd.Timestamp, leads: T
     _say_notes(leads, echo)
     events_read = 0
     if interactions is not None:
-        event_parts = run.partitions("events", n, EVENT_SCHEMA)
+        event_parts = run.partitions("events", n, event_schema(scorer))
         for batch in interactions.batches(READ_BATCH, event_columns_read(params)):
-            event_parts.add(canonical_events(batch, str(interactions), params, events_read + 1, as_of, dates))
+            event_parts.add(canonical_events(batch, str(interactions), params, events_read + 1, as_of, dates,
+                                             funnel_columns(scorer)))
             events_read += len(batch)
         event_parts.close()
         echo(f"read {events_read:,} interactions from {interactions}")

@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 
 from leadtemp.core.cadence import MIN_CONVERSIONS, Cadence, resolve_cadence
-from leadtemp.core.checks import check_amount, check_identifiers, check_leakage, context_columns, leakage_report
+from leadtemp.core.checks import (
+    check_amount,
+    check_identifiers,
+    check_leakage,
+    check_terminal_stages,
+    context_columns,
+    leakage_report,
+)
 from leadtemp.core.config import AUTO, Params, Retrain
 from leadtemp.core.errors import TrainingDataError
 from leadtemp.core.features import FeatureSpec, attribute_features, build_training_frame, fit_feature_spec
@@ -253,7 +260,8 @@ def _slices(frame: pd.DataFrame, leads: pd.DataFrame, spec: FeatureSpec, params:
     parts = {name: frame.loc[frame["slice"] == name].reset_index(drop=True) for name in names}
     for name, part in parts.items():
         _check_slice(name, part)
-    leakage = leakage_report(parts["train"], [*spec.categorical, *spec.numeric], seed=params.model.seed)
+    leakage = leakage_report(parts["train"], [*spec.categorical, *spec.numeric, *spec.funnel_features],
+                             seed=params.model.seed)
     allowed = check_leakage(leakage, params.checks)
     notes = [f"column '{c}' alone predicts the label with AUC {a:.3f} on the training slice; "
              "used only because checks.allow_leaky lists it"
@@ -297,6 +305,7 @@ def train(leads: pd.DataFrame, interactions: pd.DataFrame, params: Params,
         return _train_label_table(leads, params, source_hashes or {}, holdout)
     if holdout is not None:
         raise ValueError("holdout applies to tables with a label column; snapshots are split by time")
+    check_terminal_stages(params.events)  # a won or lost stage is never a feature
     until = observed_until(leads, interactions, params.snapshots.observed_until)
     cadence = resolve_cadence(leads, until, params)
     params = cadence.apply(params)

@@ -21,7 +21,7 @@ from conftest import ROOT
 from leadtemp.adapters.sources import Source, Target
 from leadtemp.adapters.staging import output_table
 from leadtemp.api import score_sources
-from leadtemp.core.errors import ConfigError
+from leadtemp.core.errors import ConfigError, SchemaError
 from services import postgres_server
 
 AS_OF = pd.Timestamp("2024-10-01")
@@ -192,6 +192,46 @@ def test_bad_rows_in_a_database_become_rejects_with_their_reason(world, expected
     assert "column 'direction': is not one of" in rejects.loc[event_id, "reason"]
     assert leads.loc[odd_number, "lead_id"] in scored and not set(rejects.index) & scored
     assert len(scored) == len(expected) - 2
+
+
+@pytest.mark.parametrize("target", ["file", "database"])
+def test_a_run_that_rejects_every_lead_fails_and_leaves_the_earlier_output_as_it_was(world, params, tmp_path, target):
+    """Interactions whose direction says IN/OUT reject every lead: an error, the rejects, and no empty output."""
+    leads, events, scorer = world
+    good = leads[leads["lead_id"].isin(events["lead_id"])]
+    good.to_parquet(tmp_path / "leads.parquet")
+    events.to_parquet(tmp_path / "good.parquet")
+    events.assign(direction=events["direction"].map({"inbound": "IN", "outbound": "OUT"})).to_parquet(tmp_path / "bad.parquet")
+    url = f"sqlite:///{tmp_path / 'out.db'}"
+    out = (Target(path=tmp_path / "s.csv") if target == "file" else Target(url=url, table="scores"))
+
+    def run(events_file):
+        return score_sources(scorer, params, AS_OF, Source.file(tmp_path / "leads.parquet"),
+                             Source.file(tmp_path / events_file), out, chunk_size=500, work_dir=tmp_path / "w",
+                             echo=lambda m: None)
+
+    def scores():
+        if target == "file":
+            return (tmp_path / "s.csv").read_bytes()
+        return pd.read_sql("SELECT * FROM scores ORDER BY lead_id", sa.create_engine(url))
+
+    earlier = run("good.parquet")
+    before = scores()
+    with pytest.raises(SchemaError) as refused:
+        run("bad.parquet")
+    message = str(refused.value)
+    assert f"no lead scored: {len(good):,} of the {len(good):,} leads were rejected, {len(good):,} for " in message
+    assert "\"interaction: column 'direction': is not one of ['inbound', 'outbound']\"" in message
+    assert f"-> {out.rejects_name}" in message and "not written (an earlier one is left as it was)" in message
+    after = scores()
+    if target == "file":
+        assert after == before
+        rejects = pd.read_csv(tmp_path / "s.rejects.csv")
+    else:
+        pd.testing.assert_frame_equal(after, before)
+        rejects = pd.read_sql("SELECT * FROM scores_rejects", sa.create_engine(url))
+    assert earlier.scored > 0 and (rejects["source"] == "leads").sum() == len(good)
+    assert list((tmp_path / "w").iterdir()) == [], "nothing left to resume"
 
 
 def test_progress_is_plain_log_lines_with_rate_and_eta_when_not_a_terminal(world, params, tmp_path):

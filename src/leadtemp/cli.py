@@ -212,7 +212,9 @@ def score(
         "(pip install 'leadtemp[spark]'); paths may then be cluster paths and tables catalog tables.")] = "local",
     no_reasons: Annotated[bool, typer.Option("--no-reasons", help="Skip the reasons (faster).")] = False,
     fail_on_rejects: Annotated[bool, typer.Option(
-        "--fail-on-rejects", help="Exit with code 3 when any lead was rejected (the outputs are written first).")] = False,
+        "--fail-on-rejects", help="Exit with code 3 when any lead was rejected (the outputs are written first). "
+        "Without it too, a run that scores no lead because leads were rejected exits 2, naming the main reason; "
+        "it writes the rejects and leaves --out as it was.")] = False,
     include_lost: Annotated[bool, typer.Option(
         "--include-lost", help="Also score leads lost before --as-of (closed as lost or disqualified, not reopened "
         "since), marked by the output column lost_since. Default: they are counted and skipped.")] = False,

@@ -24,7 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
@@ -122,7 +124,7 @@ def score_in_batches(
         shown = progress(manifest["leads"], "scoring")
         shown.advance(sum(manifest["lead_rows"][k] for k in done))
         ledger = partition_ledger(lead_parts, n) if scorer.spec.referral_columns else None
-        unseen = Unseen()
+        unseen, reasons_now = Unseen(), Counter()
         for k in range(n):
             part_leads, part_events = lead_parts.read(k), event_parts.read(k)
             unseen.add(part_leads, part_events, scorer, as_of)  # done partitions too: one count per run
@@ -132,13 +134,18 @@ def score_in_batches(
                                                                   include_lost, since, params.buckets.steady_within,
                                                                   ledger)
             run.stage(k, scored, rejects, not_eligible, manifest["id"], lost)
+            reasons_now.update(_reason_kind(r) for r in rejects.loc[rejects["source"] == "leads", "reason"])
             done[k] = (len(scored), len(rejects), not_eligible, lost)
             shown.advance(len(part_leads))
         shown.close()
-        buckets, rejected = run.publish()
+        none_scored = sum(v[0] for v in done.values()) == 0
+        # Nothing scored and leads rejected: the rejects say why, the output stays as it was (no empty file over it).
+        buckets, rejected = run.publish(scores=not none_scored or not any(v[1] for v in done.values()))
         finished = True
     finally:
         run.close(finished)
+    if none_scored and rejected.get("leads", 0):
+        raise SchemaError(_all_rejected(int(rejected["leads"]), manifest["leads"], reasons_now, run))
     counts = {b: int(buckets.get(b, 0)) for b in BUCKETS}
     return BatchResult(
         scored=sum(v[0] for v in done.values()), rejected_leads=int(rejected.get("leads", 0)),
@@ -148,6 +155,21 @@ def score_in_batches(
         rejects=run.rejects,
         warnings=[w for w in (period_warning(scorer, as_of),) if w] + unseen.warnings(scorer) + bucket_warnings(counts),
         lost=sum(v[3] for v in done.values()), include_lost=include_lost)
+
+
+def _reason_kind(reason: str) -> str:
+    """A reject reason without the row it names, so that the same fault on many rows counts as one kind."""
+    return re.sub(r"^interaction row \d+: ", "interaction: ", str(reason))
+
+
+def _all_rejected(rejected: int, read: int, reasons: Counter, run: ScoringRun) -> str:
+    """The error of a run that rejected leads and scored none (its output is left as it was)."""
+    main = ""
+    if reasons:
+        kind, count = reasons.most_common(1)[0]
+        main = f", {count:,} for \"{kind}\""
+    return (f"no lead scored: {rejected:,} of the {read:,} leads were rejected{main}; every reject with its reason "
+            f"-> {run.rejects}; {run.target} not written (an earlier one is left as it was)")
 
 
 def _resumable(manifest: dict | None, inputs: dict, echo: Callable[[str], None]) -> dict | None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -232,6 +233,30 @@ def test_a_run_that_rejects_every_lead_fails_and_leaves_the_earlier_output_as_it
         rejects = pd.read_sql("SELECT * FROM scores_rejects", sa.create_engine(url))
     assert earlier.scored > 0 and (rejects["source"] == "leads").sum() == len(good)
     assert list((tmp_path / "w").iterdir()) == [], "nothing left to resume"
+
+
+def test_interactions_that_name_no_lead_are_refused_before_any_work_with_the_leading_zeros_hint(world, params, tmp_path):
+    """Interaction ids stripped of their zeros ('645875' for '00645875') would score every lead as one with no
+    activity: refused before anything is written, with an example of each side."""
+    leads, events, scorer = world
+    number = {lead: f"00{i + 645875}" for i, lead in enumerate(leads["lead_id"])}
+    leads.assign(lead_id=leads["lead_id"].map(number)).to_csv(tmp_path / "leads.csv", index=False)
+    events.assign(lead_id=events["lead_id"].map(number).str.lstrip("0")).to_csv(tmp_path / "events.csv", index=False)
+    events.assign(lead_id="x" + events["lead_id"]).to_csv(tmp_path / "other.csv", index=False)
+    out = tmp_path / "s.csv"
+    for file, hint in (("events.csv", True), ("other.csv", False)):
+        with pytest.raises(SchemaError) as refused:
+            score_sources(scorer, params, AS_OF, Source.file(tmp_path / "leads.csv"), Source.file(tmp_path / file),
+                          Target(path=out), chunk_size=700, work_dir=tmp_path / "w", echo=lambda m: None)
+        message = str(refused.value)
+        assert message.startswith(f"none of the {len(events):,} interactions names a lead of {tmp_path / 'leads.csv'} "
+                                  "(e.g. interaction lead id "), message
+        assert ("they match once leading zeros are dropped" in message) == hint, message
+        if hint:
+            got = re.search(r"interaction lead id '(\d+)' in .*; lead ids look like '(\d+)'", message)
+            assert got and got[2] == "00" + got[1], message
+        assert not out.exists() and not (tmp_path / "s.rejects.csv").exists()
+        assert list((tmp_path / "w").iterdir()) == [], "nothing left to resume"
 
 
 def test_progress_is_plain_log_lines_with_rate_and_eta_when_not_a_terminal(world, params, tmp_path):

@@ -78,10 +78,11 @@ class PartitionFiles:
             for writer in self.writers.values():
                 writer.close()
 
-    def read(self, k: int) -> pd.DataFrame:
+    def read(self, k: int, columns: list[str] | None = None) -> pd.DataFrame:
         path = self.path(k)
         with storage_errors(f"working folder {self.folder}"):
-            return (pq.read_table(path) if path.exists() else self.schema.empty_table()).to_pandas()
+            table = pq.read_table(path, columns=columns) if path.exists() else self.schema.empty_table()
+            return (table.select(columns) if columns is not None and not path.exists() else table).to_pandas()
 
 
 def output_table(metadata: sa.MetaData, name: str, margin: bool = False, lost_since: bool = False,

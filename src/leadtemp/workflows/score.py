@@ -35,8 +35,8 @@ import pandas as pd
 from leadtemp.core.config import Params
 from leadtemp.core.errors import SchemaError
 from leadtemp.core.metrics import BUCKETS
-from leadtemp.core.ports import ProgressFactory, ScoringRun, TableSource
-from leadtemp.core.schema import LEAD_ID, DateRules
+from leadtemp.core.ports import Partitions, ProgressFactory, ScoringRun, TableSource
+from leadtemp.core.schema import LEAD_ID, ZEROS_HINT, DateRules, is_among, zeros_match
 from leadtemp.modelling.buckets import bucket_warnings
 from leadtemp.modelling.partition import (
     DEFAULT_CHUNK,
@@ -115,10 +115,16 @@ def score_in_batches(
         manifest = _resumable(run.manifest(), inputs, echo) or _partition(
             scorer, params, as_of, leads, interactions, run, chunk_size, inputs, echo)
         n = manifest["partitions"]
-        done = run.finished(manifest["id"])
-        resumed = len(done)
         lead_parts = run.partitions("leads", n, lead_schema(scorer))
         event_parts = run.partitions("events", n, EVENT_SCHEMA)
+        if manifest["interactions"]:
+            try:  # before anything is staged: a refused run leaves nothing to resume
+                check_interactions_name_leads(lead_parts, event_parts, n, manifest["interactions"], leads, interactions)
+            except SchemaError:
+                finished = True
+                raise
+        done = run.finished(manifest["id"])
+        resumed = len(done)
         if done:
             echo(f"resuming: {len(done)} of {n} partitions already scored")
         shown = progress(manifest["leads"], "scoring")
@@ -170,6 +176,31 @@ def _all_rejected(rejected: int, read: int, reasons: Counter, run: ScoringRun) -
         main = f", {count:,} for \"{kind}\""
     return (f"no lead scored: {rejected:,} of the {read:,} leads were rejected{main}; every reject with its reason "
             f"-> {run.rejects}; {run.target} not written (an earlier one is left as it was)")
+
+
+def check_interactions_name_leads(lead_parts: Partitions, event_parts: Partitions, n: int, count: int,
+                                  leads: TableSource, interactions: TableSource) -> None:
+    """Refuse interactions none of which names a lead of ``leads``: every lead would score as one with no activity.
+
+    Stops at the first partition where one does (a lead and its interactions share a partition), so a good run
+    reads a few id columns; the refusal gives an example of each side and a hint when leading zeros explain it.
+    """
+    event_ids, lead_ids = [], []
+    for k in range(n):
+        ids, own = lead_parts.read(k, [LEAD_ID])[LEAD_ID], event_parts.read(k, [LEAD_ID])[LEAD_ID]
+        if is_among(own, ids).any():
+            return
+        event_ids.append(own.head(1000)), lead_ids.append(ids)
+    unknown = pd.concat(event_ids, ignore_index=True).dropna()
+    unknown = unknown[unknown != ""].head(1000)
+    known = pd.concat(lead_ids, ignore_index=True)
+    known = known[known != ""]
+    if unknown.empty or known.empty:
+        return  # empty ids only: each such row is rejected with its reason
+    pair = zeros_match(unknown, known)
+    event, lead = pair or (unknown.iloc[0], known.iloc[0])
+    raise SchemaError(f"none of the {count:,} interactions names a lead of {leads} (e.g. interaction lead id "
+                      f"{event!r} in {interactions}; lead ids look like {lead!r})" + (f": {ZEROS_HINT}" if pair else ""))
 
 
 def _resumable(manifest: dict | None, inputs: dict, echo: Callable[[str], None]) -> dict | None:

@@ -269,3 +269,31 @@ def test_too_little_history_is_refused_clearly(tmp_path):
                  "--interactions", str(tmp_path / "short" / "interactions.parquet"))
     assert result.exit_code == 2
     assert "too short" in result.output and "give more history" in result.output
+
+
+def test_without_a_champion_score_calls_and_explain_say_so_in_one_line_and_name_a_model_that_loads(in_home, tmp_path,
+                                                                                                    monkeypatch):
+    """Not MLflow's "Registered model alias champion not found.": what is missing, and what to give instead."""
+    import shutil
+
+    home, files = in_home
+    shutil.copy(home / "mlflow.db", tmp_path / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.MlflowClient().delete_registered_model_alias("leadtemp", "champion")
+    lead = pd.read_parquet(home / "sim" / "leads.parquet")["lead_id"].iloc[0]
+    commands = (["score", "--as-of", "2024-11-15", "--out", str(tmp_path / "s.csv")],
+                ["calls", "--as-of", "2024-11-15", "--reps", "1", "--per-rep", "5"],
+                ["explain", lead, "--as-of", "2024-11-15"])
+    for command in commands:
+        result = run(*command, *files)
+        assert result.exit_code == 2, result.output
+        line = result.output.strip().splitlines()[-1]
+        assert line.startswith("error: no champion yet for registered model 'leadtemp' in sqlite:"), line
+        assert line.endswith("give --model models/v1 (version 1, the newest), or train one that passes"), line
+        assert "not found" not in result.output
+    assert not (tmp_path / "s.csv").exists()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    result = run(*commands[0], *files)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith("error: no model registered as 'leadtemp' in sqlite:")
+

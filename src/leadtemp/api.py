@@ -133,8 +133,21 @@ def load_model(params: Params, model: str | None = None) -> tuple[LeadScorer, st
     uri = model or f"models:/{params.mlflow.registered_model}@{CHAMPION}"
     try:
         return load_scorer(uri)
-    except (MlflowException, OSError) as exc:
+    except (ConfigError, MlflowException, OSError) as exc:
+        _no_champion(params, model)
+        if isinstance(exc, ConfigError):
+            raise
         raise ConfigError(f"cannot load model {uri!r}: {exc}") from exc
+
+
+def _no_champion(params: Params, model: str | None) -> None:
+    """The default model (the champion) did not load: when the registry has none, say so in one line and name a
+    model that loads, rather than MLflow's words."""
+    if model is None:
+        from leadtemp.adapters.pyfunc import missing_champion
+
+        if why := missing_champion(params.mlflow.registered_model, params.mlflow.export_dir):
+            raise ConfigError(why) from None
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -652,7 +665,10 @@ def serve(params: Params | str | Path = "params.yaml", model: str | None = None,
     uri = model or f"models:/{p.mlflow.registered_model}@{CHAMPION}"
     try:
         loaded, scorer = load_served(uri)
-    except (MlflowException, OSError) as exc:
+    except (ConfigError, MlflowException, OSError) as exc:
+        _no_champion(p, model)
+        if isinstance(exc, ConfigError):
+            raise
         raise ConfigError(f"cannot load model {uri!r}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
     describe = {"model": uri, "model_version": scorer.meta["model_version"], "run_id": scorer.meta["run_id"]}
     run(loaded.unwrap_python_model(), describe, host, port or DEFAULT_PORT, echo)

@@ -297,3 +297,26 @@ def test_without_a_champion_score_calls_and_explain_say_so_in_one_line_and_name_
     assert result.exit_code == 2
     assert result.output.strip().splitlines()[-1].startswith("error: no model registered as 'leadtemp' in sqlite:")
 
+
+def test_a_later_train_says_the_champion_stays_and_how_to_promote_or_use_the_new_version(in_home, tmp_path,
+                                                                                         monkeypatch):
+    """Train never moves the alias after the first version: its output says so, with commands that work as printed."""
+    import shlex
+    import shutil
+
+    home, files = in_home
+    shutil.copy(home / "mlflow.db", tmp_path / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    data = ["--leads", str(home / "sim" / "leads.parquet"), "--interactions", str(home / "sim" / "interactions.parquet")]
+    result = run("train", *data)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())  # a console may wrap the line
+    assert "registered version 2; exported to models/v2" in said
+    assert ("version 1 stays the champion (score uses it): train never replaces it; to promote a model of this data "
+            "behind the gates: ") in said and said.endswith("; or score with this one: --model models/v2")
+    command = shlex.split(said.split("behind the gates: ", 1)[1].split(";", 1)[0])
+    assert command[-9:-7] == ["retrain", "--through"] and pd.Timestamp(command[-7]) > pd.Timestamp("2024-11-01")
+    assert command[-6:] == ["--params", PARAMS, *data]  # reads what this train read
+    assert (tmp_path / "models" / "v2" / "MLmodel").is_file()
+    assert str(mlflow.MlflowClient().get_model_version_by_alias("leadtemp", "champion").version) == "1"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -21,7 +22,7 @@ from conftest import ROOT
 from leadtemp.adapters.sources import Source, Target
 from leadtemp.adapters.staging import output_table
 from leadtemp.api import score_sources
-from leadtemp.core.errors import ConfigError
+from leadtemp.core.errors import ConfigError, SchemaError
 from services import postgres_server
 
 AS_OF = pd.Timestamp("2024-10-01")
@@ -192,6 +193,70 @@ def test_bad_rows_in_a_database_become_rejects_with_their_reason(world, expected
     assert "column 'direction': is not one of" in rejects.loc[event_id, "reason"]
     assert leads.loc[odd_number, "lead_id"] in scored and not set(rejects.index) & scored
     assert len(scored) == len(expected) - 2
+
+
+@pytest.mark.parametrize("target", ["file", "database"])
+def test_a_run_that_rejects_every_lead_fails_and_leaves_the_earlier_output_as_it_was(world, params, tmp_path, target):
+    """Interactions whose direction says IN/OUT reject every lead: an error, the rejects, and no empty output."""
+    leads, events, scorer = world
+    good = leads[leads["lead_id"].isin(events["lead_id"])]
+    good.to_parquet(tmp_path / "leads.parquet")
+    events.to_parquet(tmp_path / "good.parquet")
+    events.assign(direction=events["direction"].map({"inbound": "IN", "outbound": "OUT"})).to_parquet(tmp_path / "bad.parquet")
+    url = f"sqlite:///{tmp_path / 'out.db'}"
+    out = (Target(path=tmp_path / "s.csv") if target == "file" else Target(url=url, table="scores"))
+
+    def run(events_file):
+        return score_sources(scorer, params, AS_OF, Source.file(tmp_path / "leads.parquet"),
+                             Source.file(tmp_path / events_file), out, chunk_size=500, work_dir=tmp_path / "w",
+                             echo=lambda m: None)
+
+    def scores():
+        if target == "file":
+            return (tmp_path / "s.csv").read_bytes()
+        return pd.read_sql("SELECT * FROM scores ORDER BY lead_id", sa.create_engine(url))
+
+    earlier = run("good.parquet")
+    before = scores()
+    with pytest.raises(SchemaError) as refused:
+        run("bad.parquet")
+    message = str(refused.value)
+    assert f"no lead scored: {len(good):,} of the {len(good):,} leads were rejected, {len(good):,} for " in message
+    assert "\"interaction: column 'direction': is not one of ['inbound', 'outbound']\"" in message
+    assert f"-> {out.rejects_name}" in message and "not written (an earlier one is left as it was)" in message
+    after = scores()
+    if target == "file":
+        assert after == before
+        rejects = pd.read_csv(tmp_path / "s.rejects.csv")
+    else:
+        pd.testing.assert_frame_equal(after, before)
+        rejects = pd.read_sql("SELECT * FROM scores_rejects", sa.create_engine(url))
+    assert earlier.scored > 0 and (rejects["source"] == "leads").sum() == len(good)
+    assert list((tmp_path / "w").iterdir()) == [], "nothing left to resume"
+
+
+def test_interactions_that_name_no_lead_are_refused_before_any_work_with_the_leading_zeros_hint(world, params, tmp_path):
+    """Interaction ids stripped of their zeros ('645875' for '00645875') would score every lead as one with no
+    activity: refused before anything is written, with an example of each side."""
+    leads, events, scorer = world
+    number = {lead: f"00{i + 645875}" for i, lead in enumerate(leads["lead_id"])}
+    leads.assign(lead_id=leads["lead_id"].map(number)).to_csv(tmp_path / "leads.csv", index=False)
+    events.assign(lead_id=events["lead_id"].map(number).str.lstrip("0")).to_csv(tmp_path / "events.csv", index=False)
+    events.assign(lead_id="x" + events["lead_id"]).to_csv(tmp_path / "other.csv", index=False)
+    out = tmp_path / "s.csv"
+    for file, hint in (("events.csv", True), ("other.csv", False)):
+        with pytest.raises(SchemaError) as refused:
+            score_sources(scorer, params, AS_OF, Source.file(tmp_path / "leads.csv"), Source.file(tmp_path / file),
+                          Target(path=out), chunk_size=700, work_dir=tmp_path / "w", echo=lambda m: None)
+        message = str(refused.value)
+        assert message.startswith(f"none of the {len(events):,} interactions names a lead of {tmp_path / 'leads.csv'} "
+                                  "(e.g. interaction lead id "), message
+        assert ("they match once leading zeros are dropped" in message) == hint, message
+        if hint:
+            got = re.search(r"interaction lead id '(\d+)' in .*; lead ids look like '(\d+)'", message)
+            assert got and got[2] == "00" + got[1], message
+        assert not out.exists() and not (tmp_path / "s.rejects.csv").exists()
+        assert list((tmp_path / "w").iterdir()) == [], "nothing left to resume"
 
 
 def test_progress_is_plain_log_lines_with_rate_and_eta_when_not_a_terminal(world, params, tmp_path):

@@ -269,3 +269,54 @@ def test_too_little_history_is_refused_clearly(tmp_path):
                  "--interactions", str(tmp_path / "short" / "interactions.parquet"))
     assert result.exit_code == 2
     assert "too short" in result.output and "give more history" in result.output
+
+
+def test_without_a_champion_score_calls_and_explain_say_so_in_one_line_and_name_a_model_that_loads(in_home, tmp_path,
+                                                                                                    monkeypatch):
+    """Not MLflow's "Registered model alias champion not found.": what is missing, and what to give instead."""
+    import shutil
+
+    home, files = in_home
+    shutil.copy(home / "mlflow.db", tmp_path / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.MlflowClient().delete_registered_model_alias("leadtemp", "champion")
+    lead = pd.read_parquet(home / "sim" / "leads.parquet")["lead_id"].iloc[0]
+    commands = (["score", "--as-of", "2024-11-15", "--out", str(tmp_path / "s.csv")],
+                ["calls", "--as-of", "2024-11-15", "--reps", "1", "--per-rep", "5"],
+                ["explain", lead, "--as-of", "2024-11-15"])
+    for command in commands:
+        result = run(*command, *files)
+        assert result.exit_code == 2, result.output
+        line = result.output.strip().splitlines()[-1]
+        assert line.startswith("error: no champion yet for registered model 'leadtemp' in sqlite:"), line
+        assert line.endswith("give --model models/v1 (version 1, the newest), or train one that passes"), line
+        assert "not found" not in result.output
+    assert not (tmp_path / "s.csv").exists()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    result = run(*commands[0], *files)
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines()[-1].startswith("error: no model registered as 'leadtemp' in sqlite:")
+
+
+def test_a_later_train_says_the_champion_stays_and_how_to_promote_or_use_the_new_version(in_home, tmp_path,
+                                                                                         monkeypatch):
+    """Train never moves the alias after the first version: its output says so, with commands that work as printed."""
+    import shlex
+    import shutil
+
+    home, files = in_home
+    shutil.copy(home / "mlflow.db", tmp_path / "mlflow.db")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)
+    data = ["--leads", str(home / "sim" / "leads.parquet"), "--interactions", str(home / "sim" / "interactions.parquet")]
+    result = run("train", *data)
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())  # a console may wrap the line
+    assert "registered version 2; exported to models/v2" in said
+    assert ("version 1 stays the champion (score uses it): train never replaces it; to promote a model of this data "
+            "behind the gates: ") in said and said.endswith("; or score with this one: --model models/v2")
+    command = shlex.split(said.split("behind the gates: ", 1)[1].split(";", 1)[0])
+    assert command[-9:-7] == ["retrain", "--through"] and pd.Timestamp(command[-7]) > pd.Timestamp("2024-11-01")
+    assert command[-6:] == ["--params", PARAMS, *data]  # reads what this train read
+    assert (tmp_path / "models" / "v2" / "MLmodel").is_file()
+    assert str(mlflow.MlflowClient().get_model_version_by_alias("leadtemp", "champion").version) == "1"

@@ -361,3 +361,29 @@ def test_bad_lost_at_stops_train_with_one_line_and_writes_nothing_and_score_reje
     assert result.exit_code == 3 and out.exists(), result.output
     rejects = pd.read_csv(tmp_path / "scores.rejects.csv", dtype={"lead_id": str})
     assert rejects["lead_id"].tolist() == [leads.loc[5, "lead_id"]] and "lost_at" in rejects["reason"].iloc[0]
+
+
+@pytest.mark.slow
+@pytest.mark.e2e
+def test_explain_of_a_lead_that_is_not_scorable_says_which_reason_applies_with_its_date(crm):
+    home, params = crm
+    leads = pd.read_parquet(home / "data" / "leads.parquet")
+    events = pd.read_parquet(home / "data" / "interactions.parquet")
+    as_of = T(AS_OF)
+
+    def moment(value) -> str:
+        return f"{T(value):%Y-%m-%d}" if T(value) == T(value).normalize() else f"{T(value):%Y-%m-%d %H:%M}"
+
+    eligible = leads.loc[(leads["created_at"] < as_of) & ~(leads["converted_at"] < as_of)].reset_index(drop=True)
+    state = lost_state(loss_spells(eligible, events, LossRules(("disqualified",))), eligible["lead_id"].to_numpy(), as_of)
+    lost = eligible.loc[state["lost"].to_numpy()].index[0]
+    converted = leads.loc[leads["converted_at"] < as_of].iloc[0]
+    new = leads.loc[leads["created_at"] >= as_of].iloc[0]
+    cases = [(converted["lead_id"], f"it converted on {moment(converted['converted_at'])}, before that day"),
+             (new["lead_id"], f"it was created on {moment(new['created_at'])}, on or after that day"),
+             (eligible.at[lost, "lead_id"], f"it was lost on {moment(state['lost_since'].iloc[lost])} (closed as lost) "
+                                           "and not reopened before that day")]
+    for lead, words in cases:
+        result = _cli("explain", lead, "--as-of", AS_OF, "--model", home / "models" / "latest", "--params", params)
+        assert result.exit_code == 2, result.output
+        assert result.output.strip() == f"error: lead {lead!r} is not scorable as of {AS_OF}: {words}", result.output

@@ -359,3 +359,20 @@ def test_a_model_export_replaces_only_a_model_folder(tmp_path):
     (users / "MLmodel").write_text("v1")
     replace_dir(new, users)
     assert (users / "MLmodel").read_text() == "v2" and sorted(os.listdir(tmp_path / "models")) == ["latest"]
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_a_report_and_a_lead_card_get_the_mode_open_gives_a_new_file_also_when_replacing_one(tmp_path, umask):
+    """`leadtemp report --out` and `explain --html` write through a temporary file, which mkstemp makes 0o600."""
+    from leadtemp.adapters.cards import write_card
+    from leadtemp.adapters.report import write_report
+
+    mask = os.umask(umask)
+    try:
+        for i in range(2):
+            for write, name in ((write_report, "report.html"), (write_card, "card.html")):
+                write("<html>page</html>", tmp_path / name)
+                assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask, (i, name)
+                (tmp_path / name).chmod(0o600)  # the next write replaces a file of another mode
+    finally:
+        os.umask(mask)

@@ -87,3 +87,13 @@ def test_is_among_answers_like_isin_for_text_with_gaps_objects_and_numbers():
     objects, numbers = pd.Series(["a", 1, None], dtype=object), pd.Series([1.0, np.nan, 2.0])
     assert is_among(objects, ["a", 1]).tolist() == [True, True, False]
     assert is_among(numbers, [2.0]).tolist() == [False, False, True]
+
+
+def test_interaction_ids_that_lost_their_leading_zeros_are_refused_with_the_hint():
+    with pytest.raises(SchemaError, match=r"2 row\(s\) refer to leads not in the leads table.*they match once leading "
+                                          r"zeros are dropped.*'645875' is lead '00645875'"):
+        validate_interactions(events(lead_id=["645875", "645876"]), "interactions.csv",
+                              pd.Series(["00645875", "00645876"], dtype="string"))
+    with pytest.raises(SchemaError) as other:  # ids that differ otherwise get no such hint
+        validate_interactions(events(lead_id=["x1", "x2"]), "interactions.csv", pd.Series(["a", "b"], dtype="string"))
+    assert "leading zeros" not in str(other.value)

@@ -114,7 +114,9 @@ def test_a_model_of_noise_is_registered_but_never_champion(noise_world, params, 
     scored = runner.invoke(app, ["score", "--params", str(ROOT / "params.yaml"), "--as-of", "2024-06-01",
                                  "--out", str(tmp_path / "s.csv"), "--leads", str(tmp_path / "leads.parquet"),
                                  "--interactions", str(tmp_path / "events.parquet")])
-    assert scored.exit_code == 2 and "cannot load model" in scored.output  # no champion to score with
+    assert scored.exit_code == 2, scored.output  # no champion to score with, and the line says what to give instead
+    assert scored.output.strip().startswith("error: no champion yet for registered model 'leadtemp'")
+    assert "give --model models/v1 (version 1, the newest)" in scored.output
 
 
 def test_a_model_trained_without_an_interaction_log_scores_without_one(small_sim, params, tmp_path):

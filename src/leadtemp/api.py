@@ -142,8 +142,21 @@ def load_model(params: Params, model: str | None = None) -> tuple[LeadScorer, st
     uri = model or f"models:/{params.mlflow.registered_model}@{CHAMPION}"
     try:
         return load_scorer(uri)
-    except (MlflowException, OSError) as exc:
+    except (ConfigError, MlflowException, OSError) as exc:
+        _no_champion(params, model)
+        if isinstance(exc, ConfigError):
+            raise
         raise ConfigError(f"cannot load model {uri!r}: {exc}") from exc
+
+
+def _no_champion(params: Params, model: str | None) -> None:
+    """The default model (the champion) did not load: when the registry has none, say so in one line and name a
+    model that loads, rather than MLflow's words."""
+    if model is None:
+        from leadtemp.adapters.pyfunc import missing_champion
+
+        if why := missing_champion(params.mlflow.registered_model, params.mlflow.export_dir):
+            raise ConfigError(why) from None
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -459,8 +472,8 @@ def explain(params: Params | str | Path, lead_id: str, as_of: str | pd.Timestamp
     else:  # a one-row-per-lead model: any lead can be explained, with or without an outcome
         features = attribute_features(one.reset_index(drop=True), when, scorer.spec)
     if features.empty:
-        raise SchemaError(f"lead {lead_id!r} is not scorable as of {when.date()}: created on or after it, "
-                          "converted before it, or lost (closed as lost and not reopened) before it")
+        raise SchemaError(f"lead {lead_id!r} is not scorable as of {when.date()}: "
+                          + _not_scorable(scorer, one, own, when, _ledger(scorer, lead_table)))
     why = _explanations(scorer, version, features, when)[0]
     if since is not None:
         from dataclasses import replace as with_change
@@ -482,6 +495,29 @@ def explain(params: Params | str | Path, lead_id: str, as_of: str | pd.Timestamp
         check_private(page, lead_id, _private(p, one.iloc[0]))
         write_card(page, Path(html))
     return why
+
+
+def _not_scorable(scorer: LeadScorer, one: pd.DataFrame, own: pd.DataFrame, when: pd.Timestamp,
+                  ledger: pd.DataFrame | None) -> str:
+    """Why the one lead of ``one`` is not eligible at ``when`` (:meth:`LeadScorer.eligible`), with its date."""
+    from leadtemp.core.lifecycle import LOST_SINCE
+
+    lead = one.iloc[0]
+    created, converted = lead.get("created_at"), lead.get("converted_at")
+    if created is not None and pd.notna(created) and pd.Timestamp(created) >= when:
+        return f"it was created on {_moment(created)}, on or after that day"
+    if converted is not None and pd.notna(converted) and pd.Timestamp(converted) < when:
+        return f"it converted on {_moment(converted)}, before that day"
+    found, _ = scorer.eligible(one, own, when, include_lost=True, ledger=ledger)
+    if len(found) and pd.notna(since := found[LOST_SINCE].iloc[0]):
+        return f"it was lost on {_moment(since)} (closed as lost) and not reopened before that day"
+    return "created on or after it, converted before it, or lost (closed as lost and not reopened) before it"
+
+
+def _moment(value) -> str:
+    """A timestamp in words: its day, with the time of day when it has one."""
+    when = pd.Timestamp(value)
+    return f"{when:%Y-%m-%d}" if when == when.normalize() else f"{when:%Y-%m-%d %H:%M}"
 
 
 def _explanations(scorer: LeadScorer, version: str, features: pd.DataFrame, when: pd.Timestamp) -> list[Explanation]:
@@ -644,7 +680,10 @@ def serve(params: Params | str | Path = "params.yaml", model: str | None = None,
     uri = model or f"models:/{p.mlflow.registered_model}@{CHAMPION}"
     try:
         loaded, scorer = load_served(uri)
-    except (MlflowException, OSError) as exc:
+    except (ConfigError, MlflowException, OSError) as exc:
+        _no_champion(p, model)
+        if isinstance(exc, ConfigError):
+            raise
         raise ConfigError(f"cannot load model {uri!r}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
     describe = {"model": uri, "model_version": scorer.meta["model_version"], "run_id": scorer.meta["run_id"]}
     run(loaded.unwrap_python_model(), describe, host, port or DEFAULT_PORT, echo)

@@ -129,7 +129,8 @@ def _horizons_of(names) -> list[int]:
     return sorted(int(n[2:-5]) for n in names if n.startswith("p_") and n.endswith("d_ece") and n[2:-5].isdigit())
 
 
-def _print_training(result, logged) -> None:
+def _print_training(result, logged, data_args: list[str] | None = None) -> None:
+    """``data_args``: the options that name this run's params and data, so that a command printed works as printed."""
     from rich.table import Table
 
     m = result.metrics
@@ -173,10 +174,26 @@ def _print_training(result, logged) -> None:
     _print_gates(console, result.gates)
     alias = " (alias champion)" if logged.champion else ""
     console.print(f"MLflow run {logged.run_id}; registered version {logged.version}{alias}; exported to {logged.export_path}")
+    this_one = logged.export_path or logged.model_uri
     if not result.fit_to_ship:
         failed = ", ".join(g.name for g in result.gates if not g.passed)
         console.print(f"[bold red]not made champion[/bold red] (failed: {failed}): version {logged.version} is kept "
-                      f"for inspection; scoring uses the champion (--model {logged.export_path} scores with this one)")
+                      f"for inspection; scoring uses the champion (--model {this_one} scores with this one)")
+    elif logged.version and not logged.champion and logged.champion_version:
+        console.print(_stays_champion(result, logged, this_one, data_args or []), soft_wrap=True, markup=False)
+
+
+def _stays_champion(result, logged, this_one, data_args: list[str]) -> str:
+    """A train that passed its gates while another version is champion: say so, and how to change it (train never
+    moves the alias: only retrain, behind its gates, and rollback do; docs/mlflow.md)."""
+    import pandas as pd
+
+    head = f"version {logged.champion_version} stays the champion (score uses it): train never replaces it; "
+    until = result.scorer.meta.get("observed_until")
+    if result.scorer.spec.mode == "events" and until and until != "NaT":
+        through = (pd.Timestamp(until).normalize() + pd.Timedelta(days=1)).strftime("%Y-%m-%d")
+        head += (f"to promote a model of this data behind the gates: {_self_command('retrain', '--through', through, *data_args)}; ")
+    return head + f"or score with this one: --model {this_one}"
 
 
 @app.command()
@@ -188,12 +205,21 @@ def train(params: ParamsOpt = Path("params.yaml"), leads: LeadsOpt = None, inter
     label column (data.columns.label) is one row per lead, sliced by time when it has time and
     stratified at random (with a loud warning) when it has none. Too little data or a leaky column
     stops here with exit 2. Snapshot data also gets a booster per other horizon of when.horizons_days
-    (p_7d, p_30d, p_90d, expected_days), each with its test ROC-AUC and ECE.
+    (p_7d, p_30d, p_90d, expected_days), each with its test ROC-AUC and ECE. Only the first version that passes its
+    ship gates becomes champion: a later train says which version stays champion (score uses it), with the retrain
+    command that would promote a model of this data behind the gates and the --model that scores with this one.
     """
     from leadtemp.api import train as run
 
     trained = run(_params(params, leads, interactions))
-    _print_training(trained.result, trained.logged)
+    _print_training(trained.result, trained.logged, _data_args(params, leads, interactions))
+
+
+def _data_args(params: Path, leads=None, interactions=None) -> list[str]:
+    """The options a printed command needs to read what this one read."""
+    given = [] if params == Path("params.yaml") else ["--params", str(params)]
+    return given + [arg for option, path in (("--leads", leads), ("--interactions", interactions)) if path is not None
+                    for arg in (option, str(path))]
 
 
 @app.command()
@@ -230,7 +256,9 @@ def score(
         "(pip install 'leadtemp[spark]'); paths may then be cluster paths and tables catalog tables.")] = "local",
     no_reasons: Annotated[bool, typer.Option("--no-reasons", help="Skip the reasons (faster).")] = False,
     fail_on_rejects: Annotated[bool, typer.Option(
-        "--fail-on-rejects", help="Exit with code 3 when any lead was rejected (the outputs are written first).")] = False,
+        "--fail-on-rejects", help="Exit with code 3 when any lead was rejected (the outputs are written first). "
+        "Without it too, a run that scores no lead because leads were rejected exits 2, naming the main reason; "
+        "it writes the rejects and leaves --out as it was.")] = False,
     include_lost: Annotated[bool, typer.Option(
         "--include-lost", help="Also score leads lost before --as-of (closed as lost or disqualified, not reopened "
         "since), marked by the output column lost_since. Default: they are counted and skipped.")] = False,
@@ -366,7 +394,8 @@ def demo(
         simulate(out=data, leads=None, seed=None, start=None, months=None, shift_at=None, lost=None, params=params)
     console.print("training ...")
     trained, scored, as_of, out = run(p, data)
-    _print_training(trained.result, trained.logged)
+    _print_training(trained.result, trained.logged,
+                    _data_args(params, data / "leads.parquet", data / "interactions.parquet"))
     top = Table("rank", "lead", "bucket", "score", "reasons", title=f"Top 10 leads as of {as_of.date()}", show_lines=True)
     for row in scored.head(10).itertuples():
         top.add_row(str(row.rank), row.lead_id, row.bucket, str(row.score), "\n".join([row.reason_1, row.reason_2, row.reason_3]))

@@ -152,10 +152,12 @@ def _probe_folder(what: str, folder: Path) -> Iterator[None]:
 
 def write_text_atomic(text: str, out: Path, what: str) -> Path:
     """Write a text file atomically (a reader never sees half of it): a temporary file beside ``out``, then renamed;
-    failures as one line naming ``what``."""
+    failures as one line naming ``what``. The file gets the mode ``open()`` gives a new file (0o666 less the umask),
+    also when it replaces one: a report or a card on a shared drive opens for whoever may read there."""
     with storage_errors(f"{what} {out}"):
         fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
         try:
+            os.fchmod(fd, file_mode())  # mkstemp makes it 0o600
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 f.write(text)
             os.replace(tmp, out)

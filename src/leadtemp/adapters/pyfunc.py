@@ -481,3 +481,32 @@ def _check_mlmodel(path: Path) -> None:
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def missing_champion(model_name: str, export_dir: str | Path) -> str | None:
+    """Why ``models:/NAME@champion`` does not load, in one line, when the registry has no champion (else None: the
+    failure is another one). Names a model that does load: the newest exported version, else its registry URI."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from leadtemp.core.config import CHAMPION
+
+    client = MlflowClient()
+    try:
+        client.get_model_version_by_alias(model_name, CHAMPION)
+        return None
+    except MlflowException:
+        pass
+    try:
+        versions = [int(v.version) for v in client.search_model_versions(f"name = '{model_name}'")]
+    except (MlflowException, ValueError):
+        versions = []
+    store = mlflow.get_tracking_uri()
+    if not versions:
+        return (f"no model registered as {model_name!r} in {store} yet: train one (`leadtemp train`), or give --model "
+                "with a model folder or URI")
+    newest = max(versions)
+    folder = Path(export_dir) / f"v{newest}"
+    use = folder if (folder / "MLmodel").is_file() else f"models:/{model_name}/{newest}"
+    return (f"no champion yet for registered model {model_name!r} in {store} (every version failed its ship gates, "
+            f"or the alias was removed); give --model {use} (version {newest}, the newest), or train one that passes")

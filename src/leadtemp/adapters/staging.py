@@ -78,10 +78,11 @@ class PartitionFiles:
             for writer in self.writers.values():
                 writer.close()
 
-    def read(self, k: int) -> pd.DataFrame:
+    def read(self, k: int, columns: list[str] | None = None) -> pd.DataFrame:
         path = self.path(k)
         with storage_errors(f"working folder {self.folder}"):
-            return (pq.read_table(path) if path.exists() else self.schema.empty_table()).to_pandas()
+            table = pq.read_table(path, columns=columns) if path.exists() else self.schema.empty_table()
+            return (table.select(columns) if columns is not None and not path.exists() else table).to_pandas()
 
 
 def output_table(metadata: sa.MetaData, name: str, margin: bool = False, lost_since: bool = False,
@@ -254,8 +255,10 @@ def bulk_insert(conn: sa.Connection, table: sa.Table, frame: pd.DataFrame) -> No
                          list(zip(*(c.to_pylist() for c in arrow.columns))))
 
 
-def publish_to_database(staging: Staging, table_name: str, rejects_name: str, include_lost: bool = False) -> None:
-    """Replace this run's (as_of, model_version) rows in the output tables, in one transaction."""
+def publish_to_database(staging: Staging, table_name: str, rejects_name: str, include_lost: bool = False,
+                        scores: bool = True) -> None:
+    """Replace this run's (as_of, model_version) rows in the output tables, in one transaction; ``scores=False``:
+    the rejects table only (a run that scored no lead leaves the scores as they were)."""
     metadata = sa.MetaData()
     target = output_table(metadata, table_name, lost_since=include_lost, changes=staging.changes, when=staging.when)
     columns = output_columns(include_lost, staging.changes, staging.when)
@@ -264,10 +267,11 @@ def publish_to_database(staging: Staging, table_name: str, rejects_name: str, in
     _check_columns(staging.engine, rejects)
     ranked = staging.ranked().subquery()
     with staging.engine.begin() as conn:
-        for table in (target, rejects):
+        for table in (target, rejects) if scores else (rejects,):
             conn.execute(sa.delete(table).where(table.c.as_of == staging.as_of.to_pydatetime(),
                                                 table.c.model_version == staging.model_version))
-        conn.execute(target.insert().from_select(columns, sa.select(*(ranked.c[c] for c in columns))))
+        if scores:
+            conn.execute(target.insert().from_select(columns, sa.select(*(ranked.c[c] for c in columns))))
         conn.execute(rejects.insert().from_select(REJECT_COLUMNS, staging.rejected()))
 
 
@@ -283,11 +287,15 @@ def _select_batches(engine: sa.Engine, query: sa.Select) -> Iterator[pd.DataFram
             yield frame
 
 
-def publish_to_files(staging: Staging, out: Path, rejects_out: Path, include_lost: bool = False) -> None:
-    """Write the ranked rows (best first) and the rejects to files, each appearing at once."""
-    query = staging.ranked()
-    query = query.order_by(query.selected_columns["rank"])
-    write_batches(out, _select_batches(staging.engine, query), output_columns(include_lost, staging.changes, staging.when))
+def publish_to_files(staging: Staging, out: Path, rejects_out: Path, include_lost: bool = False,
+                     scores: bool = True) -> None:
+    """Write the ranked rows (best first) and the rejects to files, each appearing at once; ``scores=False``: the
+    rejects only (a run that scored no lead leaves ``out`` as it was)."""
+    if scores:
+        query = staging.ranked()
+        query = query.order_by(query.selected_columns["rank"])
+        write_batches(out, _select_batches(staging.engine, query),
+                      output_columns(include_lost, staging.changes, staging.when))
     write_batches(rejects_out, _select_batches(staging.engine, staging.rejected()), REJECT_COLUMNS)
 
 
@@ -377,13 +385,13 @@ class LocalScoringRun:
         with self._errors():
             staging.write(part, scored, rejects, not_eligible, manifest_id, lost)
 
-    def publish(self) -> tuple[dict[str, int], dict[str, int]]:
+    def publish(self, scores: bool = True) -> tuple[dict[str, int], dict[str, int]]:
         staging, t = self._staging(), self._target
         with self._errors():
             if t.path is not None:
-                publish_to_files(staging, t.path, Path(t.rejects_name), self.include_lost)
+                publish_to_files(staging, t.path, Path(t.rejects_name), self.include_lost, scores)
             else:
-                publish_to_database(staging, t.table, str(t.rejects_name), self.include_lost)
+                publish_to_database(staging, t.table, str(t.rejects_name), self.include_lost, scores)
             with self.engine.connect() as conn:
                 s = staging.rows.c
                 buckets = dict(conn.execute(sa.select(s.bucket, sa.func.count()).group_by(s.bucket)).all())

@@ -44,6 +44,7 @@ class LoggedModel:
     version: str | None   # None: logged in the run only, not registered
     champion: bool
     export_path: Path | None
+    champion_version: str | None = None  # the version with the alias champion after this run (this one, or another)
 
 
 # MLflow 3's UI opens an experiment without this tag in its GenAI view (traces: "No data available") and hides
@@ -200,8 +201,8 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
             client = MlflowClient()
             describe_version(client, name, version, result)
             # A model that failed a ship gate (constant, no better than chance, ...) is never champion.
-            champion = (claim_champion and result.fit_to_ship
-                        and CHAMPION not in client.get_registered_model(name).aliases)
+            holder = client.get_registered_model(name).aliases.get(CHAMPION)
+            champion = claim_champion and result.fit_to_ship and holder is None
             if champion:
                 client.set_registered_model_alias(name, CHAMPION, version)
             mlflow.set_tag("registered_version", version)
@@ -211,7 +212,8 @@ def log_run(result: TrainingResult, params: Params, export_dir: str | Path | Non
                 if champion:
                     export_champion(Path(export_dir), version)
             log_report(run.info.run_id, name)  # last: it says whether the model became champion
-    return LoggedModel(run.info.run_id, info.model_uri, version, champion, export)
+    return LoggedModel(run.info.run_id, info.model_uri, version, champion, export,
+                       version if champion else None if holder is None else str(holder))
 
 
 def model_summary(result: TrainingResult) -> str:

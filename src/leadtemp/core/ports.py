@@ -37,7 +37,7 @@ class Partitions(Protocol):
 
     def close(self) -> None: ...
 
-    def read(self, k: int) -> pd.DataFrame: ...
+    def read(self, k: int, columns: list[str] | None = None) -> pd.DataFrame: ...
 
 
 class ScoringRun(Protocol):
@@ -68,8 +68,9 @@ class ScoringRun(Protocol):
               manifest_id: str, lost: int = 0) -> None:
         """One partition's rows and its done mark, all or nothing."""
 
-    def publish(self) -> tuple[dict[str, int], dict[str, int]]:
-        """Write the ranked output and the rejects; returns rows per bucket and rejects per source."""
+    def publish(self, scores: bool = True) -> tuple[dict[str, int], dict[str, int]]:
+        """Write the ranked output and the rejects; returns rows per bucket and rejects per source.
+        ``scores=False``: the rejects only, the output left as it was (a run that scored no lead)."""
 
     def close(self, finished: bool) -> None:
         """Release connections; when ``finished``, remove the run's working state."""

@@ -114,6 +114,30 @@ def is_among(values: pd.Series, allowed: Iterable) -> np.ndarray:
     return pc.fill_null(found, False).to_numpy(zero_copy_only=False).astype(bool, copy=False)
 
 
+def without_leading_zeros(ids: pd.Series) -> pd.Series:
+    """Ids as text with their leading zeros dropped ('00645875' -> '645875'; '0' stays '0')."""
+    return ids.astype("string").str.replace(r"^0+(?=.)", "", regex=True)
+
+
+ZEROS_HINT = ("they match once leading zeros are dropped: were the ids read as numbers somewhere, e.g. by a "
+              "spreadsheet? Write them as text, as in the leads table")
+
+
+def zeros_match(unknown: pd.Series, lead_ids: pd.Series | Iterable) -> tuple[str, str] | None:
+    """An interaction lead id of ``unknown`` (a sample is enough) and the lead id it names once leading zeros are
+    dropped on both sides, or None: the ids were not (only) stripped of their zeros."""
+    if unknown.empty:
+        return None
+    lead_ids = pd.Series(lead_ids if isinstance(lead_ids, pd.Series) else list(lead_ids), dtype="string")
+    bare = without_leading_zeros(lead_ids)
+    found = is_among(bare, without_leading_zeros(unknown).dropna())
+    if not found.any():
+        return None
+    lead = str(lead_ids[found].iloc[0])
+    same = without_leading_zeros(unknown) == without_leading_zeros(pd.Series([lead], dtype="string")).iloc[0]
+    return str(unknown[same.fillna(False).to_numpy(dtype=bool)].iloc[0]), lead
+
+
 def _require_columns(frame: pd.DataFrame, required: Iterable[str], source: str) -> None:
     if missing := sorted(set(required) - set(frame.columns)):
         raise SchemaError(f"{source}: missing columns {missing}; found {sorted(map(str, frame.columns))}")
@@ -598,8 +622,10 @@ def validate_interactions(interactions: pd.DataFrame, source: str, lead_ids: pd.
     _fail(source, c.lead_id, (ids.isna() | (ids == "")).to_numpy(dtype=bool, na_value=True), "have an empty lead id",
           frame, c.lead_id, problems)
     if lead_ids is not None:
-        _fail(source, c.lead_id, ~is_among(ids, lead_ids), "refer to leads not in the leads table",
-              frame, c.lead_id)
+        unknown = ~is_among(ids, lead_ids)
+        pair = zeros_match(ids[unknown].dropna().head(1000), lead_ids) if unknown.any() else None
+        hint = f"{ZEROS_HINT}: {pair[0]!r} is lead {pair[1]!r}" if pair else ""
+        _fail(source, c.lead_id, unknown, "refer to leads not in the leads table", frame, c.lead_id, hint=hint)
     # text columns stay Arrow-backed (.array): a numpy round trip builds a Python str per value, twice
     out = pd.DataFrame({LEAD_ID: ids.fillna("").astype(str).array})
     out[TIMESTAMP] = parse_timestamps(frame, c.timestamp, source, required=True, id_column=c.lead_id,

@@ -24,7 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
+from collections import Counter
 from collections.abc import Callable
 
 import numpy as np
@@ -33,8 +35,8 @@ import pandas as pd
 from leadtemp.core.config import Params
 from leadtemp.core.errors import SchemaError
 from leadtemp.core.metrics import BUCKETS
-from leadtemp.core.ports import ProgressFactory, ScoringRun, TableSource
-from leadtemp.core.schema import LEAD_ID, DateRules
+from leadtemp.core.ports import Partitions, ProgressFactory, ScoringRun, TableSource
+from leadtemp.core.schema import LEAD_ID, ZEROS_HINT, DateRules, is_among, zeros_match
 from leadtemp.modelling.buckets import bucket_warnings
 from leadtemp.modelling.partition import (
     DEFAULT_CHUNK,
@@ -114,16 +116,22 @@ def score_in_batches(
         manifest = _resumable(run.manifest(), inputs, echo) or _partition(
             scorer, params, as_of, leads, interactions, run, chunk_size, inputs, echo)
         n = manifest["partitions"]
-        done = run.finished(manifest["id"])
-        resumed = len(done)
         lead_parts = run.partitions("leads", n, lead_schema(scorer))
         event_parts = run.partitions("events", n, event_schema(scorer))
+        if manifest["interactions"]:
+            try:  # before anything is staged: a refused run leaves nothing to resume
+                check_interactions_name_leads(lead_parts, event_parts, n, manifest["interactions"], leads, interactions)
+            except SchemaError:
+                finished = True
+                raise
+        done = run.finished(manifest["id"])
+        resumed = len(done)
         if done:
             echo(f"resuming: {len(done)} of {n} partitions already scored")
         shown = progress(manifest["leads"], "scoring")
         shown.advance(sum(manifest["lead_rows"][k] for k in done))
         ledger = partition_ledger(lead_parts, n) if scorer.spec.referral_columns else None
-        unseen = Unseen()
+        unseen, reasons_now = Unseen(), Counter()
         for k in range(n):
             part_leads, part_events = lead_parts.read(k), event_parts.read(k)
             unseen.add(part_leads, part_events, scorer, as_of)  # done partitions too: one count per run
@@ -133,13 +141,18 @@ def score_in_batches(
                                                                   include_lost, since, params.buckets.steady_within,
                                                                   ledger)
             run.stage(k, scored, rejects, not_eligible, manifest["id"], lost)
+            reasons_now.update(_reason_kind(r) for r in rejects.loc[rejects["source"] == "leads", "reason"])
             done[k] = (len(scored), len(rejects), not_eligible, lost)
             shown.advance(len(part_leads))
         shown.close()
-        buckets, rejected = run.publish()
+        none_scored = sum(v[0] for v in done.values()) == 0
+        # Nothing scored and leads rejected: the rejects say why, the output stays as it was (no empty file over it).
+        buckets, rejected = run.publish(scores=not none_scored or not any(v[1] for v in done.values()))
         finished = True
     finally:
         run.close(finished)
+    if none_scored and rejected.get("leads", 0):
+        raise SchemaError(_all_rejected(int(rejected["leads"]), manifest["leads"], reasons_now, run))
     counts = {b: int(buckets.get(b, 0)) for b in BUCKETS}
     return BatchResult(
         scored=sum(v[0] for v in done.values()), rejected_leads=int(rejected.get("leads", 0)),
@@ -157,6 +170,46 @@ def _say_notes(source: TableSource, echo: Callable[[str], None]) -> None:
     for note in notes:
         echo(f"note: {note}")
     notes.clear()
+
+
+def _reason_kind(reason: str) -> str:
+    """A reject reason without the row it names, so that the same fault on many rows counts as one kind."""
+    return re.sub(r"^interaction row \d+: ", "interaction: ", str(reason))
+
+
+def _all_rejected(rejected: int, read: int, reasons: Counter, run: ScoringRun) -> str:
+    """The error of a run that rejected leads and scored none (its output is left as it was)."""
+    main = ""
+    if reasons:
+        kind, count = reasons.most_common(1)[0]
+        main = f", {count:,} for \"{kind}\""
+    return (f"no lead scored: {rejected:,} of the {read:,} leads were rejected{main}; every reject with its reason "
+            f"-> {run.rejects}; {run.target} not written (an earlier one is left as it was)")
+
+
+def check_interactions_name_leads(lead_parts: Partitions, event_parts: Partitions, n: int, count: int,
+                                  leads: TableSource, interactions: TableSource) -> None:
+    """Refuse interactions none of which names a lead of ``leads``: every lead would score as one with no activity.
+
+    Stops at the first partition where one does (a lead and its interactions share a partition), so a good run
+    reads a few id columns; the refusal gives an example of each side and a hint when leading zeros explain it.
+    """
+    event_ids, lead_ids = [], []
+    for k in range(n):
+        ids, own = lead_parts.read(k, [LEAD_ID])[LEAD_ID], event_parts.read(k, [LEAD_ID])[LEAD_ID]
+        if is_among(own, ids).any():
+            return
+        event_ids.append(own.head(1000)), lead_ids.append(ids)
+    unknown = pd.concat(event_ids, ignore_index=True).dropna()
+    unknown = unknown[unknown != ""].head(1000)
+    known = pd.concat(lead_ids, ignore_index=True)
+    known = known[known != ""]
+    if unknown.empty or known.empty:
+        return  # empty ids only: each such row is rejected with its reason
+    pair = zeros_match(unknown, known)
+    event, lead = pair or (unknown.iloc[0], known.iloc[0])
+    raise SchemaError(f"none of the {count:,} interactions names a lead of {leads} (e.g. interaction lead id "
+                      f"{event!r} in {interactions}; lead ids look like {lead!r})" + (f": {ZEROS_HINT}" if pair else ""))
 
 
 def _resumable(manifest: dict | None, inputs: dict, echo: Callable[[str], None]) -> dict | None:

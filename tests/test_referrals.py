@@ -265,6 +265,19 @@ def test_train_notes_outside_referrers_and_score_in_partitions_equals_the_whole_
     assert reasons.str.fullmatch(r"referred by a customer who bought \(\+\)").any()
     assert not reasons.str.contains(r"\bL\d{7}\b|\bC\d{6}\b").any()  # no referrer id in any reason
     assert "referred_by" not in scores.columns
+    # from database tables (SQLite) into a table: the same scores (referrers found across the whole leads table)
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path / 'crm.db'}"
+    engine = sa.create_engine(url)
+    leads.to_sql("leads", engine, index=False)
+    events.to_sql("interactions", engine, index=False)
+    result = _cli("score", "--as-of", AS_OF, "--db", url, "--leads-table", "leads", "--interactions-table",
+                  "interactions", "--write-table", "lead_scores", "--chunk-size", 500, "--model", model, "--params", params)
+    assert result.exit_code == 0, result.output
+    table = pd.read_sql("SELECT lead_id, probability FROM lead_scores", engine).set_index("lead_id")
+    engine.dispose()
+    np.testing.assert_allclose(table.loc[memory.index, "probability"], memory["probability"], rtol=0, atol=1e-12)
     # how each lead moved since a month before, in partitions, equals the whole table in memory (leadtemp changes)
     from leadtemp.workflows.changes import scores_with_changes
 

@@ -338,6 +338,22 @@ def test_cli_trains_and_scores_with_the_funnel_and_words_it(funnel_world, monkey
     served = mlflow.pyfunc.load_model(str(funnel_world / "models" / "latest")).predict(frame, params={"as_of": "2024-12-01"})
     mine = scores.set_index("lead_id").loc[served["lead_id"], "probability"].to_numpy()
     assert (served["status"] == "scored").all() and np.allclose(served["probability"].to_numpy(), mine, atol=1e-9)
+    # from database tables (SQLite) into a table: the funnel's columns are read there too, the same scores
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{funnel_world / 'crm.db'}"
+    engine = sa.create_engine(url)
+    leads.to_sql("leads", engine, index=False)
+    events.to_sql("interactions", engine, index=False)
+    result = CliRunner().invoke(app, ["score", "--params", "p.yaml", "--as-of", "2024-12-01", "--db", url,
+                                      "--leads-table", "leads", "--interactions-table", "interactions",
+                                      "--write-table", "lead_scores"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_sql("SELECT lead_id, probability FROM lead_scores", engine).set_index("lead_id")
+    engine.dispose()
+    mine = scores.set_index("lead_id")["probability"]
+    assert set(table.index) == set(mine.index)
+    np.testing.assert_allclose(table.loc[mine.index, "probability"], mine.to_numpy(), rtol=0, atol=1e-9)
     top = scores.sort_values("rank").iloc[0]["lead_id"]
     result = CliRunner().invoke(app, ["explain", top, "--params", "p.yaml", "--as-of", "2024-12-01"])
     assert result.exit_code == 0 and top in result.output, result.output

@@ -278,6 +278,11 @@ def test_train_notes_outside_referrers_and_score_in_partitions_equals_the_whole_
     table = pd.read_sql("SELECT lead_id, probability FROM lead_scores", engine).set_index("lead_id")
     engine.dispose()
     np.testing.assert_allclose(table.loc[memory.index, "probability"], memory["probability"], rtol=0, atol=1e-12)
+    # the Spark engine does not look referrers up across partitions: refused in one line, before any Spark work
+    result = _cli("score", "--as-of", AS_OF, "--out", tmp_path / "spark.csv", "--engine", "spark", "--model", model,
+                  "--params", params)
+    assert result.exit_code == 2 and "referral features" in result.output and "local engine" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "spark.csv").exists()
     # how each lead moved since a month before, in partitions, equals the whole table in memory (leadtemp changes)
     from leadtemp.workflows.changes import scores_with_changes
 

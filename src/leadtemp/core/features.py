@@ -321,6 +321,23 @@ def _positions(lead_ids: pd.Series, event_ids: pd.Series) -> np.ndarray:
     return pc.fill_null(found, -1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+@numba.njit(cache=True, nogil=True)
+def _by_lead(pos, n):
+    """The events grouped by lead with a stable counting sort: lead ``i``'s events are ``order[start[i]:start[i + 1]]``,
+    in the order they come."""
+    start = np.zeros(n + 1, dtype=np.int64)
+    for e in range(pos.shape[0]):
+        start[pos[e] + 1] += 1
+    for i in range(n):
+        start[i + 1] += start[i]
+    fill = start[:-1].copy()
+    order = np.empty(pos.shape[0], dtype=np.int64)
+    for e in range(pos.shape[0]):
+        order[fill[pos[e]]] = e
+        fill[pos[e]] += 1
+    return start, order
+
+
 @numba.njit(cache=True, nogil=True, parallel=True)
 def _behaviour(values, pos, age, decay, channel, inbound, heat, touch, step, n, n_channels, windows, rows_window,
                rows_last, rows_decayed, just_active_days, rows_steps, row_first, row_just_active, row_trend,
@@ -333,16 +350,7 @@ def _behaviour(values, pos, age, decay, channel, inbound, heat, touch, step, n, 
     ``rows_*``: the row of ``values`` of each column (-1: the model has no such column). Leads are
     computed in parallel chunks, each lead alone: the result does not depend on the number of threads.
     """
-    start = np.zeros(n + 1, dtype=np.int64)
-    for e in range(pos.shape[0]):
-        start[pos[e] + 1] += 1
-    for i in range(n):
-        start[i + 1] += start[i]
-    fill = start[:-1].copy()
-    order = np.empty(pos.shape[0], dtype=np.int64)
-    for e in range(pos.shape[0]):
-        order[fill[pos[e]]] = e
-        fill[pos[e]] += 1
+    start, order = _by_lead(pos, n)
     chunk = 4096  # leads per task: each lead is computed alone, so the threads change no sum
     for c0 in numba.prange((n + chunk - 1) // chunk):
         _behaviour_of(values, c0 * chunk, min(n, (c0 + 1) * chunk), start, order, age, decay, channel, inbound, heat,
@@ -436,16 +444,7 @@ def _funnel(values, pos, age, stage, outcome, inbound, n, rows_stage, rows_task,
     Ratings (NaN: none on the row): the latest lead rating, the mean task rating of the last ``REACH_DAYS`` days.
     ``rows_*``: the row of ``values`` of each column (-1: the model has no such column).
     """
-    start = np.zeros(n + 1, dtype=np.int64)
-    for e in range(pos.shape[0]):
-        start[pos[e] + 1] += 1
-    for i in range(n):
-        start[i + 1] += start[i]
-    fill = start[:-1].copy()
-    order = np.empty(pos.shape[0], dtype=np.int64)
-    for e in range(pos.shape[0]):
-        order[fill[pos[e]]] = e
-        fill[pos[e]] += 1
+    start, order = _by_lead(pos, n)
     ages = np.empty(pos.shape[0])
     ranks = np.empty(pos.shape[0], dtype=np.int32)
     for i in range(n):

@@ -250,27 +250,37 @@ def _cli(*args):
     return result
 
 
-@pytest.fixture(scope="module")
-def crm(tmp_path_factory):
-    """A simulated CRM with lost leads, a params file that maps them and a model trained on it."""
-    home = tmp_path_factory.mktemp("lost-crm")
+def trained_crm(home: Path, columns: dict, simulate_flag: str, leads: int, said: str,
+                **settings) -> tuple[Path, str]:
+    """In ``home``: a CRM simulated with ``simulate_flag`` (its output must say ``said``), a params file mapping
+    ``columns`` (plus other ``settings`` sections) and a model trained on it. Returns the params file and train's
+    output."""
     mp = pytest.MonkeyPatch()
     try:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
         mp.chdir(home)
-        settings = yaml.safe_load((ROOT / "params.yaml").read_text())
-        settings["data"].update(leads=str(home / "data" / "leads.parquet"),
-                                interactions=str(home / "data" / "interactions.parquet"), columns={"lost_at": "lost_at"})
-        settings["events"] = {"disqualified": {"kind": "outcome", "ends": "lost", "label": "disqualified by us"}}
+        values = yaml.safe_load((ROOT / "params.yaml").read_text())
+        values["data"].update(leads=str(home / "data" / "leads.parquet"),
+                              interactions=str(home / "data" / "interactions.parquet"), columns=columns)
+        values.update(settings)
         params = home / "params.yaml"
-        params.write_text(yaml.safe_dump(settings, sort_keys=False))
-        made = _cli("simulate", "--out", "data", "--leads", "2000", "--seed", "3", "--months", "24", "--lost",
+        params.write_text(yaml.safe_dump(values, sort_keys=False))
+        made = _cli("simulate", "--out", "data", "--leads", str(leads), "--seed", "3", "--months", "24", simulate_flag,
                     "--params", params)
-        assert made.exit_code == 0 and "closed as lost" in made.stdout, made.output
+        assert made.exit_code == 0 and said in made.stdout, made.output
         trained = _cli("train", "--params", params)
         assert trained.exit_code == 0, trained.output
     finally:
         mp.undo()
+    return params, trained.stdout
+
+
+@pytest.fixture(scope="module")
+def crm(tmp_path_factory):
+    """A simulated CRM with lost leads, a params file that maps them and a model trained on it."""
+    home = tmp_path_factory.mktemp("lost-crm")
+    params, _ = trained_crm(home, {"lost_at": "lost_at"}, "--lost", 2000, "closed as lost",
+                            events={"disqualified": {"kind": "outcome", "ends": "lost", "label": "disqualified by us"}})
     return home, params
 
 

@@ -15,10 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
-from typer.testing import CliRunner
 
-from leadtemp.cli import app
 from leadtemp.core.config import Features, LeadColumns, params_from_dict
 from leadtemp.core.errors import ConfigError, SchemaError
 from leadtemp.core.features import build_training_frame, features_as_of, fit_feature_spec, prepare_events
@@ -26,6 +23,7 @@ from leadtemp.core.reasons import describe_referrals, describe_referrer, feature
 from leadtemp.core.referrals import REFERRAL_FEATURES, referral_features, referral_ledger, with_referrals
 from leadtemp.core.schema import RowProblems, validate_leads
 from leadtemp.simulate import simulate
+from test_lost_leads import _cli, error_lines, trained_crm
 
 T = pd.Timestamp
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,44 +194,16 @@ def test_the_simulator_keeps_every_world_without_referrals_and_tells_the_referra
 
 # -- the command line, end to end --------------------------------------------------------------------------
 
-RUNNER = CliRunner()
-ENV = {"COLUMNS": "250", "MLFLOW_DISABLE_TELEMETRY": "true"}
 AS_OF = "2024-10-01"
-
-
-def _cli(*args):
-    result = RUNNER.invoke(app, [str(a) for a in args], env=ENV)
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result
-
-
-def error_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if re.match(r"\s*error:\s*\S", line)]
 
 
 @pytest.fixture(scope="module")
 def crm(tmp_path_factory):
     """A small simulated CRM with referrals, a params file that maps referred_by and a model trained on it."""
     home = tmp_path_factory.mktemp("referral-crm")
-    mp = pytest.MonkeyPatch()
-    try:
-        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
-        mp.chdir(home)
-        settings = yaml.safe_load((ROOT / "params.yaml").read_text())
-        settings["data"].update(leads=str(home / "data" / "leads.parquet"),
-                                interactions=str(home / "data" / "interactions.parquet"),
-                                columns={"referred_by": "referred_by"})
-        settings["when"] = {"horizons_days": []}
-        params = home / "params.yaml"
-        params.write_text(yaml.safe_dump(settings, sort_keys=False))
-        made = _cli("simulate", "--out", "data", "--leads", "3000", "--seed", "3", "--months", "24", "--referrals",
-                    "--params", params)
-        assert made.exit_code == 0 and "name their referrer (referred_by)" in made.stdout, made.output
-        trained = _cli("train", "--params", params)
-        assert trained.exit_code == 0, trained.output
-    finally:
-        mp.undo()
-    return home, params, trained.stdout
+    params, trained = trained_crm(home, {"referred_by": "referred_by"}, "--referrals", 3000,
+                                  "name their referrer (referred_by)", when={"horizons_days": []})
+    return home, params, trained
 
 
 @pytest.mark.slow

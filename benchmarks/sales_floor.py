@@ -39,16 +39,10 @@ CAPACITIES = ((2, 10), (5, 20), (10, 40))   # reps, calls per rep a day
 
 
 def plan_numbers(scorer, leads, interactions, cutoff, reps, per_rep, cooldown, horizon_days) -> dict:
-    """``leadtemp calls`` at ``cutoff`` (same steps as api.calls), and what its leads did in the next horizon."""
-    from leadtemp.workflows.calls import plan_calls
+    """``leadtemp calls`` at ``cutoff`` (the same rows and plan as api.calls), and what its leads did in the next horizon."""
+    from leadtemp.workflows.calls import day_rows, plan_calls
 
-    eligible, _ = scorer.eligible(leads, interactions, cutoff)
-    features = scorer.features_of(eligible, interactions, cutoff)
-    rows = scorer.score_rows(features, reasons=False).reset_index(drop=True)
-    for column in ("just_turned_active", "outbound_days_since_last", "thermometer_score"):
-        if column in features.columns:
-            rows[column] = features[column].to_numpy()
-    plan = plan_calls(rows, reps, per_rep, cooldown)
+    plan = plan_calls(day_rows(scorer, leads, interactions, cutoff), reps, per_rep, cooldown)
     converted = leads.set_index(LEAD_ID)["converted_at"]
     end = cutoff + pd.Timedelta(days=horizon_days)
     did = converted.reindex(plan.calls[LEAD_ID]).between(cutoff, end, inclusive="left")

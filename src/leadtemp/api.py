@@ -773,7 +773,7 @@ def calls(params: Params | str | Path, as_of: str | pd.Timestamp, reps: int | No
     ``out``: also write the plan, one row per call (CSV/Parquet); ``db`` + ``write_table``: into that table instead
     (created when missing; the rows of the same date replaced, in one transaction). Checked before any work."""
     from leadtemp.core.schema import LEAD_ID
-    from leadtemp.workflows.calls import CALL_COLUMNS, plan_calls
+    from leadtemp.workflows.calls import CALL_COLUMNS, day_rows, plan_calls
 
     p = params_with(params)
     when = parse_as_of(as_of, p.data.mode)
@@ -797,12 +797,7 @@ def calls(params: Params | str | Path, as_of: str | pd.Timestamp, reps: int | No
     if by is not None and by not in leads.columns:
         raise ConfigError(f"--by {by!r}: {p.data.leads} has no such column")
     scorer, version = load_model(p, model)
-    eligible, _ = scorer.eligible(leads, events, when)
-    features = scorer.features_of(eligible, events, when)
-    rows = scorer.score_rows(features).reset_index(drop=True)
-    for column in ("just_turned_active", "outbound_days_since_last", "thermometer_score"):
-        if column in features.columns:
-            rows[column] = features[column].to_numpy()
+    rows = day_rows(scorer, leads, events, when)
     if by is not None:
         rows[by] = rows[LEAD_ID].map(leads.drop_duplicates(LEAD_ID).set_index(LEAD_ID)[by]).to_numpy()
     plan = plan_calls(rows, reps, per_rep, cooldown, by)

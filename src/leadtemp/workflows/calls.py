@@ -68,6 +68,18 @@ def _allocate(groups: dict[str, np.ndarray], reps: int, per_rep: int) -> dict[st
     return given
 
 
+def day_rows(scorer, leads: pd.DataFrame, events: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
+    """The scored leads a plan of ``as_of`` chooses from, with the columns :func:`plan_calls` reads beside the scores
+    (just turned active, our last contact, the thermometer's score)."""
+    eligible, _ = scorer.eligible(leads, events, as_of)
+    features = scorer.features_of(eligible, events, as_of)
+    rows = scorer.score_rows(features).reset_index(drop=True)
+    for column in ("just_turned_active", "outbound_days_since_last", "thermometer_score"):
+        if column in features.columns:
+            rows[column] = features[column].to_numpy()
+    return rows
+
+
 def plan_calls(scored: pd.DataFrame, reps: int, per_rep: int, cooldown_days: float, by: str | None = None) -> CallPlan:
     """The day's calls from ``scored``: scorer rows (``score_rows``: probability, score, bucket, reasons, margin) joined
     with the features ``just_turned_active``, ``outbound_days_since_last`` and ``thermometer_score`` (and ``by``)."""
